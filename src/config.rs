@@ -1,0 +1,225 @@
+//! Configuration of the worker (engine), the media a router negotiates, and transports.
+//!
+//! Plain values with sensible defaults. This module owns no behavior beyond validation and
+//! the translation of [`MediaConfig`] into str0m's codec and extension configuration.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use str0m::rtp::{Extension, ExtensionMap};
+use str0m::RtcConfig;
+
+/// Configuration of a [`Worker`](crate::worker::Worker): its shards and their sockets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerConfig {
+    /// Number of shards (threads, each with its own UDP socket). Default: available cores.
+    pub shards: usize,
+    /// Address the shard sockets bind to. Must be a concrete address (not `0.0.0.0`):
+    /// it is the host candidate of every session. Use
+    /// [`WebRTCTransportConfig::announced_ips`] to announce another address (1:1 NAT).
+    /// Default: `127.0.0.1`.
+    pub bind_ip: IpAddr,
+    /// UDP ports for the shard sockets: shard `i` binds `port_min + i`. With `port_min == 0`
+    /// each shard takes an ephemeral port. Default: `0`.
+    pub port_min: u16,
+    /// Highest port shards may use; `Worker::new` fails if `port_min + shards - 1` exceeds it.
+    pub port_max: u16,
+    /// Pin shard `i` to CPU core `i % cores`. Default: `false`.
+    pub pin_threads: bool,
+    /// Capacity of each shard-to-shard ring, in packets. Default: 4096.
+    pub ring_capacity: usize,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            shards: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port_min: 0,
+            port_max: u16::MAX,
+            pin_threads: false,
+            ring_capacity: 4096,
+        }
+    }
+}
+
+/// Audio codecs a router can negotiate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AudioCodec {
+    /// Opus, 48 kHz stereo.
+    Opus,
+}
+
+/// Video codecs a router can negotiate. All are negotiated with RTX.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum VideoCodec {
+    /// VP8.
+    Vp8,
+    /// VP9 (profiles 0 and 2).
+    Vp9,
+    /// H.264 (constrained baseline and baseline, packetization modes 0 and 1).
+    H264,
+    /// AV1.
+    Av1,
+}
+
+/// RTP header extensions a router can negotiate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HeaderExtension {
+    /// `urn:ietf:params:rtp-hdrext:ssrc-audio-level` (RFC 6464).
+    AudioLevel,
+    /// `http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time`.
+    AbsSendTime,
+    /// Transport-wide congestion control sequence numbers.
+    TransportCc,
+    /// `urn:ietf:params:rtp-hdrext:sdes:mid`.
+    Mid,
+    /// `urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id` (simulcast rid).
+    RtpStreamId,
+    /// `urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id`.
+    RepairedRtpStreamId,
+    /// `urn:3gpp:video-orientation`.
+    VideoOrientation,
+    /// `http://www.webrtc.org/experiments/rtp-hdrext/playout-delay`.
+    PlayoutDelay,
+    /// `http://www.webrtc.org/experiments/rtp-hdrext/abs-capture-time`.
+    AbsCaptureTime,
+}
+
+impl HeaderExtension {
+    fn to_str0m(self) -> Extension {
+        match self {
+            HeaderExtension::AudioLevel => Extension::AudioLevel,
+            HeaderExtension::AbsSendTime => Extension::AbsoluteSendTime,
+            HeaderExtension::TransportCc => Extension::TransportSequenceNumber,
+            HeaderExtension::Mid => Extension::RtpMid,
+            HeaderExtension::RtpStreamId => Extension::RtpStreamId,
+            HeaderExtension::RepairedRtpStreamId => Extension::RepairedRtpStreamId,
+            HeaderExtension::VideoOrientation => Extension::VideoOrientation,
+            HeaderExtension::PlayoutDelay => Extension::PlayoutDelay,
+            HeaderExtension::AbsCaptureTime => Extension::AbsoluteCaptureTime,
+        }
+    }
+
+    /// The id Chrome uses for this extension in its offers; we offer the same ids so
+    /// that subscribers and publishers usually agree and no translation is needed.
+    fn preferred_id(self) -> u8 {
+        match self {
+            HeaderExtension::AudioLevel => 1,
+            HeaderExtension::AbsSendTime => 2,
+            HeaderExtension::TransportCc => 3,
+            HeaderExtension::Mid => 4,
+            HeaderExtension::RtpStreamId => 10,
+            HeaderExtension::RepairedRtpStreamId => 11,
+            HeaderExtension::VideoOrientation => 13,
+            HeaderExtension::PlayoutDelay => 6,
+            HeaderExtension::AbsCaptureTime => 7,
+        }
+    }
+}
+
+/// The media a [`Router`](crate::router::Router) negotiates with its peers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaConfig {
+    /// Audio codecs, in order of preference.
+    pub audio: Vec<AudioCodec>,
+    /// Video codecs, in order of preference.
+    pub video: Vec<VideoCodec>,
+    /// Header extensions offered and accepted.
+    pub header_extensions: Vec<HeaderExtension>,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self {
+            audio: vec![AudioCodec::Opus],
+            video: vec![
+                VideoCodec::Vp8,
+                VideoCodec::Vp9,
+                VideoCodec::H264,
+                VideoCodec::Av1,
+            ],
+            header_extensions: vec![
+                HeaderExtension::AudioLevel,
+                HeaderExtension::AbsSendTime,
+                HeaderExtension::TransportCc,
+                HeaderExtension::Mid,
+                HeaderExtension::RtpStreamId,
+                HeaderExtension::RepairedRtpStreamId,
+                HeaderExtension::VideoOrientation,
+            ],
+        }
+    }
+}
+
+impl MediaConfig {
+    /// Apply codecs and extensions to a str0m configuration.
+    pub(crate) fn apply(&self, mut cfg: RtcConfig) -> RtcConfig {
+        cfg = cfg.clear_codecs();
+        for a in &self.audio {
+            match a {
+                AudioCodec::Opus => cfg = cfg.enable_opus(true, false),
+            }
+        }
+        for v in &self.video {
+            cfg = match v {
+                VideoCodec::Vp8 => cfg.enable_vp8(true),
+                VideoCodec::Vp9 => cfg.enable_vp9(true),
+                VideoCodec::H264 => cfg.enable_h264(true),
+                VideoCodec::Av1 => cfg.enable_av1(true),
+            };
+        }
+        let mut map = ExtensionMap::empty();
+        for e in &self.header_extensions {
+            map.set(e.preferred_id(), e.to_str0m());
+        }
+        cfg.set_extension_map(map)
+    }
+}
+
+/// A STUN or TURN server, as in the browser's `RTCIceServer`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RTCIceServer {
+    /// Server URLs, e.g. `stun:stun.example.org:3478`.
+    pub urls: Vec<String>,
+    /// TURN username.
+    pub username: String,
+    /// TURN credential.
+    pub credential: String,
+}
+
+/// Peer-connection level configuration, as in the browser's `RTCConfiguration`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RTCConfiguration {
+    /// ICE servers. The server side is ICE-lite and needs none; a `stun:` entry is
+    /// accepted for compatibility with the original API.
+    pub ice_servers: Vec<RTCIceServer>,
+}
+
+/// Configuration of one publish or subscribe transport.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebRTCTransportConfig {
+    /// Peer-connection configuration (ICE servers).
+    pub configuration: RTCConfiguration,
+    /// Addresses to announce as candidates instead of / besides the bind address, for
+    /// servers behind a 1:1 NAT. The shard's port is used with each address.
+    pub announced_ips: Vec<IpAddr>,
+    /// How long a new transport may take to connect (ICE + DTLS) before it is closed.
+    pub connect_timeout: Duration,
+    /// How long a connected transport may stay silent (no datagram from the peer)
+    /// before it is considered gone and closed.
+    pub ice_disconnected_timeout: Duration,
+}
+
+impl Default for WebRTCTransportConfig {
+    fn default() -> Self {
+        Self {
+            configuration: RTCConfiguration::default(),
+            announced_ips: Vec::new(),
+            connect_timeout: Duration::from_secs(30),
+            ice_disconnected_timeout: Duration::from_secs(15),
+        }
+    }
+}

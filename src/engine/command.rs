@@ -1,0 +1,137 @@
+//! Messages between the API layer (tokio) and a shard: commands with oneshot replies,
+//! and session events flowing back. Control path only: these may allocate.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use str0m::format::PayloadParams;
+use str0m::media::MediaKind;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{DownTrackId, SessionId, ShardId, TrackKey};
+use crate::error::{NegotiationError, SubscribeError, TransportError};
+use crate::stats::ShardStats;
+
+/// Whether a session receives media from its peer or sends media to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    Publish,
+    Subscribe,
+}
+
+/// What a shard needs to create a session.
+pub(crate) struct SessionSpec {
+    pub(crate) id: SessionId,
+    pub(crate) role: Role,
+    pub(crate) media: crate::config::MediaConfig,
+    pub(crate) announced_ips: Vec<IpAddr>,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) events: mpsc::UnboundedSender<SessionEvent>,
+}
+
+/// Reply to session creation.
+#[derive(Debug, Clone)]
+pub(crate) struct SessionCreated {
+    /// Local candidates (`candidate:` attribute values).
+    pub(crate) candidates: Vec<String>,
+    pub(crate) ufrag: String,
+}
+
+/// One receiving m-line of a publish session.
+#[derive(Debug, Clone)]
+pub(crate) struct TrackInfo {
+    pub(crate) key: TrackKey,
+    /// The `a=msid` track id: the publisher id.
+    pub(crate) track_id: String,
+    pub(crate) stream_id: String,
+    pub(crate) kind: MediaKind,
+    /// Negotiated payload parameters, in order of preference.
+    pub(crate) params: Vec<PayloadParams>,
+    /// False once the m-line stopped receiving (inactive / removed by the publisher).
+    pub(crate) active: bool,
+}
+
+/// What a subscribe session needs to forward a track.
+#[derive(Debug, Clone)]
+pub(crate) struct DownTrackSpec {
+    pub(crate) id: DownTrackId,
+    pub(crate) track: TrackKey,
+    pub(crate) track_id: String,
+    pub(crate) stream_id: String,
+    pub(crate) kind: MediaKind,
+    pub(crate) params: Vec<PayloadParams>,
+}
+
+/// Commands from the API layer to a shard.
+pub(crate) enum Command {
+    CreateSession {
+        spec: Box<SessionSpec>,
+        reply: oneshot::Sender<SessionCreated>,
+    },
+    /// Publish side: accept an offer, reply with the answer and the current tracks.
+    AcceptOffer {
+        id: SessionId,
+        sdp: String,
+        reply: oneshot::Sender<Result<(String, Vec<TrackInfo>), NegotiationError>>,
+    },
+    AddRemoteCandidate {
+        id: SessionId,
+        candidate: String,
+        reply: oneshot::Sender<Result<(), TransportError>>,
+    },
+    /// Subscribe side: add a down-track and produce an offer folding all pending changes.
+    AddDownTrack {
+        id: SessionId,
+        spec: Box<DownTrackSpec>,
+        reply: oneshot::Sender<Result<String, SubscribeError>>,
+    },
+    /// Subscribe side: stop forwarding a down-track; its m-line is stopped at the next offer.
+    RemoveDownTrack {
+        id: SessionId,
+        down: DownTrackId,
+    },
+    /// Subscribe side: produce an offer for pending changes, if any.
+    CreateOffer {
+        id: SessionId,
+        ice_restart: bool,
+        reply: oneshot::Sender<Result<Option<String>, NegotiationError>>,
+    },
+    /// Subscribe side: apply the answer to the outstanding offer.
+    AcceptAnswer {
+        id: SessionId,
+        sdp: String,
+        reply: oneshot::Sender<Result<(), NegotiationError>>,
+    },
+    /// Publisher's shard: shard `dest` has (one more) subscriber of `track`.
+    AddRemoteRoute { track: TrackKey, dest: ShardId },
+    /// Publisher's shard: shard `dest` has one subscriber fewer of `track`.
+    RemoveRemoteRoute { track: TrackKey, dest: ShardId },
+    CloseSession {
+        id: SessionId,
+    },
+    Stats {
+        reply: oneshot::Sender<ShardStats>,
+    },
+    Shutdown,
+}
+
+/// Why a session ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum CloseReason {
+    Requested,
+    ConnectTimeout,
+    IdleTimeout,
+    PeerClosed,
+    Failed(String),
+}
+
+/// Events from a shard to the API side of one session.
+#[derive(Debug, Clone)]
+pub(crate) enum SessionEvent {
+    Connected,
+    /// A down-track of this (subscribe) session could not be activated after the answer
+    /// (the subscriber refused every codec of the publisher).
+    DownTrackRejected(DownTrackId),
+    Closed(CloseReason),
+}

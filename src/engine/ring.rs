@@ -1,0 +1,80 @@
+//! Shard-to-shard messaging: one bounded single-producer single-consumer ring (`rtrb`) per
+//! ordered pair of shards. Media packets go from the publisher's shard to each shard that
+//! has subscribers of the track (one entry per destination shard, never per subscriber);
+//! keyframe requests go the other way. A full ring drops the message and the sender
+//! counts it: a slow shard must never stall a fast one (NACK/RTX repairs media loss).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use str0m::rtp::ExtensionValues;
+
+use super::{ShardId, TrackKey};
+
+/// One RTP packet of a published track, as it crosses shards. Cloning it only bumps the
+/// payload's reference count: no allocation.
+#[derive(Clone)]
+pub(crate) struct MediaPacket {
+    pub(crate) track: TrackKey,
+    /// Identifies the publisher's RTP stream (its SSRC); a change means a new source.
+    pub(crate) source: u64,
+    /// Extended (rollover-free) sequence number from the publisher.
+    pub(crate) seq: u64,
+    pub(crate) ts: u32,
+    /// The publisher's payload type.
+    pub(crate) pt: u8,
+    pub(crate) marker: bool,
+    /// First packet of a keyframe, per payload inspection at ingress.
+    pub(crate) keyframe: bool,
+    pub(crate) arrival: Instant,
+    /// Header extension values worth forwarding (ids are the subscriber session's own).
+    pub(crate) ext: ExtensionValues,
+    pub(crate) payload: Arc<[u8]>,
+}
+
+/// A message on a shard-to-shard ring.
+pub(crate) enum ShardMsg {
+    Media(MediaPacket),
+    KeyframeRequest(TrackKey),
+}
+
+/// Producers indexed by destination shard (`None` at our own index).
+pub(crate) type Producers = Vec<Option<rtrb::Producer<ShardMsg>>>;
+/// Consumers indexed by source shard (`None` at our own index).
+pub(crate) type Consumers = Vec<Option<rtrb::Consumer<ShardMsg>>>;
+
+/// All rings of a worker before they are handed to their shards.
+pub(crate) struct Mesh {
+    /// `producers[from][to]`
+    producers: Vec<Producers>,
+    /// `consumers[to][from]`
+    consumers: Vec<Consumers>,
+}
+
+impl Mesh {
+    pub(crate) fn new(n: usize, capacity: usize) -> Mesh {
+        let mut producers: Vec<Producers> = (0..n).map(|_| (0..n).map(|_| None).collect()).collect();
+        let mut consumers: Vec<Consumers> = (0..n).map(|_| (0..n).map(|_| None).collect()).collect();
+        for from in 0..n {
+            for to in 0..n {
+                if from != to {
+                    let (p, c) = rtrb::RingBuffer::new(capacity);
+                    producers[from][to] = Some(p);
+                    consumers[to][from] = Some(c);
+                }
+            }
+        }
+        Mesh {
+            producers,
+            consumers,
+        }
+    }
+
+    /// The rings shard `id` writes to and reads from.
+    pub(crate) fn take(&mut self, id: ShardId) -> (Producers, Consumers) {
+        (
+            std::mem::take(&mut self.producers[id]),
+            std::mem::take(&mut self.consumers[id]),
+        )
+    }
+}

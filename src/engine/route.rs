@@ -1,0 +1,130 @@
+//! Routing state of one shard: which down-tracks (local subscribers) and which other shards
+//! receive each track, and the per-subscriber forwarding state. Changed only by commands
+//! on the shard thread, read by the packet path without locks.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use str0m::media::{MediaKind, Mid};
+use str0m::rtp::Ssrc;
+
+use super::{DownTrackId, ShardId, TrackKey};
+use crate::forward::{Rewriter, RewriterConfig};
+
+/// Payload-type translation table: publisher PT → subscriber PT (`NO_PT` if none).
+pub(crate) type PtMap = [u8; 128];
+pub(crate) const NO_PT: u8 = 0xff;
+
+/// One forwarded track on a subscribe session.
+pub(crate) struct DownTrack {
+    pub(crate) id: DownTrackId,
+    /// Slot of the subscribe session in the shard's session slab.
+    pub(crate) session: usize,
+    pub(crate) track: TrackKey,
+    pub(crate) kind: MediaKind,
+    pub(crate) mid: Mid,
+    pub(crate) spec_params: Vec<str0m::format::PayloadParams>,
+    /// Set once the answer is applied and the send stream exists.
+    pub(crate) ssrc: Option<Ssrc>,
+    pub(crate) pt_map: PtMap,
+    pub(crate) rewriter: Rewriter,
+    pub(crate) last_keyframe_request: Option<Instant>,
+}
+
+impl DownTrack {
+    pub(crate) fn new(
+        id: DownTrackId,
+        session: usize,
+        track: TrackKey,
+        kind: MediaKind,
+        mid: Mid,
+        spec_params: Vec<str0m::format::PayloadParams>,
+    ) -> Self {
+        let clock_rate = spec_params
+            .first()
+            .map(|p| p.spec().clock_rate.get())
+            .unwrap_or(if kind == MediaKind::Audio { 48_000 } else { 90_000 });
+        DownTrack {
+            id,
+            session,
+            track,
+            kind,
+            mid,
+            spec_params,
+            ssrc: None,
+            pt_map: [NO_PT; 128],
+            rewriter: Rewriter::new(RewriterConfig {
+                video: kind == MediaKind::Video,
+                clock_rate,
+                initial_seq: rand::random::<u16>() & 0x7fff,
+                initial_ts: rand::random(),
+            }),
+            last_keyframe_request: None,
+        }
+    }
+
+    pub(crate) fn active(&self) -> bool {
+        self.ssrc.is_some()
+    }
+}
+
+/// Where packets of one track go from this shard.
+#[derive(Default)]
+pub(crate) struct Route {
+    /// Down-track slots on this shard.
+    pub(crate) local: Vec<usize>,
+    /// Other shards with subscribers, with their subscriber counts (publisher's shard only).
+    pub(crate) remote: Vec<(ShardId, u32)>,
+}
+
+impl Route {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.local.is_empty() && self.remote.is_empty()
+    }
+}
+
+/// All routes of a shard.
+#[derive(Default)]
+pub(crate) struct Routes {
+    pub(crate) map: HashMap<TrackKey, Route>,
+}
+
+impl Routes {
+    pub(crate) fn add_local(&mut self, track: TrackKey, down_slot: usize) {
+        let r = self.map.entry(track).or_default();
+        if !r.local.contains(&down_slot) {
+            r.local.push(down_slot);
+        }
+    }
+
+    pub(crate) fn remove_local(&mut self, track: TrackKey, down_slot: usize) {
+        if let Some(r) = self.map.get_mut(&track) {
+            r.local.retain(|s| *s != down_slot);
+            if r.is_empty() {
+                self.map.remove(&track);
+            }
+        }
+    }
+
+    pub(crate) fn add_remote(&mut self, track: TrackKey, dest: ShardId) {
+        let r = self.map.entry(track).or_default();
+        match r.remote.iter_mut().find(|(s, _)| *s == dest) {
+            Some((_, n)) => *n += 1,
+            None => r.remote.push((dest, 1)),
+        }
+    }
+
+    pub(crate) fn remove_remote(&mut self, track: TrackKey, dest: ShardId) {
+        if let Some(r) = self.map.get_mut(&track) {
+            if let Some(pos) = r.remote.iter().position(|(s, _)| *s == dest) {
+                r.remote[pos].1 -= 1;
+                if r.remote[pos].1 == 0 {
+                    r.remote.swap_remove(pos);
+                }
+            }
+            if r.is_empty() {
+                self.map.remove(&track);
+            }
+        }
+    }
+}

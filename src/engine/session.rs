@@ -1,0 +1,260 @@
+//! One str0m session (one transport) and the rules for driving it: after every mutation,
+//! drain `poll_output` until `Output::Timeout`; contain panics so one broken session
+//! cannot take its shard down. Also owns the session's publish-side track table and the
+//! translation of incoming RTP into [`MediaPacket`]s.
+
+use std::net::SocketAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use str0m::change::SdpPendingOffer;
+use str0m::format::PayloadParams;
+use str0m::media::{MediaKind, Mid};
+use str0m::rtp::{ExtensionValues, RtpPacket, Ssrc};
+use str0m::{Event, IceConnectionState, Output, Rtc};
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::command::{CloseReason, Role, SessionEvent, TrackInfo};
+use super::ring::MediaPacket;
+use super::udp::SendQueue;
+use super::{DownTrackId, SessionId};
+use crate::rtp::codec::{self, CodecKind};
+
+/// A received track of a publish session.
+pub(crate) struct UpTrack {
+    pub(crate) mid: Mid,
+    pub(crate) info: TrackInfo,
+    /// Codec family per publisher payload type, for keyframe detection at ingress.
+    pub(crate) codec_by_pt: [CodecKind; 128],
+    pub(crate) last_keyframe_request: Option<Instant>,
+}
+
+impl UpTrack {
+    pub(crate) fn new(mid: Mid, info: TrackInfo) -> Self {
+        let mut codec_by_pt = [CodecKind::Other; 128];
+        for p in &info.params {
+            let pt = *p.pt() as usize;
+            if pt < 128 {
+                codec_by_pt[pt] = codec_kind(p);
+            }
+        }
+        UpTrack {
+            mid,
+            info,
+            codec_by_pt,
+            last_keyframe_request: None,
+        }
+    }
+}
+
+/// Codec family of negotiated payload parameters.
+pub(crate) fn codec_kind(p: &PayloadParams) -> CodecKind {
+    use str0m::format::Codec;
+    match p.spec().codec {
+        Codec::Opus => CodecKind::Opus,
+        Codec::Vp8 => CodecKind::Vp8,
+        Codec::Vp9 => CodecKind::Vp9,
+        Codec::H264 => CodecKind::H264,
+        Codec::Av1 => CodecKind::Av1,
+        _ => CodecKind::Other,
+    }
+}
+
+/// Things a drain produced that need the shard (other sessions, routes, the socket).
+#[derive(Default)]
+pub(crate) struct DrainOut {
+    pub(crate) send: SendQueue,
+    /// Media from publish sessions to route.
+    pub(crate) media: Vec<MediaPacket>,
+    /// Keyframe requests from subscribers: (session slot, mid).
+    pub(crate) keyframe_requests: Vec<(usize, Mid)>,
+    /// Remote addresses newly proven (we answered them): (addr, session slot).
+    pub(crate) new_addrs: Vec<(SocketAddr, usize)>,
+}
+
+/// One transport's str0m session on a shard.
+pub(crate) struct Session {
+    pub(crate) id: SessionId,
+    pub(crate) slot: usize,
+    pub(crate) role: Role,
+    pub(crate) rtc: Rtc,
+    pub(crate) ufrag: String,
+    pub(crate) events: UnboundedSender<SessionEvent>,
+    /// The deadline last scheduled in the timer heap.
+    pub(crate) deadline: Instant,
+    pub(crate) addrs: Vec<SocketAddr>,
+    pub(crate) created: Instant,
+    pub(crate) last_rx: Instant,
+    pub(crate) connected: bool,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
+    /// Set when the session must be torn down by the shard.
+    pub(crate) dead: Option<CloseReason>,
+    /// RTP was written this batch: flush with a timeout input at the end of the batch.
+    pub(crate) dirty: bool,
+    // Publish side.
+    pub(crate) up: Vec<UpTrack>,
+    pub(crate) up_by_ssrc: Vec<(Ssrc, usize)>,
+    // Subscribe side.
+    pub(crate) pending_offer: Option<SdpPendingOffer>,
+    /// Down-track slots owned by this session.
+    pub(crate) downs: Vec<usize>,
+    /// Mids of removed down-tracks whose m-lines are stopped at the next offer.
+    pub(crate) to_stop: Vec<Mid>,
+    /// Down-tracks waiting for the answer that makes them active.
+    pub(crate) awaiting_answer: Vec<DownTrackId>,
+}
+
+impl Session {
+    /// Run `f` on the session with panic containment. A panic marks the session dead.
+    pub(crate) fn guarded<R>(&mut self, f: impl FnOnce(&mut Session) -> R) -> Option<R> {
+        match catch_unwind(AssertUnwindSafe(|| f(self))) {
+            Ok(r) => Some(r),
+            Err(p) => {
+                let msg = p
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| p.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "panic".into());
+                tracing::error!(session = self.id.0, "session panicked: {msg}");
+                self.dead = Some(CloseReason::Failed(format!("internal panic: {msg}")));
+                None
+            }
+        }
+    }
+
+    /// Drain `poll_output` until a timeout, handing outputs to `out`. Returns the deadline.
+    pub(crate) fn drain(&mut self, out: &mut DrainOut) -> Option<Instant> {
+        self.guarded(|s| s.drain_inner(out)).flatten()
+    }
+
+    fn drain_inner(&mut self, out: &mut DrainOut) -> Option<Instant> {
+        loop {
+            if !self.rtc.is_alive() {
+                if self.dead.is_none() {
+                    self.dead = Some(CloseReason::PeerClosed);
+                }
+                return None;
+            }
+            let output = match self.rtc.poll_output() {
+                Ok(o) => o,
+                Err(e) => {
+                    self.dead = Some(CloseReason::Failed(e.to_string()));
+                    return None;
+                }
+            };
+            match output {
+                Output::Timeout(t) => return Some(t),
+                Output::Transmit(t) => {
+                    if !self.addrs.contains(&t.destination) {
+                        self.addrs.push(t.destination);
+                        out.new_addrs.push((t.destination, self.slot));
+                    }
+                    out.send.push(t.destination, t.contents.into());
+                }
+                Output::Event(e) => self.handle_event(e, out),
+            }
+        }
+    }
+
+    fn handle_event(&mut self, e: Event, out: &mut DrainOut) {
+        match e {
+            Event::Connected => {
+                self.connected = true;
+                let _ = self.events.send(SessionEvent::Connected);
+            }
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                tracing::debug!(session = self.id.0, "ICE disconnected");
+            }
+            Event::RtpPacket(p) => {
+                if self.role == Role::Publish {
+                    if let Some(m) = self.to_media_packet(p) {
+                        out.media.push(m);
+                    }
+                }
+            }
+            Event::KeyframeRequest(r) => {
+                if self.role == Role::Subscribe {
+                    out.keyframe_requests.push((self.slot, r.mid));
+                }
+            }
+            Event::Closed => {
+                if self.dead.is_none() {
+                    self.dead = Some(CloseReason::PeerClosed);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn up_index_for(&mut self, ssrc: Ssrc) -> Option<usize> {
+        if let Some((_, i)) = self.up_by_ssrc.iter().find(|(s, _)| *s == ssrc) {
+            return Some(*i);
+        }
+        let mid = self.rtc.direct_api().stream_rx(&ssrc).map(|s| s.mid())?;
+        let i = self.up.iter().position(|u| u.mid == mid)?;
+        self.up_by_ssrc.push((ssrc, i));
+        Some(i)
+    }
+
+    fn to_media_packet(&mut self, p: RtpPacket) -> Option<MediaPacket> {
+        let i = self.up_index_for(p.header.ssrc)?;
+        let up = &self.up[i];
+        if !up.info.active {
+            return None;
+        }
+        let pt = *p.header.payload_type;
+        let codec = up.codec_by_pt.get(pt as usize).copied()?;
+        let keyframe = up.info.kind == MediaKind::Video && codec::is_keyframe(codec, &p.payload);
+        let e = &p.header.ext_vals;
+        // Forward only values that describe the media; transport-level ones (twcc, mid,
+        // rid, send times) belong to each subscriber session.
+        let ext = ExtensionValues {
+            audio_level: e.audio_level,
+            voice_activity: e.voice_activity,
+            video_orientation: e.video_orientation,
+            video_content_type: e.video_content_type,
+            abs_capture_time: e.abs_capture_time,
+            play_delay_min: e.play_delay_min,
+            play_delay_max: e.play_delay_max,
+            ..Default::default()
+        };
+        Some(MediaPacket {
+            track: up.info.key,
+            source: *p.header.ssrc as u64,
+            seq: *p.seq_no,
+            ts: p.header.timestamp,
+            pt,
+            marker: p.header.marker,
+            keyframe,
+            arrival: p.timestamp,
+            ext,
+            payload: Arc::clone(&p.payload),
+        })
+    }
+
+    /// Ask the publisher for a keyframe on track `mid`, at most every `min_interval`.
+    pub(crate) fn request_keyframe(&mut self, mid: Mid, now: Instant, min_interval: Duration) -> bool {
+        let Some(up) = self.up.iter_mut().find(|u| u.mid == mid) else {
+            return false;
+        };
+        if let Some(last) = up.last_keyframe_request {
+            if now.saturating_duration_since(last) < min_interval {
+                return false;
+            }
+        }
+        up.last_keyframe_request = Some(now);
+        let done = self.guarded(|s| {
+            let mut api = s.rtc.direct_api();
+            match api.stream_rx_by_mid(mid, None) {
+                Some(rx) => {
+                    rx.request_keyframe(str0m::media::KeyframeRequestKind::Pli);
+                    true
+                }
+                None => false,
+            }
+        });
+        done.unwrap_or(false)
+    }
+}

@@ -1,0 +1,1109 @@
+//! A shard: one OS thread running a `mio` poll loop over its own UDP socket, owning its
+//! sessions, down-tracks, routes and deadlines. Nothing here is shared with other threads
+//! except the command inbox, the rings and the wakers.
+//!
+//! One loop iteration: receive datagrams (demux by address, then STUN ufrag) → feed each
+//! to its session and drain it → route the media it produced (local down-tracks directly,
+//! other shards through one ring entry per shard) → drain the rings from other shards →
+//! run due timers → flush the sessions written in this batch → send everything with
+//! `sendmmsg` → wake the shards we pushed to, once.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use mio::{Events, Interest, Poll, Token, Waker};
+use rand::distributions::Alphanumeric;
+use rand::Rng;
+use str0m::change::{SdpAnswer, SdpOffer};
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::RtpWrite;
+use str0m::{Candidate, IceCreds, Input, Rtc};
+
+use super::command::{
+    CloseReason, Command, DownTrackSpec, SessionCreated, SessionEvent, SessionSpec,
+    TrackInfo,
+};
+use super::demux::{self, DatagramKind};
+use super::ring::{Consumers, MediaPacket, Producers, ShardMsg};
+use super::route::{DownTrack, Routes, NO_PT};
+use super::session::{DrainOut, Session, UpTrack};
+use super::slab::Slab;
+use super::timer::Timers;
+use super::{next_id, DownTrackId, SessionId, ShardId, TrackKey};
+use crate::error::{NegotiationError, SubscribeError, TransportError};
+use crate::forward::{Decision, InPacket};
+use crate::stats::ShardStats;
+
+pub(crate) const WAKER: Token = Token(0);
+const SOCKET: Token = Token(1);
+
+/// Largest SDP accepted (bytes). Browser offers with dozens of tracks stay far below.
+pub(crate) const MAX_SDP_LEN: usize = 256 * 1024;
+/// Most m-lines accepted in one SDP.
+pub(crate) const MAX_MLINES: usize = 128;
+/// Minimum spacing of keyframe requests per track, towards a publisher.
+const KEYFRAME_THROTTLE: Duration = Duration::from_millis(300);
+/// How often a gated down-track repeats its keyframe request.
+const GATED_RETRY: Duration = Duration::from_millis(500);
+/// Housekeeping period (liveness checks, keyframe retries).
+const HOUSEKEEPING: Duration = Duration::from_millis(100);
+/// Datagrams read per socket event before other work gets a turn.
+const RECV_BUDGET: usize = 256;
+
+struct Counters(ShardStats);
+
+/// The shard state, moved onto its thread by [`Shard::run`].
+pub(crate) struct Shard {
+    id: ShardId,
+    poll: Poll,
+    socket: mio::net::UdpSocket,
+    local_addr: SocketAddr,
+    commands: mpsc::Receiver<Command>,
+    producers: Producers,
+    consumers: Consumers,
+    peers: Vec<Arc<Waker>>,
+    wake_peer: Vec<bool>,
+
+    sessions: Slab<Session>,
+    by_id: HashMap<SessionId, usize>,
+    by_addr: HashMap<SocketAddr, usize>,
+    by_ufrag: HashMap<String, usize>,
+    downs: Slab<DownTrack>,
+    down_by_id: HashMap<DownTrackId, usize>,
+    /// Published tracks received on this shard: key → (session slot, mid).
+    ups: HashMap<TrackKey, (usize, Mid)>,
+    routes: Routes,
+    timers: Timers,
+    out: DrainOut,
+    dirty: Vec<usize>,
+    doomed: Vec<usize>,
+    /// Tracks whose publisher should be asked for a keyframe.
+    want_keyframe: Vec<TrackKey>,
+    counters: Counters,
+    epoch: Instant,
+    running: bool,
+}
+
+impl Shard {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        id: ShardId,
+        poll: Poll,
+        mut socket: mio::net::UdpSocket,
+        local_addr: SocketAddr,
+        commands: mpsc::Receiver<Command>,
+        producers: Producers,
+        consumers: Consumers,
+        peers: Vec<Arc<Waker>>,
+    ) -> io::Result<Shard> {
+        poll.registry()
+            .register(&mut socket, SOCKET, Interest::READABLE)?;
+        let n = peers.len();
+        Ok(Shard {
+            id,
+            poll,
+            socket,
+            local_addr,
+            commands,
+            producers,
+            consumers,
+            peers,
+            wake_peer: vec![false; n],
+            sessions: Slab::default(),
+            by_id: HashMap::new(),
+            by_addr: HashMap::new(),
+            by_ufrag: HashMap::new(),
+            downs: Slab::default(),
+            down_by_id: HashMap::new(),
+            ups: HashMap::new(),
+            routes: Routes::default(),
+            timers: Timers::default(),
+            out: DrainOut::default(),
+            dirty: Vec::new(),
+            doomed: Vec::new(),
+            want_keyframe: Vec::new(),
+            counters: Counters(ShardStats {
+                shard: id,
+                local_addr: Some(local_addr),
+                ..Default::default()
+            }),
+            epoch: Instant::now(),
+            running: true,
+        })
+    }
+
+    /// The shard's event loop; returns on [`Command::Shutdown`] or when the API side is gone.
+    pub(crate) fn run(mut self) {
+        let mut events = Events::with_capacity(64);
+        let mut buf = vec![0u8; 2048];
+        let mut last_housekeeping = Instant::now();
+        while self.running {
+            let now = Instant::now();
+            let wait = self
+                .timers
+                .next()
+                .map(|t| t.saturating_duration_since(now))
+                .unwrap_or(HOUSEKEEPING)
+                .min(HOUSEKEEPING);
+            if let Err(e) = self.poll.poll(&mut events, Some(wait)) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    tracing::error!(shard = self.id, "poll failed: {e}");
+                }
+            }
+            let now = Instant::now();
+            let mut readable = false;
+            for ev in events.iter() {
+                if ev.token() == SOCKET {
+                    readable = true;
+                }
+            }
+            if readable {
+                self.receive(&mut buf, now);
+            }
+            self.handle_commands(now);
+            self.drain_rings(now);
+            self.run_timers(now);
+            if now.saturating_duration_since(last_housekeeping) >= HOUSEKEEPING {
+                last_housekeeping = now;
+                self.housekeeping(now);
+            }
+            self.finish_batch(now);
+        }
+        // Orderly end: close every session so API handles learn about it.
+        let slots: Vec<usize> = self.sessions.iter().map(|(i, _)| i).collect();
+        for slot in slots {
+            self.teardown(slot, CloseReason::Requested);
+        }
+    }
+
+    // ---- network input -------------------------------------------------------------
+
+    fn receive(&mut self, buf: &mut [u8], now: Instant) {
+        for _ in 0..RECV_BUDGET {
+            match self.socket.recv_from(buf) {
+                Ok((n, source)) => {
+                    self.counters.0.datagrams_in += 1;
+                    self.on_datagram(&buf[..n], source, now);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // ICMP errors (e.g. port unreachable) surface here; keep serving.
+                    tracing::trace!(shard = self.id, "recv error: {e}");
+                    continue;
+                }
+            }
+        }
+        // Budget exhausted with data left: mio is edge-triggered, so come back at once.
+        let _ = self.peers[self.id].wake();
+    }
+
+    fn on_datagram(&mut self, data: &[u8], source: SocketAddr, now: Instant) {
+        let c = &mut self.counters.0;
+        let kind = demux::classify(data);
+        if kind == DatagramKind::Unknown {
+            c.dropped_malformed += 1;
+            return;
+        }
+        let mut via_ufrag = false;
+        let slot = match self.by_addr.get(&source) {
+            Some(s) => *s,
+            None => {
+                if kind != DatagramKind::Stun {
+                    c.dropped_unknown_source += 1;
+                    return;
+                }
+                let slot = demux::stun_local_ufrag(data)
+                    .ok()
+                    .and_then(|u| std::str::from_utf8(u).ok())
+                    .and_then(|u| self.by_ufrag.get(u).copied());
+                match slot {
+                    Some(s) => {
+                        via_ufrag = true;
+                        s
+                    }
+                    None => {
+                        c.stun_rejected += 1;
+                        return;
+                    }
+                }
+            }
+        };
+        let Ok(contents) = data.try_into() else {
+            c.dropped_malformed += 1;
+            return;
+        };
+        let Some(session) = self.sessions.get_mut(slot) else {
+            return;
+        };
+        session.last_rx = now;
+        let input = Input::Receive(
+            now,
+            Receive {
+                proto: Protocol::Udp,
+                source,
+                destination: self.local_addr,
+                contents,
+            },
+        );
+        let new_addrs_before = self.out.new_addrs.len();
+        match session.guarded(|s| s.rtc.handle_input(input)) {
+            Some(Ok(())) => {}
+            Some(Err(e)) => {
+                self.counters.0.session_input_errors += 1;
+                tracing::debug!(session = session.id.0, "input refused: {e}");
+            }
+            None => self.counters.0.session_panics += 1,
+        }
+        self.after_mutation(slot);
+        if via_ufrag && self.out.new_addrs.len() == new_addrs_before {
+            // A STUN request we could route but the session did not answer: wrong
+            // integrity, wrong remote ufrag, or a retransmit of an answered one.
+            if !self.by_addr.contains_key(&source) {
+                self.counters.0.stun_unanswered += 1;
+            }
+        }
+    }
+
+    /// Drain a session after a mutation, schedule its deadline and route what it produced.
+    fn after_mutation(&mut self, slot: usize) {
+        let Some(session) = self.sessions.get_mut(slot) else {
+            return;
+        };
+        if let Some(deadline) = session.drain(&mut self.out) {
+            if deadline != session.deadline {
+                session.deadline = deadline;
+                self.timers.schedule(deadline, slot);
+            }
+        }
+        if session.dead.is_some() {
+            self.doomed.push(slot);
+        }
+        for (addr, s) in self.out.new_addrs.drain(..) {
+            self.by_addr.insert(addr, s);
+        }
+        if !self.out.media.is_empty() {
+            let mut media = std::mem::take(&mut self.out.media);
+            self.counters.0.rtp_in += media.len() as u64;
+            for pkt in media.drain(..) {
+                self.route_from_publisher(pkt);
+            }
+            self.out.media = media;
+        }
+        if !self.out.keyframe_requests.is_empty() {
+            let reqs = std::mem::take(&mut self.out.keyframe_requests);
+            for (sslot, mid) in &reqs {
+                if let Some(s) = self.sessions.get(*sslot) {
+                    for &d in &s.downs {
+                        if let Some(dt) = self.downs.get(d) {
+                            if dt.mid == *mid {
+                                self.want_keyframe.push(dt.track);
+                            }
+                        }
+                    }
+                }
+            }
+            self.out.keyframe_requests = reqs;
+            self.out.keyframe_requests.clear();
+        }
+    }
+
+    // ---- the packet path -------------------------------------------------------------
+
+    /// A packet from a publisher on this shard: to local down-tracks and other shards.
+    fn route_from_publisher(&mut self, pkt: MediaPacket) {
+        let Some(route) = self.routes.map.get(&pkt.track) else {
+            return;
+        };
+        for &(dest, _) in &route.remote {
+            let Some(Some(p)) = self.producers.get_mut(dest) else {
+                continue;
+            };
+            match p.push(ShardMsg::Media(pkt.clone())) {
+                Ok(()) => self.wake_peer[dest] = true,
+                Err(_) => self.counters.0.ring_full_drops += 1,
+            }
+        }
+        for &d in &route.local {
+            forward(
+                &mut self.downs,
+                &mut self.sessions,
+                &mut self.dirty,
+                &mut self.want_keyframe,
+                &mut self.counters.0,
+                self.epoch,
+                d,
+                &pkt,
+            );
+        }
+    }
+
+    fn drain_rings(&mut self, _now: Instant) {
+        for from in 0..self.consumers.len() {
+            loop {
+                let msg = match self.consumers[from].as_mut() {
+                    Some(c) => match c.pop() {
+                        Ok(m) => m,
+                        Err(_) => break,
+                    },
+                    None => break,
+                };
+                match msg {
+                    ShardMsg::Media(pkt) => {
+                        let Some(route) = self.routes.map.get(&pkt.track) else {
+                            continue;
+                        };
+                        for &d in &route.local {
+                            forward(
+                                &mut self.downs,
+                                &mut self.sessions,
+                                &mut self.dirty,
+                                &mut self.want_keyframe,
+                                &mut self.counters.0,
+                                self.epoch,
+                                d,
+                                &pkt,
+                            );
+                        }
+                    }
+                    ShardMsg::KeyframeRequest(track) => self.want_keyframe.push(track),
+                }
+            }
+        }
+    }
+
+    /// Keyframe requests: to the local publisher session or to the publisher's shard.
+    fn send_keyframe_requests(&mut self, now: Instant) {
+        if self.want_keyframe.is_empty() {
+            return;
+        }
+        let mut reqs = std::mem::take(&mut self.want_keyframe);
+        reqs.sort_unstable();
+        reqs.dedup();
+        for track in reqs.drain(..) {
+            if track.shard() == self.id {
+                if let Some(&(slot, mid)) = self.ups.get(&track) {
+                    if let Some(s) = self.sessions.get_mut(slot) {
+                        if s.request_keyframe(mid, now, KEYFRAME_THROTTLE) {
+                            self.counters.0.keyframe_requests_sent += 1;
+                            self.after_mutation(slot);
+                        }
+                    }
+                }
+            } else if let Some(Some(p)) = self.producers.get_mut(track.shard()) {
+                if p.push(ShardMsg::KeyframeRequest(track)).is_ok() {
+                    self.wake_peer[track.shard()] = true;
+                } else {
+                    self.counters.0.ring_full_drops += 1;
+                }
+            }
+        }
+        self.want_keyframe = reqs;
+    }
+
+    fn run_timers(&mut self, now: Instant) {
+        while let Some((at, slot)) = self.timers.pop_due(now) {
+            let Some(s) = self.sessions.get_mut(slot) else {
+                continue;
+            };
+            if s.deadline != at {
+                continue; // stale entry
+            }
+            s.deadline = far_future(now);
+            match s.guarded(|s| s.rtc.handle_input(Input::Timeout(now))) {
+                Some(_) => {}
+                None => self.counters.0.session_panics += 1,
+            }
+            s.dirty = false;
+            self.after_mutation(slot);
+        }
+        if self.timers.len() > 4 * self.sessions.len() + 1024 {
+            let sessions = &self.sessions;
+            self.timers
+                .compact(|t, s| sessions.get(s).map(|x| x.deadline == t).unwrap_or(false));
+        }
+    }
+
+    fn finish_batch(&mut self, now: Instant) {
+        self.send_keyframe_requests(now);
+        // Flush sessions written this batch: their packets leave on a timeout input.
+        while let Some(slot) = self.dirty.pop() {
+            let Some(s) = self.sessions.get_mut(slot) else {
+                continue;
+            };
+            if !s.dirty {
+                continue;
+            }
+            s.dirty = false;
+            if s.guarded(|s| s.rtc.handle_input(Input::Timeout(now))).is_none() {
+                self.counters.0.session_panics += 1;
+            }
+            self.after_mutation(slot);
+        }
+        if !self.out.send.is_empty() {
+            self.out.send.flush(&self.socket);
+        }
+        for (i, w) in self.wake_peer.iter_mut().enumerate() {
+            if *w {
+                *w = false;
+                let _ = self.peers[i].wake();
+            }
+        }
+        while let Some(slot) = self.doomed.pop() {
+            let reason = self
+                .sessions
+                .get(slot)
+                .and_then(|s| s.dead.clone())
+                .unwrap_or(CloseReason::Requested);
+            if let CloseReason::Failed(_) = reason {
+                // counted at the panic site; failures from poll_output counted here
+            }
+            self.teardown(slot, reason);
+        }
+        if !self.out.send.is_empty() {
+            self.out.send.flush(&self.socket);
+        }
+    }
+
+    fn housekeeping(&mut self, now: Instant) {
+        for (slot, s) in self.sessions.iter_mut() {
+            if s.dead.is_some() {
+                continue;
+            }
+            if !s.connected && now.saturating_duration_since(s.created) > s.connect_timeout {
+                s.dead = Some(CloseReason::ConnectTimeout);
+                self.doomed.push(slot);
+            } else if s.connected && now.saturating_duration_since(s.last_rx) > s.idle_timeout {
+                s.dead = Some(CloseReason::IdleTimeout);
+                self.doomed.push(slot);
+            }
+        }
+        for (_, d) in self.downs.iter_mut() {
+            if d.active() && d.rewriter.waiting_for_keyframe() {
+                let due = d
+                    .last_keyframe_request
+                    .map(|t| now.saturating_duration_since(t) >= GATED_RETRY)
+                    .unwrap_or(true);
+                if due {
+                    d.last_keyframe_request = Some(now);
+                    self.want_keyframe.push(d.track);
+                }
+            }
+        }
+    }
+
+    // ---- commands ----------------------------------------------------------------------
+
+    fn handle_commands(&mut self, now: Instant) {
+        loop {
+            match self.commands.try_recv() {
+                Ok(cmd) => self.handle_command(cmd, now),
+                Err(mpsc::TryRecvError::Empty) => return,
+                Err(mpsc::TryRecvError::Disconnected) => {
+                    self.running = false;
+                    return;
+                }
+            }
+        }
+    }
+
+    fn handle_command(&mut self, cmd: Command, now: Instant) {
+        match cmd {
+            Command::CreateSession { spec, reply } => {
+                let created = self.create_session(*spec, now);
+                let _ = reply.send(created);
+            }
+            Command::AcceptOffer { id, sdp, reply } => {
+                let r = self.accept_offer(id, &sdp);
+                let _ = reply.send(r);
+            }
+            Command::AddRemoteCandidate {
+                id,
+                candidate,
+                reply,
+            } => {
+                let r = self.add_remote_candidate(id, &candidate);
+                let _ = reply.send(r);
+            }
+            Command::AddDownTrack { id, spec, reply } => {
+                let r = self.add_down_track(id, *spec);
+                let _ = reply.send(r);
+            }
+            Command::RemoveDownTrack { id, down } => self.remove_down_track(id, down),
+            Command::CreateOffer {
+                id,
+                ice_restart,
+                reply,
+            } => {
+                let r = self.create_offer(id, ice_restart);
+                let _ = reply.send(r);
+            }
+            Command::AcceptAnswer { id, sdp, reply } => {
+                let r = self.accept_answer(id, &sdp);
+                let _ = reply.send(r);
+            }
+            Command::AddRemoteRoute { track, dest } => self.routes.add_remote(track, dest),
+            Command::RemoveRemoteRoute { track, dest } => self.routes.remove_remote(track, dest),
+            Command::CloseSession { id } => {
+                if let Some(&slot) = self.by_id.get(&id) {
+                    if let Some(s) = self.sessions.get_mut(slot) {
+                        s.guarded(|s| s.rtc.disconnect());
+                        if s.dead.is_none() {
+                            s.dead = Some(CloseReason::Requested);
+                        }
+                    }
+                    self.after_mutation(slot);
+                    if !self.doomed.contains(&slot) {
+                        self.doomed.push(slot);
+                    }
+                }
+            }
+            Command::Stats { reply } => {
+                let _ = reply.send(self.snapshot());
+            }
+            Command::Shutdown => self.running = false,
+        }
+    }
+
+    fn snapshot(&self) -> ShardStats {
+        let mut s = self.counters.0.clone();
+        s.sessions = self.sessions.len();
+        s.down_tracks = self.downs.len();
+        s.up_tracks = self.ups.len();
+        s.routes = self.routes.map.len();
+        s.known_addrs = self.by_addr.len();
+        s.ring_entries = self
+            .consumers
+            .iter()
+            .flatten()
+            .map(|c| c.slots())
+            .sum();
+        s.datagrams_out = self.out.send.sent;
+        s.send_errors = self.out.send.send_errors;
+        s.send_syscalls = self.out.send.syscalls;
+        s
+    }
+
+    fn create_session(&mut self, spec: SessionSpec, now: Instant) -> SessionCreated {
+        let ufrag = loop {
+            let u: String = rand::thread_rng()
+                .sample_iter(&Alphanumeric)
+                .take(8)
+                .map(char::from)
+                .collect();
+            if !self.by_ufrag.contains_key(&u) {
+                break u;
+            }
+        };
+        let pass: String = rand::thread_rng()
+            .sample_iter(&Alphanumeric)
+            .take(24)
+            .map(char::from)
+            .collect();
+        let cfg = Rtc::builder()
+            .set_rtp_mode(true)
+            .set_ice_lite(true)
+            .set_local_ice_credentials(IceCreds {
+                ufrag: ufrag.clone(),
+                pass,
+            });
+        let mut rtc = spec.media.apply(cfg).build(now);
+        let mut candidates = Vec::new();
+        if let Ok(c) = Candidate::host(self.local_addr, "udp") {
+            candidates.push(c.to_sdp_string());
+            rtc.add_local_candidate(c);
+        }
+        for ip in &spec.announced_ips {
+            let addr = SocketAddr::new(*ip, self.local_addr.port());
+            if addr == self.local_addr || ip.is_ipv4() != self.local_addr.is_ipv4() {
+                continue;
+            }
+            if let Ok(c) = Candidate::server_reflexive(addr, self.local_addr, "udp") {
+                candidates.push(c.to_sdp_string());
+                rtc.add_local_candidate(c);
+            }
+        }
+        let slot = self.sessions.next_slot();
+        let session = Session {
+            id: spec.id,
+            slot,
+            role: spec.role,
+            rtc,
+            ufrag: ufrag.clone(),
+            events: spec.events,
+            deadline: now,
+            addrs: Vec::new(),
+            created: now,
+            last_rx: now,
+            connected: false,
+            connect_timeout: spec.connect_timeout,
+            idle_timeout: spec.idle_timeout,
+            dead: None,
+            dirty: false,
+            up: Vec::new(),
+            up_by_ssrc: Vec::new(),
+            pending_offer: None,
+            downs: Vec::new(),
+            to_stop: Vec::new(),
+            awaiting_answer: Vec::new(),
+        };
+        let got = self.sessions.insert(session);
+        debug_assert_eq!(got, slot);
+        self.by_id.insert(spec.id, slot);
+        self.by_ufrag.insert(ufrag.clone(), slot);
+        self.timers.schedule(now, slot);
+        self.after_mutation(slot);
+        SessionCreated { candidates, ufrag }
+    }
+
+    fn slot_of(&self, id: SessionId) -> Option<usize> {
+        let slot = *self.by_id.get(&id)?;
+        let s = self.sessions.get(slot)?;
+        s.dead.is_none().then_some(slot)
+    }
+
+    /// Keep the ufrag map in step with the session's current local credentials (they
+    /// change on ICE restart). The old ufrag stays valid until the session closes.
+    fn sync_ufrag(&mut self, slot: usize) {
+        let Some(s) = self.sessions.get_mut(slot) else {
+            return;
+        };
+        let u = s.rtc.direct_api().local_ice_credentials().ufrag;
+        if u != s.ufrag {
+            s.ufrag = u.clone();
+            self.by_ufrag.insert(u, slot);
+        }
+    }
+
+    fn add_remote_candidate(&mut self, id: SessionId, cand: &str) -> Result<(), TransportError> {
+        let slot = self.slot_of(id).ok_or(TransportError::Closed)?;
+        let text = cand.trim();
+        let text = text.strip_prefix("a=").unwrap_or(text);
+        if text.is_empty() {
+            return Ok(()); // end of candidates
+        }
+        let c = Candidate::from_sdp_string(text)
+            .map_err(|e| TransportError::InvalidCandidate(e.to_string()))?;
+        let s = self.sessions.get_mut(slot).ok_or(TransportError::Closed)?;
+        s.guarded(|s| s.rtc.add_remote_candidate(c));
+        self.after_mutation(slot);
+        Ok(())
+    }
+
+    fn accept_offer(
+        &mut self,
+        id: SessionId,
+        sdp: &str,
+    ) -> Result<(String, Vec<TrackInfo>), NegotiationError> {
+        let slot = self.slot_of(id).ok_or(NegotiationError::Closed)?;
+        check_sdp_limits(sdp)?;
+        let offer = SdpOffer::from_sdp_string(sdp)
+            .map_err(|e| NegotiationError::InvalidSdp(e.to_string()))?;
+        let shard = self.id;
+        let s = self.sessions.get_mut(slot).ok_or(NegotiationError::Closed)?;
+        let had_tracks = !s.up.is_empty();
+        let answer = match s.guarded(|s| s.rtc.sdp_api().accept_offer(offer)) {
+            Some(Ok(a)) => a,
+            Some(Err(e)) => {
+                let err = NegotiationError::InvalidSdp(e.to_string());
+                // str0m may have given up on the session (e.g. missing fingerprint).
+                if !s.rtc.is_alive() {
+                    s.dead = Some(CloseReason::Failed(e.to_string()));
+                    self.doomed.push(slot);
+                }
+                return Err(err);
+            }
+            None => {
+                self.counters.0.session_panics += 1;
+                self.doomed.push(slot);
+                return Err(NegotiationError::SessionFailed("panic in accept_offer".into()));
+            }
+        };
+        let answer_sdp = answer.to_sdp_string();
+        let msids = sdp_msids(sdp);
+        // Walk the answer's m-lines (validated by str0m) for the received tracks.
+        let mut new_ups = Vec::new();
+        for mid in sdp_mids(&answer_sdp) {
+            let Some(media) = s.rtc.media(mid) else {
+                continue;
+            };
+            let kind = media.kind();
+            if kind != MediaKind::Audio && kind != MediaKind::Video {
+                continue;
+            }
+            let receiving = media.direction().is_receiving() && !media.disabled();
+            let remote_pts: Vec<_> = media.remote_pts().to_vec();
+            let params: Vec<_> = s
+                .rtc
+                .codec_config()
+                .params()
+                .iter()
+                .filter(|p| remote_pts.contains(&p.pt()))
+                .copied()
+                .collect();
+            let (stream_id, track_id) = match msids.iter().find(|(m, _, _)| *m == mid) {
+                Some((_, s, t)) => (s.clone(), t.clone()),
+                None => (media.stream_id().to_string(), media.track_id().to_string()),
+            };
+            let active = receiving && !params.is_empty();
+            match s.up.iter_mut().find(|u| u.mid == mid) {
+                Some(u) => {
+                    u.info.active = active;
+                    if active {
+                        *u = UpTrack::new(mid, TrackInfo { params, ..u.info.clone() });
+                    }
+                }
+                None if active => {
+                    let info = TrackInfo {
+                        key: TrackKey::new(shard, next_id()),
+                        track_id,
+                        stream_id,
+                        kind,
+                        params,
+                        active: true,
+                    };
+                    new_ups.push(info.key);
+                    s.up.push(UpTrack::new(mid, info));
+                }
+                None => {}
+            }
+        }
+        s.up_by_ssrc.clear();
+        let tracks: Vec<TrackInfo> = s.up.iter().map(|u| u.info.clone()).collect();
+        if !had_tracks && !tracks.iter().any(|t| t.active) {
+            // Nothing we can receive: the offer is useless. Undo nothing (str0m has applied
+            // it), but tell the caller clearly.
+            self.after_mutation(slot);
+            return Err(NegotiationError::NoUsableMedia);
+        }
+        for key in new_ups {
+            if let Some(u) = s.up.iter().find(|u| u.info.key == key) {
+                self.ups.insert(key, (slot, u.mid));
+            }
+        }
+        self.sync_ufrag(slot);
+        self.after_mutation(slot);
+        Ok((answer_sdp, tracks))
+    }
+
+    fn add_down_track(&mut self, id: SessionId, spec: DownTrackSpec) -> Result<String, SubscribeError> {
+        let slot = self.slot_of(id).ok_or(SubscribeError::Closed)?;
+        let dslot = self.downs.next_slot();
+        let s = self.sessions.get_mut(slot).ok_or(SubscribeError::Closed)?;
+        let stops = std::mem::take(&mut s.to_stop);
+        let r = s.guarded(|s| {
+            let mut api = s.rtc.sdp_api();
+            for mid in stops {
+                api.stop_media(mid);
+            }
+            let mid = api.add_media(
+                spec.kind,
+                Direction::SendOnly,
+                Some(spec.stream_id.clone()),
+                Some(spec.track_id.clone()),
+                None,
+            );
+            api.apply().map(|(offer, pending)| (mid, offer, pending))
+        });
+        let (mid, offer, pending) = match r {
+            Some(Some(x)) => x,
+            Some(None) => return Err(SubscribeError::SessionFailed("no offer produced".into())),
+            None => {
+                self.counters.0.session_panics += 1;
+                self.doomed.push(slot);
+                return Err(SubscribeError::SessionFailed("panic creating offer".into()));
+            }
+        };
+        s.pending_offer = Some(pending);
+        s.downs.push(dslot);
+        s.awaiting_answer.push(spec.id);
+        let down = DownTrack::new(spec.id, slot, spec.track, spec.kind, mid, spec.params);
+        let got = self.downs.insert(down);
+        debug_assert_eq!(got, dslot);
+        self.down_by_id.insert(spec.id, dslot);
+        self.routes.add_local(spec.track, dslot);
+        self.after_mutation(slot);
+        Ok(offer.to_sdp_string())
+    }
+
+    fn remove_down_track(&mut self, id: SessionId, down: DownTrackId) {
+        let Some(dslot) = self.down_by_id.remove(&down) else {
+            return;
+        };
+        let Some(d) = self.downs.remove(dslot) else {
+            return;
+        };
+        self.routes.remove_local(d.track, dslot);
+        if let Some(&slot) = self.by_id.get(&id) {
+            if let Some(s) = self.sessions.get_mut(slot) {
+                s.downs.retain(|x| *x != dslot);
+                s.awaiting_answer.retain(|x| *x != down);
+                s.to_stop.push(d.mid);
+            }
+        }
+    }
+
+    fn create_offer(&mut self, id: SessionId, ice_restart: bool) -> Result<Option<String>, NegotiationError> {
+        let slot = self.slot_of(id).ok_or(NegotiationError::Closed)?;
+        let s = self.sessions.get_mut(slot).ok_or(NegotiationError::Closed)?;
+        let stops = std::mem::take(&mut s.to_stop);
+        let r = s.guarded(|s| {
+            let mut api = s.rtc.sdp_api();
+            for mid in stops {
+                api.stop_media(mid);
+            }
+            if ice_restart {
+                api.ice_restart(true);
+            }
+            api.apply()
+        });
+        let offer = match r {
+            Some(Some((offer, pending))) => {
+                s.pending_offer = Some(pending);
+                Some(offer.to_sdp_string())
+            }
+            Some(None) => None,
+            None => {
+                self.counters.0.session_panics += 1;
+                self.doomed.push(slot);
+                return Err(NegotiationError::SessionFailed("panic creating offer".into()));
+            }
+        };
+        self.sync_ufrag(slot);
+        self.after_mutation(slot);
+        Ok(offer)
+    }
+
+    fn accept_answer(&mut self, id: SessionId, sdp: &str) -> Result<(), NegotiationError> {
+        let slot = self.slot_of(id).ok_or(NegotiationError::Closed)?;
+        check_sdp_limits(sdp)?;
+        let answer = SdpAnswer::from_sdp_string(sdp)
+            .map_err(|e| NegotiationError::InvalidSdp(e.to_string()))?;
+        let s = self.sessions.get_mut(slot).ok_or(NegotiationError::Closed)?;
+        let pending = s.pending_offer.take().ok_or(NegotiationError::NoPendingOffer)?;
+        match s.guarded(|s| s.rtc.sdp_api().accept_answer(pending, answer)) {
+            Some(Ok(())) => {}
+            Some(Err(e)) => {
+                self.after_mutation(slot);
+                return Err(NegotiationError::InvalidSdp(e.to_string()));
+            }
+            None => {
+                self.counters.0.session_panics += 1;
+                self.doomed.push(slot);
+                return Err(NegotiationError::SessionFailed("panic in accept_answer".into()));
+            }
+        }
+        // Activate the down-tracks this answer covers.
+        let waiting = std::mem::take(&mut s.awaiting_answer);
+        for did in waiting {
+            let Some(&dslot) = self.down_by_id.get(&did) else {
+                continue;
+            };
+            let Some(d) = self.downs.get_mut(dslot) else {
+                continue;
+            };
+            let mut api = s.rtc.direct_api();
+            let ssrc = api.stream_tx_by_mid(d.mid, None).map(|tx| tx.ssrc());
+            let remote_pts: Vec<_> = s
+                .rtc
+                .media(d.mid)
+                .map(|m| m.remote_pts().to_vec())
+                .unwrap_or_default();
+            let mut mapped = false;
+            for p in &d.spec_params {
+                if let Some(local) = s.rtc.codec_config().match_params(*p) {
+                    let lpt = local.pt();
+                    if remote_pts.contains(&lpt) {
+                        d.pt_map[(*p.pt() & 0x7f) as usize] = *lpt;
+                        mapped = true;
+                    }
+                }
+            }
+            if mapped && ssrc.is_some() {
+                d.ssrc = ssrc;
+                if d.kind == MediaKind::Video {
+                    d.last_keyframe_request = Some(Instant::now());
+                    self.want_keyframe.push(d.track);
+                }
+            } else {
+                let _ = s.events.send(SessionEvent::DownTrackRejected(did));
+            }
+        }
+        self.after_mutation(slot);
+        Ok(())
+    }
+
+    /// Remove a session and everything hanging off it on this shard, and tell the API.
+    fn teardown(&mut self, slot: usize, reason: CloseReason) {
+        let Some(mut s) = self.sessions.remove(slot) else {
+            return;
+        };
+        self.counters.0.sessions_closed += 1;
+        self.by_id.remove(&s.id);
+        for a in &s.addrs {
+            if self.by_addr.get(a) == Some(&slot) {
+                self.by_addr.remove(a);
+            }
+        }
+        self.by_ufrag.retain(|_, v| *v != slot);
+        for &dslot in &s.downs {
+            if let Some(d) = self.downs.remove(dslot) {
+                self.routes.remove_local(d.track, dslot);
+                self.down_by_id.remove(&d.id);
+            }
+        }
+        for u in &s.up {
+            self.ups.remove(&u.info.key);
+        }
+        self.dirty.retain(|d| *d != slot);
+        // Flush whatever the session queued (DTLS close, RTCP BYE).
+        let mut out = std::mem::take(&mut self.out);
+        if s.dead.is_none() {
+            s.guarded(|s| s.rtc.disconnect());
+        }
+        let _ = s.drain(&mut out);
+        out.media.clear();
+        out.keyframe_requests.clear();
+        out.new_addrs.clear();
+        self.out = out;
+        let _ = s.events.send(SessionEvent::Closed(reason));
+    }
+}
+
+/// Forward one packet to one down-track: translate PT, rewrite seq/ts, write into the
+/// subscriber's session. No allocation: the payload is reference-counted.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn forward(
+    downs: &mut Slab<DownTrack>,
+    sessions: &mut Slab<Session>,
+    dirty: &mut Vec<usize>,
+    want_keyframe: &mut Vec<TrackKey>,
+    c: &mut ShardStats,
+    epoch: Instant,
+    dslot: usize,
+    pkt: &MediaPacket,
+) {
+    let Some(d) = downs.get_mut(dslot) else {
+        return;
+    };
+    let Some(ssrc) = d.ssrc else {
+        return;
+    };
+    let out_pt = d.pt_map[(pkt.pt & 0x7f) as usize];
+    if out_pt == NO_PT {
+        c.dropped_no_codec += 1;
+        return;
+    }
+    let decision = d.rewriter.rewrite(&InPacket {
+        source: pkt.source,
+        seq: pkt.seq,
+        ts: pkt.ts,
+        keyframe_start: pkt.keyframe,
+        arrival_us: pkt.arrival.saturating_duration_since(epoch).as_micros() as u64,
+    });
+    match decision {
+        Decision::Forward { seq, ts } => {
+            let Some(s) = sessions.get_mut(d.session) else {
+                return;
+            };
+            let video = d.kind == MediaKind::Video;
+            let ok = s.guarded(|s| {
+                if let Some(tx) = s.rtc.direct_api().stream_tx(&ssrc) {
+                    tx.write_rtp(
+                        RtpWrite::new(out_pt.into(), seq.into(), ts, pkt.arrival, pkt.payload.clone())
+                            .marker(pkt.marker)
+                            .ext_vals(pkt.ext.clone())
+                            .nackable(video),
+                    );
+                    true
+                } else {
+                    false
+                }
+            });
+            match ok {
+                Some(true) => {
+                    c.rtp_forwarded += 1;
+                    if !s.dirty {
+                        s.dirty = true;
+                        dirty.push(d.session);
+                    }
+                }
+                Some(false) => {}
+                None => c.session_panics += 1,
+            }
+        }
+        Decision::DropWaitingKeyframe => {
+            c.dropped_waiting_keyframe += 1;
+            let now = pkt.arrival;
+            let due = d
+                .last_keyframe_request
+                .map(|t| now.saturating_duration_since(t) >= GATED_RETRY)
+                .unwrap_or(true);
+            if due {
+                d.last_keyframe_request = Some(now);
+                want_keyframe.push(d.track);
+            }
+        }
+        Decision::DropStale => c.dropped_stale += 1,
+    }
+}
+
+fn far_future(now: Instant) -> Instant {
+    now + Duration::from_secs(3600)
+}
+
+/// Reject SDPs that are too large or have too many m-lines before parsing them.
+fn check_sdp_limits(sdp: &str) -> Result<(), NegotiationError> {
+    if sdp.len() > MAX_SDP_LEN {
+        return Err(NegotiationError::TooLarge(sdp.len()));
+    }
+    let mlines = sdp.lines().filter(|l| l.starts_with("m=")).count();
+    if mlines > MAX_MLINES {
+        return Err(NegotiationError::TooManyMedia(mlines));
+    }
+    Ok(())
+}
+
+/// The mids of an SDP's m-lines, in order (from `a=mid:` lines).
+fn sdp_mids(sdp: &str) -> Vec<Mid> {
+    sdp.lines()
+        .filter_map(|l| l.trim_end().strip_prefix("a=mid:"))
+        .map(Mid::from)
+        .collect()
+}
+
+/// `(mid, stream id, track id)` of each m-section with an `a=msid` line, read from the
+/// remote SDP text (str0m's `Media::track_id` may hold our own msid after negotiation).
+fn sdp_msids(sdp: &str) -> Vec<(Mid, String, String)> {
+    let mut out = Vec::new();
+    let mut mid: Option<Mid> = None;
+    let mut msid: Option<(String, String)> = None;
+    let mut flush = |mid: &mut Option<Mid>, msid: &mut Option<(String, String)>| {
+        if let (Some(m), Some((s, t))) = (mid.take(), msid.take()) {
+            out.push((m, s, t));
+        }
+    };
+    for line in sdp.lines().map(str::trim_end) {
+        if line.starts_with("m=") {
+            flush(&mut mid, &mut msid);
+        } else if let Some(m) = line.strip_prefix("a=mid:") {
+            mid = Some(Mid::from(m));
+        } else if let Some(v) = line.strip_prefix("a=msid:") {
+            let mut it = v.split_whitespace();
+            if let (Some(s), Some(t)) = (it.next(), it.next()) {
+                msid = Some((s.to_string(), t.to_string()));
+            }
+        }
+    }
+    flush(&mut mid, &mut msid);
+    out
+}
+
+// Keep the import used when KeyframeRequestKind is only needed in some builds.
+#[allow(dead_code)]
+const _PLI: KeyframeRequestKind = KeyframeRequestKind::Pli;

@@ -1,0 +1,119 @@
+//! The shard's UDP socket: creation with `socket2`, and batched sending with `sendmmsg`.
+//!
+//! This is the only place with `unsafe` on the packet path: building `mmsghdr` arrays for
+//! `sendmmsg(2)`. Everything it points to lives in the batch for the duration of the call.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+/// Socket buffer size requested for both directions.
+const SOCKET_BUFFER: usize = 4 << 20;
+/// Datagrams per `sendmmsg` call.
+const BATCH: usize = 64;
+
+/// Bind a non-blocking UDP socket for a shard.
+pub(crate) fn bind(addr: SocketAddr) -> io::Result<mio::net::UdpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_nonblocking(true)?;
+    // Best effort: the kernel caps these at net.core.{r,w}mem_max.
+    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
+    let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
+    socket.bind(&SockAddr::from(addr))?;
+    let std: std::net::UdpSocket = socket.into();
+    Ok(mio::net::UdpSocket::from_std(std))
+}
+
+/// Outgoing datagrams collected during one loop iteration, sent in batches.
+#[derive(Default)]
+pub(crate) struct SendQueue {
+    items: Vec<(SocketAddr, Vec<u8>)>,
+    /// Spare buffers are not kept: str0m hands us owned Vecs and we drop them after send.
+    pub(crate) sent: u64,
+    pub(crate) send_errors: u64,
+    pub(crate) syscalls: u64,
+}
+
+impl SendQueue {
+    pub(crate) fn push(&mut self, dest: SocketAddr, data: Vec<u8>) {
+        self.items.push((dest, data));
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Send everything queued. Datagrams the kernel refuses (full buffer, unreachable)
+    /// are dropped and counted: UDP media is repaired by NACK/RTX, never blocked on.
+    pub(crate) fn flush(&mut self, socket: &mio::net::UdpSocket) {
+        let fd = socket.as_raw_fd();
+        let mut start = 0;
+        while start < self.items.len() {
+            let end = (start + BATCH).min(self.items.len());
+            let chunk = &self.items[start..end];
+            let addrs: Vec<SockAddr> = Vec::new();
+            let _ = addrs;
+            let mut storage: [libc::sockaddr_storage; BATCH] =
+                // SAFETY: sockaddr_storage is plain old data; all-zero is a valid value.
+                unsafe { std::mem::zeroed() };
+            let mut lens: [libc::socklen_t; BATCH] = [0; BATCH];
+            let mut iovs: [libc::iovec; BATCH] = [libc::iovec {
+                iov_base: std::ptr::null_mut(),
+                iov_len: 0,
+            }; BATCH];
+            // SAFETY: mmsghdr is plain old data; all-zero is a valid value.
+            let mut msgs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+            for (i, (dest, data)) in chunk.iter().enumerate() {
+                let sa = SockAddr::from(*dest);
+                // SAFETY: sa.as_ptr() points to sa.len() valid bytes, which fit in
+                // sockaddr_storage by construction.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        sa.as_ptr() as *const u8,
+                        &mut storage[i] as *mut _ as *mut u8,
+                        sa.len() as usize,
+                    );
+                }
+                lens[i] = sa.len();
+                iovs[i].iov_base = data.as_ptr() as *mut libc::c_void;
+                iovs[i].iov_len = data.len();
+            }
+            for i in 0..chunk.len() {
+                msgs[i].msg_hdr.msg_name = &mut storage[i] as *mut _ as *mut libc::c_void;
+                msgs[i].msg_hdr.msg_namelen = lens[i];
+                msgs[i].msg_hdr.msg_iov = &mut iovs[i];
+                msgs[i].msg_hdr.msg_iovlen = 1;
+            }
+            let mut off = 0usize;
+            while off < chunk.len() {
+                // SAFETY: msgs[off..chunk.len()] point into storage, iovs and the queued
+                // buffers, all alive until after this call.
+                let n = unsafe {
+                    libc::sendmmsg(
+                        fd,
+                        msgs.as_mut_ptr().add(off),
+                        (chunk.len() - off) as libc::c_uint,
+                        0,
+                    )
+                };
+                self.syscalls += 1;
+                if n < 0 {
+                    let err = io::Error::last_os_error();
+                    if err.kind() == io::ErrorKind::Interrupted {
+                        continue;
+                    }
+                    // Skip the datagram that failed (e.g. EAGAIN, unreachable) and go on.
+                    self.send_errors += 1;
+                    off += 1;
+                } else {
+                    self.sent += n as u64;
+                    off += (n as usize).max(1);
+                }
+            }
+            start = end;
+        }
+        self.items.clear();
+    }
+}

@@ -1,0 +1,113 @@
+//! Errors, one enum per family of operations.
+//!
+//! Every failure a caller can cause (bad SDP, unknown ids, closed objects) is reported
+//! through these types; nothing in the API panics on bad input.
+
+use thiserror::Error;
+
+/// Errors from [`Worker::new`](crate::worker::Worker::new).
+#[derive(Debug, Error)]
+pub enum WorkerError {
+    /// The configuration asks for zero shards.
+    #[error("worker needs at least one shard")]
+    NoShards,
+    /// The bind address is unspecified (`0.0.0.0` / `::`); shards need a concrete address.
+    #[error("bind address {0} is unspecified; bind a concrete address and use announced_ips")]
+    UnspecifiedBind(std::net::IpAddr),
+    /// `port_min + shards - 1` exceeds `port_max`.
+    #[error("port range {min}..={max} is too small for {shards} shards")]
+    PortRange {
+        /// Lowest port.
+        min: u16,
+        /// Highest port.
+        max: u16,
+        /// Shards requested.
+        shards: usize,
+    },
+    /// A shard socket could not be created or bound.
+    #[error("binding shard socket: {0}")]
+    Bind(#[source] std::io::Error),
+    /// A shard thread could not be started.
+    #[error("starting shard thread: {0}")]
+    Spawn(#[source] std::io::Error),
+}
+
+/// Errors from transport-level operations (`add_ice_candidate`, `close`, …).
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum TransportError {
+    /// The transport is closed (by the user, the peer, a timeout or a failure).
+    #[error("transport is closed")]
+    Closed,
+    /// The candidate could not be parsed.
+    #[error("invalid ICE candidate: {0}")]
+    InvalidCandidate(String),
+}
+
+/// Errors from SDP negotiation (`get_answer`, `set_answer`).
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum NegotiationError {
+    /// The transport is closed.
+    #[error("transport is closed")]
+    Closed,
+    /// An offer was expected and something else was given, or vice versa.
+    #[error("expected an SDP {expected}")]
+    WrongType {
+        /// What was expected: "offer" or "answer".
+        expected: &'static str,
+    },
+    /// The SDP is larger than Rheomesh accepts.
+    #[error("SDP is {0} bytes, over the limit")]
+    TooLarge(usize),
+    /// The SDP has more m-lines than Rheomesh accepts.
+    #[error("SDP has {0} m-lines, over the limit")]
+    TooManyMedia(usize),
+    /// The SDP could not be parsed or was rejected (fingerprint, ICE, structure).
+    #[error("invalid SDP: {0}")]
+    InvalidSdp(String),
+    /// The offer contains no media this router can receive (e.g. only unknown codecs).
+    #[error("offer contains no usable media")]
+    NoUsableMedia,
+    /// An answer arrived but no offer is outstanding.
+    #[error("no offer is outstanding")]
+    NoPendingOffer,
+    /// The media session failed internally and was closed.
+    #[error("session failed: {0}")]
+    SessionFailed(String),
+}
+
+/// Errors from [`PublishTransport::try_publish`](crate::transport::PublishTransport::try_publish).
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum PublishError {
+    /// The transport is closed.
+    #[error("transport is closed")]
+    Closed,
+    /// No negotiated m-line carries this track id (the `a=msid` track id).
+    #[error("no track with id {0} on this transport")]
+    UnknownTrack(String),
+    /// This track id is already published in the router.
+    #[error("track {0} is already published")]
+    AlreadyPublished(String),
+}
+
+/// Errors from [`SubscribeTransport::subscribe`](crate::transport::SubscribeTransport::subscribe).
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum SubscribeError {
+    /// The transport is closed.
+    #[error("transport is closed")]
+    Closed,
+    /// No publisher with this id in the router.
+    #[error("no publisher with id {0}")]
+    UnknownPublisher(String),
+    /// This transport already subscribes to that publisher.
+    #[error("already subscribed to {0}")]
+    AlreadySubscribed(String),
+    /// The router's media configuration cannot carry the publisher's codec.
+    #[error("codec of publisher {0} cannot be offered")]
+    IncompatibleCodec(String),
+    /// The previous offer was not answered in time.
+    #[error("previous offer was not answered in time")]
+    NegotiationTimeout,
+    /// The media session failed internally and was closed.
+    #[error("session failed: {0}")]
+    SessionFailed(String),
+}

@@ -1,0 +1,9 @@
+//! Pure forwarding helpers used by the packet path: per-subscriber rewriting of RTP
+//! sequence numbers and timestamps so that each down-track is one continuous stream.
+//!
+//! Everything here is std-only, allocation-free and panic-free, so it can run on the
+//! shard's hot path and be tested in isolation.
+
+pub mod rewrite;
+
+pub use rewrite::*;

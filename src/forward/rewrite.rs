@@ -1,0 +1,971 @@
+//! Per-subscriber RTP sequence number / timestamp rewriting ("down-track rewrite state").
+//!
+//! This module owns the mapping from what a publisher sends (extended 64-bit sequence
+//! numbers and 32-bit RTP timestamps, as unwrapped by str0m) to what one subscriber
+//! receives. The subscriber must see a single continuous stream even when the source
+//! behind its down-track changes (publisher restart with a new SSRC, simulcast layer
+//! switch) or the source itself jumps, while losses stay visible as gaps so that NACK
+//! keeps working, and late packets (reordering, retransmissions) land on the sequence
+//! numbers they would have had.
+//!
+//! # Model
+//!
+//! Output is a sequence of *runs*. Within a run the mapping is a pure offset:
+//! `out_seq = in_seq + seq_delta` and `out_ts = in_ts + ts_delta` (wrapping), so gaps,
+//! reordering and timestamp differences are preserved exactly. A new run (a *rebase*) starts
+//! on a source switch, on a discontinuity (forward jump of more than
+//! [`MAX_FORWARD_JUMP`] packets, or a confirmed backward reset of more than
+//! [`REORDER_WINDOW`] packets), and when a keyframe ends keyframe gating. The first packet
+//! of a new run gets `highest_out + 1` and a timestamp advanced from the last output by the
+//! wall-clock time elapsed between the two packets' arrivals (at least one tick).
+//!
+//! Packets older than the current run's start, more than [`REORDER_WINDOW`] behind its
+//! highest packet, or late packets of the previous run are dropped as stale, so an output
+//! sequence number is never used for two different inputs.
+//!
+//! Everything here is pure: no I/O, no clock (the caller supplies arrival times), no
+//! allocation and no panics.
+
+/// How far (in packets) behind the highest forwarded input sequence number a late packet
+/// (reordered or retransmitted) of the current run may be and still be forwarded.
+pub const REORDER_WINDOW: u64 = 1000;
+
+/// Largest forward jump (in packets) of the input sequence number on the same source that
+/// is treated as loss (and reproduced as a gap on output). Larger jumps rebase.
+pub const MAX_FORWARD_JUMP: u64 = 3000;
+
+/// Largest timestamp advance (in RTP clock ticks) applied on a rebase, however long the
+/// pause was; keeps the jump below half the 32-bit timestamp space so receivers read it as
+/// forward.
+pub const MAX_TS_ADVANCE: u32 = 0x7fff_ffff;
+
+/// Span (in packets) within which a second far-behind packet confirms a backward reset of
+/// the same source (the first far-behind packet alone is treated as stale).
+pub const RESET_CONFIRM_SPAN: u64 = 64;
+
+/// Mask applied to [`RewriterConfig::initial_seq`] so the first output sequence number is
+/// at most `0x7fff` and the SRTP rollover counter stays 0 for a long time.
+pub const INITIAL_SEQ_MASK: u16 = 0x7fff;
+
+/// Static configuration of one [`Rewriter`] (one subscriber's down-track).
+#[derive(Debug, Clone, Copy)]
+pub struct RewriterConfig {
+    /// Video track: keyframe gating applies (at creation, on source switches and on
+    /// discontinuities). Audio never gates.
+    pub video: bool,
+    /// RTP clock rate in Hz (90000 for video, usually 48000 for Opus); used to convert
+    /// elapsed wall-clock time into a timestamp advance on rebase.
+    pub clock_rate: u32,
+    /// Random first output sequence number. Masked with [`INITIAL_SEQ_MASK`] so it is at
+    /// most `0x7fff`.
+    pub initial_seq: u16,
+    /// Random first output RTP timestamp.
+    pub initial_ts: u32,
+}
+
+/// One incoming packet, as seen by the rewriter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InPacket {
+    /// Identifier of the source the packet comes from (e.g. publisher SSRC generation or
+    /// simulcast layer). A different value than the current run's signals a source switch.
+    pub source: u64,
+    /// Extended (rollover-unwrapped) input sequence number.
+    pub seq: u64,
+    /// Input RTP timestamp.
+    pub ts: u32,
+    /// The packet starts a keyframe (ends keyframe gating for video).
+    pub keyframe_start: bool,
+    /// Arrival time in microseconds on a monotonic clock chosen by the caller.
+    pub arrival_us: u64,
+}
+
+/// What to do with an [`InPacket`] on this down-track.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Forward the packet with this extended output sequence number and RTP timestamp.
+    Forward {
+        /// Extended output sequence number (starts below 65536, i.e. rollover counter 0).
+        seq: u64,
+        /// Output RTP timestamp.
+        ts: u32,
+    },
+    /// Drop: video gating is active and the packet does not start a keyframe. Nothing was
+    /// advanced; the caller should make sure a keyframe has been requested.
+    DropWaitingKeyframe,
+    /// Drop: the packet is too old, precedes the current run, or is a late packet of a
+    /// previous run.
+    DropStale,
+}
+
+impl Decision {
+    /// The output `(seq, ts)` if the decision is [`Decision::Forward`].
+    pub fn forwarded(&self) -> Option<(u64, u32)> {
+        match *self {
+            Decision::Forward { seq, ts } => Some((seq, ts)),
+            _ => None,
+        }
+    }
+}
+
+/// Counters of a [`Rewriter`]'s decisions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RewriteStats {
+    /// Packets for which [`Decision::Forward`] was returned.
+    pub forwarded: u64,
+    /// Packets for which [`Decision::DropWaitingKeyframe`] was returned.
+    pub dropped_waiting_keyframe: u64,
+    /// Packets for which [`Decision::DropStale`] was returned.
+    pub dropped_stale: u64,
+    /// Runs started after the first one (source switches, discontinuities, gate exits).
+    pub rebases: u64,
+}
+
+/// The current run: a constant offset mapping for one contiguous stretch of one source.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    /// Source of the run.
+    source: u64,
+    /// Input sequence number of the run's first packet; older inputs are stale.
+    start_in: u64,
+    /// Highest input sequence number forwarded in this run.
+    hi_in: u64,
+    /// `out_seq = in_seq.wrapping_add(seq_delta)`.
+    seq_delta: u64,
+    /// `out_ts = in_ts.wrapping_add(ts_delta)`.
+    ts_delta: u32,
+}
+
+impl Run {
+    fn map(&self, p: &InPacket) -> (u64, u32) {
+        (
+            p.seq.wrapping_add(self.seq_delta),
+            p.ts.wrapping_add(self.ts_delta),
+        )
+    }
+}
+
+/// What is remembered of the run before the current one, to drop its late packets.
+#[derive(Debug, Clone, Copy)]
+struct PrevRun {
+    source: u64,
+    hi_in: u64,
+}
+
+/// Per-down-track rewrite state: maps input `(seq, ts)` to output `(seq, ts)`.
+///
+/// Feed every packet of the subscribed source(s) to [`Rewriter::rewrite`] in arrival
+/// order. The caller is expected to feed only the currently selected source: packets of a
+/// different source than the current run's are taken as a switch (except late packets of
+/// the previous run, which are dropped).
+#[derive(Debug, Clone)]
+pub struct Rewriter {
+    cfg: RewriterConfig,
+    needs_keyframe: bool,
+    run: Option<Run>,
+    prev: Option<PrevRun>,
+    /// First far-behind packet of the current source, awaiting confirmation of a reset.
+    reset_candidate: Option<u64>,
+    highest_out: Option<u64>,
+    /// Output timestamp of the packet that set `highest_out`.
+    ref_ts: u32,
+    /// Arrival time of the packet that set `highest_out`.
+    ref_arrival_us: u64,
+    stats: RewriteStats,
+}
+
+impl Rewriter {
+    /// Creates the state for a new down-track. Video starts gated (waiting for a keyframe).
+    pub fn new(cfg: RewriterConfig) -> Self {
+        Rewriter {
+            cfg,
+            needs_keyframe: cfg.video,
+            run: None,
+            prev: None,
+            reset_candidate: None,
+            highest_out: None,
+            ref_ts: cfg.initial_ts,
+            ref_arrival_us: 0,
+            stats: RewriteStats::default(),
+        }
+    }
+
+    /// The configuration this rewriter was created with.
+    pub fn config(&self) -> &RewriterConfig {
+        &self.cfg
+    }
+
+    /// Decides what to do with `p` and, if it is forwarded, its output sequence number and
+    /// timestamp.
+    pub fn rewrite(&mut self, p: &InPacket) -> Decision {
+        if self.waiting_for_keyframe() {
+            if !p.keyframe_start {
+                return self.drop_waiting();
+            }
+            if self.is_late_in_run(p) || self.is_prev_stale(p) {
+                return self.drop_stale();
+            }
+            return self.start_run(p);
+        }
+        let Some(run) = self.run else {
+            return self.start_run(p);
+        };
+        if p.source != run.source {
+            if self.is_prev_stale(p) {
+                return self.drop_stale();
+            }
+            return self.discontinuity(p);
+        }
+        if p.seq > run.hi_in {
+            let gap = p.seq - run.hi_in;
+            if gap <= MAX_FORWARD_JUMP {
+                return self.advance(run, p);
+            }
+            if self.is_prev_stale(p) {
+                return self.drop_stale();
+            }
+            return self.discontinuity(p);
+        }
+        let behind = run.hi_in - p.seq;
+        if behind <= REORDER_WINDOW {
+            if p.seq >= run.start_in {
+                let (seq, ts) = run.map(p);
+                self.stats.forwarded = self.stats.forwarded.wrapping_add(1);
+                return Decision::Forward { seq, ts };
+            }
+            return self.drop_stale();
+        }
+        // Far behind the current run: a very late packet, or the source reset its numbering.
+        if self.is_prev_stale(p) {
+            return self.drop_stale();
+        }
+        if self.cfg.video && p.keyframe_start {
+            // A keyframe start is strong evidence of a restarted stream.
+            return self.discontinuity(p);
+        }
+        match self.reset_candidate {
+            Some(c) if p.seq > c && p.seq - c <= RESET_CONFIRM_SPAN => self.discontinuity(p),
+            _ => {
+                self.reset_candidate = Some(p.seq);
+                self.drop_stale()
+            }
+        }
+    }
+
+    /// Whether video gating is active: packets are dropped until a keyframe start arrives.
+    /// The engine should keep requesting a keyframe from the publisher while this is true.
+    pub fn waiting_for_keyframe(&self) -> bool {
+        self.cfg.video && self.needs_keyframe
+    }
+
+    /// Forces keyframe gating again (e.g. the subscriber's decoder is known to be broken).
+    /// The next keyframe rebases. No-op for audio.
+    pub fn request_keyframe_gate(&mut self) {
+        if self.cfg.video {
+            self.needs_keyframe = true;
+        }
+    }
+
+    /// Highest extended output sequence number forwarded so far, if any.
+    pub fn highest_out_seq(&self) -> Option<u64> {
+        self.highest_out
+    }
+
+    /// Source of the current run, if any packet was forwarded yet.
+    pub fn current_source(&self) -> Option<u64> {
+        self.run.map(|r| r.source)
+    }
+
+    /// Decision counters.
+    pub fn stats(&self) -> RewriteStats {
+        self.stats
+    }
+
+    /// `p` is a late packet (within the window) of the current run's source that does not
+    /// advance it.
+    fn is_late_in_run(&self, p: &InPacket) -> bool {
+        self.run.is_some_and(|r| {
+            r.source == p.source && p.seq <= r.hi_in && r.hi_in - p.seq <= REORDER_WINDOW
+        })
+    }
+
+    /// `p` is a late packet (within the window) of the previous run.
+    fn is_prev_stale(&self, p: &InPacket) -> bool {
+        self.prev.is_some_and(|r| {
+            r.source == p.source && p.seq <= r.hi_in && r.hi_in - p.seq <= REORDER_WINDOW
+        })
+    }
+
+    /// Source switch or discontinuity: video without a keyframe gates, otherwise rebase.
+    fn discontinuity(&mut self, p: &InPacket) -> Decision {
+        if self.cfg.video && !p.keyframe_start {
+            self.needs_keyframe = true;
+            return self.drop_waiting();
+        }
+        self.start_run(p)
+    }
+
+    /// New highest packet of the current run.
+    fn advance(&mut self, mut run: Run, p: &InPacket) -> Decision {
+        run.hi_in = p.seq;
+        self.run = Some(run);
+        let (seq, ts) = run.map(p);
+        self.highest_out = Some(seq);
+        self.ref_ts = ts;
+        self.ref_arrival_us = p.arrival_us;
+        self.reset_candidate = None;
+        self.stats.forwarded = self.stats.forwarded.wrapping_add(1);
+        Decision::Forward { seq, ts }
+    }
+
+    /// Starts a new run with `p` as its first packet (the first run, or a rebase).
+    fn start_run(&mut self, p: &InPacket) -> Decision {
+        let (seq, ts) = match self.highest_out {
+            None => (
+                u64::from(self.cfg.initial_seq & INITIAL_SEQ_MASK),
+                self.cfg.initial_ts,
+            ),
+            Some(h) => {
+                self.stats.rebases = self.stats.rebases.wrapping_add(1);
+                let adv = self.ts_advance(p.arrival_us);
+                (h.wrapping_add(1), self.ref_ts.wrapping_add(adv))
+            }
+        };
+        if let Some(r) = self.run {
+            self.prev = Some(PrevRun {
+                source: r.source,
+                hi_in: r.hi_in,
+            });
+        }
+        self.run = Some(Run {
+            source: p.source,
+            start_in: p.seq,
+            hi_in: p.seq,
+            seq_delta: seq.wrapping_sub(p.seq),
+            ts_delta: ts.wrapping_sub(p.ts),
+        });
+        self.needs_keyframe = false;
+        self.reset_candidate = None;
+        self.highest_out = Some(seq);
+        self.ref_ts = ts;
+        self.ref_arrival_us = p.arrival_us;
+        self.stats.forwarded = self.stats.forwarded.wrapping_add(1);
+        Decision::Forward { seq, ts }
+    }
+
+    /// Timestamp advance for a rebase at `arrival_us`: elapsed time since the last new
+    /// output times the clock rate, rounded, at least 1, at most [`MAX_TS_ADVANCE`].
+    fn ts_advance(&self, arrival_us: u64) -> u32 {
+        let elapsed = arrival_us.saturating_sub(self.ref_arrival_us);
+        let ticks = (u128::from(elapsed) * u128::from(self.cfg.clock_rate) + 500_000) / 1_000_000;
+        let ticks = u32::try_from(ticks).unwrap_or(MAX_TS_ADVANCE);
+        ticks.clamp(1, MAX_TS_ADVANCE)
+    }
+
+    fn drop_waiting(&mut self) -> Decision {
+        self.stats.dropped_waiting_keyframe = self.stats.dropped_waiting_keyframe.wrapping_add(1);
+        Decision::DropWaitingKeyframe
+    }
+
+    fn drop_stale(&mut self) -> Decision {
+        self.stats.dropped_stale = self.stats.dropped_stale.wrapping_add(1);
+        Decision::DropStale
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const AUDIO: RewriterConfig = RewriterConfig {
+        video: false,
+        clock_rate: 48_000,
+        initial_seq: 1000,
+        initial_ts: 5000,
+    };
+    const VIDEO: RewriterConfig = RewriterConfig {
+        video: true,
+        clock_rate: 90_000,
+        initial_seq: 2000,
+        initial_ts: 7000,
+    };
+
+    fn pkt(source: u64, seq: u64, ts: u32, key: bool, arrival_us: u64) -> InPacket {
+        InPacket {
+            source,
+            seq,
+            ts,
+            keyframe_start: key,
+            arrival_us,
+        }
+    }
+
+    fn fwd(d: Decision) -> (u64, u32) {
+        match d {
+            Decision::Forward { seq, ts } => (seq, ts),
+            other => panic!("expected Forward, got {other:?}"),
+        }
+    }
+
+    /// Audio packet `seq` of source `src`, 20 ms apart, ts 960 apart.
+    fn a(src: u64, seq: u64) -> InPacket {
+        pkt(
+            src,
+            seq,
+            (seq as u32).wrapping_mul(960),
+            false,
+            seq * 20_000,
+        )
+    }
+
+    #[test]
+    fn in_order_run_is_continuous() {
+        let mut r = Rewriter::new(AUDIO);
+        let (s0, t0) = fwd(r.rewrite(&a(1, 100)));
+        assert_eq!((s0, t0), (1000, 5000));
+        for i in 1..500u64 {
+            let (s, t) = fwd(r.rewrite(&a(1, 100 + i)));
+            assert_eq!(s, s0 + i);
+            assert_eq!(t, t0.wrapping_add(960 * i as u32));
+        }
+        assert_eq!(r.highest_out_seq(), Some(s0 + 499));
+        assert_eq!(r.stats().forwarded, 500);
+        assert_eq!(r.stats().rebases, 0);
+    }
+
+    #[test]
+    fn initial_seq_is_masked_below_0x8000() {
+        let mut r = Rewriter::new(RewriterConfig {
+            initial_seq: 0xffff,
+            ..AUDIO
+        });
+        assert_eq!(fwd(r.rewrite(&a(1, 7))).0, 0x7fff);
+    }
+
+    #[test]
+    fn gaps_preserved_and_late_retransmit_fills_hole() {
+        let mut r = Rewriter::new(AUDIO);
+        let (s10, _) = fwd(r.rewrite(&a(1, 10)));
+        let (s13, t13) = fwd(r.rewrite(&a(1, 13)));
+        assert_eq!(s13, s10 + 3);
+        let (s11, t11) = fwd(r.rewrite(&a(1, 11)));
+        let (s12, _) = fwd(r.rewrite(&a(1, 12)));
+        assert_eq!((s11, s12), (s10 + 1, s10 + 2));
+        assert_eq!(t13.wrapping_sub(t11), 2 * 960);
+        // Duplicate maps to the same output.
+        assert_eq!(fwd(r.rewrite(&a(1, 12))).0, s12);
+        assert_eq!(r.highest_out_seq(), Some(s13));
+        // Forward jump up to MAX_FORWARD_JUMP is a gap, too.
+        let (s, _) = fwd(r.rewrite(&a(1, 13 + MAX_FORWARD_JUMP)));
+        assert_eq!(s, s13 + MAX_FORWARD_JUMP);
+        assert_eq!(r.stats().rebases, 0);
+    }
+
+    #[test]
+    fn too_old_packets_are_stale() {
+        let mut r = Rewriter::new(AUDIO);
+        fwd(r.rewrite(&a(1, 5000)));
+        fwd(r.rewrite(&a(1, 7000)));
+        // Before the run start (within window): stale.
+        assert_eq!(r.rewrite(&a(1, 4999)), Decision::DropStale);
+        // Within window and after run start: mapped.
+        assert!(r
+            .rewrite(&a(1, 7000 - REORDER_WINDOW))
+            .forwarded()
+            .is_some());
+        // Beyond window: stale (single one never rebases).
+        assert_eq!(
+            r.rewrite(&a(1, 7000 - REORDER_WINDOW - 1)),
+            Decision::DropStale
+        );
+        assert_eq!(r.stats().dropped_stale, 2);
+        assert_eq!(r.highest_out_seq(), Some(1000 + 2000));
+    }
+
+    #[test]
+    fn source_switch_rebases_continuously_with_elapsed_ts() {
+        let mut r = Rewriter::new(AUDIO);
+        let mut last = (0, 0);
+        for s in 100..110 {
+            last = fwd(r.rewrite(&a(1, s)));
+        }
+        // New source, random numbering, arrives 50 ms after the last output.
+        let arrival = 109 * 20_000 + 50_000;
+        let (s, t) = fwd(r.rewrite(&pkt(2, 40_000, 123, false, arrival)));
+        assert_eq!(s, last.0 + 1);
+        assert_eq!(t, last.1.wrapping_add(48_000 / 20)); // 50 ms at 48 kHz = 2400
+        assert_eq!(r.stats().rebases, 1);
+        assert_eq!(r.current_source(), Some(2));
+        // New run keeps relative differences.
+        let (s2, t2) = fwd(r.rewrite(&pkt(2, 40_001, 123 + 960, false, arrival + 20_000)));
+        assert_eq!((s2, t2), (s + 1, t.wrapping_add(960)));
+        // Late packet of the old source: dropped, no switch back.
+        assert_eq!(r.rewrite(&a(1, 108)), Decision::DropStale);
+        assert_eq!(r.current_source(), Some(2));
+        // Packets of the new run before its start: dropped.
+        assert_eq!(
+            r.rewrite(&pkt(2, 39_999, 0, false, arrival)),
+            Decision::DropStale
+        );
+    }
+
+    #[test]
+    fn rebase_advances_ts_at_least_one_tick() {
+        let mut r = Rewriter::new(AUDIO);
+        let (s, t) = fwd(r.rewrite(&pkt(1, 10, 0, false, 1_000)));
+        // Same arrival time (and even an earlier one) on a new source.
+        let (s2, t2) = fwd(r.rewrite(&pkt(2, 99, 0, false, 500)));
+        assert_eq!((s2, t2), (s + 1, t.wrapping_add(1)));
+    }
+
+    #[test]
+    fn big_forward_jump_rebases() {
+        let mut r = Rewriter::new(AUDIO);
+        let (s, t) = fwd(r.rewrite(&a(1, 10)));
+        let (s2, t2) = fwd(r.rewrite(&a(1, 11 + MAX_FORWARD_JUMP)));
+        assert_eq!(s2, s + 1);
+        let elapsed_ticks = ((11 + MAX_FORWARD_JUMP - 10) * 20_000 * 48_000 / 1_000_000) as u32;
+        assert_eq!(t2, t.wrapping_add(elapsed_ticks));
+        assert_eq!(r.stats().rebases, 1);
+        // Late packet of the previous run: stale.
+        assert_eq!(r.rewrite(&a(1, 9)), Decision::DropStale);
+    }
+
+    #[test]
+    fn confirmed_backward_reset_rebases() {
+        let mut r = Rewriter::new(AUDIO);
+        let mut last = 0;
+        for s in 20_000..20_010 {
+            last = fwd(r.rewrite(&a(1, s))).0;
+        }
+        // Numbering resets far back: first packet dropped, second confirms.
+        assert_eq!(r.rewrite(&a(1, 100)), Decision::DropStale);
+        let (s, _) = fwd(r.rewrite(&a(1, 101)));
+        assert_eq!(s, last + 1);
+        let (s2, _) = fwd(r.rewrite(&a(1, 102)));
+        assert_eq!(s2, last + 2);
+        // Late packet of the old numbering: stale, no rebase.
+        assert_eq!(r.rewrite(&a(1, 20_005)), Decision::DropStale);
+        assert_eq!(r.stats().rebases, 1);
+        // A lone far-old packet interleaved with progress never rebases.
+        let mut r = Rewriter::new(AUDIO);
+        for s in 5000..5010 {
+            fwd(r.rewrite(&a(1, s)));
+            assert_eq!(r.rewrite(&a(1, s - 2000)), Decision::DropStale);
+        }
+        assert_eq!(r.stats().rebases, 0);
+    }
+
+    #[test]
+    fn video_gates_until_keyframe_then_rebases_without_gap() {
+        let mut r = Rewriter::new(VIDEO);
+        assert!(r.waiting_for_keyframe());
+        assert_eq!(
+            r.rewrite(&pkt(1, 1, 0, false, 0)),
+            Decision::DropWaitingKeyframe
+        );
+        assert_eq!(r.highest_out_seq(), None);
+        let (s, t) = fwd(r.rewrite(&pkt(1, 5, 3000, true, 10_000)));
+        assert_eq!((s, t), (2000, 7000));
+        assert!(!r.waiting_for_keyframe());
+        let (s6, _) = fwd(r.rewrite(&pkt(1, 6, 3000, false, 11_000)));
+        assert_eq!(s6, s + 1);
+        // Switch: gated again, drops do not advance anything.
+        for i in 0..20 {
+            assert_eq!(
+                r.rewrite(&pkt(2, 900 + i, 0, false, 20_000 + i)),
+                Decision::DropWaitingKeyframe
+            );
+            assert!(r.waiting_for_keyframe());
+            assert_eq!(r.highest_out_seq(), Some(s6));
+        }
+        // Old source is gated too.
+        assert_eq!(
+            r.rewrite(&pkt(1, 7, 3000, false, 30_000)),
+            Decision::DropWaitingKeyframe
+        );
+        let (sk, tk) = fwd(r.rewrite(&pkt(2, 950, 77, true, 111_000)));
+        assert_eq!(sk, s6 + 1);
+        assert_eq!(tk, 7000u32.wrapping_add(9000)); // 100 ms at 90 kHz
+        let (sn, tn) = fwd(r.rewrite(&pkt(2, 951, 77, false, 112_000)));
+        assert_eq!((sn, tn), (sk + 1, tk));
+        assert_eq!(r.stats().dropped_waiting_keyframe, 22);
+        assert_eq!(r.stats().rebases, 1);
+        // Packets of the new source dropped during gating, arriving late: stale.
+        assert_eq!(
+            r.rewrite(&pkt(2, 949, 0, false, 113_000)),
+            Decision::DropStale
+        );
+    }
+
+    #[test]
+    fn request_keyframe_gate_and_late_keyframe() {
+        let mut r = Rewriter::new(VIDEO);
+        fwd(r.rewrite(&pkt(1, 10, 0, true, 0)));
+        let (s11, _) = fwd(r.rewrite(&pkt(1, 11, 0, false, 0)));
+        r.request_keyframe_gate();
+        assert!(r.waiting_for_keyframe());
+        // A retransmitted old keyframe start does not restart the run.
+        assert_eq!(r.rewrite(&pkt(1, 10, 0, true, 1)), Decision::DropStale);
+        assert_eq!(
+            r.rewrite(&pkt(1, 12, 0, false, 2)),
+            Decision::DropWaitingKeyframe
+        );
+        let (s, _) = fwd(r.rewrite(&pkt(1, 40, 9000, true, 3)));
+        assert_eq!(s, s11 + 1);
+        // Same-source late packets before the new run start: stale.
+        assert_eq!(r.rewrite(&pkt(1, 12, 0, false, 4)), Decision::DropStale);
+        // Big jump without keyframe on video gates.
+        assert_eq!(
+            r.rewrite(&pkt(1, 40 + MAX_FORWARD_JUMP + 1, 0, false, 5)),
+            Decision::DropWaitingKeyframe
+        );
+        assert!(r.waiting_for_keyframe());
+    }
+
+    #[test]
+    fn audio_never_gates() {
+        let mut r = Rewriter::new(AUDIO);
+        assert!(!r.waiting_for_keyframe());
+        r.request_keyframe_gate();
+        assert!(!r.waiting_for_keyframe());
+        assert!(r.rewrite(&a(1, 1)).forwarded().is_some());
+        assert!(r.rewrite(&a(2, 1)).forwarded().is_some());
+        assert!(r
+            .rewrite(&a(2, 1 + 10 * MAX_FORWARD_JUMP))
+            .forwarded()
+            .is_some());
+        assert_eq!(r.stats().dropped_waiting_keyframe, 0);
+        assert_eq!(r.stats().rebases, 2);
+    }
+
+    #[test]
+    fn timestamp_wrap() {
+        let mut r = Rewriter::new(RewriterConfig {
+            initial_ts: u32::MAX - 100,
+            ..AUDIO
+        });
+        let (_, t0) = fwd(r.rewrite(&pkt(1, 1, u32::MAX - 500, false, 0)));
+        assert_eq!(t0, u32::MAX - 100);
+        // Input ts wraps, output too; differences preserved.
+        let (_, t1) = fwd(r.rewrite(&pkt(1, 2, 459, false, 20_000)));
+        assert_eq!(t1.wrapping_sub(t0), 960);
+        assert_eq!(t1, 859);
+        // Rebase across the wrap.
+        let (_, t2) = fwd(r.rewrite(&pkt(2, 1, 0, false, 40_000)));
+        assert_eq!(t2, t1.wrapping_add(960));
+    }
+
+    #[test]
+    fn input_seq_crossing_u16_wrap() {
+        let mut r = Rewriter::new(AUDIO);
+        let base = 3 * 65_536 - 5;
+        let (s0, _) = fwd(r.rewrite(&a(1, base)));
+        for i in 1..20 {
+            assert_eq!(fwd(r.rewrite(&a(1, base + i))).0, s0 + i);
+        }
+        // Late packet from before the wrap, after it.
+        let mut r = Rewriter::new(AUDIO);
+        let (s0, _) = fwd(r.rewrite(&a(1, 65_534)));
+        let (s2, _) = fwd(r.rewrite(&a(1, 65_537)));
+        assert_eq!(s2, s0 + 3);
+        assert_eq!(fwd(r.rewrite(&a(1, 65_535))).0, s0 + 1);
+        assert_eq!(fwd(r.rewrite(&a(1, 65_536))).0, s0 + 2);
+    }
+
+    #[test]
+    fn output_seq_never_reused_for_different_inputs() {
+        let mut r = Rewriter::new(AUDIO);
+        let mut seen: [(u64, u64, u64); 64] = [(0, 0, 0); 64];
+        let mut n = 0;
+        let inputs = [
+            (1, 10),
+            (1, 12),
+            (1, 11),
+            (1, 12),
+            (2, 5),
+            (1, 11),
+            (2, 3),
+            (2, 6),
+            (1, 13),
+            (2, 4),
+            (2, 5000),
+            (2, 6),
+            (2, 5001),
+        ];
+        for (src, seq) in inputs {
+            if let Some((s, _)) = r.rewrite(&a(src, seq)).forwarded() {
+                for &(os, osrc, oseq) in &seen[..n] {
+                    assert!(os != s || (osrc, oseq) == (src, seq));
+                }
+                seen[n] = (s, src, seq);
+                n += 1;
+            }
+        }
+    }
+
+    /// Deterministic xorshift64* generator.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            let mut x = self.0;
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            self.0 = x;
+            x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+        fn chance(&mut self, percent: u64) -> bool {
+            self.below(100) < percent
+        }
+    }
+
+    #[derive(Clone, Copy)]
+    struct Src {
+        id: u64,
+        next_seq: u64,
+        ts: u32,
+    }
+
+    fn random_seq_start(rng: &mut Rng) -> u64 {
+        match rng.below(4) {
+            0 => rng.below(1 << 16),
+            1 => 65_536 * rng.below(8) + 65_536 - rng.below(50) - 1,
+            2 => u64::MAX - rng.below(200),
+            _ => rng.next(),
+        }
+    }
+
+    /// Expected rebase advance, written independently from the implementation.
+    fn expected_adv(elapsed_us: u64, rate: u32) -> u32 {
+        let exact = elapsed_us as f64 * f64::from(rate) / 1e6;
+        exact.round().clamp(1.0, f64::from(MAX_TS_ADVANCE)) as u32
+    }
+
+    /// Test-side model of the current run, built only from observed decisions.
+    struct Oracle {
+        hi_out: Option<u64>,
+        source: u64,
+        start_in: u64,
+        hi_in: u64,
+        ts_delta: u32,
+        ref_ts: u32,
+        ref_arrival: u64,
+    }
+
+    fn run_sequence(
+        rng: &mut Rng,
+        len: usize,
+        seen: &mut Vec<(u64, u64, u64)>,
+        late_forwards: &mut u64,
+    ) -> RewriteStats {
+        let cfg = RewriterConfig {
+            video: rng.chance(50),
+            clock_rate: if rng.chance(50) { 90_000 } else { 48_000 },
+            initial_seq: rng.next() as u16,
+            initial_ts: rng.next() as u32,
+        };
+        let mut r = Rewriter::new(cfg);
+        let mut srcs = [Src {
+            id: 0,
+            next_seq: 0,
+            ts: 0,
+        }; 3];
+        for (i, s) in srcs.iter_mut().enumerate() {
+            *s = Src {
+                id: i as u64 + rng.below(2) * 100,
+                next_seq: random_seq_start(rng),
+                ts: rng.next() as u32,
+            };
+        }
+        let mut cur = 0usize;
+        let mut history = [InPacket {
+            source: 0,
+            seq: 0,
+            ts: 0,
+            keyframe_start: false,
+            arrival_us: 0,
+        }; 32];
+        let mut hist_len = 0usize;
+        let mut arrival = rng.below(1 << 40);
+        let mut o = Oracle {
+            hi_out: None,
+            source: 0,
+            start_in: 0,
+            hi_in: 0,
+            ts_delta: 0,
+            ref_ts: 0,
+            ref_arrival: 0,
+        };
+        seen.clear();
+        let mut calls = 0u64;
+
+        for _ in 0..len {
+            arrival += rng.below(40_000);
+            let op = rng.below(100);
+            let p = if op < 10 && hist_len > 0 {
+                // Reordered / retransmitted / duplicated packet, possibly of another source.
+                let mut p = history[rng.below(hist_len as u64) as usize];
+                p.arrival_us = arrival;
+                p
+            } else {
+                if (10..15).contains(&op) {
+                    cur = rng.below(srcs.len() as u64) as usize;
+                    if rng.chance(30) {
+                        srcs[cur].id = srcs[cur].id.wrapping_add(1000);
+                        srcs[cur].next_seq = random_seq_start(rng);
+                    }
+                } else if op < 22 {
+                    srcs[cur].next_seq = srcs[cur].next_seq.wrapping_add(1 + rng.below(6));
+                } else if op < 25 {
+                    srcs[cur].next_seq = srcs[cur]
+                        .next_seq
+                        .wrapping_add(MAX_FORWARD_JUMP - 5 + rng.below(100_000));
+                } else if op < 28 {
+                    srcs[cur].next_seq = srcs[cur]
+                        .next_seq
+                        .wrapping_sub(REORDER_WINDOW - 5 + rng.below(100_000));
+                } else if op < 30 {
+                    r.request_keyframe_gate();
+                }
+                let s = &mut srcs[cur];
+                if rng.chance(30) {
+                    s.ts = s.ts.wrapping_add(rng.below(6000) as u32);
+                }
+                let p = InPacket {
+                    source: s.id,
+                    seq: s.next_seq,
+                    ts: s.ts,
+                    keyframe_start: rng.chance(8),
+                    arrival_us: arrival,
+                };
+                s.next_seq = s.next_seq.wrapping_add(1);
+                p
+            };
+            if hist_len < history.len() {
+                history[hist_len] = p;
+                hist_len += 1;
+            } else {
+                history[rng.below(history.len() as u64) as usize] = p;
+            }
+
+            let waiting_before = r.waiting_for_keyframe();
+            let stats_before = r.stats();
+            assert_eq!(r.highest_out_seq(), o.hi_out);
+            let d = r.rewrite(&p);
+            calls += 1;
+            let st = r.stats();
+            assert_eq!(
+                st.forwarded + st.dropped_stale + st.dropped_waiting_keyframe,
+                calls
+            );
+            if !cfg.video {
+                assert!(!r.waiting_for_keyframe());
+            }
+            match d {
+                Decision::Forward { seq, ts } => {
+                    assert!(!r.waiting_for_keyframe());
+                    let rebased = st.rebases > stats_before.rebases;
+                    match o.hi_out {
+                        None => {
+                            assert!(!rebased);
+                            assert_eq!(seq, u64::from(cfg.initial_seq & 0x7fff));
+                            assert_eq!(ts, cfg.initial_ts);
+                        }
+                        Some(h) if rebased => {
+                            assert_eq!(st.rebases, stats_before.rebases + 1);
+                            assert_eq!(seq, h + 1);
+                            let adv = expected_adv(
+                                p.arrival_us.saturating_sub(o.ref_arrival),
+                                cfg.clock_rate,
+                            );
+                            assert_eq!(ts, o.ref_ts.wrapping_add(adv));
+                            if cfg.video {
+                                assert!(p.keyframe_start, "video run must start on a keyframe");
+                            }
+                        }
+                        Some(h) => {
+                            assert!(!waiting_before);
+                            assert_eq!(p.source, o.source, "no silent source switch");
+                            assert_eq!(ts, p.ts.wrapping_add(o.ts_delta));
+                            assert!(p.seq >= o.start_in);
+                            if p.seq > o.hi_in {
+                                let gap = p.seq - o.hi_in;
+                                assert!(gap <= MAX_FORWARD_JUMP);
+                                assert_eq!(seq, h + gap);
+                                o.hi_in = p.seq;
+                                o.hi_out = Some(seq);
+                                o.ref_ts = ts;
+                                o.ref_arrival = p.arrival_us;
+                            } else {
+                                let behind = o.hi_in - p.seq;
+                                assert!(behind <= REORDER_WINDOW);
+                                assert_eq!(seq, h - behind);
+                                *late_forwards += 1;
+                            }
+                        }
+                    }
+                    if o.hi_out.is_none() || rebased {
+                        o.hi_out = Some(seq);
+                        o.source = p.source;
+                        o.start_in = p.seq;
+                        o.hi_in = p.seq;
+                        o.ts_delta = ts.wrapping_sub(p.ts);
+                        o.ref_ts = ts;
+                        o.ref_arrival = p.arrival_us;
+                    }
+                    assert_eq!(r.current_source(), Some(p.source));
+                    seen.push((seq, p.source, p.seq));
+                }
+                Decision::DropWaitingKeyframe => {
+                    assert!(cfg.video);
+                    assert!(!p.keyframe_start);
+                    assert!(r.waiting_for_keyframe());
+                    assert_eq!(r.highest_out_seq(), o.hi_out);
+                }
+                Decision::DropStale => {
+                    assert_eq!(r.highest_out_seq(), o.hi_out);
+                    assert_eq!(r.waiting_for_keyframe(), waiting_before);
+                }
+            }
+        }
+        // An output seq is never used for two different inputs.
+        seen.sort_unstable();
+        for w in seen.windows(2) {
+            if w[0].0 == w[1].0 {
+                assert_eq!(w[0], w[1], "output seq reused for different inputs");
+            }
+        }
+        // Output starts below 0x8000 and only grows by bounded steps.
+        if let (Some(first), Some(h)) = (seen.first(), o.hi_out) {
+            assert!(first.0 <= 0x7fff);
+            assert!(h - first.0 <= calls * MAX_FORWARD_JUMP);
+        }
+        r.stats()
+    }
+
+    #[test]
+    fn property_random_streams() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut seen = Vec::with_capacity(256);
+        let mut total = RewriteStats::default();
+        let mut late = 0;
+        for _ in 0..200_000 {
+            let len = 1 + rng.below(64) as usize;
+            let st = run_sequence(&mut rng, len, &mut seen, &mut late);
+            total.forwarded += st.forwarded;
+            total.dropped_stale += st.dropped_stale;
+            total.dropped_waiting_keyframe += st.dropped_waiting_keyframe;
+            total.rebases += st.rebases;
+        }
+        println!("property totals: {total:?}, late/duplicate forwards: {late}");
+        // The generator must actually exercise every path.
+        assert!(total.forwarded > 1_000_000);
+        assert!(total.dropped_stale > 10_000);
+        assert!(total.dropped_waiting_keyframe > 10_000);
+        assert!(total.rebases > 10_000);
+        assert!(late > 10_000);
+    }
+}

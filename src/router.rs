@@ -1,0 +1,152 @@
+//! Routers: meeting rooms. A router knows its published tracks and who subscribes to them,
+//! creates transports on the least-loaded shard, and turns each change (publish,
+//! subscribe, leave) into commands to the shards involved. Control plane only: the router
+//! never touches media.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::{MediaConfig, WebRTCTransportConfig};
+use crate::engine::command::{Command, Role, SessionCreated, SessionEvent, SessionSpec, TrackInfo};
+use crate::engine::{next_id, DownTrackId, Engine, SessionId, ShardId};
+use crate::publisher::PublisherInner;
+use crate::transport::{Core, PublishTransport, SubscribeInner, SubscribeTransport};
+
+/// A meeting room: transports created here can exchange media. Cheap to clone.
+#[derive(Clone)]
+pub struct Router {
+    pub(crate) inner: Arc<RouterInner>,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router").field("id", &self.inner.id).finish()
+    }
+}
+
+pub(crate) struct PublishedTrack {
+    pub(crate) info: TrackInfo,
+    pub(crate) shard: ShardId,
+    pub(crate) handle: Arc<PublisherInner>,
+    pub(crate) subscribers: Vec<(DownTrackId, Weak<SubscribeInner>)>,
+}
+
+pub(crate) struct RouterInner {
+    pub(crate) id: String,
+    pub(crate) engine: Arc<Engine>,
+    pub(crate) media: MediaConfig,
+    pub(crate) publishers: Mutex<HashMap<String, PublishedTrack>>,
+}
+
+impl RouterInner {
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, PublishedTrack>> {
+        self.publishers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Remove a published track and tell its subscribers. No-op for unknown ids.
+    pub(crate) fn unpublish(&self, id: &str) {
+        let Some(entry) = self.lock().remove(id) else {
+            return;
+        };
+        entry.handle.mark_closed();
+        for (down, sub) in entry.subscribers {
+            if let Some(sub) = sub.upgrade() {
+                sub.remove_subscription(down, true);
+            }
+        }
+    }
+
+    /// Forget one subscriber of a publisher (the subscription side is handled by the caller).
+    pub(crate) fn forget_subscriber(&self, publisher_id: &str, down: DownTrackId) {
+        if let Some(e) = self.lock().get_mut(publisher_id) {
+            e.subscribers.retain(|(d, _)| *d != down);
+        }
+    }
+
+    /// Create a session on the least-loaded shard.
+    pub(crate) async fn create_session(
+        self: &Arc<Self>,
+        role: Role,
+        cfg: &WebRTCTransportConfig,
+    ) -> (Core, mpsc::UnboundedReceiver<SessionEvent>) {
+        let shard = self.engine.pick_shard();
+        shard.load.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = SessionId(next_id());
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let (tx, rx) = oneshot::channel();
+        let spec = SessionSpec {
+            id,
+            role,
+            media: self.media.clone(),
+            announced_ips: cfg.announced_ips.clone(),
+            connect_timeout: cfg.connect_timeout,
+            idle_timeout: cfg.ice_disconnected_timeout,
+            events: events_tx,
+        };
+        let created = if shard.send(Command::CreateSession {
+            spec: Box::new(spec),
+            reply: tx,
+        }) {
+            rx.await.ok()
+        } else {
+            None
+        };
+        let shard_id = shard.id;
+        let core = Core::new(
+            id,
+            shard_id,
+            self.engine.clone(),
+            created.clone().unwrap_or(SessionCreated {
+                candidates: Vec::new(),
+                ufrag: String::new(),
+            }),
+        );
+        if created.is_none() {
+            core.mark_closed();
+            core.release_load();
+        }
+        (core, events_rx)
+    }
+}
+
+impl Router {
+    pub(crate) fn new(engine: Arc<Engine>, media: MediaConfig) -> Router {
+        Router {
+            inner: Arc::new(RouterInner {
+                id: format!("router-{}", next_id()),
+                engine,
+                media,
+                publishers: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The router id, unique in the process.
+    pub fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    /// The media this router negotiates.
+    pub fn media_config(&self) -> &MediaConfig {
+        &self.inner.media
+    }
+
+    /// Create a transport for a browser that publishes media.
+    pub async fn create_publish_transport(&self, config: WebRTCTransportConfig) -> PublishTransport {
+        PublishTransport::create(&self.inner, config).await
+    }
+
+    /// Create a transport for a browser that receives media.
+    pub async fn create_subscribe_transport(&self, config: WebRTCTransportConfig) -> SubscribeTransport {
+        SubscribeTransport::create(&self.inner, config).await
+    }
+
+    /// Ids of the tracks currently published in this router.
+    pub fn publisher_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.inner.lock().keys().cloned().collect();
+        ids.sort();
+        ids
+    }
+}

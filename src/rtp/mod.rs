@@ -1,0 +1,3 @@
+//! RTP-level helpers: codec-specific payload inspection and related parsing.
+
+pub mod codec;

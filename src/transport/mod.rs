@@ -1,0 +1,168 @@
+//! Transports: one browser peer connection each, backed by one str0m session on a shard.
+//!
+//! [`PublishTransport`] receives media and creates [`Publisher`](crate::publisher::Publisher)s;
+//! [`SubscribeTransport`] sends media and creates [`Subscriber`](crate::subscriber::Subscriber)s.
+//! Both are cheap handles (clone freely); the session closes when [`close`](PublishTransport::close)
+//! is called, when the peer goes away, or when the last handle is dropped.
+//! This module owns what both share: the session's shard address, ICE candidate callbacks,
+//! close notification.
+
+mod publish;
+mod subscribe;
+
+pub use publish::PublishTransport;
+pub use subscribe::SubscribeTransport;
+pub(crate) use subscribe::SubscribeInner;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{oneshot, watch};
+
+use crate::engine::command::{Command, SessionCreated};
+use crate::engine::{Engine, SessionId, ShardId};
+use crate::error::TransportError;
+use crate::signal::{IceCandidate, IceCandidateInit};
+
+/// Callback receiving the transport's local ICE candidates.
+pub type IceCandidateCallback = Box<dyn Fn(IceCandidate) + Send + Sync + 'static>;
+/// Callback run once when the transport closes.
+pub type ClosedCallback = Box<dyn Fn() + Send + Sync + 'static>;
+
+/// Connection state of a transport, as seen by the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportState {
+    /// Created; ICE and DTLS not yet established.
+    New,
+    /// ICE and DTLS established; media can flow.
+    Connected,
+    /// Closed for good.
+    Closed,
+}
+
+/// State shared by both transport kinds.
+pub(crate) struct Core {
+    pub(crate) id: SessionId,
+    pub(crate) shard: ShardId,
+    pub(crate) engine: Arc<Engine>,
+    created: SessionCreated,
+    on_ice: Mutex<Option<Arc<IceCandidateCallback>>>,
+    on_closed: Mutex<Vec<ClosedCallback>>,
+    /// Candidates are handed out once a local description exists (like a browser does).
+    described: AtomicBool,
+    pub(crate) state: watch::Sender<TransportState>,
+}
+
+impl Core {
+    pub(crate) fn new(id: SessionId, shard: ShardId, engine: Arc<Engine>, created: SessionCreated) -> Core {
+        Core {
+            id,
+            shard,
+            engine,
+            created,
+            on_ice: Mutex::new(None),
+            on_closed: Mutex::new(Vec::new()),
+            described: AtomicBool::new(false),
+            state: watch::channel(TransportState::New).0,
+        }
+    }
+
+    pub(crate) fn send(&self, cmd: Command) -> bool {
+        match self.engine.shard(self.shard) {
+            Some(s) => s.send(cmd),
+            None => false,
+        }
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        *self.state.borrow() == TransportState::Closed
+    }
+
+    pub(crate) async fn set_on_ice_candidate(&self, cb: IceCandidateCallback) {
+        let cb = Arc::new(cb);
+        *self.on_ice.lock().unwrap_or_else(|e| e.into_inner()) = Some(cb.clone());
+        if self.described.load(Ordering::Acquire) {
+            self.spawn_candidates(cb);
+        }
+    }
+
+    /// A local description (answer or offer) was produced: trickle candidates once.
+    pub(crate) fn described(&self) {
+        if self.described.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let cb = self.on_ice.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(cb) = cb {
+            self.spawn_candidates(cb);
+        }
+    }
+
+    fn spawn_candidates(&self, cb: Arc<IceCandidateCallback>) {
+        let cands: Vec<IceCandidate> = self
+            .created
+            .candidates
+            .iter()
+            .map(|c| IceCandidate {
+                candidate: c.clone(),
+                sdp_mid: None,
+                ufrag: Some(self.created.ufrag.clone()),
+            })
+            .collect();
+        // On a task, after the caller had a chance to send the description first.
+        tokio::spawn(async move {
+            tokio::task::yield_now().await;
+            for c in cands {
+                cb(c);
+            }
+        });
+    }
+
+    pub(crate) async fn add_ice_candidate(&self, init: IceCandidateInit) -> Result<(), TransportError> {
+        if self.is_closed() {
+            return Err(TransportError::Closed);
+        }
+        let (tx, rx) = oneshot::channel();
+        if !self.send(Command::AddRemoteCandidate {
+            id: self.id,
+            candidate: init.candidate,
+            reply: tx,
+        }) {
+            return Err(TransportError::Closed);
+        }
+        rx.await.unwrap_or(Err(TransportError::Closed))
+    }
+
+    pub(crate) fn on_closed(&self, cb: ClosedCallback) {
+        if self.is_closed() {
+            cb();
+            return;
+        }
+        self.on_closed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(cb);
+    }
+
+    /// Mark closed and run close callbacks once. Returns false if it was already closed.
+    pub(crate) fn mark_closed(&self) -> bool {
+        let was = self.state.send_replace(TransportState::Closed);
+        if was == TransportState::Closed {
+            return false;
+        }
+        let cbs = std::mem::take(&mut *self.on_closed.lock().unwrap_or_else(|e| e.into_inner()));
+        for cb in cbs {
+            cb();
+        }
+        true
+    }
+
+    pub(crate) fn request_close(&self) {
+        self.send(Command::CloseSession { id: self.id });
+    }
+
+    pub(crate) fn release_load(&self) {
+        if let Some(s) = self.engine.shard(self.shard) {
+            s.load.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}

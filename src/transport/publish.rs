@@ -1,0 +1,284 @@
+//! The publish transport: accepts the browser's offers, and turns negotiated receiving
+//! m-lines into publishers of its router.
+
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+
+use super::{ClosedCallback, Core, IceCandidateCallback, TransportState};
+use crate::config::WebRTCTransportConfig;
+use crate::engine::command::{Command, Role, SessionEvent, TrackInfo};
+use crate::engine::session::codec_kind;
+use crate::error::{NegotiationError, PublishError, TransportError};
+use crate::publisher::{MediaKind, Publisher, PublisherInner, Track};
+use crate::router::{PublishedTrack, RouterInner};
+use crate::signal::{IceCandidateInit, SdpType, SessionDescription};
+
+/// How long `publish` waits for the offer carrying the track to be applied.
+const PUBLISH_WAIT: Duration = Duration::from_secs(10);
+
+pub(crate) struct PublishInner {
+    core: Core,
+    router: Arc<RouterInner>,
+    tracks: Mutex<Vec<TrackInfo>>,
+    tracks_changed: Notify,
+    published: Mutex<Vec<String>>,
+}
+
+impl PublishInner {
+    fn on_session_closed(&self) {
+        if self.core.mark_closed() {
+            self.tracks_changed.notify_waiters();
+            let ids = std::mem::take(&mut *self.published.lock().unwrap_or_else(|e| e.into_inner()));
+            for id in ids {
+                self.router.unpublish(&id);
+            }
+        }
+    }
+}
+
+impl Drop for PublishInner {
+    fn drop(&mut self) {
+        // Last handle gone: close the session; the event task releases the rest.
+        if !self.core.is_closed() {
+            self.core.request_close();
+        }
+        let ids = std::mem::take(&mut *self.published.lock().unwrap_or_else(|e| e.into_inner()));
+        for id in ids {
+            self.router.unpublish(&id);
+        }
+    }
+}
+
+/// A peer connection on which a browser publishes media. Cheap to clone; the session
+/// closes when [`close`](Self::close) is called, the peer leaves, or the last clone drops.
+#[derive(Clone)]
+pub struct PublishTransport {
+    inner: Arc<PublishInner>,
+}
+
+impl std::fmt::Debug for PublishTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PublishTransport")
+            .field("id", &self.inner.core.id.0)
+            .field("shard", &self.inner.core.shard)
+            .finish()
+    }
+}
+
+impl PublishTransport {
+    pub(crate) async fn create(router: &Arc<RouterInner>, cfg: WebRTCTransportConfig) -> Self {
+        let (core, events) = router.create_session(Role::Publish, &cfg).await;
+        let closed_at_birth = core.is_closed();
+        let inner = Arc::new(PublishInner {
+            core,
+            router: router.clone(),
+            tracks: Mutex::new(Vec::new()),
+            tracks_changed: Notify::new(),
+            published: Mutex::new(Vec::new()),
+        });
+        if !closed_at_birth {
+            tokio::spawn(event_loop(events, Arc::downgrade(&inner), router.engine.clone(), inner.core.shard));
+        }
+        PublishTransport { inner }
+    }
+
+    /// Register the callback that receives this transport's local ICE candidates. They are
+    /// delivered (on a tokio task) once an answer has been produced, or at once if it has.
+    pub async fn on_ice_candidate(&self, callback: IceCandidateCallback) {
+        self.inner.core.set_on_ice_candidate(callback).await;
+    }
+
+    /// Register a callback run once when the transport closes (for any reason).
+    pub async fn on_closed(&self, callback: ClosedCallback) {
+        self.inner.core.on_closed(callback);
+    }
+
+    /// Add a remote ICE candidate from the browser. An empty candidate (end of candidates)
+    /// is accepted and ignored.
+    pub async fn add_ice_candidate(&self, candidate: IceCandidateInit) -> Result<(), TransportError> {
+        self.inner.core.add_ice_candidate(candidate).await
+    }
+
+    /// Apply the browser's offer and return the answer. Call again with each new offer
+    /// (new tracks, ICE restart); m-lines that stop sending unpublish their tracks.
+    pub async fn get_answer(&self, offer: SessionDescription) -> Result<SessionDescription, NegotiationError> {
+        if offer.sdp_type != SdpType::Offer {
+            return Err(NegotiationError::WrongType { expected: "offer" });
+        }
+        let core = &self.inner.core;
+        if core.is_closed() {
+            return Err(NegotiationError::Closed);
+        }
+        let (tx, rx) = oneshot::channel();
+        if !core.send(Command::AcceptOffer {
+            id: core.id,
+            sdp: offer.sdp,
+            reply: tx,
+        }) {
+            return Err(NegotiationError::Closed);
+        }
+        let (answer, tracks) = rx.await.unwrap_or(Err(NegotiationError::Closed))?;
+        // Tracks that stopped: unpublish them.
+        let gone: Vec<String> = {
+            let published = self.inner.published.lock().unwrap_or_else(|e| e.into_inner());
+            published
+                .iter()
+                .filter(|id| !tracks.iter().any(|t| t.active && &t.track_id == *id))
+                .cloned()
+                .collect()
+        };
+        for id in &gone {
+            self.inner.router.unpublish(id);
+        }
+        self.inner
+            .published
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|id| !gone.contains(id));
+        *self.inner.tracks.lock().unwrap_or_else(|e| e.into_inner()) = tracks;
+        self.inner.tracks_changed.notify_waiters();
+        core.described();
+        Ok(SessionDescription::answer(answer))
+    }
+
+    /// Publish the track whose `a=msid` track id is `publisher_id`.
+    ///
+    /// Infallible to keep the original API: on failure the returned [`Publisher`] is
+    /// already closed and [`Publisher::error`] says why. Use [`try_publish`](Self::try_publish)
+    /// to get the error directly. If the offer with this track is still being applied,
+    /// this waits for it (up to 10 s).
+    pub async fn publish(&self, publisher_id: impl Into<String>) -> Publisher {
+        let id = publisher_id.into();
+        match self.try_publish(id.clone()).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(publisher = %id, "publish failed: {e}");
+                Publisher::failed(id, e)
+            }
+        }
+    }
+
+    /// Publish the track whose `a=msid` track id is `publisher_id`, or say why not.
+    pub async fn try_publish(&self, publisher_id: impl Into<String>) -> Result<Publisher, PublishError> {
+        let id = publisher_id.into();
+        let deadline = tokio::time::Instant::now() + PUBLISH_WAIT;
+        loop {
+            let changed = self.inner.tracks_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.inner.core.is_closed() {
+                return Err(PublishError::Closed);
+            }
+            let found = self
+                .inner
+                .tracks
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .find(|t| t.active && t.track_id == id)
+                .cloned();
+            if let Some(info) = found {
+                return self.register(info);
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return Err(PublishError::UnknownTrack(id));
+            }
+        }
+    }
+
+    fn register(&self, info: TrackInfo) -> Result<Publisher, PublishError> {
+        let router = &self.inner.router;
+        let mut map = router.lock();
+        if let Some(existing) = map.get(&info.track_id) {
+            if existing.info.key == info.key {
+                return Ok(Publisher {
+                    inner: existing.handle.clone(),
+                });
+            }
+            return Err(PublishError::AlreadyPublished(info.track_id));
+        }
+        let codec = info
+            .params
+            .first()
+            .map(|p| p.spec().codec.to_string())
+            .unwrap_or_default();
+        let _ = info.params.first().map(codec_kind);
+        let handle = Arc::new(PublisherInner {
+            track: Track {
+                id: info.track_id.clone(),
+                stream_id: info.stream_id.clone(),
+                kind: MediaKind::from(info.kind),
+                codec,
+            },
+            router: Arc::downgrade(router),
+            error: None,
+            closed: watch::channel(false).0,
+        });
+        map.insert(
+            info.track_id.clone(),
+            PublishedTrack {
+                info: info.clone(),
+                shard: self.inner.core.shard,
+                handle: handle.clone(),
+                subscribers: Vec::new(),
+            },
+        );
+        drop(map);
+        self.inner
+            .published
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(info.track_id);
+        Ok(Publisher { inner: handle })
+    }
+
+    /// Connection state.
+    pub fn state(&self) -> TransportState {
+        *self.inner.core.state.borrow()
+    }
+
+    /// Close the transport: its publishers are unpublished and their subscribers told.
+    pub async fn close(&self) {
+        self.inner.core.request_close();
+        let mut rx = self.inner.core.state.subscribe();
+        let _ = tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|s| *s == TransportState::Closed)).await;
+        self.inner.on_session_closed();
+    }
+}
+
+async fn event_loop(
+    mut events: mpsc::UnboundedReceiver<SessionEvent>,
+    inner: Weak<PublishInner>,
+    engine: Arc<crate::engine::Engine>,
+    shard: usize,
+) {
+    while let Some(ev) = events.recv().await {
+        match ev {
+            SessionEvent::Connected => {
+                if let Some(i) = inner.upgrade() {
+                    i.core.state.send_if_modified(|s| {
+                        if *s == TransportState::New {
+                            *s = TransportState::Connected;
+                            true
+                        } else {
+                            false
+                        }
+                    });
+                }
+            }
+            SessionEvent::DownTrackRejected(_) => {}
+            SessionEvent::Closed(reason) => {
+                tracing::debug!(?reason, "publish transport closed");
+                break;
+            }
+        }
+    }
+    if let Some(s) = engine.shard(shard) {
+        s.load.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    if let Some(i) = inner.upgrade() {
+        i.on_session_closed();
+    }
+}

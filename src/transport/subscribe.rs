@@ -1,0 +1,440 @@
+//! The subscribe transport: offers published tracks to a browser, one m-line per
+//! subscriber, and renegotiates when subscriptions end.
+//!
+//! Negotiation is serialized: at most one offer is outstanding; the next change waits for
+//! its answer (or for a timeout), and changes made meanwhile are folded into the next offer.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
+
+use super::{ClosedCallback, Core, IceCandidateCallback, TransportState};
+use crate::config::WebRTCTransportConfig;
+use crate::engine::command::{Command, DownTrackSpec, Role, SessionEvent};
+use crate::engine::{next_id, DownTrackId, ShardId, TrackKey};
+use crate::error::{NegotiationError, SubscribeError, TransportError};
+use crate::publisher::MediaKind;
+use crate::router::RouterInner;
+use crate::signal::{IceCandidateInit, SdpType, SessionDescription};
+use crate::subscriber::{Subscriber, SubscriberInner};
+
+/// Callback receiving offers for renegotiation.
+pub type NegotiationCallback = Box<dyn Fn(SessionDescription) + Send + Sync + 'static>;
+
+/// How long an offer may stay unanswered before the next negotiation goes ahead anyway.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(20);
+
+struct SubEntry {
+    publisher_id: String,
+    track: TrackKey,
+    publisher_shard: ShardId,
+    handle: Arc<SubscriberInner>,
+}
+
+pub(crate) struct SubscribeInner {
+    core: Core,
+    router: Arc<RouterInner>,
+    weak: Weak<SubscribeInner>,
+    negotiation: Arc<Semaphore>,
+    held: Mutex<Option<(u64, OwnedSemaphorePermit)>>,
+    generation: AtomicU64,
+    on_negotiation: Mutex<Option<Arc<NegotiationCallback>>>,
+    subs: Mutex<HashMap<DownTrackId, SubEntry>>,
+    renegotiate_wanted: AtomicBool,
+}
+
+impl SubscribeInner {
+    fn subs(&self) -> std::sync::MutexGuard<'_, HashMap<DownTrackId, SubEntry>> {
+        self.subs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Wait for the right to make an offer.
+    async fn acquire(&self) -> Option<OwnedSemaphorePermit> {
+        tokio::time::timeout(ANSWER_TIMEOUT + Duration::from_secs(1), self.negotiation.clone().acquire_owned())
+            .await
+            .ok()?
+            .ok()
+    }
+
+    /// Keep the permit until the answer arrives (or the answer timeout passes).
+    fn hold(&self, permit: OwnedSemaphorePermit) {
+        let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        *self.held.lock().unwrap_or_else(|e| e.into_inner()) = Some((generation, permit));
+        let weak = self.weak.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(ANSWER_TIMEOUT).await;
+            if let Some(inner) = weak.upgrade() {
+                let mut held = inner.held.lock().unwrap_or_else(|e| e.into_inner());
+                if matches!(&*held, Some((g, _)) if *g == generation) {
+                    tracing::warn!(session = inner.core.id.0, "offer not answered in time");
+                    *held = None;
+                }
+            }
+        });
+    }
+
+    fn release(&self) {
+        *self.held.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// End one subscription: stop forwarding on every shard involved, tell the handle,
+    /// and (if asked) renegotiate the m-line away. No-op if it already ended.
+    pub(crate) fn remove_subscription(&self, down: DownTrackId, renegotiate: bool) {
+        let Some(entry) = self.subs().remove(&down) else {
+            return;
+        };
+        self.core.send(Command::RemoveDownTrack {
+            id: self.core.id,
+            down,
+        });
+        if entry.publisher_shard != self.core.shard {
+            if let Some(s) = self.core.engine.shard(entry.publisher_shard) {
+                s.send(Command::RemoveRemoteRoute {
+                    track: entry.track,
+                    dest: self.core.shard,
+                });
+            }
+        }
+        self.router.forget_subscriber(&entry.publisher_id, down);
+        entry.handle.mark_closed();
+        if renegotiate && !self.core.is_closed() {
+            self.renegotiate_wanted.store(true, Ordering::Release);
+            if let Some(me) = self.weak.upgrade() {
+                tokio::spawn(self::renegotiate(me));
+            }
+        }
+    }
+
+    fn on_session_closed(&self) {
+        if self.core.mark_closed() {
+            let downs: Vec<DownTrackId> = self.subs().keys().copied().collect();
+            for d in downs {
+                self.remove_subscription(d, false);
+            }
+            self.release();
+        }
+    }
+}
+
+impl Drop for SubscribeInner {
+    fn drop(&mut self) {
+        if !self.core.is_closed() {
+            self.core.request_close();
+        }
+        let entries: Vec<(DownTrackId, SubEntry)> = self.subs().drain().collect();
+        for (down, e) in entries {
+            if e.publisher_shard != self.core.shard {
+                if let Some(s) = self.core.engine.shard(e.publisher_shard) {
+                    s.send(Command::RemoveRemoteRoute {
+                        track: e.track,
+                        dest: self.core.shard,
+                    });
+                }
+            }
+            self.router.forget_subscriber(&e.publisher_id, down);
+            e.handle.mark_closed();
+        }
+    }
+}
+
+async fn renegotiate(inner: Arc<SubscribeInner>) {
+    let cb = inner
+        .on_negotiation
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let Some(cb) = cb else {
+        // Without a callback the change waits and is folded into the next offer.
+        return;
+    };
+    let Some(permit) = inner.acquire().await else {
+        return;
+    };
+    if !inner.renegotiate_wanted.swap(false, Ordering::AcqRel) || inner.core.is_closed() {
+        return;
+    }
+    let (tx, rx) = oneshot::channel();
+    if !inner.core.send(Command::CreateOffer {
+        id: inner.core.id,
+        ice_restart: false,
+        reply: tx,
+    }) {
+        return;
+    }
+    if let Ok(Ok(Some(offer))) = rx.await {
+        inner.hold(permit);
+        cb(SessionDescription::offer(offer));
+    }
+}
+
+/// A peer connection on which a browser receives media. Cheap to clone; the session
+/// closes when [`close`](Self::close) is called, the peer leaves, or the last clone drops.
+#[derive(Clone)]
+pub struct SubscribeTransport {
+    inner: Arc<SubscribeInner>,
+}
+
+impl std::fmt::Debug for SubscribeTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SubscribeTransport")
+            .field("id", &self.inner.core.id.0)
+            .field("shard", &self.inner.core.shard)
+            .finish()
+    }
+}
+
+impl SubscribeTransport {
+    pub(crate) async fn create(router: &Arc<RouterInner>, cfg: WebRTCTransportConfig) -> Self {
+        let (core, events) = router.create_session(Role::Subscribe, &cfg).await;
+        let closed_at_birth = core.is_closed();
+        let inner = Arc::new_cyclic(|weak| SubscribeInner {
+            core,
+            router: router.clone(),
+            weak: weak.clone(),
+            negotiation: Arc::new(Semaphore::new(1)),
+            held: Mutex::new(None),
+            generation: AtomicU64::new(0),
+            on_negotiation: Mutex::new(None),
+            subs: Mutex::new(HashMap::new()),
+            renegotiate_wanted: AtomicBool::new(false),
+        });
+        if !closed_at_birth {
+            tokio::spawn(event_loop(events, Arc::downgrade(&inner), router.engine.clone(), inner.core.shard));
+        }
+        SubscribeTransport { inner }
+    }
+
+    /// Register the callback that receives this transport's local ICE candidates. They are
+    /// delivered (on a tokio task) once the first offer has been produced, or at once if it has.
+    pub async fn on_ice_candidate(&self, callback: IceCandidateCallback) {
+        self.inner.core.set_on_ice_candidate(callback).await;
+    }
+
+    /// Register the callback that receives new offers when the transport must renegotiate
+    /// (a publisher left, a subscriber closed). Answer them with [`set_answer`](Self::set_answer).
+    pub async fn on_negotiation_needed(&self, callback: NegotiationCallback) {
+        *self
+            .inner
+            .on_negotiation
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(callback));
+        if self.inner.renegotiate_wanted.load(Ordering::Acquire) {
+            tokio::spawn(renegotiate(self.inner.clone()));
+        }
+    }
+
+    /// Register a callback run once when the transport closes (for any reason).
+    pub async fn on_closed(&self, callback: ClosedCallback) {
+        self.inner.core.on_closed(callback);
+    }
+
+    /// Add a remote ICE candidate from the browser.
+    pub async fn add_ice_candidate(&self, candidate: IceCandidateInit) -> Result<(), TransportError> {
+        self.inner.core.add_ice_candidate(candidate).await
+    }
+
+    /// Start forwarding the publisher `track_id` to this transport. Returns the subscriber
+    /// and the offer to send to the browser (answer it with [`set_answer`](Self::set_answer)).
+    /// If an earlier offer is still unanswered, waits for its answer first.
+    pub async fn subscribe(
+        &self,
+        track_id: impl Into<String>,
+    ) -> Result<(Subscriber, SessionDescription), SubscribeError> {
+        let track_id = track_id.into();
+        let inner = &self.inner;
+        let core = &inner.core;
+        if core.is_closed() {
+            return Err(SubscribeError::Closed);
+        }
+        let lookup = |router: &RouterInner| {
+            router
+                .lock()
+                .get(&track_id)
+                .map(|p| (p.info.clone(), p.shard))
+        };
+        if lookup(&inner.router).is_none() {
+            return Err(SubscribeError::UnknownPublisher(track_id));
+        }
+        if inner.subs().values().any(|e| e.publisher_id == track_id) {
+            return Err(SubscribeError::AlreadySubscribed(track_id));
+        }
+        let permit = inner.acquire().await.ok_or(SubscribeError::NegotiationTimeout)?;
+        if core.is_closed() {
+            return Err(SubscribeError::Closed);
+        }
+        let (info, publisher_shard) =
+            lookup(&inner.router).ok_or_else(|| SubscribeError::UnknownPublisher(track_id.clone()))?;
+        let down = DownTrackId(next_id());
+        let (tx, rx) = oneshot::channel();
+        if !core.send(Command::AddDownTrack {
+            id: core.id,
+            spec: Box::new(DownTrackSpec {
+                id: down,
+                track: info.key,
+                track_id: info.track_id.clone(),
+                stream_id: info.stream_id.clone(),
+                kind: info.kind,
+                params: info.params.clone(),
+            }),
+            reply: tx,
+        }) {
+            return Err(SubscribeError::Closed);
+        }
+        let offer = rx.await.unwrap_or(Err(SubscribeError::Closed))?;
+        let handle = Arc::new(SubscriberInner {
+            id: down,
+            publisher_id: track_id.clone(),
+            kind: MediaKind::from(info.kind),
+            transport: inner.weak.clone(),
+            closed: watch::channel(false).0,
+        });
+        inner.subs().insert(
+            down,
+            SubEntry {
+                publisher_id: track_id.clone(),
+                track: info.key,
+                publisher_shard,
+                handle: handle.clone(),
+            },
+        );
+        if publisher_shard != core.shard {
+            if let Some(s) = core.engine.shard(publisher_shard) {
+                s.send(Command::AddRemoteRoute {
+                    track: info.key,
+                    dest: core.shard,
+                });
+            }
+        }
+        // Register with the publisher; if it left meanwhile, undo.
+        let registered = match inner.router.lock().get_mut(&track_id) {
+            Some(p) if p.info.key == info.key => {
+                p.subscribers.push((down, inner.weak.clone()));
+                true
+            }
+            _ => false,
+        };
+        inner.hold(permit);
+        core.described();
+        if !registered {
+            inner.remove_subscription(down, true);
+        }
+        Ok((Subscriber { inner: handle }, SessionDescription::offer(offer)))
+    }
+
+    /// Apply the browser's answer to the outstanding offer.
+    pub async fn set_answer(&self, answer: SessionDescription) -> Result<(), NegotiationError> {
+        if answer.sdp_type != SdpType::Answer {
+            return Err(NegotiationError::WrongType { expected: "answer" });
+        }
+        let core = &self.inner.core;
+        if core.is_closed() {
+            return Err(NegotiationError::Closed);
+        }
+        let (tx, rx) = oneshot::channel();
+        if !core.send(Command::AcceptAnswer {
+            id: core.id,
+            sdp: answer.sdp,
+            reply: tx,
+        }) {
+            return Err(NegotiationError::Closed);
+        }
+        let r = rx.await.unwrap_or(Err(NegotiationError::Closed));
+        if !matches!(r, Err(NegotiationError::InvalidSdp(_)) | Err(NegotiationError::TooLarge(_)) | Err(NegotiationError::TooManyMedia(_))) {
+            // Answered (or no offer was outstanding): the next negotiation may go ahead.
+            self.inner.release();
+        }
+        if self.inner.renegotiate_wanted.load(Ordering::Acquire) {
+            tokio::spawn(renegotiate(self.inner.clone()));
+        }
+        r
+    }
+
+    /// Restart ICE: returns an offer with fresh ICE credentials (waits for any outstanding
+    /// offer to be answered first).
+    pub async fn restart_ice(&self) -> Result<SessionDescription, NegotiationError> {
+        let inner = &self.inner;
+        let permit = inner.acquire().await.ok_or(NegotiationError::NoPendingOffer)?;
+        let (tx, rx) = oneshot::channel();
+        if !inner.core.send(Command::CreateOffer {
+            id: inner.core.id,
+            ice_restart: true,
+            reply: tx,
+        }) {
+            return Err(NegotiationError::Closed);
+        }
+        match rx.await.unwrap_or(Err(NegotiationError::Closed))? {
+            Some(offer) => {
+                inner.hold(permit);
+                Ok(SessionDescription::offer(offer))
+            }
+            None => Err(NegotiationError::SessionFailed("no offer produced".into())),
+        }
+    }
+
+    /// Connection state.
+    pub fn state(&self) -> TransportState {
+        *self.inner.core.state.borrow()
+    }
+
+    /// The subscribers currently on this transport.
+    pub fn subscribers(&self) -> Vec<Subscriber> {
+        self.inner
+            .subs()
+            .values()
+            .map(|e| Subscriber {
+                inner: e.handle.clone(),
+            })
+            .collect()
+    }
+
+    /// Close the transport and all its subscribers.
+    pub async fn close(&self) {
+        self.inner.core.request_close();
+        let mut rx = self.inner.core.state.subscribe();
+        let _ = tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|s| *s == TransportState::Closed)).await;
+        self.inner.on_session_closed();
+    }
+}
+
+async fn event_loop(
+    mut events: mpsc::UnboundedReceiver<SessionEvent>,
+    inner: Weak<SubscribeInner>,
+    engine: Arc<crate::engine::Engine>,
+    shard: usize,
+) {
+    while let Some(ev) = events.recv().await {
+        match ev {
+            SessionEvent::Connected => {
+                if let Some(i) = inner.upgrade() {
+                    i.core.state.send_if_modified(|s| {
+                        if *s == TransportState::New {
+                            *s = TransportState::Connected;
+                            true
+                        } else {
+                            false
+                        }
+                    });
+                }
+            }
+            SessionEvent::DownTrackRejected(down) => {
+                if let Some(i) = inner.upgrade() {
+                    tracing::warn!(down = down.0, "subscriber refused every codec of the publisher");
+                    i.remove_subscription(down, true);
+                }
+            }
+            SessionEvent::Closed(reason) => {
+                tracing::debug!(?reason, "subscribe transport closed");
+                break;
+            }
+        }
+    }
+    if let Some(s) = engine.shard(shard) {
+        s.load.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    if let Some(i) = inner.upgrade() {
+        i.on_session_closed();
+    }
+}

@@ -1,0 +1,71 @@
+//! The worker: one per process. Owns the engine (the shards: threads and sockets) and
+//! creates routers.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::sync::{oneshot, Mutex};
+
+use crate::config::{MediaConfig, WorkerConfig};
+use crate::engine::command::Command;
+use crate::engine::Engine;
+use crate::error::WorkerError;
+use crate::router::Router;
+use crate::stats::{ShardStats, WorkerStats};
+
+/// Owns the shards. Create one per process with [`Worker::new`].
+pub struct Worker {
+    engine: Arc<Engine>,
+    config: WorkerConfig,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("shards", &self.engine.shards.len())
+            .finish()
+    }
+}
+
+impl Worker {
+    /// Start the shards (threads, sockets). Returns the worker behind a tokio mutex, as the
+    /// original Rheomesh API does. Shards stop when the worker and every router, transport
+    /// and handle created from it are dropped.
+    pub async fn new(config: WorkerConfig) -> Result<Arc<Mutex<Worker>>, WorkerError> {
+        let engine = Arc::new(Engine::start(&config)?);
+        Ok(Arc::new(Mutex::new(Worker { engine, config })))
+    }
+
+    /// Create a router (a meeting room) negotiating `media`.
+    pub fn new_router(&mut self, media: MediaConfig) -> Router {
+        Router::new(self.engine.clone(), media)
+    }
+
+    /// The configuration the worker was started with.
+    pub fn config(&self) -> &WorkerConfig {
+        &self.config
+    }
+
+    /// The UDP address of each shard, by shard index.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.engine.shards.iter().map(|s| s.local_addr).collect()
+    }
+
+    /// A snapshot of every shard's gauges and counters.
+    pub async fn stats(&self) -> WorkerStats {
+        let mut shards = Vec::with_capacity(self.engine.shards.len());
+        for s in &self.engine.shards {
+            let (tx, rx) = oneshot::channel();
+            let snap = if s.send(Command::Stats { reply: tx }) {
+                rx.await.unwrap_or_default()
+            } else {
+                ShardStats {
+                    shard: s.id,
+                    ..Default::default()
+                }
+            };
+            shards.push(snap);
+        }
+        WorkerStats { shards }
+    }
+}
