@@ -1,0 +1,157 @@
+//! Server-side setup for integration tests: a worker and router, and helpers that connect
+//! str0m test peers to it as publishers and subscribers through the public API.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rheomesh::config::{MediaConfig, WebRTCTransportConfig, WorkerConfig};
+use rheomesh::publisher::Publisher;
+use rheomesh::router::Router;
+use rheomesh::subscriber::Subscriber;
+use rheomesh::transport::{PublishTransport, SubscribeTransport};
+use rheomesh::worker::Worker;
+use rheomesh::{IceCandidateInit, SessionDescription};
+use tokio::sync::Mutex;
+
+use super::peer::{PeerConfig, TestPeer};
+
+/// A worker with `shards` shards on 127.0.0.1 and one router.
+pub async fn setup(shards: usize) -> (Arc<Mutex<Worker>>, Router) {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+    let worker = Worker::new(WorkerConfig {
+        shards,
+        ..Default::default()
+    })
+    .await
+    .expect("worker starts");
+    let router = worker.lock().await.new_router(MediaConfig::default());
+    (worker, router)
+}
+
+/// Poll `f` every 20 ms until it is true or `timeout` passes. Returns the last value.
+pub async fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Wait (off the runtime's worker threads) for a peer to connect.
+pub async fn wait_connected(peer: &Arc<TestPeer>, timeout: Duration) -> bool {
+    let p = peer.clone();
+    tokio::task::spawn_blocking(move || p.wait_connected(timeout))
+        .await
+        .unwrap_or(false)
+}
+
+fn candidate_init(peer: &TestPeer) -> IceCandidateInit {
+    IceCandidateInit {
+        candidate: peer.local_candidate(),
+        sdp_mid: Some("0".into()),
+        sdp_mline_index: Some(0),
+        username_fragment: None,
+    }
+}
+
+/// A publishing peer: connected, with its tracks published.
+pub struct Pub {
+    pub transport: PublishTransport,
+    pub peer: Arc<TestPeer>,
+    pub publishers: Vec<Publisher>,
+}
+
+/// Connect a test peer as a publisher of the given audio / video track ids.
+pub async fn connect_publisher(
+    router: &Router,
+    audio: Option<&str>,
+    video: Option<&str>,
+    cfg: PeerConfig,
+) -> Pub {
+    let peer = Arc::new(TestPeer::new(cfg));
+    let transport = router
+        .create_publish_transport(WebRTCTransportConfig::default())
+        .await;
+    let offer = peer.publish_offer(audio, video);
+    let answer = transport
+        .get_answer(SessionDescription::offer(offer))
+        .await
+        .expect("publish offer accepted");
+    peer.accept_answer(&answer.sdp).expect("answer accepted");
+    transport
+        .add_ice_candidate(candidate_init(&peer))
+        .await
+        .expect("candidate accepted");
+    assert!(
+        wait_connected(&peer, Duration::from_secs(10)).await,
+        "publisher connects"
+    );
+    let mut publishers = Vec::new();
+    for id in [audio, video].into_iter().flatten() {
+        publishers.push(transport.try_publish(id).await.expect("track published"));
+    }
+    Pub {
+        transport,
+        peer,
+        publishers,
+    }
+}
+
+/// A subscribing peer.
+pub struct Sub {
+    pub transport: SubscribeTransport,
+    pub peer: Arc<TestPeer>,
+    pub subscribers: Vec<Subscriber>,
+}
+
+/// Create a subscribe transport and its test peer (not connected until the first subscribe).
+pub async fn connect_subscriber(router: &Router, cfg: PeerConfig) -> Sub {
+    let peer = Arc::new(TestPeer::new(cfg));
+    let transport = router
+        .create_subscribe_transport(WebRTCTransportConfig::default())
+        .await;
+    Sub {
+        transport,
+        peer,
+        subscribers: Vec::new(),
+    }
+}
+
+impl Sub {
+    /// Subscribe to `track_id`: offer → test peer answer → set_answer; connect on first use.
+    pub async fn subscribe(&mut self, track_id: &str) -> Subscriber {
+        let (subscriber, offer) = self
+            .transport
+            .subscribe(track_id)
+            .await
+            .expect("subscribe succeeds");
+        let answer = self.peer.accept_offer(&offer.sdp).expect("peer answers");
+        self.transport
+            .set_answer(SessionDescription::answer(answer))
+            .await
+            .expect("answer applied");
+        if self.subscribers.is_empty() {
+            self.transport
+                .add_ice_candidate(candidate_init(&self.peer))
+                .await
+                .expect("candidate accepted");
+            assert!(
+                wait_connected(&self.peer, Duration::from_secs(10)).await,
+                "subscriber connects"
+            );
+        }
+        self.subscribers.push(subscriber.clone());
+        subscriber
+    }
+}
