@@ -158,3 +158,308 @@ async fn loss_server_to_subscriber_is_repaired() {
     )
     .await;
 }
+
+/// 5. A publisher leaving closes every subscriber and renegotiates each subscribe transport.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publisher_leaving_notifies_and_renegotiates_subscribers() {
+    let (worker, router) = setup(2).await;
+    let publisher = connect_publisher(&router, Some("a"), Some("v"), PeerConfig::default()).await;
+    let mut subs = Vec::new();
+    let mut offers = Vec::new();
+    for _ in 0..2 {
+        let mut s = connect_subscriber(&router, PeerConfig::default()).await;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        s.transport
+            .on_negotiation_needed(Box::new(move |offer| {
+                let _ = tx.send(offer);
+            }))
+            .await;
+        s.subscribe("a").await;
+        s.subscribe("v").await;
+        subs.push(s);
+        offers.push(rx);
+    }
+    publisher.peer.start_sending(50, 50, Duration::from_secs(1));
+    assert!(
+        wait_until(Duration::from_secs(10), || subs
+            .iter()
+            .all(|s| s.peer.received("v").packets > 10))
+        .await
+    );
+    assert_eq!(router.publisher_ids(), vec!["a".to_string(), "v".to_string()]);
+
+    publisher.transport.close().await;
+
+    for (s, rx) in subs.iter().zip(offers.iter_mut()) {
+        assert!(
+            wait_until(Duration::from_secs(5), || s.subscribers.iter().all(|x| x.is_closed())).await,
+            "subscriber handles report closed"
+        );
+        // Answer renegotiation offers until the peer sees no sending m-line.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !s.peer.remote_track_ids().is_empty() {
+            let offer = tokio::time::timeout_at(deadline, rx.recv())
+                .await
+                .expect("renegotiation offer arrives")
+                .expect("offer channel open");
+            let answer = s.peer.accept_offer(&offer.sdp).expect("peer answers");
+            s.transport
+                .set_answer(rheomesh::SessionDescription::answer(answer))
+                .await
+                .expect("renegotiation answer applied");
+        }
+    }
+    assert!(router.publisher_ids().is_empty());
+    let stats = worker.lock().await.stats().await;
+    assert_eq!(stats.down_tracks(), 0, "{stats:?}");
+    assert_eq!(stats.routes(), 0, "{stats:?}");
+}
+
+/// 6. 200 join/leave cycles leave no session, route, down-track or ring entry behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_leave_cycles_leak_nothing() {
+    let (worker, router) = setup(2).await;
+    for i in 0..200usize {
+        let a = format!("a{i}");
+        let v = format!("v{i}");
+        let publisher = connect_publisher(&router, Some(&a), Some(&v), PeerConfig::default()).await;
+        let mut sub = connect_subscriber(&router, PeerConfig::default()).await;
+        sub.subscribe(&a).await;
+        sub.subscribe(&v).await;
+        if i % 20 == 0 {
+            publisher.peer.start_sending(100, 50, Duration::from_secs(1));
+            assert!(
+                wait_until(Duration::from_secs(10), || sub.peer.received(&v).packets > 0).await,
+                "cycle {i}: media flows"
+            );
+        }
+        match i % 3 {
+            0 => {
+                publisher.transport.close().await;
+                sub.transport.close().await;
+            }
+            1 => {
+                sub.transport.close().await;
+                publisher.transport.close().await;
+            }
+            _ => {
+                // Drop every handle without closing: the last handle closes the session.
+                drop(sub);
+                drop(publisher);
+            }
+        }
+    }
+    let clean = wait_until(Duration::from_secs(10), || router.publisher_ids().is_empty()).await;
+    assert!(clean, "publishers left: {:?}", router.publisher_ids());
+    let w = worker.clone();
+    let mut last = None;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let stats = w.lock().await.stats().await;
+        let zero = stats.sessions() == 0
+            && stats.routes() == 0
+            && stats.ring_entries() == 0
+            && stats.down_tracks() == 0
+            && stats.shards.iter().all(|s| s.up_tracks == 0 && s.known_addrs == 0);
+        if zero {
+            assert_eq!(stats.total(|s| s.sessions_closed), 400, "{stats:?}");
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            last = Some(stats);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(last.is_none(), "state left behind: {last:?}");
+}
+
+fn stun_binding_request(username: &str, with_integrity: bool) -> Vec<u8> {
+    let mut attrs = Vec::new();
+    let u = username.as_bytes();
+    attrs.extend_from_slice(&0x0006u16.to_be_bytes());
+    attrs.extend_from_slice(&(u.len() as u16).to_be_bytes());
+    attrs.extend_from_slice(u);
+    while attrs.len() % 4 != 0 {
+        attrs.push(0);
+    }
+    // PRIORITY, which ICE requires in binding requests.
+    attrs.extend_from_slice(&0x0024u16.to_be_bytes());
+    attrs.extend_from_slice(&4u16.to_be_bytes());
+    attrs.extend_from_slice(&0x6e00_1effu32.to_be_bytes());
+    if with_integrity {
+        attrs.extend_from_slice(&0x0008u16.to_be_bytes());
+        attrs.extend_from_slice(&20u16.to_be_bytes());
+        attrs.extend_from_slice(&[0xab; 20]);
+    }
+    let mut m = Vec::new();
+    m.extend_from_slice(&0x0001u16.to_be_bytes());
+    // Length includes the FINGERPRINT attribute appended below.
+    m.extend_from_slice(&(attrs.len() as u16 + 8).to_be_bytes());
+    m.extend_from_slice(&0x2112_A442u32.to_be_bytes());
+    m.extend_from_slice(&[7u8; 12]);
+    m.extend_from_slice(&attrs);
+    let fp = crc32(&m) ^ 0x5354_554e;
+    m.extend_from_slice(&0x8028u16.to_be_bytes());
+    m.extend_from_slice(&4u16.to_be_bytes());
+    m.extend_from_slice(&fp.to_be_bytes());
+    m
+}
+
+/// CRC-32 (IEEE), for the STUN FINGERPRINT attribute.
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = 0xffff_ffffu32;
+    for &b in data {
+        crc ^= b as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc
+}
+
+/// 7. Garbage, truncated RTP and bad STUN at a shard's port are dropped and counted,
+/// and a live call on the same shard loses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_datagrams_are_dropped_and_counted() {
+    let (worker, router) = setup(1).await;
+    let publisher = connect_publisher(&router, Some("a"), Some("v"), PeerConfig::default()).await;
+    let mut sub = connect_subscriber(&router, PeerConfig::default()).await;
+    sub.subscribe("a").await;
+    sub.subscribe("v").await;
+    let server = worker.lock().await.local_addrs()[0];
+    let server_ufrag = publisher
+        .answer
+        .lines()
+        .find_map(|l| l.trim_end().strip_prefix("a=ice-ufrag:"))
+        .expect("answer has ufrag")
+        .to_string();
+
+    publisher.peer.start_sending(50, 50, Duration::from_secs(1));
+    let attacker = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for i in 0..600u32 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let len = 1 + (x % 1200) as usize;
+        let mut junk: Vec<u8> = (0..len).map(|j| (x >> (j % 56)) as u8).collect();
+        match i % 6 {
+            0 => junk[0] = 0xff,                              // not STUN/DTLS/RTP
+            1 => junk = vec![0x80, 0x60, 0x00, 0x01],         // truncated RTP header
+            2 => {
+                junk.resize(len.max(12), 0);
+                junk[0] = 0x80;
+                junk[1] = 0x60; // RTP-shaped, from an unknown address
+            }
+            3 => junk = stun_binding_request("nobody:evil", true),
+            4 => junk = stun_binding_request(&format!("{server_ufrag}:evil"), true),
+            _ => junk.truncate(3),
+        }
+        attacker.send_to(&junk, server).unwrap();
+    }
+    assert!(wait_until(Duration::from_secs(10), || publisher.peer.stats().sent_video >= 150).await);
+    publisher.peer.stop_sending();
+    let sent = publisher.peer.stats();
+    let ok = wait_until(Duration::from_secs(10), || {
+        sub.peer.received("v").distinct_counters == sent.sent_video
+            && sub.peer.received("a").distinct_counters == sent.sent_audio
+    })
+    .await;
+    assert!(
+        ok,
+        "live call lost packets: video {}/{} audio {}/{}",
+        sub.peer.received("v").distinct_counters,
+        sent.sent_video,
+        sub.peer.received("a").distinct_counters,
+        sent.sent_audio
+    );
+    let stats = worker.lock().await.stats().await;
+    let s = &stats.shards[0];
+    assert!(s.dropped_malformed >= 200, "{s:?}");
+    assert!(s.dropped_unknown_source >= 100, "{s:?}");
+    assert!(s.stun_rejected >= 100, "{s:?}");
+    assert!(s.stun_unanswered >= 100, "{s:?}");
+    assert_eq!(s.session_panics, 0);
+}
+
+/// 8. Malformed or hostile SDP gets errors; the server keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_sdp_is_rejected() {
+    use rheomesh::config::WebRTCTransportConfig;
+    use rheomesh::error::{NegotiationError, PublishError, SubscribeError, TransportError};
+    use rheomesh::{IceCandidateInit, SessionDescription};
+
+    let (worker, router) = setup(2).await;
+    let peer = common::peer::TestPeer::new(PeerConfig::default());
+    let real = peer.publish_offer(Some("a"), Some("v"));
+    let session_part = real.split("\r\nm=").next().unwrap().to_string() + "\r\n";
+    let first_m = real.find("\r\nm=").unwrap() + 2;
+    let video_m = &real[real.find("m=video").unwrap()..];
+
+    let mut cases: Vec<(&str, String)> = vec![
+        ("garbage", "hello, world".into()),
+        ("no media", session_part.clone()),
+        (
+            "unknown codecs only",
+            real.replace("opus/48000", "FOO/48000")
+                .replace("VP8/90000", "BAR/90000")
+                .replace("VP9/90000", "BAR/90000")
+                .replace("H264/90000", "BAR/90000")
+                .replace("AV1/90000", "BAR/90000")
+                .replace("rtx/90000", "BAZ/90000"),
+        ),
+        ("no fingerprint", real.lines().filter(|l| !l.starts_with("a=fingerprint")).collect::<Vec<_>>().join("\r\n") + "\r\n"),
+        ("bad fingerprint", {
+            real.lines()
+                .map(|l| if l.starts_with("a=fingerprint") { "a=fingerprint:sha-256 ZZ:not:hex".to_string() } else { l.to_string() })
+                .collect::<Vec<_>>()
+                .join("\r\n")
+                + "\r\n"
+        }),
+        ("oversized", format!("{}{}", real, "a=x-junk:".to_string() + &"y".repeat(1 << 20))),
+        ("truncated", real[..first_m + 40].to_string()),
+    ];
+    let mut many = session_part.clone();
+    for i in 0..10_000 {
+        many.push_str(&video_m.replace("a=mid:", &format!("a=mid:x{i}")));
+    }
+    cases.push(("10k m-lines", many));
+
+    for (name, sdp) in cases {
+        let t = router.create_publish_transport(WebRTCTransportConfig::default()).await;
+        let r = t.get_answer(SessionDescription::offer(sdp)).await;
+        assert!(r.is_err(), "{name}: expected an error, got an answer");
+        t.close().await;
+    }
+    // Wrong description type, unknown ids, bad candidates, answers without offers.
+    let t = router.create_publish_transport(WebRTCTransportConfig::default()).await;
+    assert_eq!(
+        t.get_answer(SessionDescription::answer(real.clone())).await.unwrap_err(),
+        NegotiationError::WrongType { expected: "offer" }
+    );
+    t.get_answer(SessionDescription::offer(real.clone())).await.expect("real offer works");
+    assert!(matches!(t.try_publish("nope").await, Err(PublishError::UnknownTrack(_))));
+    assert!(t.publish("nope").await.error().is_some());
+    assert!(matches!(
+        t.add_ice_candidate(IceCandidateInit { candidate: "candidate:garbage".into(), ..Default::default() }).await,
+        Err(TransportError::InvalidCandidate(_))
+    ));
+    let s = router.create_subscribe_transport(WebRTCTransportConfig::default()).await;
+    assert!(matches!(s.subscribe("nope").await, Err(SubscribeError::UnknownPublisher(_))));
+    assert_eq!(
+        s.set_answer(SessionDescription::answer(real.clone())).await.unwrap_err(),
+        NegotiationError::NoPendingOffer
+    );
+    t.close().await;
+    s.close().await;
+
+    // The server still serves a normal call, and nothing panicked.
+    let publisher = connect_publisher(&router, None, Some("v"), PeerConfig::default()).await;
+    let mut sub = connect_subscriber(&router, PeerConfig::default()).await;
+    sub.subscribe("v").await;
+    publisher.peer.start_sending(50, 0, Duration::from_secs(1));
+    assert!(wait_until(Duration::from_secs(10), || sub.peer.received("v").packets >= 20).await);
+    let stats = worker.lock().await.stats().await;
+    assert_eq!(stats.total(|s| s.session_panics), 0);
+}

@@ -234,7 +234,11 @@ impl Shard {
             }
         };
         let Ok(contents) = data.try_into() else {
-            c.dropped_malformed += 1;
+            if kind == DatagramKind::Stun {
+                c.stun_rejected += 1;
+            } else {
+                c.dropped_malformed += 1;
+            }
             return;
         };
         let Some(session) = self.sessions.get_mut(slot) else {

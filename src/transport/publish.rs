@@ -1,6 +1,7 @@
 //! The publish transport: accepts the browser's offers, and turns negotiated receiving
 //! m-lines into publishers of its router.
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -23,6 +24,10 @@ pub(crate) struct PublishInner {
     router: Arc<RouterInner>,
     tracks: Mutex<Vec<TrackInfo>>,
     tracks_changed: Notify,
+    /// Offers being applied right now, and whether one was ever applied: `publish` waits
+    /// for a missing track only while it may still arrive.
+    negotiating: AtomicUsize,
+    negotiated: AtomicBool,
     published: Mutex<Vec<String>>,
 }
 
@@ -76,6 +81,8 @@ impl PublishTransport {
             router: router.clone(),
             tracks: Mutex::new(Vec::new()),
             tracks_changed: Notify::new(),
+            negotiating: AtomicUsize::new(0),
+            negotiated: AtomicBool::new(false),
             published: Mutex::new(Vec::new()),
         });
         if !closed_at_birth {
@@ -119,7 +126,17 @@ impl PublishTransport {
         }) {
             return Err(NegotiationError::Closed);
         }
-        let (answer, tracks) = rx.await.unwrap_or(Err(NegotiationError::Closed))?;
+        self.inner.negotiating.fetch_add(1, Ordering::AcqRel);
+        let result = rx.await.unwrap_or(Err(NegotiationError::Closed));
+        self.inner.negotiating.fetch_sub(1, Ordering::AcqRel);
+        let (answer, tracks) = match result {
+            Ok(r) => r,
+            Err(e) => {
+                self.inner.tracks_changed.notify_waiters();
+                return Err(e);
+            }
+        };
+        self.inner.negotiated.store(true, Ordering::Release);
         // Tracks that stopped: unpublish them.
         let gone: Vec<String> = {
             let published = self.inner.published.lock().unwrap_or_else(|e| e.into_inner());
@@ -148,7 +165,7 @@ impl PublishTransport {
     /// Infallible to keep the original API: on failure the returned [`Publisher`] is
     /// already closed and [`Publisher::error`] says why. Use [`try_publish`](Self::try_publish)
     /// to get the error directly. If the offer with this track is still being applied,
-    /// this waits for it (up to 10 s).
+    /// this waits for it (up to 10 s; also when no offer was applied yet).
     pub async fn publish(&self, publisher_id: impl Into<String>) -> Publisher {
         let id = publisher_id.into();
         match self.try_publish(id.clone()).await {
@@ -181,6 +198,12 @@ impl PublishTransport {
                 .cloned();
             if let Some(info) = found {
                 return self.register(info);
+            }
+            // Not there, and no offer in flight that could bring it: fail now.
+            if self.inner.negotiated.load(Ordering::Acquire)
+                && self.inner.negotiating.load(Ordering::Acquire) == 0
+            {
+                return Err(PublishError::UnknownTrack(id));
             }
             if tokio::time::timeout_at(deadline, changed).await.is_err() {
                 return Err(PublishError::UnknownTrack(id));

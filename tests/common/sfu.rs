@@ -70,6 +70,8 @@ pub struct Pub {
     pub transport: PublishTransport,
     pub peer: Arc<TestPeer>,
     pub publishers: Vec<Publisher>,
+    /// The server's answer SDP.
+    pub answer: String,
 }
 
 /// Connect a test peer as a publisher of the given audio / video track ids.
@@ -105,6 +107,7 @@ pub async fn connect_publisher(
         transport,
         peer,
         publishers,
+        answer: answer.sdp,
     }
 }
 
