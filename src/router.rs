@@ -22,7 +22,9 @@ pub struct Router {
 
 impl std::fmt::Debug for Router {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Router").field("id", &self.inner.id).finish()
+        f.debug_struct("Router")
+            .field("id", &self.inner.id)
+            .finish()
     }
 }
 
@@ -72,7 +74,9 @@ impl RouterInner {
         cfg: &WebRTCTransportConfig,
     ) -> (Core, mpsc::UnboundedReceiver<SessionEvent>) {
         let shard = self.engine.pick_shard();
-        shard.load.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        shard
+            .load
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let id = SessionId(next_id());
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let (tx, rx) = oneshot::channel();
@@ -134,12 +138,18 @@ impl Router {
     }
 
     /// Create a transport for a browser that publishes media.
-    pub async fn create_publish_transport(&self, config: WebRTCTransportConfig) -> PublishTransport {
+    pub async fn create_publish_transport(
+        &self,
+        config: WebRTCTransportConfig,
+    ) -> PublishTransport {
         PublishTransport::create(&self.inner, config).await
     }
 
     /// Create a transport for a browser that receives media.
-    pub async fn create_subscribe_transport(&self, config: WebRTCTransportConfig) -> SubscribeTransport {
+    pub async fn create_subscribe_transport(
+        &self,
+        config: WebRTCTransportConfig,
+    ) -> SubscribeTransport {
         SubscribeTransport::create(&self.inner, config).await
     }
 

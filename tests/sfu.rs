@@ -46,7 +46,14 @@ async fn fan_out_to_twenty_subscribers_on_two_shards() {
     }
     publisher.peer.start_sending(50, 50, Duration::from_secs(1));
     // Let at least 150 video packets go out, then stop and count.
-    assert!(wait_until(Duration::from_secs(20), || publisher.peer.stats().sent_video >= 150).await);
+    assert!(
+        wait_until(Duration::from_secs(20), || publisher
+            .peer
+            .stats()
+            .sent_video
+            >= 150)
+        .await
+    );
     publisher.peer.stop_sending();
     let sent = publisher.peer.stats();
     let need_v = (sent.sent_video as f64 * 0.999).ceil() as u64;
@@ -70,7 +77,10 @@ async fn fan_out_to_twenty_subscribers_on_two_shards() {
     }
     let stats = worker.lock().await.stats().await;
     assert!(
-        stats.shards.iter().all(|s| s.sessions > 0 && s.rtp_forwarded > 0),
+        stats
+            .shards
+            .iter()
+            .all(|s| s.sessions > 0 && s.rtp_forwarded > 0),
         "both shards carry subscribers: {stats:?}"
     );
 }
@@ -83,8 +93,14 @@ async fn late_joiner_triggers_keyframe_request() {
     let mut first = connect_subscriber(&router, PeerConfig::default()).await;
     first.subscribe("v").await;
     // Keyframes only on request: no periodic keyframe during the test.
-    publisher.peer.start_sending(50, 0, Duration::from_secs(600));
-    assert!(wait_until(Duration::from_secs(10), || first.peer.received("v").packets >= 20).await);
+    publisher
+        .peer
+        .start_sending(50, 0, Duration::from_secs(600));
+    assert!(
+        wait_until(Duration::from_secs(10), || first.peer.received("v").packets
+            >= 20)
+        .await
+    );
     let before = publisher.peer.stats().keyframe_requests;
 
     let mut late = connect_subscriber(&router, PeerConfig::default()).await;
@@ -102,10 +118,14 @@ async fn late_joiner_triggers_keyframe_request() {
         .last()
         .expect("request time recorded");
     let delay = at.saturating_duration_since(joined);
-    assert!(delay <= Duration::from_secs(1), "keyframe requested after {delay:?}");
+    assert!(
+        delay <= Duration::from_secs(1),
+        "keyframe requested after {delay:?}"
+    );
     // And the late joiner decodes from that keyframe on.
     assert!(
-        wait_until(Duration::from_secs(5), || late.peer.received("v").keyframes >= 1
+        wait_until(Duration::from_secs(5), || late.peer.received("v").keyframes
+            >= 1
             && late.peer.received("v").packets >= 10)
         .await,
         "late joiner receives video starting at a keyframe: {:?}",
@@ -119,15 +139,29 @@ async fn loss_run(pub_cfg: PeerConfig, sub_cfg: PeerConfig) {
     let mut sub = connect_subscriber(&router, sub_cfg).await;
     sub.subscribe("v").await;
     publisher.peer.start_sending(100, 0, Duration::from_secs(1));
-    assert!(wait_until(Duration::from_secs(20), || publisher.peer.stats().sent_video >= 500).await);
+    assert!(
+        wait_until(Duration::from_secs(20), || publisher
+            .peer
+            .stats()
+            .sent_video
+            >= 500)
+        .await
+    );
     publisher.peer.stop_sending();
     let sent = publisher.peer.stats().sent_video;
     let need = (sent as f64 * 0.995).ceil() as u64;
-    let ok = wait_until(Duration::from_secs(10), || sub.peer.received("v").distinct_counters >= need).await;
+    let ok = wait_until(Duration::from_secs(10), || {
+        sub.peer.received("v").distinct_counters >= need
+    })
+    .await;
     let got = sub.peer.received("v");
     let dropped = publisher.peer.stats().dropped_out + sub.peer.stats().dropped_in;
     assert!(dropped > 0, "loss was injected");
-    assert!(ok, "delivered {}/{} after repair (need {need})", got.distinct_counters, sent);
+    assert!(
+        ok,
+        "delivered {}/{} after repair (need {need})",
+        got.distinct_counters, sent
+    );
     assert_eq!(got.corrupt, 0);
 }
 
@@ -181,18 +215,27 @@ async fn publisher_leaving_notifies_and_renegotiates_subscribers() {
     }
     publisher.peer.start_sending(50, 50, Duration::from_secs(1));
     assert!(
-        wait_until(Duration::from_secs(10), || subs
-            .iter()
-            .all(|s| s.peer.received("v").packets > 10))
+        wait_until(Duration::from_secs(10), || subs.iter().all(|s| s
+            .peer
+            .received("v")
+            .packets
+            > 10))
         .await
     );
-    assert_eq!(router.publisher_ids(), vec!["a".to_string(), "v".to_string()]);
+    assert_eq!(
+        router.publisher_ids(),
+        vec!["a".to_string(), "v".to_string()]
+    );
 
     publisher.transport.close().await;
 
     for (s, rx) in subs.iter().zip(offers.iter_mut()) {
         assert!(
-            wait_until(Duration::from_secs(5), || s.subscribers.iter().all(|x| x.is_closed())).await,
+            wait_until(Duration::from_secs(5), || s
+                .subscribers
+                .iter()
+                .all(|x| x.is_closed()))
+            .await,
             "subscriber handles report closed"
         );
         // Answer renegotiation offers until the peer sees no sending m-line.
@@ -227,9 +270,13 @@ async fn join_leave_cycles_leak_nothing() {
         sub.subscribe(&a).await;
         sub.subscribe(&v).await;
         if i % 20 == 0 {
-            publisher.peer.start_sending(100, 50, Duration::from_secs(1));
+            publisher
+                .peer
+                .start_sending(100, 50, Duration::from_secs(1));
             assert!(
-                wait_until(Duration::from_secs(10), || sub.peer.received(&v).packets > 0).await,
+                wait_until(Duration::from_secs(10), || sub.peer.received(&v).packets
+                    > 0)
+                .await,
                 "cycle {i}: media flows"
             );
         }
@@ -249,7 +296,10 @@ async fn join_leave_cycles_leak_nothing() {
             }
         }
     }
-    let clean = wait_until(Duration::from_secs(10), || router.publisher_ids().is_empty()).await;
+    let clean = wait_until(Duration::from_secs(10), || {
+        router.publisher_ids().is_empty()
+    })
+    .await;
     assert!(clean, "publishers left: {:?}", router.publisher_ids());
     let w = worker.clone();
     let mut last = None;
@@ -260,7 +310,10 @@ async fn join_leave_cycles_leak_nothing() {
             && stats.routes() == 0
             && stats.ring_entries() == 0
             && stats.down_tracks() == 0
-            && stats.shards.iter().all(|s| s.up_tracks == 0 && s.known_addrs == 0);
+            && stats
+                .shards
+                .iter()
+                .all(|s| s.up_tracks == 0 && s.known_addrs == 0);
         if zero {
             assert_eq!(stats.total(|s| s.sessions_closed), 400, "{stats:?}");
             break;
@@ -312,7 +365,11 @@ fn crc32(data: &[u8]) -> u32 {
     for &b in data {
         crc ^= b as u32;
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
@@ -345,8 +402,8 @@ async fn hostile_datagrams_are_dropped_and_counted() {
         let len = 1 + (x % 1200) as usize;
         let mut junk: Vec<u8> = (0..len).map(|j| (x >> (j % 56)) as u8).collect();
         match i % 6 {
-            0 => junk[0] = 0xff,                              // not STUN/DTLS/RTP
-            1 => junk = vec![0x80, 0x60, 0x00, 0x01],         // truncated RTP header
+            0 => junk[0] = 0xff,                      // not STUN/DTLS/RTP
+            1 => junk = vec![0x80, 0x60, 0x00, 0x01], // truncated RTP header
             2 => {
                 junk.resize(len.max(12), 0);
                 junk[0] = 0x80;
@@ -358,7 +415,14 @@ async fn hostile_datagrams_are_dropped_and_counted() {
         }
         attacker.send_to(&junk, server).unwrap();
     }
-    assert!(wait_until(Duration::from_secs(10), || publisher.peer.stats().sent_video >= 150).await);
+    assert!(
+        wait_until(Duration::from_secs(10), || publisher
+            .peer
+            .stats()
+            .sent_video
+            >= 150)
+        .await
+    );
     publisher.peer.stop_sending();
     let sent = publisher.peer.stats();
     let ok = wait_until(Duration::from_secs(10), || {
@@ -409,15 +473,31 @@ async fn hostile_sdp_is_rejected() {
                 .replace("AV1/90000", "BAR/90000")
                 .replace("rtx/90000", "BAZ/90000"),
         ),
-        ("no fingerprint", real.lines().filter(|l| !l.starts_with("a=fingerprint")).collect::<Vec<_>>().join("\r\n") + "\r\n"),
+        (
+            "no fingerprint",
+            real.lines()
+                .filter(|l| !l.starts_with("a=fingerprint"))
+                .collect::<Vec<_>>()
+                .join("\r\n")
+                + "\r\n",
+        ),
         ("bad fingerprint", {
             real.lines()
-                .map(|l| if l.starts_with("a=fingerprint") { "a=fingerprint:sha-256 ZZ:not:hex".to_string() } else { l.to_string() })
+                .map(|l| {
+                    if l.starts_with("a=fingerprint") {
+                        "a=fingerprint:sha-256 ZZ:not:hex".to_string()
+                    } else {
+                        l.to_string()
+                    }
+                })
                 .collect::<Vec<_>>()
                 .join("\r\n")
                 + "\r\n"
         }),
-        ("oversized", format!("{}{}", real, "a=x-junk:".to_string() + &"y".repeat(1 << 20))),
+        (
+            "oversized",
+            format!("{}{}", real, "a=x-junk:".to_string() + &"y".repeat(1 << 20)),
+        ),
         ("truncated", real[..first_m + 40].to_string()),
     ];
     let mut many = session_part.clone();
@@ -427,28 +507,50 @@ async fn hostile_sdp_is_rejected() {
     cases.push(("10k m-lines", many));
 
     for (name, sdp) in cases {
-        let t = router.create_publish_transport(WebRTCTransportConfig::default()).await;
+        let t = router
+            .create_publish_transport(WebRTCTransportConfig::default())
+            .await;
         let r = t.get_answer(SessionDescription::offer(sdp)).await;
         assert!(r.is_err(), "{name}: expected an error, got an answer");
         t.close().await;
     }
     // Wrong description type, unknown ids, bad candidates, answers without offers.
-    let t = router.create_publish_transport(WebRTCTransportConfig::default()).await;
+    let t = router
+        .create_publish_transport(WebRTCTransportConfig::default())
+        .await;
     assert_eq!(
-        t.get_answer(SessionDescription::answer(real.clone())).await.unwrap_err(),
+        t.get_answer(SessionDescription::answer(real.clone()))
+            .await
+            .unwrap_err(),
         NegotiationError::WrongType { expected: "offer" }
     );
-    t.get_answer(SessionDescription::offer(real.clone())).await.expect("real offer works");
-    assert!(matches!(t.try_publish("nope").await, Err(PublishError::UnknownTrack(_))));
+    t.get_answer(SessionDescription::offer(real.clone()))
+        .await
+        .expect("real offer works");
+    assert!(matches!(
+        t.try_publish("nope").await,
+        Err(PublishError::UnknownTrack(_))
+    ));
     assert!(t.publish("nope").await.error().is_some());
     assert!(matches!(
-        t.add_ice_candidate(IceCandidateInit { candidate: "candidate:garbage".into(), ..Default::default() }).await,
+        t.add_ice_candidate(IceCandidateInit {
+            candidate: "candidate:garbage".into(),
+            ..Default::default()
+        })
+        .await,
         Err(TransportError::InvalidCandidate(_))
     ));
-    let s = router.create_subscribe_transport(WebRTCTransportConfig::default()).await;
-    assert!(matches!(s.subscribe("nope").await, Err(SubscribeError::UnknownPublisher(_))));
+    let s = router
+        .create_subscribe_transport(WebRTCTransportConfig::default())
+        .await;
+    assert!(matches!(
+        s.subscribe("nope").await,
+        Err(SubscribeError::UnknownPublisher(_))
+    ));
     assert_eq!(
-        s.set_answer(SessionDescription::answer(real.clone())).await.unwrap_err(),
+        s.set_answer(SessionDescription::answer(real.clone()))
+            .await
+            .unwrap_err(),
         NegotiationError::NoPendingOffer
     );
     t.close().await;
@@ -459,7 +561,11 @@ async fn hostile_sdp_is_rejected() {
     let mut sub = connect_subscriber(&router, PeerConfig::default()).await;
     sub.subscribe("v").await;
     publisher.peer.start_sending(50, 0, Duration::from_secs(1));
-    assert!(wait_until(Duration::from_secs(10), || sub.peer.received("v").packets >= 20).await);
+    assert!(
+        wait_until(Duration::from_secs(10), || sub.peer.received("v").packets
+            >= 20)
+        .await
+    );
     let stats = worker.lock().await.stats().await;
     assert_eq!(stats.total(|s| s.session_panics), 0);
 }

@@ -104,9 +104,15 @@ pub(crate) enum Command {
         reply: oneshot::Sender<Result<(), NegotiationError>>,
     },
     /// Publisher's shard: shard `dest` has (one more) subscriber of `track`.
-    AddRemoteRoute { track: TrackKey, dest: ShardId },
+    AddRemoteRoute {
+        track: TrackKey,
+        dest: ShardId,
+    },
     /// Publisher's shard: shard `dest` has one subscriber fewer of `track`.
-    RemoveRemoteRoute { track: TrackKey, dest: ShardId },
+    RemoveRemoteRoute {
+        track: TrackKey,
+        dest: ShardId,
+    },
     CloseSession {
         id: SessionId,
     },

@@ -91,8 +91,7 @@ impl Engine {
         if cfg.bind_ip.is_unspecified() {
             return Err(WorkerError::UnspecifiedBind(cfg.bind_ip));
         }
-        if cfg.port_min != 0 && (cfg.port_min as usize + cfg.shards - 1) > cfg.port_max as usize
-        {
+        if cfg.port_min != 0 && (cfg.port_min as usize + cfg.shards - 1) > cfg.port_max as usize {
             return Err(WorkerError::PortRange {
                 min: cfg.port_min,
                 max: cfg.port_max,
@@ -129,8 +128,9 @@ impl Engine {
             let (producers, consumers) = mesh.take(i);
             let peers = wakers.clone();
             let pin = cfg.pin_threads;
-            let shard = shard::Shard::new(i, poll, socket, local_addr, rx, producers, consumers, peers)
-                .map_err(WorkerError::Spawn)?;
+            let shard =
+                shard::Shard::new(i, poll, socket, local_addr, rx, producers, consumers, peers)
+                    .map_err(WorkerError::Spawn)?;
             let handle = std::thread::Builder::new()
                 .name(format!("rheomesh-shard-{i}"))
                 .spawn(move || {

@@ -43,7 +43,11 @@ impl DownTrack {
         let clock_rate = spec_params
             .first()
             .map(|p| p.spec().clock_rate.get())
-            .unwrap_or(if kind == MediaKind::Audio { 48_000 } else { 90_000 });
+            .unwrap_or(if kind == MediaKind::Audio {
+                48_000
+            } else {
+                90_000
+            });
         DownTrack {
             id,
             session,

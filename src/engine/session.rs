@@ -167,22 +167,16 @@ impl Session {
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
                 tracing::debug!(session = self.id.0, "ICE disconnected");
             }
-            Event::RtpPacket(p) => {
-                if self.role == Role::Publish {
-                    if let Some(m) = self.to_media_packet(p) {
-                        out.media.push(m);
-                    }
+            Event::RtpPacket(p) if self.role == Role::Publish => {
+                if let Some(m) = self.ingress_packet(p) {
+                    out.media.push(m);
                 }
             }
-            Event::KeyframeRequest(r) => {
-                if self.role == Role::Subscribe {
-                    out.keyframe_requests.push((self.slot, r.mid));
-                }
+            Event::KeyframeRequest(r) if self.role == Role::Subscribe => {
+                out.keyframe_requests.push((self.slot, r.mid));
             }
-            Event::Closed => {
-                if self.dead.is_none() {
-                    self.dead = Some(CloseReason::PeerClosed);
-                }
+            Event::Closed if self.dead.is_none() => {
+                self.dead = Some(CloseReason::PeerClosed);
             }
             _ => {}
         }
@@ -198,7 +192,7 @@ impl Session {
         Some(i)
     }
 
-    fn to_media_packet(&mut self, p: RtpPacket) -> Option<MediaPacket> {
+    fn ingress_packet(&mut self, p: RtpPacket) -> Option<MediaPacket> {
         let i = self.up_index_for(p.header.ssrc)?;
         let up = &self.up[i];
         if !up.info.active {
@@ -235,7 +229,12 @@ impl Session {
     }
 
     /// Ask the publisher for a keyframe on track `mid`, at most every `min_interval`.
-    pub(crate) fn request_keyframe(&mut self, mid: Mid, now: Instant, min_interval: Duration) -> bool {
+    pub(crate) fn request_keyframe(
+        &mut self,
+        mid: Mid,
+        now: Instant,
+        min_interval: Duration,
+    ) -> bool {
         let Some(up) = self.up.iter_mut().find(|u| u.mid == mid) else {
             return false;
         };

@@ -24,8 +24,7 @@ use str0m::rtp::RtpWrite;
 use str0m::{Candidate, IceCreds, Input, Rtc};
 
 use super::command::{
-    CloseReason, Command, DownTrackSpec, SessionCreated, SessionEvent, SessionSpec,
-    TrackInfo,
+    CloseReason, Command, DownTrackSpec, SessionCreated, SessionEvent, SessionSpec, TrackInfo,
 };
 use super::demux::{self, DatagramKind};
 use super::ring::{Consumers, MediaPacket, Producers, ShardMsg};
@@ -348,14 +347,7 @@ impl Shard {
 
     fn drain_rings(&mut self, _now: Instant) {
         for from in 0..self.consumers.len() {
-            loop {
-                let msg = match self.consumers[from].as_mut() {
-                    Some(c) => match c.pop() {
-                        Ok(m) => m,
-                        Err(_) => break,
-                    },
-                    None => break,
-                };
+            while let Some(msg) = self.consumers[from].as_mut().and_then(|c| c.pop().ok()) {
                 match msg {
                     ShardMsg::Media(pkt) => {
                         let Some(route) = self.routes.map.get(&pkt.track) else {
@@ -443,7 +435,9 @@ impl Shard {
                 continue;
             }
             s.dirty = false;
-            if s.guarded(|s| s.rtc.handle_input(Input::Timeout(now))).is_none() {
+            if s.guarded(|s| s.rtc.handle_input(Input::Timeout(now)))
+                .is_none()
+            {
                 self.counters.0.session_panics += 1;
             }
             self.after_mutation(slot);
@@ -580,12 +574,7 @@ impl Shard {
         s.up_tracks = self.ups.len();
         s.routes = self.routes.map.len();
         s.known_addrs = self.by_addr.len();
-        s.ring_entries = self
-            .consumers
-            .iter()
-            .flatten()
-            .map(|c| c.slots())
-            .sum();
+        s.ring_entries = self.consumers.iter().flatten().map(|c| c.slots()).sum();
         s.datagrams_out = self.out.send.sent;
         s.send_errors = self.out.send.send_errors;
         s.send_syscalls = self.out.send.syscalls;
@@ -708,7 +697,10 @@ impl Shard {
         let offer = SdpOffer::from_sdp_string(sdp)
             .map_err(|e| NegotiationError::InvalidSdp(e.to_string()))?;
         let shard = self.id;
-        let s = self.sessions.get_mut(slot).ok_or(NegotiationError::Closed)?;
+        let s = self
+            .sessions
+            .get_mut(slot)
+            .ok_or(NegotiationError::Closed)?;
         let had_tracks = !s.up.is_empty();
         let answer = match s.guarded(|s| s.rtc.sdp_api().accept_offer(offer)) {
             Some(Ok(a)) => a,
@@ -724,7 +716,9 @@ impl Shard {
             None => {
                 self.counters.0.session_panics += 1;
                 self.doomed.push(slot);
-                return Err(NegotiationError::SessionFailed("panic in accept_offer".into()));
+                return Err(NegotiationError::SessionFailed(
+                    "panic in accept_offer".into(),
+                ));
             }
         };
         let answer_sdp = answer.to_sdp_string();
@@ -758,7 +752,13 @@ impl Shard {
                 Some(u) => {
                     u.info.active = active;
                     if active {
-                        *u = UpTrack::new(mid, TrackInfo { params, ..u.info.clone() });
+                        *u = UpTrack::new(
+                            mid,
+                            TrackInfo {
+                                params,
+                                ..u.info.clone()
+                            },
+                        );
                     }
                 }
                 None if active => {
@@ -794,7 +794,11 @@ impl Shard {
         Ok((answer_sdp, tracks))
     }
 
-    fn add_down_track(&mut self, id: SessionId, spec: DownTrackSpec) -> Result<String, SubscribeError> {
+    fn add_down_track(
+        &mut self,
+        id: SessionId,
+        spec: DownTrackSpec,
+    ) -> Result<String, SubscribeError> {
         let slot = self.slot_of(id).ok_or(SubscribeError::Closed)?;
         let dslot = self.downs.next_slot();
         let s = self.sessions.get_mut(slot).ok_or(SubscribeError::Closed)?;
@@ -851,9 +855,16 @@ impl Shard {
         }
     }
 
-    fn create_offer(&mut self, id: SessionId, ice_restart: bool) -> Result<Option<String>, NegotiationError> {
+    fn create_offer(
+        &mut self,
+        id: SessionId,
+        ice_restart: bool,
+    ) -> Result<Option<String>, NegotiationError> {
         let slot = self.slot_of(id).ok_or(NegotiationError::Closed)?;
-        let s = self.sessions.get_mut(slot).ok_or(NegotiationError::Closed)?;
+        let s = self
+            .sessions
+            .get_mut(slot)
+            .ok_or(NegotiationError::Closed)?;
         let stops = std::mem::take(&mut s.to_stop);
         let r = s.guarded(|s| {
             let mut api = s.rtc.sdp_api();
@@ -874,7 +885,9 @@ impl Shard {
             None => {
                 self.counters.0.session_panics += 1;
                 self.doomed.push(slot);
-                return Err(NegotiationError::SessionFailed("panic creating offer".into()));
+                return Err(NegotiationError::SessionFailed(
+                    "panic creating offer".into(),
+                ));
             }
         };
         self.sync_ufrag(slot);
@@ -887,8 +900,14 @@ impl Shard {
         check_sdp_limits(sdp)?;
         let answer = SdpAnswer::from_sdp_string(sdp)
             .map_err(|e| NegotiationError::InvalidSdp(e.to_string()))?;
-        let s = self.sessions.get_mut(slot).ok_or(NegotiationError::Closed)?;
-        let pending = s.pending_offer.take().ok_or(NegotiationError::NoPendingOffer)?;
+        let s = self
+            .sessions
+            .get_mut(slot)
+            .ok_or(NegotiationError::Closed)?;
+        let pending = s
+            .pending_offer
+            .take()
+            .ok_or(NegotiationError::NoPendingOffer)?;
         match s.guarded(|s| s.rtc.sdp_api().accept_answer(pending, answer)) {
             Some(Ok(())) => {}
             Some(Err(e)) => {
@@ -898,7 +917,9 @@ impl Shard {
             None => {
                 self.counters.0.session_panics += 1;
                 self.doomed.push(slot);
-                return Err(NegotiationError::SessionFailed("panic in accept_answer".into()));
+                return Err(NegotiationError::SessionFailed(
+                    "panic in accept_answer".into(),
+                ));
             }
         }
         // Activate the down-tracks this answer covers.
@@ -1019,10 +1040,16 @@ fn forward(
             let ok = s.guarded(|s| {
                 if let Some(tx) = s.rtc.direct_api().stream_tx(&ssrc) {
                     tx.write_rtp(
-                        RtpWrite::new(out_pt.into(), seq.into(), ts, pkt.arrival, pkt.payload.clone())
-                            .marker(pkt.marker)
-                            .ext_vals(pkt.ext.clone())
-                            .nackable(video),
+                        RtpWrite::new(
+                            out_pt.into(),
+                            seq.into(),
+                            ts,
+                            pkt.arrival,
+                            pkt.payload.clone(),
+                        )
+                        .marker(pkt.marker)
+                        .ext_vals(pkt.ext.clone())
+                        .nackable(video),
                     );
                     true
                 } else {

@@ -11,8 +11,8 @@ mod publish;
 mod subscribe;
 
 pub use publish::PublishTransport;
-pub use subscribe::SubscribeTransport;
 pub(crate) use subscribe::SubscribeInner;
+pub use subscribe::SubscribeTransport;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -54,7 +54,12 @@ pub(crate) struct Core {
 }
 
 impl Core {
-    pub(crate) fn new(id: SessionId, shard: ShardId, engine: Arc<Engine>, created: SessionCreated) -> Core {
+    pub(crate) fn new(
+        id: SessionId,
+        shard: ShardId,
+        engine: Arc<Engine>,
+        created: SessionCreated,
+    ) -> Core {
         Core {
             id,
             shard,
@@ -91,7 +96,11 @@ impl Core {
         if self.described.swap(true, Ordering::AcqRel) {
             return;
         }
-        let cb = self.on_ice.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let cb = self
+            .on_ice
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         if let Some(cb) = cb {
             self.spawn_candidates(cb);
         }
@@ -117,7 +126,10 @@ impl Core {
         });
     }
 
-    pub(crate) async fn add_ice_candidate(&self, init: IceCandidateInit) -> Result<(), TransportError> {
+    pub(crate) async fn add_ice_candidate(
+        &self,
+        init: IceCandidateInit,
+    ) -> Result<(), TransportError> {
         if self.is_closed() {
             return Err(TransportError::Closed);
         }

@@ -35,7 +35,8 @@ impl PublishInner {
     fn on_session_closed(&self) {
         if self.core.mark_closed() {
             self.tracks_changed.notify_waiters();
-            let ids = std::mem::take(&mut *self.published.lock().unwrap_or_else(|e| e.into_inner()));
+            let ids =
+                std::mem::take(&mut *self.published.lock().unwrap_or_else(|e| e.into_inner()));
             for id in ids {
                 self.router.unpublish(&id);
             }
@@ -86,7 +87,12 @@ impl PublishTransport {
             published: Mutex::new(Vec::new()),
         });
         if !closed_at_birth {
-            tokio::spawn(event_loop(events, Arc::downgrade(&inner), router.engine.clone(), inner.core.shard));
+            tokio::spawn(event_loop(
+                events,
+                Arc::downgrade(&inner),
+                router.engine.clone(),
+                inner.core.shard,
+            ));
         }
         PublishTransport { inner }
     }
@@ -104,13 +110,19 @@ impl PublishTransport {
 
     /// Add a remote ICE candidate from the browser. An empty candidate (end of candidates)
     /// is accepted and ignored.
-    pub async fn add_ice_candidate(&self, candidate: IceCandidateInit) -> Result<(), TransportError> {
+    pub async fn add_ice_candidate(
+        &self,
+        candidate: IceCandidateInit,
+    ) -> Result<(), TransportError> {
         self.inner.core.add_ice_candidate(candidate).await
     }
 
     /// Apply the browser's offer and return the answer. Call again with each new offer
     /// (new tracks, ICE restart); m-lines that stop sending unpublish their tracks.
-    pub async fn get_answer(&self, offer: SessionDescription) -> Result<SessionDescription, NegotiationError> {
+    pub async fn get_answer(
+        &self,
+        offer: SessionDescription,
+    ) -> Result<SessionDescription, NegotiationError> {
         if offer.sdp_type != SdpType::Offer {
             return Err(NegotiationError::WrongType { expected: "offer" });
         }
@@ -139,7 +151,11 @@ impl PublishTransport {
         self.inner.negotiated.store(true, Ordering::Release);
         // Tracks that stopped: unpublish them.
         let gone: Vec<String> = {
-            let published = self.inner.published.lock().unwrap_or_else(|e| e.into_inner());
+            let published = self
+                .inner
+                .published
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
             published
                 .iter()
                 .filter(|id| !tracks.iter().any(|t| t.active && &t.track_id == *id))
@@ -178,7 +194,10 @@ impl PublishTransport {
     }
 
     /// Publish the track whose `a=msid` track id is `publisher_id`, or say why not.
-    pub async fn try_publish(&self, publisher_id: impl Into<String>) -> Result<Publisher, PublishError> {
+    pub async fn try_publish(
+        &self,
+        publisher_id: impl Into<String>,
+    ) -> Result<Publisher, PublishError> {
         let id = publisher_id.into();
         let deadline = tokio::time::Instant::now() + PUBLISH_WAIT;
         loop {
@@ -266,7 +285,11 @@ impl PublishTransport {
     pub async fn close(&self) {
         self.inner.core.request_close();
         let mut rx = self.inner.core.state.subscribe();
-        let _ = tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|s| *s == TransportState::Closed)).await;
+        let _ = tokio::time::timeout(
+            Duration::from_secs(5),
+            rx.wait_for(|s| *s == TransportState::Closed),
+        )
+        .await;
         self.inner.on_session_closed();
     }
 }

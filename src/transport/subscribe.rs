@@ -53,10 +53,13 @@ impl SubscribeInner {
 
     /// Wait for the right to make an offer.
     async fn acquire(&self) -> Option<OwnedSemaphorePermit> {
-        tokio::time::timeout(ANSWER_TIMEOUT + Duration::from_secs(1), self.negotiation.clone().acquire_owned())
-            .await
-            .ok()?
-            .ok()
+        tokio::time::timeout(
+            ANSWER_TIMEOUT + Duration::from_secs(1),
+            self.negotiation.clone().acquire_owned(),
+        )
+        .await
+        .ok()?
+        .ok()
     }
 
     /// Keep the permit until the answer arrives (or the answer timeout passes).
@@ -202,7 +205,12 @@ impl SubscribeTransport {
             renegotiate_wanted: AtomicBool::new(false),
         });
         if !closed_at_birth {
-            tokio::spawn(event_loop(events, Arc::downgrade(&inner), router.engine.clone(), inner.core.shard));
+            tokio::spawn(event_loop(
+                events,
+                Arc::downgrade(&inner),
+                router.engine.clone(),
+                inner.core.shard,
+            ));
         }
         SubscribeTransport { inner }
     }
@@ -232,7 +240,10 @@ impl SubscribeTransport {
     }
 
     /// Add a remote ICE candidate from the browser.
-    pub async fn add_ice_candidate(&self, candidate: IceCandidateInit) -> Result<(), TransportError> {
+    pub async fn add_ice_candidate(
+        &self,
+        candidate: IceCandidateInit,
+    ) -> Result<(), TransportError> {
         self.inner.core.add_ice_candidate(candidate).await
     }
 
@@ -261,12 +272,15 @@ impl SubscribeTransport {
         if inner.subs().values().any(|e| e.publisher_id == track_id) {
             return Err(SubscribeError::AlreadySubscribed(track_id));
         }
-        let permit = inner.acquire().await.ok_or(SubscribeError::NegotiationTimeout)?;
+        let permit = inner
+            .acquire()
+            .await
+            .ok_or(SubscribeError::NegotiationTimeout)?;
         if core.is_closed() {
             return Err(SubscribeError::Closed);
         }
-        let (info, publisher_shard) =
-            lookup(&inner.router).ok_or_else(|| SubscribeError::UnknownPublisher(track_id.clone()))?;
+        let (info, publisher_shard) = lookup(&inner.router)
+            .ok_or_else(|| SubscribeError::UnknownPublisher(track_id.clone()))?;
         let down = DownTrackId(next_id());
         let (tx, rx) = oneshot::channel();
         if !core.send(Command::AddDownTrack {
@@ -321,7 +335,10 @@ impl SubscribeTransport {
         if !registered {
             inner.remove_subscription(down, true);
         }
-        Ok((Subscriber { inner: handle }, SessionDescription::offer(offer)))
+        Ok((
+            Subscriber { inner: handle },
+            SessionDescription::offer(offer),
+        ))
     }
 
     /// Apply the browser's answer to the outstanding offer.
@@ -342,7 +359,12 @@ impl SubscribeTransport {
             return Err(NegotiationError::Closed);
         }
         let r = rx.await.unwrap_or(Err(NegotiationError::Closed));
-        if !matches!(r, Err(NegotiationError::InvalidSdp(_)) | Err(NegotiationError::TooLarge(_)) | Err(NegotiationError::TooManyMedia(_))) {
+        if !matches!(
+            r,
+            Err(NegotiationError::InvalidSdp(_))
+                | Err(NegotiationError::TooLarge(_))
+                | Err(NegotiationError::TooManyMedia(_))
+        ) {
             // Answered (or no offer was outstanding): the next negotiation may go ahead.
             self.inner.release();
         }
@@ -356,7 +378,10 @@ impl SubscribeTransport {
     /// offer to be answered first).
     pub async fn restart_ice(&self) -> Result<SessionDescription, NegotiationError> {
         let inner = &self.inner;
-        let permit = inner.acquire().await.ok_or(NegotiationError::NoPendingOffer)?;
+        let permit = inner
+            .acquire()
+            .await
+            .ok_or(NegotiationError::NoPendingOffer)?;
         let (tx, rx) = oneshot::channel();
         if !inner.core.send(Command::CreateOffer {
             id: inner.core.id,
@@ -394,7 +419,11 @@ impl SubscribeTransport {
     pub async fn close(&self) {
         self.inner.core.request_close();
         let mut rx = self.inner.core.state.subscribe();
-        let _ = tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|s| *s == TransportState::Closed)).await;
+        let _ = tokio::time::timeout(
+            Duration::from_secs(5),
+            rx.wait_for(|s| *s == TransportState::Closed),
+        )
+        .await;
         self.inner.on_session_closed();
     }
 }
@@ -421,7 +450,10 @@ async fn event_loop(
             }
             SessionEvent::DownTrackRejected(down) => {
                 if let Some(i) = inner.upgrade() {
-                    tracing::warn!(down = down.0, "subscriber refused every codec of the publisher");
+                    tracing::warn!(
+                        down = down.0,
+                        "subscriber refused every codec of the publisher"
+                    );
                     i.remove_subscription(down, true);
                 }
             }

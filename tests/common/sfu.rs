@@ -19,8 +19,7 @@ use super::peer::{PeerConfig, TestPeer};
 pub async fn setup(shards: usize) -> (Arc<Mutex<Worker>>, Router) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .with_test_writer()
         .try_init();

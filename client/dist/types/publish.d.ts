@@ -1,0 +1,54 @@
+import { Transport } from "./transport.js";
+/** Codecs a publisher can prefer. */
+export type PublishCodec = "VP8" | "VP9" | "H264" | "AV1" | "opus";
+/** Options of {@link PublishTransport.publish}. */
+export interface PublishOptions {
+    /** Codec to put first in the offer (the others stay offered, after it). */
+    codec?: PublishCodec;
+    /** `sendEncodings` of the transceiver: simulcast layers or an SVC `scalabilityMode`. */
+    encodings?: RTCRtpEncodingParameters[];
+}
+/** The result of {@link PublishTransport.publish}. */
+export interface Publisher {
+    /** The publisher id: the track id of this m-line's `a=msid` line. Send it with `Publish`. */
+    id: string;
+    /** The offer to send to the server; pass its answer to `setAnswer`. */
+    offer: RTCSessionDescriptionInit;
+}
+/**
+ * `codecs` with every entry of `mimeType` moved to the front, keeping the relative order of
+ * both groups (so RTX/RED/FEC entries stay offered). Null when `mimeType` is absent.
+ */
+export declare function preferCodec<C extends {
+    mimeType: string;
+}>(codecs: readonly C[], mimeType: string): C[] | null;
+/** Sends local tracks to the server. */
+export declare class PublishTransport extends Transport {
+    private readonly negotiation;
+    /** Releases `negotiation` once the answer to the outstanding offer has been applied. */
+    private releaseOnAnswer;
+    private readonly transceivers;
+    constructor(config?: RTCConfiguration);
+    /**
+     * Adds `track` as a new send-only m-line and creates the offer for it.
+     *
+     * For compatibility with the original client, the second argument may also be a bare
+     * encodings array.
+     */
+    publish(track: MediaStreamTrack, options?: PublishOptions | RTCRtpEncodingParameters[]): Promise<Publisher>;
+    /**
+     * Stops sending the publisher `id` (its m-line is stopped) and returns the new offer to
+     * send to the server. The local track itself is left running: the application owns it.
+     */
+    unpublish(id: string): Promise<RTCSessionDescriptionInit>;
+    /** Restarts ICE: returns an offer with new ICE credentials to send to the server. */
+    restartIce(): Promise<RTCSessionDescriptionInit>;
+    /** Applies the server's answer to the last offer, then any queued remote candidates. */
+    setAnswer(answer: RTCSessionDescriptionInit): Promise<void>;
+    protected onClose(): void;
+    /**
+     * One offer round: waits for the previous round's answer, runs `change`, creates and sets
+     * the offer, and leaves the lock held until `setAnswer`. On failure `undo` reverts `change`.
+     */
+    private negotiate;
+}

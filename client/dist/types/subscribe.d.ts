@@ -1,0 +1,53 @@
+import { Transport } from "./transport.js";
+/** Options of {@link SubscribeTransport.subscribe}. */
+export interface SubscribeOptions {
+    /** How long to wait for the track, in milliseconds (default 10000). */
+    timeoutMs?: number;
+}
+/** A received track and the publisher it comes from. */
+export interface Subscriber {
+    /** The publisher id that was subscribed. */
+    id: string;
+    /** The received track. */
+    track: MediaStreamTrack;
+}
+/** Default of {@link SubscribeOptions.timeoutMs}. */
+export declare const DEFAULT_SUBSCRIBE_TIMEOUT_MS = 10000;
+/** Receives the tracks the server forwards. */
+export declare class SubscribeTransport extends Transport {
+    private readonly negotiation;
+    private readonly waiters;
+    private parsed;
+    constructor(config?: RTCConfiguration);
+    /**
+     * Applies a server offer and returns the answer to send back. Calls are serialized: an
+     * offer passed while an earlier one is still being processed waits for it.
+     */
+    setOffer(offer: RTCSessionDescriptionInit): Promise<RTCSessionDescriptionInit>;
+    /**
+     * Resolves with the track of publisher `publisherId` once its m-line has been negotiated
+     * (immediately if it already is). Rejects after `timeoutMs`, on `unsubscribe` and on
+     * `close`. Send the `Subscribe` request to the server separately.
+     */
+    subscribe(publisherId: string, options?: SubscribeOptions): Promise<Subscriber>;
+    /**
+     * Local bookkeeping only: pending `subscribe` calls for `publisherId` reject. Send
+     * `StopSubscribe` to the server, which renegotiates the m-line away.
+     */
+    unsubscribe(publisherId: string): void;
+    /**
+     * The track currently received from `publisherId`, or null. The mapping comes from the
+     * current remote description's `a=mid` / `a=msid` lines.
+     */
+    trackOf(publisherId: string): MediaStreamTrack | null;
+    /**
+     * Marks ICE for restart. The server is the offerer, so the application must then ask it
+     * for an ICE-restart offer (`RestartICE`) and pass that offer to `setOffer`.
+     */
+    restartIce(): void;
+    protected onClose(): void;
+    private findTrack;
+    private resolveWaiters;
+    private rejectWaiters;
+    private removeWaiter;
+}

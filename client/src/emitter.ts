@@ -1,0 +1,51 @@
+/** A small typed event emitter (no dependency on node's `events`). */
+
+/** Maps event names to listener signatures. */
+export type EventMap = { [event: string]: (...args: any[]) => void };
+
+/** Typed `on` / `off` / `emit`. Listeners run synchronously, in registration order. */
+export class TypedEmitter<E extends EventMap> {
+  private readonly listeners = new Map<keyof E, Set<E[keyof E]>>();
+
+  /** Adds a listener. Adding the same function twice has no effect. */
+  on<K extends keyof E>(event: K, listener: E[K]): this {
+    let set = this.listeners.get(event);
+    if (!set) {
+      set = new Set();
+      this.listeners.set(event, set);
+    }
+    set.add(listener);
+    return this;
+  }
+
+  /** Removes a listener added with `on`. Unknown listeners are ignored. */
+  off<K extends keyof E>(event: K, listener: E[K]): this {
+    this.listeners.get(event)?.delete(listener);
+    return this;
+  }
+
+  /** Removes every listener (of one event, or of all events). */
+  removeAllListeners(event?: keyof E): this {
+    if (event === undefined) this.listeners.clear();
+    else this.listeners.delete(event);
+    return this;
+  }
+
+  /**
+   * Calls the listeners of `event`. A throwing listener does not stop the others nor the
+   * caller; its error is reported asynchronously, like a DOM event listener's.
+   */
+  protected emit<K extends keyof E>(event: K, ...args: Parameters<E[K]>): void {
+    const set = this.listeners.get(event);
+    if (!set) return;
+    for (const listener of [...set]) {
+      try {
+        listener(...args);
+      } catch (error) {
+        setTimeout(() => {
+          throw error;
+        }, 0);
+      }
+    }
+  }
+}

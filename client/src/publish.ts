@@ -1,0 +1,223 @@
+/**
+ * PublishTransport: the browser → server peer connection. The browser is always the offerer.
+ *
+ * Each publish / unpublish / ICE restart produces one offer; the next one waits until the
+ * application has passed the previous offer's answer to {@link PublishTransport.setAnswer}
+ * (two offers in flight would make the first answer inapplicable).
+ */
+import { Mutex } from "./mutex.js";
+import { trackIdForMid } from "./sdp.js";
+import { Transport, checkDescription, errorMessage } from "./transport.js";
+
+/** Codecs a publisher can prefer. */
+export type PublishCodec = "VP8" | "VP9" | "H264" | "AV1" | "opus";
+
+/** Options of {@link PublishTransport.publish}. */
+export interface PublishOptions {
+  /** Codec to put first in the offer (the others stay offered, after it). */
+  codec?: PublishCodec;
+  /** `sendEncodings` of the transceiver: simulcast layers or an SVC `scalabilityMode`. */
+  encodings?: RTCRtpEncodingParameters[];
+}
+
+/** The result of {@link PublishTransport.publish}. */
+export interface Publisher {
+  /** The publisher id: the track id of this m-line's `a=msid` line. Send it with `Publish`. */
+  id: string;
+  /** The offer to send to the server; pass its answer to `setAnswer`. */
+  offer: RTCSessionDescriptionInit;
+}
+
+const CODEC_MIME_TYPES: Record<PublishCodec, string> = {
+  VP8: "video/VP8",
+  VP9: "video/VP9",
+  H264: "video/H264",
+  AV1: "video/AV1",
+  opus: "audio/opus",
+};
+
+/**
+ * `codecs` with every entry of `mimeType` moved to the front, keeping the relative order of
+ * both groups (so RTX/RED/FEC entries stay offered). Null when `mimeType` is absent.
+ */
+export function preferCodec<C extends { mimeType: string }>(codecs: readonly C[], mimeType: string): C[] | null {
+  const wanted = mimeType.toLowerCase();
+  const preferred = codecs.filter((c) => c.mimeType.toLowerCase() === wanted);
+  if (preferred.length === 0) return null;
+  return [...preferred, ...codecs.filter((c) => c.mimeType.toLowerCase() !== wanted)];
+}
+
+/** Sends local tracks to the server. */
+export class PublishTransport extends Transport {
+  private readonly negotiation = new Mutex();
+  /** Releases `negotiation` once the answer to the outstanding offer has been applied. */
+  private releaseOnAnswer: (() => void) | null = null;
+  private readonly transceivers = new Map<string, RTCRtpTransceiver>();
+
+  constructor(config: RTCConfiguration = {}) {
+    super(config);
+  }
+
+  /**
+   * Adds `track` as a new send-only m-line and creates the offer for it.
+   *
+   * For compatibility with the original client, the second argument may also be a bare
+   * encodings array.
+   */
+  async publish(track: MediaStreamTrack, options: PublishOptions | RTCRtpEncodingParameters[] = {}): Promise<Publisher> {
+    this.assertOpen("publish");
+    if (!track || typeof track !== "object" || typeof track.id !== "string") {
+      throw new Error("publish: expected a MediaStreamTrack");
+    }
+    const { codec, encodings } = Array.isArray(options) ? { codec: undefined, encodings: options } : options;
+    const codecs = codec === undefined ? null : codecOrder(track.kind, codec);
+
+    return this.negotiate("publish", () => {
+      const init: RTCRtpTransceiverInit = { direction: "sendonly" };
+      // A stream makes the msid line carry this track's id (`a=msid:<stream> <track.id>`).
+      if (typeof MediaStream === "function") init.streams = [new MediaStream([track])];
+      if (encodings && encodings.length > 0) init.sendEncodings = encodings;
+      const transceiver = this.peerConnection.addTransceiver(track, init);
+      if (codecs) {
+        try {
+          setCodecPreferences(transceiver, codecs, codec!);
+        } catch (error) {
+          stopTransceiver(this.peerConnection, transceiver);
+          throw error;
+        }
+      }
+      return transceiver;
+    }, (transceiver, offer) => {
+      const mid = transceiver.mid;
+      const id = (mid !== null && offer.sdp ? trackIdForMid(offer.sdp, mid) : null) ?? track.id;
+      this.transceivers.set(id, transceiver);
+      return { id, offer };
+    }, (transceiver) => stopTransceiver(this.peerConnection, transceiver));
+  }
+
+  /**
+   * Stops sending the publisher `id` (its m-line is stopped) and returns the new offer to
+   * send to the server. The local track itself is left running: the application owns it.
+   */
+  async unpublish(id: string): Promise<RTCSessionDescriptionInit> {
+    this.assertOpen("unpublish");
+    const transceiver = this.transceivers.get(id);
+    if (!transceiver) throw new Error(`unpublish: unknown publisher id: ${id}`);
+    this.transceivers.delete(id);
+    return this.negotiate("unpublish", () => stopTransceiver(this.peerConnection, transceiver), (_, offer) => offer);
+  }
+
+  /** Restarts ICE: returns an offer with new ICE credentials to send to the server. */
+  async restartIce(): Promise<RTCSessionDescriptionInit> {
+    this.assertOpen("restartIce");
+    return this.negotiate("restartIce", () => undefined, (_, offer) => offer, undefined, { iceRestart: true });
+  }
+
+  /** Applies the server's answer to the last offer, then any queued remote candidates. */
+  async setAnswer(answer: RTCSessionDescriptionInit): Promise<void> {
+    this.assertOpen("setAnswer");
+    const description = checkDescription("setAnswer", answer, "answer");
+    const release = this.releaseOnAnswer;
+    if (!release) throw new Error("setAnswer: no offer is waiting for an answer");
+    try {
+      await this.peerConnection.setRemoteDescription(description);
+    } catch (error) {
+      throw new Error(`setAnswer: the browser rejected the answer: ${errorMessage(error)}`);
+    } finally {
+      // Even a rejected answer ends this round: the next offer supersedes it.
+      if (this.releaseOnAnswer === release) this.releaseOnAnswer = null;
+      release();
+    }
+    await this.flushCandidates();
+  }
+
+  protected onClose(): void {
+    this.transceivers.clear();
+    const release = this.releaseOnAnswer;
+    this.releaseOnAnswer = null;
+    release?.();
+  }
+
+  /**
+   * One offer round: waits for the previous round's answer, runs `change`, creates and sets
+   * the offer, and leaves the lock held until `setAnswer`. On failure `undo` reverts `change`.
+   */
+  private async negotiate<T, R>(
+    operation: string,
+    change: () => T,
+    result: (changed: T, offer: RTCSessionDescriptionInit) => R,
+    undo?: (changed: T) => void,
+    offerOptions?: RTCOfferOptions,
+  ): Promise<R> {
+    const release = await this.negotiation.acquire();
+    let changed: T | undefined;
+    let applied = false;
+    try {
+      this.assertOpen(operation);
+      changed = change();
+      applied = true;
+      const created = await this.peerConnection.createOffer(offerOptions);
+      await this.peerConnection.setLocalDescription(created);
+      this.assertOpen(operation);
+      const local = this.peerConnection.localDescription ?? created;
+      const offer: RTCSessionDescriptionInit = { type: "offer", sdp: local.sdp };
+      const value = result(changed, offer);
+      this.releaseOnAnswer = release;
+      return value;
+    } catch (error) {
+      if (applied && undo && !this.isClosed) {
+        try {
+          undo(changed as T);
+        } catch {
+          // Best effort: the original error is the one to report.
+        }
+      }
+      release();
+      if (error instanceof Error && error.message.startsWith(`${operation}:`)) throw error;
+      throw new Error(`${operation}: ${errorMessage(error)}`);
+    }
+  }
+}
+
+/** Validates `codec` for a track of `kind` and returns the codec list to prefer. */
+function codecOrder(kind: string, codec: PublishCodec): RTCRtpCodec[] {
+  const mimeType = CODEC_MIME_TYPES[codec];
+  if (!mimeType) throw new Error(`publish: unknown codec "${codec}" (expected VP8, VP9, H264, AV1 or opus)`);
+  const codecKind = mimeType.split("/")[0];
+  if (codecKind !== kind) throw new Error(`publish: codec ${codec} is for ${codecKind} but the track is ${kind}`);
+  const Sender = (globalThis as { RTCRtpSender?: typeof RTCRtpSender }).RTCRtpSender;
+  const capabilities = Sender?.getCapabilities?.(kind);
+  if (!capabilities) throw new Error("publish: this browser cannot list its codecs (RTCRtpSender.getCapabilities)");
+  const ordered = preferCodec(capabilities.codecs, mimeType);
+  if (!ordered) throw new Error(`publish: this browser cannot send ${codec}`);
+  return ordered;
+}
+
+/**
+ * Applies a codec order. Browsers that validate preferences against the *receive* codecs
+ * reject some send-only entries; then the receive capabilities, in the same order, are used.
+ */
+function setCodecPreferences(transceiver: RTCRtpTransceiver, codecs: RTCRtpCodec[], codec: PublishCodec): void {
+  if (typeof transceiver.setCodecPreferences !== "function") {
+    throw new Error("publish: this browser cannot prefer a codec (RTCRtpTransceiver.setCodecPreferences)");
+  }
+  try {
+    transceiver.setCodecPreferences(codecs);
+    return;
+  } catch (sendError) {
+    const Receiver = (globalThis as { RTCRtpReceiver?: typeof RTCRtpReceiver }).RTCRtpReceiver;
+    const receive = Receiver?.getCapabilities?.(codecs[0].mimeType.split("/")[0]);
+    const ordered = receive ? preferCodec(receive.codecs, codecs[0].mimeType) : null;
+    if (!ordered) throw new Error(`publish: cannot prefer ${codec}: ${errorMessage(sendError)}`);
+    try {
+      transceiver.setCodecPreferences(ordered);
+    } catch (error) {
+      throw new Error(`publish: cannot prefer ${codec}: ${errorMessage(error)}`);
+    }
+  }
+}
+
+function stopTransceiver(pc: RTCPeerConnection, transceiver: RTCRtpTransceiver): void {
+  if (typeof transceiver.stop === "function") transceiver.stop();
+  else pc.removeTrack(transceiver.sender);
+}
