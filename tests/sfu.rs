@@ -569,3 +569,136 @@ async fn hostile_sdp_is_rejected() {
     let stats = worker.lock().await.stats().await;
     assert_eq!(stats.total(|s| s.session_panics), 0);
 }
+
+/// A panic inside one session closes that session only; the shard keeps serving the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_panic_is_contained() {
+    let (worker, router) = setup(1).await;
+    let victim = connect_publisher(&router, None, Some("victim"), PeerConfig::default()).await;
+    let survivor = connect_publisher(&router, Some("a"), Some("v"), PeerConfig::default()).await;
+    let mut sub = connect_subscriber(&router, PeerConfig::default()).await;
+    sub.subscribe("a").await;
+    sub.subscribe("v").await;
+    sub.subscribe("victim").await;
+    survivor.peer.start_sending(50, 50, Duration::from_secs(1));
+    victim.peer.start_sending(50, 0, Duration::from_secs(1));
+    assert!(
+        wait_until(Duration::from_secs(10), || sub
+            .peer
+            .received("victim")
+            .packets
+            > 10)
+        .await
+    );
+
+    victim.transport.inject_panic_for_tests().await;
+    assert!(
+        wait_until(Duration::from_secs(5), || victim.publishers[0].is_closed()).await,
+        "the panicked session's publisher is closed"
+    );
+    assert!(wait_until(Duration::from_secs(5), || sub.subscribers[2].is_closed()).await);
+
+    assert!(
+        wait_until(Duration::from_secs(10), || survivor.peer.stats().sent_video
+            >= 150)
+        .await
+    );
+    survivor.peer.stop_sending();
+    let sent = survivor.peer.stats();
+    let ok = wait_until(Duration::from_secs(10), || {
+        sub.peer.received("v").distinct_counters == sent.sent_video
+            && sub.peer.received("a").distinct_counters == sent.sent_audio
+    })
+    .await;
+    assert!(
+        ok,
+        "the other call lost nothing: {:?}",
+        sub.peer.received("v")
+    );
+    let stats = worker.lock().await.stats().await;
+    assert_eq!(stats.total(|s| s.session_panics), 1);
+    assert_eq!(
+        router.publisher_ids(),
+        vec!["a".to_string(), "v".to_string()]
+    );
+}
+
+/// Keyframe requests (PLI) from a subscriber reach the publisher, throttled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriber_pli_reaches_publisher_throttled() {
+    let (_worker, router) = setup(2).await;
+    let publisher = connect_publisher(&router, None, Some("v"), PeerConfig::default()).await;
+    let mut sub = connect_subscriber(&router, PeerConfig::default()).await;
+    sub.subscribe("v").await;
+    publisher
+        .peer
+        .start_sending(50, 0, Duration::from_secs(600));
+    assert!(
+        wait_until(Duration::from_secs(10), || sub.peer.received("v").keyframes
+            >= 1
+            && sub.peer.received("v").packets >= 20)
+        .await
+    );
+    let before = publisher.peer.stats().keyframe_requests;
+    let kf_before = sub.peer.received("v").keyframes;
+    for _ in 0..10 {
+        assert!(sub.peer.request_keyframe("v"));
+    }
+    assert!(
+        wait_until(Duration::from_secs(5), || publisher
+            .peer
+            .stats()
+            .keyframe_requests
+            > before)
+        .await,
+        "PLI reached the publisher"
+    );
+    // The publisher answers with a keyframe, which reaches the subscriber.
+    assert!(
+        wait_until(Duration::from_secs(5), || sub.peer.received("v").keyframes
+            > kf_before)
+        .await
+    );
+    let extra = publisher.peer.stats().keyframe_requests - before;
+    assert!(extra <= 2, "10 PLIs in a burst became {extra} requests");
+}
+
+/// Subscribers get RTCP sender reports mapping the forwarded RTP time to wallclock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribers_receive_sender_reports() {
+    let (_worker, router) = setup(1).await;
+    let publisher = connect_publisher(&router, Some("a"), Some("v"), PeerConfig::default()).await;
+    let mut sub = connect_subscriber(&router, PeerConfig::default()).await;
+    sub.subscribe("a").await;
+    sub.subscribe("v").await;
+    publisher.peer.start_sending(50, 50, Duration::from_secs(1));
+    let ok = wait_until(Duration::from_secs(15), || {
+        sub.peer.received("a").sender_reports >= 1 && sub.peer.received("v").sender_reports >= 1
+    })
+    .await;
+    assert!(
+        ok,
+        "sender reports: audio {:?} video {:?}",
+        sub.peer.received("a"),
+        sub.peer.received("v")
+    );
+    for (track, rate) in [("a", 48_000f64), ("v", 90_000f64)] {
+        let t = sub.peer.received(track);
+        let (ntp, rtp) = t.last_sr.unwrap();
+        let age = std::time::SystemTime::now()
+            .duration_since(ntp)
+            .unwrap_or_default();
+        assert!(
+            age < Duration::from_secs(5),
+            "{track}: SR wallclock is current ({age:?})"
+        );
+        // The SR's RTP time is in the subscriber's (rewritten) timeline: near the packets.
+        let last = t.last_rtp_ts.unwrap() as i64;
+        let diff = ((rtp as u32) as i64 - last).rem_euclid(1 << 32);
+        let diff = diff.min((1 << 32) - diff) as f64 / rate;
+        assert!(
+            diff < 6.0,
+            "{track}: SR RTP time {rtp} is {diff:.2}s from the stream ({last})"
+        );
+    }
+}

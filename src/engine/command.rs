@@ -119,6 +119,10 @@ pub(crate) enum Command {
     Stats {
         reply: oneshot::Sender<ShardStats>,
     },
+    /// Test hook: panic inside the session's guarded code, as a str0m bug would.
+    InjectPanic {
+        id: SessionId,
+    },
     Shutdown,
 }
 

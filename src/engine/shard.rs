@@ -560,6 +560,17 @@ impl Shard {
                     }
                 }
             }
+            Command::InjectPanic { id } => {
+                if let Some(&slot) = self.by_id.get(&id) {
+                    if let Some(s) = self.sessions.get_mut(slot) {
+                        let r: Option<()> = s.guarded(|_| panic!("injected by a test"));
+                        if r.is_none() {
+                            self.counters.0.session_panics += 1;
+                            self.doomed.push(slot);
+                        }
+                    }
+                }
+            }
             Command::Stats { reply } => {
                 let _ = reply.send(self.snapshot());
             }

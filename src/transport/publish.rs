@@ -276,6 +276,15 @@ impl PublishTransport {
         Ok(Publisher { inner: handle })
     }
 
+    /// Test hook: make this transport's session panic inside its shard, as a bug in the
+    /// WebRTC stack would. The session (only it) is closed. Not for production use.
+    #[doc(hidden)]
+    pub async fn inject_panic_for_tests(&self) {
+        self.inner.core.send(Command::InjectPanic {
+            id: self.inner.core.id,
+        });
+    }
+
     /// Connection state.
     pub fn state(&self) -> TransportState {
         *self.inner.core.state.borrow()

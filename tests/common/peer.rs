@@ -96,6 +96,12 @@ pub struct ReceivedTrack {
     pub ssrcs: Vec<u32>,
     /// Sum over intact packets of (receive time - send time) in µs.
     pub latency_us_sum: u64,
+    /// RTCP sender reports received for this track.
+    pub sender_reports: u64,
+    /// The last sender report: (NTP wallclock, RTP time in the codec clock).
+    pub last_sr: Option<(std::time::SystemTime, u64)>,
+    /// RTP timestamp of the newest packet received.
+    pub last_rtp_ts: Option<u32>,
 }
 
 impl ReceivedTrack {
@@ -539,6 +545,27 @@ impl Worker {
                 cv.notify_all();
             }
             Event::RtpPacket(p) => self.on_rtp(p),
+            Event::SenderFeedback(fb) => {
+                let mid = fb.mid.to_string();
+                let mut g = lock(&self.shared);
+                let key = g
+                    .remote
+                    .get(&mid)
+                    .and_then(|l| l.track_id.clone())
+                    .unwrap_or_else(|| format!("mid:{mid}"));
+                let tr = g.tracks.entry(key).or_insert_with(|| TrackRx {
+                    rt: ReceivedTrack {
+                        in_order: true,
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                });
+                tr.rt.sender_reports += 1;
+                tr.rt.last_sr = Some((
+                    fb.sender_info.ntp_time,
+                    fb.sender_info.rtp_time.numer() as u64,
+                ));
+            }
             Event::KeyframeRequest(kr) => {
                 {
                     let mut g = lock(&self.shared);
@@ -601,6 +628,7 @@ impl Worker {
         });
         let ssrc = *p.header.ssrc;
         tr.rt.packets += 1;
+        tr.rt.last_rtp_ts = Some(p.header.timestamp);
         if !tr.rt.ssrcs.contains(&ssrc) {
             tr.rt.ssrcs.push(ssrc);
         }
