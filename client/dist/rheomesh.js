@@ -217,8 +217,9 @@ var Transport = class extends TypedEmitter {
   }
   async applyCandidate(candidate) {
     const endOfCandidates = !candidate.candidate;
+    const init = !endOfCandidates && candidate.sdpMid == null && candidate.sdpMLineIndex == null ? { ...candidate, sdpMLineIndex: 0 } : candidate;
     try {
-      await this.peerConnection.addIceCandidate(candidate);
+      await this.peerConnection.addIceCandidate(init);
     } catch (error) {
       if (endOfCandidates) return;
       throw new Error(`addIceCandidate failed: ${errorMessage(error)} (candidate: ${candidate.candidate})`);

@@ -51,7 +51,7 @@ export class SubscribeTransport extends Transport {
   async setOffer(offer: RTCSessionDescriptionInit): Promise<RTCSessionDescriptionInit> {
     this.assertOpen("setOffer");
     const description = checkDescription("setOffer", offer, "offer");
-    const release = () => {};
+    const release = await this.negotiation.acquire();
     try {
       this.assertOpen("setOffer");
       try {

@@ -106,8 +106,13 @@ export abstract class Transport<E extends TransportEvents = TransportEvents> ext
 
   private async applyCandidate(candidate: RTCIceCandidateInit): Promise<void> {
     const endOfCandidates = !candidate.candidate;
+    // Browsers reject a candidate naming no m-line; with BUNDLE the first one is right.
+    const init =
+      !endOfCandidates && candidate.sdpMid == null && candidate.sdpMLineIndex == null
+        ? { ...candidate, sdpMLineIndex: 0 }
+        : candidate;
     try {
-      await this.peerConnection.addIceCandidate(candidate);
+      await this.peerConnection.addIceCandidate(init);
     } catch (error) {
       // Older browsers reject the end-of-candidates form; ICE works without it.
       if (endOfCandidates) return;

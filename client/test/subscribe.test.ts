@@ -125,8 +125,11 @@ test("candidates that arrive before the offer are queued, then applied in order 
   const srd = pc.log.indexOf("setRemoteDescription:offer:done");
   assert.ok(pc.log.indexOf("addIceCandidate:candidate:1") > srd);
   await transport.addIceCandidate({ candidate: "candidate:3", sdpMid: "0", sdpMLineIndex: 0 });
+  await transport.addIceCandidate({ candidate: "candidate:4", sdpMid: null, sdpMLineIndex: null });
   await transport.addIceCandidate({ candidate: "", sdpMid: null, sdpMLineIndex: null });
-  assert.deepEqual(pc.candidates.map((c) => c.candidate), ["candidate:1", "candidate:2", "candidate:3", ""]);
+  assert.deepEqual(pc.candidates.map((c) => c.candidate), ["candidate:1", "candidate:2", "candidate:3", "candidate:4", ""]);
+  assert.equal(pc.candidates[3].sdpMLineIndex, 0, "a candidate naming no m-line goes to the first (bundled) one");
+  assert.equal(pc.candidates[4].sdpMLineIndex, null, "end-of-candidates is passed as is");
 });
 
 test("unsubscribe rejects pending subscribes; close rejects the rest and later calls", async () => {
