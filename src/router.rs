@@ -73,6 +73,7 @@ impl RouterInner {
         role: Role,
         cfg: &WebRTCTransportConfig,
     ) -> (Core, mpsc::UnboundedReceiver<SessionEvent>) {
+        let stun_servers = resolve_stun_servers(&cfg.configuration.ice_servers).await;
         let shard = self.engine.pick_shard();
         shard
             .load
@@ -85,6 +86,7 @@ impl RouterInner {
             role,
             media: self.media.clone(),
             announced_ips: cfg.announced_ips.clone(),
+            stun_servers,
             connect_timeout: cfg.connect_timeout,
             idle_timeout: cfg.ice_disconnected_timeout,
             events: events_tx,
@@ -113,6 +115,42 @@ impl RouterInner {
         }
         (core, events_rx)
     }
+}
+
+/// Resolve the `stun:` URLs of the ICE servers (`stun:host[:port]`, default port 3478).
+/// Resolution is bounded to 2 s per URL; failures are logged and skipped.
+async fn resolve_stun_servers(
+    servers: &[crate::config::RTCIceServer],
+) -> Vec<std::net::SocketAddr> {
+    let mut out = Vec::new();
+    for url in servers.iter().flat_map(|s| s.urls.iter()) {
+        let Some(rest) = url.strip_prefix("stun:") else {
+            continue;
+        };
+        let rest = rest.split('?').next().unwrap_or(rest);
+        let host_port = if rest
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+            && !rest.ends_with(']')
+        {
+            rest.to_string()
+        } else {
+            format!("{rest}:3478")
+        };
+        match tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            tokio::net::lookup_host(host_port.clone()),
+        )
+        .await
+        {
+            Ok(Ok(addrs)) => out.extend(addrs),
+            Ok(Err(e)) => tracing::warn!(%url, "cannot resolve STUN server: {e}"),
+            Err(_) => tracing::warn!(%url, "resolving STUN server timed out"),
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
 }
 
 impl Router {

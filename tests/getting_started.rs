@@ -2,6 +2,9 @@
 //! `use` lines differ. It must compile against this crate, and it runs against a real worker
 //! (the values a browser would send come from a str0m test peer).
 
+// The guide writes `let _ = x.await.expect(..)` for unit results; keep it verbatim.
+#![allow(clippy::let_unit_value)]
+
 mod common;
 
 use std::sync::Arc;
@@ -27,7 +30,11 @@ async fn guide_server_code_runs() {
     // "Next, please create publish and subscribe transports."
     let mut config = WebRTCTransportConfig::default();
     config.configuration.ice_servers = vec![RTCIceServer {
-        urls: vec!["stun:stun.l.google.com:19302".to_owned()],
+        // The guide names a public STUN server; tests stay on 127.0.0.1.
+        urls: vec![format!(
+            "stun:{}",
+            common::sfu::fake_stun_server("127.0.0.9".parse().unwrap())
+        )],
         ..Default::default()
     }];
     let publish_transport = router.create_publish_transport(config.clone()).await;

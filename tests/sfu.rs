@@ -702,3 +702,45 @@ async fn subscribers_receive_sender_reports() {
         );
     }
 }
+
+/// A `stun:` ICE server makes the shard learn its server-reflexive address and announce it;
+/// `announced_ips` are announced too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stun_and_announced_ips_become_candidates() {
+    use rheomesh::config::{RTCIceServer, WebRTCTransportConfig};
+    let (_worker, router) = setup(1).await;
+    let stun = common::sfu::fake_stun_server("127.0.0.55".parse().unwrap());
+    let mut cfg = WebRTCTransportConfig::default();
+    cfg.configuration.ice_servers = vec![RTCIceServer {
+        urls: vec![format!("stun:{stun}")],
+        ..Default::default()
+    }];
+    cfg.announced_ips = vec!["127.0.0.77".parse().unwrap()];
+    let t = router.create_publish_transport(cfg).await;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    t.on_ice_candidate(Box::new(move |c| {
+        let _ = tx.send(c.to_json().unwrap().candidate);
+    }))
+    .await;
+    let peer = common::peer::TestPeer::new(PeerConfig::default());
+    t.get_answer(rheomesh::SessionDescription::offer(
+        peer.publish_offer(None, Some("v")),
+    ))
+    .await
+    .unwrap();
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !(seen
+        .iter()
+        .any(|c: &String| c.contains("127.0.0.55") && c.contains("srflx"))
+        && seen.iter().any(|c| c.contains("127.0.0.77"))
+        && seen
+            .iter()
+            .any(|c| c.contains("127.0.0.1") && c.contains("host")))
+    {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(c)) => seen.push(c),
+            _ => panic!("candidates seen: {seen:?}"),
+        }
+    }
+}

@@ -25,6 +25,8 @@ pub(crate) struct SessionSpec {
     pub(crate) role: Role,
     pub(crate) media: crate::config::MediaConfig,
     pub(crate) announced_ips: Vec<IpAddr>,
+    /// STUN servers to learn the shard's server-reflexive address from.
+    pub(crate) stun_servers: Vec<std::net::SocketAddr>,
     pub(crate) connect_timeout: Duration,
     pub(crate) idle_timeout: Duration,
     pub(crate) events: mpsc::UnboundedSender<SessionEvent>,
@@ -140,6 +142,8 @@ pub(crate) enum CloseReason {
 #[derive(Debug, Clone)]
 pub(crate) enum SessionEvent {
     Connected,
+    /// A local candidate learned after creation (server-reflexive, from STUN).
+    LocalCandidate(String),
     /// A down-track of this (subscribe) session could not be activated after the answer
     /// (the subscriber refused every codec of the publisher).
     DownTrackRejected(DownTrackId),

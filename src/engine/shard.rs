@@ -55,6 +55,21 @@ const RECV_BUDGET: usize = 256;
 
 struct Counters(ShardStats);
 
+/// Discovery of the shard's server-reflexive address from one STUN server.
+struct Srflx {
+    server: SocketAddr,
+    txid: [u8; 12],
+    sent_at: Instant,
+    tries: u8,
+    /// `None` while pending; `Some(None)` when the server never answered.
+    result: Option<Option<SocketAddr>>,
+    waiters: Vec<SessionId>,
+}
+
+/// Attempts per STUN server before giving up, and the spacing between them.
+const SRFLX_TRIES: u8 = 4;
+const SRFLX_RETRY: Duration = Duration::from_millis(500);
+
 /// The shard state, moved onto its thread by [`Shard::run`].
 pub(crate) struct Shard {
     id: ShardId,
@@ -83,6 +98,7 @@ pub(crate) struct Shard {
     /// Tracks whose publisher should be asked for a keyframe.
     want_keyframe: Vec<TrackKey>,
     counters: Counters,
+    srflx: Vec<Srflx>,
     epoch: Instant,
     running: bool,
 }
@@ -130,6 +146,7 @@ impl Shard {
                 local_addr: Some(local_addr),
                 ..Default::default()
             }),
+            srflx: Vec::new(),
             epoch: Instant::now(),
             running: true,
         })
@@ -208,6 +225,10 @@ impl Shard {
             c.dropped_malformed += 1;
             return;
         }
+        if kind == DatagramKind::Stun && self.srflx.iter().any(|x| x.server == source) {
+            self.on_stun_response(data, source);
+            return;
+        }
         let mut via_ufrag = false;
         let slot = match self.by_addr.get(&source) {
             Some(s) => *s,
@@ -268,6 +289,76 @@ impl Shard {
             // integrity, wrong remote ufrag, or a retransmit of an answered one.
             if !self.by_addr.contains_key(&source) {
                 self.counters.0.stun_unanswered += 1;
+            }
+        }
+    }
+
+    fn on_stun_response(&mut self, data: &[u8], source: SocketAddr) {
+        let Ok((txid, mapped)) = demux::stun_binding_response(data) else {
+            self.counters.0.stun_rejected += 1;
+            return;
+        };
+        let Some(x) = self
+            .srflx
+            .iter_mut()
+            .find(|x| x.server == source && x.txid == txid && x.result.is_none())
+        else {
+            self.counters.0.stun_rejected += 1;
+            return;
+        };
+        x.result = Some(Some(mapped));
+        let waiters = std::mem::take(&mut x.waiters);
+        for id in waiters {
+            if let Some(slot) = self.slot_of(id) {
+                self.add_srflx_candidate(slot, mapped);
+            }
+        }
+    }
+
+    fn add_srflx_candidate(&mut self, slot: usize, mapped: SocketAddr) {
+        if mapped == self.local_addr || mapped.is_ipv4() != self.local_addr.is_ipv4() {
+            return;
+        }
+        let Ok(c) = Candidate::server_reflexive(mapped, self.local_addr, "udp") else {
+            return;
+        };
+        let Some(s) = self.sessions.get_mut(slot) else {
+            return;
+        };
+        let text = c.to_sdp_string();
+        s.guarded(|s| {
+            s.rtc.add_local_candidate(c);
+        });
+        let _ = s.events.send(SessionEvent::LocalCandidate(text));
+        self.after_mutation(slot);
+    }
+
+    /// Ask each STUN server (once per shard) for our mapped address on behalf of a session.
+    fn discover_srflx(&mut self, id: SessionId, slot: usize, servers: &[SocketAddr], now: Instant) {
+        for &server in servers {
+            if server.is_ipv4() != self.local_addr.is_ipv4() {
+                continue;
+            }
+            match self.srflx.iter_mut().find(|x| x.server == server) {
+                Some(x) => match x.result {
+                    Some(Some(mapped)) => self.add_srflx_candidate(slot, mapped),
+                    Some(None) => {}
+                    None => x.waiters.push(id),
+                },
+                None => {
+                    let txid: [u8; 12] = rand::random();
+                    self.out
+                        .send
+                        .push(server, demux::stun_binding_request(txid).to_vec());
+                    self.srflx.push(Srflx {
+                        server,
+                        txid,
+                        sent_at: now,
+                        tries: 1,
+                        result: None,
+                        waiters: vec![id],
+                    });
+                }
             }
         }
     }
@@ -468,6 +559,21 @@ impl Shard {
     }
 
     fn housekeeping(&mut self, now: Instant) {
+        for x in &mut self.srflx {
+            if x.result.is_none() && now.saturating_duration_since(x.sent_at) >= SRFLX_RETRY {
+                if x.tries >= SRFLX_TRIES {
+                    tracing::warn!(shard = self.id, server = %x.server, "STUN server did not answer");
+                    x.result = Some(None);
+                    x.waiters.clear();
+                } else {
+                    x.tries += 1;
+                    x.sent_at = now;
+                    self.out
+                        .send
+                        .push(x.server, demux::stun_binding_request(x.txid).to_vec());
+                }
+            }
+        }
         for (slot, s) in self.sessions.iter_mut() {
             if s.dead.is_some() {
                 continue;
@@ -661,6 +767,7 @@ impl Shard {
         self.by_ufrag.insert(ufrag.clone(), slot);
         self.timers.schedule(now, slot);
         self.after_mutation(slot);
+        self.discover_srflx(spec.id, slot, &spec.stun_servers, now);
         SessionCreated { candidates, ufrag }
     }
 

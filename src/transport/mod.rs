@@ -46,6 +46,8 @@ pub(crate) struct Core {
     pub(crate) shard: ShardId,
     pub(crate) engine: Arc<Engine>,
     created: SessionCreated,
+    /// Candidates learned after creation (server-reflexive).
+    late: Mutex<Vec<String>>,
     on_ice: Mutex<Option<Arc<IceCandidateCallback>>>,
     on_closed: Mutex<Vec<ClosedCallback>>,
     /// Candidates are handed out once a local description exists (like a browser does).
@@ -65,6 +67,7 @@ impl Core {
             shard,
             engine,
             created,
+            late: Mutex::new(Vec::new()),
             on_ice: Mutex::new(None),
             on_closed: Mutex::new(Vec::new()),
             described: AtomicBool::new(false),
@@ -106,10 +109,38 @@ impl Core {
         }
     }
 
+    /// A candidate learned later: hand it out now if candidates are already flowing.
+    pub(crate) fn add_local_candidate(&self, candidate: String) {
+        self.late
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(candidate.clone());
+        if self.described.load(Ordering::Acquire) {
+            let cb = self
+                .on_ice
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            if let Some(cb) = cb {
+                self.spawn_list(cb, vec![candidate]);
+            }
+        }
+    }
+
     fn spawn_candidates(&self, cb: Arc<IceCandidateCallback>) {
-        let cands: Vec<IceCandidate> = self
-            .created
-            .candidates
+        let mut all = self.created.candidates.clone();
+        all.extend(
+            self.late
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .cloned(),
+        );
+        self.spawn_list(cb, all);
+    }
+
+    fn spawn_list(&self, cb: Arc<IceCandidateCallback>, list: Vec<String>) {
+        let cands: Vec<IceCandidate> = list
             .iter()
             .map(|c| IceCandidate {
                 candidate: c.clone(),

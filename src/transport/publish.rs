@@ -324,6 +324,11 @@ async fn event_loop(
                 }
             }
             SessionEvent::DownTrackRejected(_) => {}
+            SessionEvent::LocalCandidate(c) => {
+                if let Some(i) = inner.upgrade() {
+                    i.core.add_local_candidate(c);
+                }
+            }
             SessionEvent::Closed(reason) => {
                 tracing::debug!(?reason, "publish transport closed");
                 break;

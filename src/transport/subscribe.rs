@@ -457,6 +457,11 @@ async fn event_loop(
                     i.remove_subscription(down, true);
                 }
             }
+            SessionEvent::LocalCandidate(c) => {
+                if let Some(i) = inner.upgrade() {
+                    i.core.add_local_candidate(c);
+                }
+            }
             SessionEvent::Closed(reason) => {
                 tracing::debug!(?reason, "subscribe transport closed");
                 break;

@@ -561,10 +561,7 @@ impl Worker {
                     ..Default::default()
                 });
                 tr.rt.sender_reports += 1;
-                tr.rt.last_sr = Some((
-                    fb.sender_info.ntp_time,
-                    fb.sender_info.rtp_time.numer() as u64,
-                ));
+                tr.rt.last_sr = Some((fb.sender_info.ntp_time, fb.sender_info.rtp_time.numer()));
             }
             Event::KeyframeRequest(kr) => {
                 {

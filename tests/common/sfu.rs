@@ -157,3 +157,28 @@ impl Sub {
         subscriber
     }
 }
+
+/// A STUN server on 127.0.0.1 that answers every Binding request with a fixed mapped
+/// address (as a NAT would), so tests can check server-reflexive discovery offline.
+pub fn fake_stun_server(mapped_ip: std::net::Ipv4Addr) -> std::net::SocketAddr {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = sock.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1500];
+        // Ends with the test process; bounded by the tests that use it.
+        while let Ok((n, src)) = sock.recv_from(&mut buf) {
+            if n < 20 || buf[0..2] != [0, 1] {
+                continue;
+            }
+            let mut m = vec![0x01, 0x01, 0x00, 0x0c, 0x21, 0x12, 0xa4, 0x42];
+            m.extend_from_slice(&buf[8..20]);
+            let port = src.port() ^ 0x2112;
+            let ip = u32::from(mapped_ip) ^ 0x2112_a442;
+            m.extend_from_slice(&[0x00, 0x20, 0x00, 0x08, 0x00, 0x01]);
+            m.extend_from_slice(&port.to_be_bytes());
+            m.extend_from_slice(&ip.to_be_bytes());
+            let _ = sock.send_to(&m, src);
+        }
+    });
+    addr
+}

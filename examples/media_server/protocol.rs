@@ -1,0 +1,275 @@
+//! The WebSocket messages of the example server (`PROTOCOL.md`): one JSON object per text
+//! frame, tagged by `"action"`, camelCase fields. Pure data: parsing and serialization only.
+
+use rheomesh::{IceCandidateInit, SdpType, SessionDescription};
+use serde::{Deserialize, Serialize};
+
+/// Every action a client may send, by name (used to tell "unknown action" from "bad fields").
+const CLIENT_ACTIONS: &[&str] = &[
+    "Ping",
+    "PublisherInit",
+    "SubscriberInit",
+    "PublisherIce",
+    "SubscriberIce",
+    "Offer",
+    "Publish",
+    "StopPublish",
+    "Subscribe",
+    "Answer",
+    "StopSubscribe",
+    "SetPreferredLayer",
+    "RestartICE",
+    "Record",
+    "StartRecording",
+    "StopRecording",
+];
+
+/// A message from the browser.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "action", rename_all_fields = "camelCase")]
+pub enum ClientMessage {
+    Ping,
+    PublisherInit,
+    SubscriberInit,
+    PublisherIce { candidate: IceCandidateInit },
+    SubscriberIce { candidate: IceCandidateInit },
+    Offer { sdp: SdpInput },
+    Publish { publisher_id: String },
+    StopPublish { publisher_id: String },
+    Subscribe { publisher_id: String },
+    Answer { sdp: SdpInput },
+    StopSubscribe { subscriber_id: String },
+    SetPreferredLayer {
+        subscriber_id: String,
+        #[serde(default)]
+        sid: Option<u8>,
+        #[serde(default)]
+        tid: Option<u8>,
+    },
+    #[serde(rename = "RestartICE")]
+    RestartIce,
+    Record { publisher_id: String },
+    StartRecording { publisher_id: String },
+    StopRecording { publisher_id: String },
+}
+
+/// The `sdp` of `Offer` / `Answer`: a browser `RTCSessionDescriptionInit`
+/// (`{"type","sdp"}`), or, leniently, the bare SDP text.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum SdpInput {
+    Description(SessionDescription),
+    Text(String),
+}
+
+impl SdpInput {
+    /// The description; bare text gets `kind` as its type.
+    pub fn into_description(self, kind: SdpType) -> SessionDescription {
+        match self {
+            SdpInput::Description(d) => d,
+            SdpInput::Text(sdp) => SessionDescription {
+                sdp_type: kind,
+                sdp,
+            },
+        }
+    }
+}
+
+/// A message to the browser.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "action", rename_all_fields = "camelCase")]
+pub enum ServerMessage {
+    Pong,
+    Answer { sdp: SessionDescription },
+    Offer { sdp: SessionDescription },
+    PublisherIce { candidate: IceCandidateInit },
+    SubscriberIce { candidate: IceCandidateInit },
+    Published { publisher_ids: Vec<String> },
+    Unpublished { publisher_id: String },
+    Subscribed { subscriber_id: String },
+    #[serde(rename = "RecordingSDP")]
+    #[allow(dead_code)] // recording is not supported by the library yet
+    RecordingSdp { sdp: String },
+    RecordingError { error: String },
+    Error { message: String },
+}
+
+impl ServerMessage {
+    pub fn error(message: impl Into<String>) -> Self {
+        ServerMessage::Error {
+            message: message.into(),
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("server messages always serialize")
+    }
+}
+
+/// Parse one text frame. The error is the message to send back in an `Error` frame.
+pub fn parse(text: &str) -> Result<ClientMessage, String> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("malformed JSON: {e}"))?;
+    let action = match value.get("action") {
+        Some(serde_json::Value::String(a)) => a.clone(),
+        Some(_) => return Err("\"action\" must be a string".into()),
+        None if value.is_object() => return Err("missing \"action\"".into()),
+        None => return Err("a message must be a JSON object".into()),
+    };
+    if !CLIENT_ACTIONS.contains(&action.as_str()) {
+        return Err(format!("unknown action {action:?}"));
+    }
+    serde_json::from_value(value).map_err(|e| format!("invalid {action} message: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn to_value(m: &ServerMessage) -> serde_json::Value {
+        serde_json::from_str(&m.to_json()).unwrap()
+    }
+
+    #[test]
+    fn parses_every_client_action() {
+        let cand = json!({"candidate":"candidate:1 1 udp 1 127.0.0.1 9 typ host","sdpMid":"0","sdpMLineIndex":0,"usernameFragment":null});
+        let offer = json!({"type":"offer","sdp":"v=0\r\n"});
+        let answer = json!({"type":"answer","sdp":"v=0\r\n"});
+        let cases = [
+            json!({"action":"Ping"}),
+            json!({"action":"PublisherInit"}),
+            json!({"action":"SubscriberInit"}),
+            json!({"action":"PublisherIce","candidate":cand}),
+            json!({"action":"SubscriberIce","candidate":cand}),
+            json!({"action":"Offer","sdp":offer}),
+            json!({"action":"Publish","publisherId":"t1"}),
+            json!({"action":"StopPublish","publisherId":"t1"}),
+            json!({"action":"Subscribe","publisherId":"t1"}),
+            json!({"action":"Answer","sdp":answer}),
+            json!({"action":"StopSubscribe","subscriberId":"7"}),
+            json!({"action":"SetPreferredLayer","subscriberId":"7","sid":2,"tid":null}),
+            json!({"action":"RestartICE"}),
+            json!({"action":"Record","publisherId":"t1"}),
+            json!({"action":"StartRecording","publisherId":"t1"}),
+            json!({"action":"StopRecording","publisherId":"t1"}),
+        ];
+        assert_eq!(cases.len(), CLIENT_ACTIONS.len());
+        for c in cases {
+            parse(&c.to_string()).unwrap_or_else(|e| panic!("{c}: {e}"));
+        }
+    }
+
+    #[test]
+    fn parses_fields() {
+        assert_eq!(
+            parse(r#"{"action":"Publish","publisherId":"abc"}"#).unwrap(),
+            ClientMessage::Publish {
+                publisher_id: "abc".into()
+            }
+        );
+        let m = parse(r#"{"action":"Offer","sdp":{"type":"offer","sdp":"v=0"}}"#).unwrap();
+        let ClientMessage::Offer { sdp } = m else {
+            panic!()
+        };
+        assert_eq!(
+            sdp.into_description(SdpType::Offer),
+            SessionDescription::offer("v=0")
+        );
+        // Bare SDP text is accepted too.
+        let m = parse(r#"{"action":"Answer","sdp":"v=0"}"#).unwrap();
+        let ClientMessage::Answer { sdp } = m else {
+            panic!()
+        };
+        assert_eq!(
+            sdp.into_description(SdpType::Answer),
+            SessionDescription::answer("v=0")
+        );
+        let m = parse(r#"{"action":"SubscriberIce","candidate":{"candidate":""}}"#).unwrap();
+        assert_eq!(
+            m,
+            ClientMessage::SubscriberIce {
+                candidate: IceCandidateInit::default()
+            }
+        );
+    }
+
+    #[test]
+    fn rejects_bad_input_with_a_reason() {
+        assert!(parse("{not json").unwrap_err().contains("malformed"));
+        assert!(parse("[1,2]").unwrap_err().contains("object"));
+        assert!(parse(r#"{"foo":1}"#).unwrap_err().contains("missing"));
+        assert!(parse(r#"{"action":5}"#).unwrap_err().contains("string"));
+        assert!(parse(r#"{"action":"Dance"}"#)
+            .unwrap_err()
+            .contains("unknown action"));
+        assert!(parse(r#"{"action":"Publish"}"#)
+            .unwrap_err()
+            .contains("invalid Publish"));
+        // Field names are camelCase only.
+        assert!(parse(r#"{"action":"Publish","publisher_id":"x"}"#).is_err());
+    }
+
+    #[test]
+    fn server_messages_have_protocol_shapes() {
+        assert_eq!(to_value(&ServerMessage::Pong), json!({"action":"Pong"}));
+        assert_eq!(
+            to_value(&ServerMessage::Answer {
+                sdp: SessionDescription::answer("v=0")
+            }),
+            json!({"action":"Answer","sdp":{"type":"answer","sdp":"v=0"}})
+        );
+        assert_eq!(
+            to_value(&ServerMessage::Offer {
+                sdp: SessionDescription::offer("v=0")
+            }),
+            json!({"action":"Offer","sdp":{"type":"offer","sdp":"v=0"}})
+        );
+        let cand = IceCandidateInit {
+            candidate: "candidate:1 1 udp 1 127.0.0.1 9 typ host".into(),
+            sdp_mid: Some("0".into()),
+            sdp_mline_index: Some(0),
+            username_fragment: Some("u".into()),
+        };
+        assert_eq!(
+            to_value(&ServerMessage::PublisherIce {
+                candidate: cand.clone()
+            }),
+            json!({"action":"PublisherIce","candidate":{"candidate":"candidate:1 1 udp 1 127.0.0.1 9 typ host","sdpMid":"0","sdpMLineIndex":0,"usernameFragment":"u"}})
+        );
+        assert_eq!(
+            to_value(&ServerMessage::SubscriberIce { candidate: cand })["action"],
+            "SubscriberIce"
+        );
+        assert_eq!(
+            to_value(&ServerMessage::Published {
+                publisher_ids: vec!["a".into(), "b".into()]
+            }),
+            json!({"action":"Published","publisherIds":["a","b"]})
+        );
+        assert_eq!(
+            to_value(&ServerMessage::Unpublished {
+                publisher_id: "a".into()
+            }),
+            json!({"action":"Unpublished","publisherId":"a"})
+        );
+        assert_eq!(
+            to_value(&ServerMessage::Subscribed {
+                subscriber_id: "9".into()
+            }),
+            json!({"action":"Subscribed","subscriberId":"9"})
+        );
+        assert_eq!(
+            to_value(&ServerMessage::RecordingSdp { sdp: "v=0".into() }),
+            json!({"action":"RecordingSDP","sdp":"v=0"})
+        );
+        assert_eq!(
+            to_value(&ServerMessage::RecordingError { error: "no".into() }),
+            json!({"action":"RecordingError","error":"no"})
+        );
+        assert_eq!(
+            to_value(&ServerMessage::error("bad")),
+            json!({"action":"Error","message":"bad"})
+        );
+    }
+}

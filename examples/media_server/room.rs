@@ -1,0 +1,103 @@
+//! Rooms: a room name maps to one rheomesh `Router` and the participants (WebSockets) in it.
+//! A room is created by its first participant and dropped with its last. This module only
+//! keeps membership and delivers messages; it does not know the protocol's actions.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex as StdMutex};
+
+use rheomesh::config::MediaConfig;
+use rheomesh::router::Router;
+use rheomesh::worker::Worker;
+use tokio::sync::{mpsc, Mutex};
+
+use crate::protocol::ServerMessage;
+
+/// Where a participant's outgoing messages go (drained by its WebSocket writer).
+pub type Outbox = mpsc::UnboundedSender<ServerMessage>;
+
+/// A participant id, unique in the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ParticipantId(u64);
+
+impl std::fmt::Display for ParticipantId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "p{}", self.0)
+    }
+}
+
+/// One meeting room.
+pub struct Room {
+    pub name: String,
+    pub router: Router,
+    participants: StdMutex<HashMap<ParticipantId, Outbox>>,
+}
+
+impl Room {
+    fn participants(&self) -> std::sync::MutexGuard<'_, HashMap<ParticipantId, Outbox>> {
+        self.participants.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Send `msg` to every participant but `except`.
+    pub fn broadcast_except(&self, except: ParticipantId, msg: &ServerMessage) {
+        for (id, outbox) in self.participants().iter() {
+            if *id != except {
+                let _ = outbox.send(msg.clone());
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.participants().len()
+    }
+}
+
+/// All rooms of the server.
+#[derive(Clone)]
+pub struct Rooms {
+    worker: Arc<Mutex<Worker>>,
+    rooms: Arc<Mutex<HashMap<String, Arc<Room>>>>,
+    next_id: Arc<AtomicU64>,
+}
+
+impl Rooms {
+    pub fn new(worker: Arc<Mutex<Worker>>) -> Self {
+        Self {
+            worker,
+            rooms: Arc::default(),
+            next_id: Arc::new(AtomicU64::new(1)),
+        }
+    }
+
+    /// Add a participant to room `name` (creating the room and its router if needed).
+    pub async fn join(&self, name: &str, outbox: Outbox) -> (Arc<Room>, ParticipantId) {
+        let id = ParticipantId(self.next_id.fetch_add(1, Ordering::Relaxed));
+        let mut rooms = self.rooms.lock().await;
+        let room = match rooms.get(name) {
+            Some(room) => room.clone(),
+            None => {
+                let router = self.worker.lock().await.new_router(MediaConfig::default());
+                tracing::info!(room = name, router = router.id(), "room created");
+                let room = Arc::new(Room {
+                    name: name.to_owned(),
+                    router,
+                    participants: StdMutex::default(),
+                });
+                rooms.insert(name.to_owned(), room.clone());
+                room
+            }
+        };
+        room.participants().insert(id, outbox);
+        (room, id)
+    }
+
+    /// Remove a participant; the room goes away with its last participant.
+    pub async fn leave(&self, room: &Arc<Room>, id: ParticipantId) {
+        let mut rooms = self.rooms.lock().await;
+        room.participants().remove(&id);
+        if room.len() == 0 && rooms.get(&room.name).is_some_and(|r| Arc::ptr_eq(r, room)) {
+            rooms.remove(&room.name);
+            tracing::info!(room = room.name, "room closed");
+        }
+    }
+}

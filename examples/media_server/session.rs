@@ -1,0 +1,357 @@
+//! One WebSocket = one participant: its publish and subscribe transports, the tracks it
+//! published, and the translation between protocol messages and rheomesh calls.
+//!
+//! The read loop never waits on the browser: calls that may wait for a later message
+//! (`try_publish` waits for the offer carrying the track, `subscribe` and `restart_ice`
+//! wait for the answer to the previous offer) run on their own tasks.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex as StdMutex};
+
+use axum::extract::ws::{Message, WebSocket};
+use futures_util::{SinkExt, StreamExt};
+use rheomesh::config::WebRTCTransportConfig;
+use rheomesh::publisher::Publisher;
+use rheomesh::transport::{PublishTransport, SubscribeTransport};
+use rheomesh::SdpType;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::protocol::{self, ClientMessage, ServerMessage};
+use crate::room::{Outbox, ParticipantId, Room, Rooms};
+
+/// Run one participant until its WebSocket closes or the server shuts down.
+pub async fn run(
+    socket: WebSocket,
+    rooms: Rooms,
+    room_name: String,
+    transport_config: WebRTCTransportConfig,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let (mut sink, mut stream) = socket.split();
+    let (outbox, mut outgoing) = mpsc::unbounded_channel::<ServerMessage>();
+    let (room, id) = rooms.join(&room_name, outbox.clone()).await;
+    tracing::info!(room = room.name, participant = %id, "joined");
+
+    let (done, mut writer_done) = oneshot::channel::<()>();
+    let writer = tokio::spawn(async move {
+        loop {
+            let msg = tokio::select! {
+                msg = outgoing.recv() => msg,
+                _ = &mut writer_done => None,
+            };
+            let Some(msg) = msg else { break };
+            if sink.send(Message::Text(msg.to_json().into())).await.is_err() {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    });
+
+    let mut participant = Participant {
+        id,
+        room: room.clone(),
+        outbox,
+        config: transport_config,
+        publish: None,
+        subscribe: None,
+        published: Arc::default(),
+    };
+
+    loop {
+        let frame = tokio::select! {
+            frame = stream.next() => frame,
+            _ = shutdown.wait_for(|stop| *stop) => break,
+        };
+        match frame {
+            Some(Ok(Message::Text(text))) => match protocol::parse(&text) {
+                Ok(msg) => participant.handle(msg).await,
+                Err(reason) => participant.send(ServerMessage::error(reason)),
+            },
+            Some(Ok(Message::Binary(_))) => {
+                participant.send(ServerMessage::error("binary frames are not supported"))
+            }
+            Some(Ok(Message::Close(_))) | None => break,
+            Some(Ok(_)) => {} // ping/pong are answered by axum
+            Some(Err(e)) => {
+                tracing::debug!(participant = %id, "websocket error: {e}");
+                break;
+            }
+        }
+    }
+
+    participant.close().await;
+    rooms.leave(&room, id).await;
+    // Outbox clones may live on in callbacks and tasks: stop the writer explicitly (it sends
+    // a Close frame if the socket is still open, e.g. on server shutdown).
+    let _ = done.send(());
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), writer).await;
+    tracing::info!(room = room.name, participant = %id, "left");
+}
+
+struct Participant {
+    id: ParticipantId,
+    room: Arc<Room>,
+    outbox: Outbox,
+    config: WebRTCTransportConfig,
+    publish: Option<PublishTransport>,
+    subscribe: Option<SubscribeTransport>,
+    /// Tracks this participant published and that are still published.
+    published: Arc<StdMutex<HashMap<String, Publisher>>>,
+}
+
+fn lock<T>(m: &StdMutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Participant {
+    fn send(&self, msg: ServerMessage) {
+        let _ = self.outbox.send(msg);
+    }
+
+    fn publish_transport(&self) -> Option<&PublishTransport> {
+        if self.publish.is_none() {
+            self.send(ServerMessage::error(
+                "no publish transport: send PublisherInit first",
+            ));
+        }
+        self.publish.as_ref()
+    }
+
+    fn subscribe_transport(&self) -> Option<&SubscribeTransport> {
+        if self.subscribe.is_none() {
+            self.send(ServerMessage::error(
+                "no subscribe transport: send SubscriberInit first",
+            ));
+        }
+        self.subscribe.as_ref()
+    }
+
+    async fn handle(&mut self, msg: ClientMessage) {
+        match msg {
+            ClientMessage::Ping => self.send(ServerMessage::Pong),
+            ClientMessage::PublisherInit => self.publisher_init().await,
+            ClientMessage::SubscriberInit => self.subscriber_init().await,
+            ClientMessage::PublisherIce { candidate } => {
+                if let Some(t) = self.publish_transport() {
+                    if let Err(e) = t.add_ice_candidate(candidate).await {
+                        self.send(ServerMessage::error(format!("PublisherIce: {e}")));
+                    }
+                }
+            }
+            ClientMessage::SubscriberIce { candidate } => {
+                if let Some(t) = self.subscribe_transport() {
+                    if let Err(e) = t.add_ice_candidate(candidate).await {
+                        self.send(ServerMessage::error(format!("SubscriberIce: {e}")));
+                    }
+                }
+            }
+            ClientMessage::Offer { sdp } => {
+                // Applied in order, inline: each offer builds on the previous one.
+                if let Some(t) = self.publish_transport() {
+                    match t.get_answer(sdp.into_description(SdpType::Offer)).await {
+                        Ok(answer) => self.send(ServerMessage::Answer { sdp: answer }),
+                        Err(e) => self.send(ServerMessage::error(format!("Offer: {e}"))),
+                    }
+                }
+            }
+            ClientMessage::Publish { publisher_id } => self.publish(publisher_id),
+            ClientMessage::StopPublish { publisher_id } => {
+                let publisher = lock(&self.published).get(&publisher_id).cloned();
+                match publisher {
+                    // The task spawned by `publish` announces `Unpublished`.
+                    Some(p) => p.close().await,
+                    None => self.send(ServerMessage::error(format!(
+                        "StopPublish: {publisher_id:?} is not published by you"
+                    ))),
+                }
+            }
+            ClientMessage::Subscribe { publisher_id } => self.subscribe(publisher_id),
+            ClientMessage::Answer { sdp } => {
+                if let Some(t) = self.subscribe_transport() {
+                    if let Err(e) = t.set_answer(sdp.into_description(SdpType::Answer)).await {
+                        self.send(ServerMessage::error(format!("Answer: {e}")));
+                    }
+                }
+            }
+            ClientMessage::StopSubscribe { subscriber_id } => {
+                let Some(t) = self.subscribe_transport() else {
+                    return;
+                };
+                match t.subscribers().into_iter().find(|s| s.id() == subscriber_id) {
+                    // Closing renegotiates: the new offer comes through on_negotiation_needed.
+                    Some(s) => s.close().await,
+                    None => self.send(ServerMessage::error(format!(
+                        "StopSubscribe: no subscriber {subscriber_id:?} on your transport"
+                    ))),
+                }
+            }
+            ClientMessage::SetPreferredLayer {
+                subscriber_id,
+                sid,
+                tid,
+            } => self.send(ServerMessage::error(format!(
+                "SetPreferredLayer (subscriber {subscriber_id:?}, sid {sid:?}, tid {tid:?}): \
+                 simulcast/SVC layer selection is not supported by this server yet"
+            ))),
+            ClientMessage::RestartIce => {
+                if let Some(t) = self.subscribe_transport() {
+                    let t = t.clone();
+                    let outbox = self.outbox.clone();
+                    tokio::spawn(async move {
+                        let msg = match t.restart_ice().await {
+                            Ok(offer) => ServerMessage::Offer { sdp: offer },
+                            Err(e) => ServerMessage::error(format!("RestartICE: {e}")),
+                        };
+                        let _ = outbox.send(msg);
+                    });
+                }
+            }
+            ClientMessage::Record { publisher_id }
+            | ClientMessage::StartRecording { publisher_id }
+            | ClientMessage::StopRecording { publisher_id } => {
+                self.send(ServerMessage::RecordingError {
+                    error: format!(
+                        "recording {publisher_id:?}: recording is not supported by this server yet"
+                    ),
+                })
+            }
+        }
+    }
+
+    async fn publisher_init(&mut self) {
+        if self.publish.is_some() {
+            self.send(ServerMessage::error(
+                "PublisherInit: this participant already has a publish transport",
+            ));
+            return;
+        }
+        let t = self
+            .room
+            .router
+            .create_publish_transport(self.config.clone())
+            .await;
+        let outbox = self.outbox.clone();
+        t.on_ice_candidate(Box::new(move |c| {
+            if let Ok(candidate) = c.to_json() {
+                let _ = outbox.send(ServerMessage::PublisherIce { candidate });
+            }
+        }))
+        .await;
+        let id = self.id;
+        t.on_closed(Box::new(move || {
+            tracing::debug!(participant = %id, "publish transport closed")
+        }))
+        .await;
+        self.publish = Some(t);
+    }
+
+    async fn subscriber_init(&mut self) {
+        if self.subscribe.is_none() {
+            let t = self
+                .room
+                .router
+                .create_subscribe_transport(self.config.clone())
+                .await;
+            let outbox = self.outbox.clone();
+            t.on_ice_candidate(Box::new(move |c| {
+                if let Ok(candidate) = c.to_json() {
+                    let _ = outbox.send(ServerMessage::SubscriberIce { candidate });
+                }
+            }))
+            .await;
+            let outbox = self.outbox.clone();
+            t.on_negotiation_needed(Box::new(move |offer| {
+                let _ = outbox.send(ServerMessage::Offer { sdp: offer });
+            }))
+            .await;
+            let id = self.id;
+            t.on_closed(Box::new(move || {
+                tracing::debug!(participant = %id, "subscribe transport closed")
+            }))
+            .await;
+            self.subscribe = Some(t);
+        }
+        // Repeating SubscriberInit just lists the room again.
+        let own = lock(&self.published);
+        let publisher_ids = self
+            .room
+            .router
+            .publisher_ids()
+            .into_iter()
+            .filter(|id| !own.contains_key(id))
+            .collect();
+        drop(own);
+        self.send(ServerMessage::Published { publisher_ids });
+    }
+
+    fn publish(&self, publisher_id: String) {
+        let Some(t) = self.publish_transport() else {
+            return;
+        };
+        let (t, room, me, outbox, published) = (
+            t.clone(),
+            self.room.clone(),
+            self.id,
+            self.outbox.clone(),
+            self.published.clone(),
+        );
+        // `try_publish` may wait for the Offer carrying the track, which this
+        // participant's read loop has yet to apply.
+        tokio::spawn(async move {
+            let publisher = match t.try_publish(publisher_id.clone()).await {
+                Ok(p) => p,
+                Err(e) => {
+                    let _ = outbox.send(ServerMessage::error(format!("Publish: {e}")));
+                    return;
+                }
+            };
+            tracing::info!(room = room.name, participant = %me, publisher = publisher_id, kind = ?publisher.kind(), codec = publisher.track().codec(), "published");
+            lock(&published).insert(publisher_id.clone(), publisher.clone());
+            room.broadcast_except(
+                me,
+                &ServerMessage::Published {
+                    publisher_ids: vec![publisher_id.clone()],
+                },
+            );
+            publisher.closed().await;
+            lock(&published).remove(&publisher_id);
+            tracing::info!(room = room.name, participant = %me, publisher = publisher_id, "unpublished");
+            room.broadcast_except(me, &ServerMessage::Unpublished { publisher_id });
+        });
+    }
+
+    fn subscribe(&self, publisher_id: String) {
+        let Some(t) = self.subscribe_transport() else {
+            return;
+        };
+        let (t, outbox) = (t.clone(), self.outbox.clone());
+        // `subscribe` waits for the answer to any outstanding offer, which arrives on this
+        // participant's read loop.
+        tokio::spawn(async move {
+            match t.subscribe(publisher_id.clone()).await {
+                Ok((subscriber, offer)) => {
+                    let _ = outbox.send(ServerMessage::Offer { sdp: offer });
+                    let _ = outbox.send(ServerMessage::Subscribed {
+                        subscriber_id: subscriber.id(),
+                    });
+                }
+                Err(e) => {
+                    let _ = outbox.send(ServerMessage::error(format!(
+                        "Subscribe {publisher_id:?}: {e}"
+                    )));
+                }
+            }
+        });
+    }
+
+    /// Close both transports: this participant's publishers are unpublished (the tasks
+    /// spawned by `publish` tell the others).
+    async fn close(&mut self) {
+        if let Some(t) = self.publish.take() {
+            t.close().await;
+        }
+        if let Some(t) = self.subscribe.take() {
+            t.close().await;
+        }
+    }
+}
