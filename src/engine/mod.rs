@@ -6,7 +6,6 @@
 //! through the bounded SPSC rings of [`ring`]. No tokio, no locks on the packet path.
 
 pub(crate) mod command;
-pub(crate) mod demux;
 pub(crate) mod ring;
 pub(crate) mod route;
 pub(crate) mod session;

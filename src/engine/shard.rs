@@ -26,7 +26,7 @@ use str0m::{Candidate, IceCreds, Input, Rtc};
 use super::command::{
     CloseReason, Command, DownTrackSpec, SessionCreated, SessionEvent, SessionSpec, TrackInfo,
 };
-use super::demux::{self, DatagramKind};
+use crate::rtp::demux::{self, DatagramKind};
 use super::ring::{Consumers, MediaPacket, Producers, ShardMsg};
 use super::route::{DownTrack, Routes, NO_PT};
 use super::session::{DrainOut, Session, UpTrack};
