@@ -401,8 +401,16 @@ function setCodecPreferences(transceiver, codecs, codec) {
   }
 }
 function stopTransceiver(pc, transceiver) {
-  if (typeof transceiver.stop === "function") transceiver.stop();
-  else pc.removeTrack(transceiver.sender);
+  const first = pc.getTransceivers().find((t) => t.mid !== null && !isStopped(t));
+  if (first === transceiver || typeof transceiver.stop !== "function") {
+    void transceiver.sender.replaceTrack(null).catch(() => void 0);
+    transceiver.direction = "inactive";
+    return;
+  }
+  transceiver.stop();
+}
+function isStopped(t) {
+  return t.stopped === true || t.currentDirection === "stopped";
 }
 
 // src/subscribe.ts

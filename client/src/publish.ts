@@ -217,7 +217,22 @@ function setCodecPreferences(transceiver: RTCRtpTransceiver, codecs: RTCRtpCodec
   }
 }
 
+/**
+ * Takes a published track off the connection. The first m-line of the connection is the
+ * BUNDLE tag: rejecting it (what `stop()` does) makes Chrome drop the transport the whole
+ * group runs on, and an ICE-lite server cannot follow. So that one is only made inactive
+ * (its sender detached); every other m-line is stopped (port 0).
+ */
 function stopTransceiver(pc: RTCPeerConnection, transceiver: RTCRtpTransceiver): void {
-  if (typeof transceiver.stop === "function") transceiver.stop();
-  else pc.removeTrack(transceiver.sender);
+  const first = pc.getTransceivers().find((t) => t.mid !== null && !isStopped(t));
+  if (first === transceiver || typeof transceiver.stop !== "function") {
+    void transceiver.sender.replaceTrack(null).catch(() => undefined);
+    transceiver.direction = "inactive";
+    return;
+  }
+  transceiver.stop();
+}
+
+function isStopped(t: RTCRtpTransceiver): boolean {
+  return (t as { stopped?: boolean }).stopped === true || t.currentDirection === "stopped";
 }

@@ -48,6 +48,9 @@ export class FakeRtpSender {
     return { codecs: kind === "video" ? [...VIDEO_CODECS] : [...AUDIO_CODECS], headerExtensions: [] };
   }
   constructor(public track: FakeTrack | null) {}
+  async replaceTrack(track: FakeTrack | null) {
+    this.track = track;
+  }
 }
 
 export class FakeTransceiver {

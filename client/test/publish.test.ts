@@ -144,16 +144,25 @@ test("local candidates are emitted as plain RTCIceCandidateInit, end-of-candidat
 test("unpublish stops the transceiver and returns a new offer; unknown ids are errors", async () => {
   const transport = new PublishTransport();
   const pc = FakePeerConnection.last;
-  const track = new FakeTrack("video");
-  const { id } = await transport.publish(asTrack(track));
+  const first = await transport.publish(asTrack(new FakeTrack("audio")));
+  await transport.setAnswer(ANSWER);
+  const { id } = await transport.publish(asTrack(new FakeTrack("video")));
   await transport.setAnswer(ANSWER);
   const offer = await transport.unpublish(id);
-  const transceiver = pc.transceivers[0] as FakeTransceiver;
+  const transceiver = pc.transceivers[1] as FakeTransceiver;
   assert.equal(transceiver.stopped, true);
-  const [section] = parseMediaSections(offer.sdp!);
-  assert.equal(section.port, 0);
+  const sections = parseMediaSections(offer.sdp!);
+  assert.equal(sections[1].port, 0);
   await transport.setAnswer(ANSWER);
   await assert.rejects(transport.unpublish(id), { message: `unpublish: unknown publisher id: ${id}` });
+  // The first m-line is the BUNDLE tag: it goes inactive (sender detached), never port 0.
+  const again = await transport.unpublish(first.id);
+  const tag = pc.transceivers[0] as FakeTransceiver;
+  assert.equal(tag.stopped, false);
+  assert.equal(tag.direction, "inactive");
+  assert.equal(tag.sender.track, null);
+  assert.notEqual(parseMediaSections(again.sdp!)[0].port, 0);
+  await transport.setAnswer(ANSWER);
 });
 
 test("restartIce creates an offer with new ICE credentials", async () => {

@@ -12,6 +12,7 @@
 mod protocol;
 mod room;
 mod session;
+mod tls;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -46,7 +47,11 @@ struct Args {
     port: u16,
     /// Address to announce in ICE candidates instead of --bind (1:1 NAT); repeatable,
     /// or comma-separated in the environment variable.
-    #[arg(long = "announce-ip", env = "RHEOMESH_ANNOUNCE_IP", value_delimiter = ',')]
+    #[arg(
+        long = "announce-ip",
+        env = "RHEOMESH_ANNOUNCE_IP",
+        value_delimiter = ','
+    )]
     announce_ip: Vec<IpAddr>,
     /// Number of media shards (threads with a UDP socket each). Default: available cores.
     #[arg(long, env = "RHEOMESH_SHARDS")]
@@ -54,6 +59,10 @@ struct Args {
     /// First UDP port of the shards (shard i binds rtc-port + i); 0 = ephemeral ports.
     #[arg(long, env = "RHEOMESH_RTC_PORT", default_value_t = 0)]
     rtc_port: u16,
+    /// Serve HTTPS/WSS with a self-signed certificate generated at start (needed for
+    /// camera/microphone access from other machines; browsers will show a warning).
+    #[arg(long, env = "RHEOMESH_TLS")]
+    tls: bool,
 }
 
 #[derive(Clone)]
@@ -67,8 +76,7 @@ struct AppState {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
     let args = Args::parse();
@@ -89,8 +97,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map_err(|e| format!("starting the media worker: {e}"))?;
     let media_addrs = worker.lock().await.local_addrs();
 
-    let mut transport_config = WebRTCTransportConfig::default();
-    transport_config.announced_ips = args.announce_ip.clone();
+    let transport_config = WebRTCTransportConfig {
+        announced_ips: args.announce_ip.clone(),
+        ..WebRTCTransportConfig::default()
+    };
 
     let (shutdown_tx, shutdown) = watch::channel(false);
     let state = AppState {
@@ -103,6 +113,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .route("/app.js", get(app_js))
         .route("/style.css", get(style_css))
         .route("/rheomesh.js", get(rheomesh_js))
+        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .route("/socket", get(socket))
         .with_state(state);
 
@@ -112,15 +123,27 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map_err(|e| format!("binding HTTP {http_addr}: {e}"))?;
     let http_addr = listener.local_addr()?;
     tracing::info!(?media_addrs, announced = ?args.announce_ip, "media shards listening (UDP)");
-    println!("Rheomesh media server: open http://{http_addr}/?room=demo");
 
-    let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+    let shutdown = async move {
         let _ = tokio::signal::ctrl_c().await;
         tracing::info!("shutting down");
         // Sessions close their WebSockets (and transports) on this signal.
         let _ = shutdown_tx.send(true);
-    });
-    serve.await?;
+    };
+    if args.tls {
+        let mut ips = vec![args.bind];
+        ips.extend(&args.announce_ip);
+        let config = tls::self_signed(&ips).await?;
+        println!(
+            "Rheomesh media server: open https://{http_addr}/?room=demo (self-signed certificate)"
+        );
+        tls::serve(listener, config, app, shutdown).await?;
+    } else {
+        println!("Rheomesh media server: open http://{http_addr}/?room=demo");
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await?;
+    }
     // Let closed sessions' transports finish tearing down before the worker goes.
     drop(worker);
     tokio::time::sleep(Duration::from_millis(100)).await;

@@ -31,14 +31,30 @@ pub enum ClientMessage {
     Ping,
     PublisherInit,
     SubscriberInit,
-    PublisherIce { candidate: IceCandidateInit },
-    SubscriberIce { candidate: IceCandidateInit },
-    Offer { sdp: SdpInput },
-    Publish { publisher_id: String },
-    StopPublish { publisher_id: String },
-    Subscribe { publisher_id: String },
-    Answer { sdp: SdpInput },
-    StopSubscribe { subscriber_id: String },
+    PublisherIce {
+        candidate: IceCandidateInit,
+    },
+    SubscriberIce {
+        candidate: IceCandidateInit,
+    },
+    Offer {
+        sdp: SdpInput,
+    },
+    Publish {
+        publisher_id: String,
+    },
+    StopPublish {
+        publisher_id: String,
+    },
+    Subscribe {
+        publisher_id: String,
+    },
+    Answer {
+        sdp: SdpInput,
+    },
+    StopSubscribe {
+        subscriber_id: String,
+    },
     SetPreferredLayer {
         subscriber_id: String,
         #[serde(default)]
@@ -48,9 +64,15 @@ pub enum ClientMessage {
     },
     #[serde(rename = "RestartICE")]
     RestartIce,
-    Record { publisher_id: String },
-    StartRecording { publisher_id: String },
-    StopRecording { publisher_id: String },
+    Record {
+        publisher_id: String,
+    },
+    StartRecording {
+        publisher_id: String,
+    },
+    StopRecording {
+        publisher_id: String,
+    },
 }
 
 /// The `sdp` of `Offer` / `Answer`: a browser `RTCSessionDescriptionInit`
@@ -80,18 +102,38 @@ impl SdpInput {
 #[serde(tag = "action", rename_all_fields = "camelCase")]
 pub enum ServerMessage {
     Pong,
-    Answer { sdp: SessionDescription },
-    Offer { sdp: SessionDescription },
-    PublisherIce { candidate: IceCandidateInit },
-    SubscriberIce { candidate: IceCandidateInit },
-    Published { publisher_ids: Vec<String> },
-    Unpublished { publisher_id: String },
-    Subscribed { subscriber_id: String },
+    Answer {
+        sdp: SessionDescription,
+    },
+    Offer {
+        sdp: SessionDescription,
+    },
+    PublisherIce {
+        candidate: IceCandidateInit,
+    },
+    SubscriberIce {
+        candidate: IceCandidateInit,
+    },
+    Published {
+        publisher_ids: Vec<String>,
+    },
+    Unpublished {
+        publisher_id: String,
+    },
+    Subscribed {
+        subscriber_id: String,
+    },
     #[serde(rename = "RecordingSDP")]
     #[allow(dead_code)] // recording is not supported by the library yet
-    RecordingSdp { sdp: String },
-    RecordingError { error: String },
-    Error { message: String },
+    RecordingSdp {
+        sdp: String,
+    },
+    RecordingError {
+        error: String,
+    },
+    Error {
+        message: String,
+    },
 }
 
 impl ServerMessage {

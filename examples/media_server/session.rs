@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex as StdMutex};
 
-use axum::extract::ws::{Message, WebSocket};
+use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket};
 use futures_util::{SinkExt, StreamExt};
 use rheomesh::config::WebRTCTransportConfig;
 use rheomesh::publisher::Publisher;
@@ -32,17 +32,26 @@ pub async fn run(
     let (room, id) = rooms.join(&room_name, outbox.clone()).await;
     tracing::info!(room = room.name, participant = %id, "joined");
 
-    let (done, mut writer_done) = oneshot::channel::<()>();
+    // Sent when the session ends: true if the server is shutting down.
+    let (done, mut writer_done) = oneshot::channel::<bool>();
     let writer = tokio::spawn(async move {
-        loop {
+        let going_away = loop {
             let msg = tokio::select! {
                 msg = outgoing.recv() => msg,
-                _ = &mut writer_done => None,
+                done = &mut writer_done => break done.unwrap_or(false),
             };
-            let Some(msg) = msg else { break };
-            if sink.send(Message::Text(msg.to_json().into())).await.is_err() {
-                break;
+            let Some(msg) = msg else { break false };
+            let text = msg.to_json();
+            if sink.send(Message::Text(text.into())).await.is_err() {
+                return;
             }
+        };
+        if going_away {
+            let frame = CloseFrame {
+                code: close_code::AWAY,
+                reason: "server shutting down".into(),
+            };
+            let _ = sink.send(Message::Close(Some(frame))).await;
         }
         let _ = sink.close().await;
     });
@@ -57,10 +66,14 @@ pub async fn run(
         published: Arc::default(),
     };
 
+    let mut going_away = false;
     loop {
         let frame = tokio::select! {
             frame = stream.next() => frame,
-            _ = shutdown.wait_for(|stop| *stop) => break,
+            _ = shutdown.wait_for(|stop| *stop) => {
+                going_away = true;
+                break;
+            }
         };
         match frame {
             Some(Ok(Message::Text(text))) => match protocol::parse(&text) {
@@ -83,7 +96,7 @@ pub async fn run(
     rooms.leave(&room, id).await;
     // Outbox clones may live on in callbacks and tasks: stop the writer explicitly (it sends
     // a Close frame if the socket is still open, e.g. on server shutdown).
-    let _ = done.send(());
+    let _ = done.send(going_away);
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), writer).await;
     tracing::info!(room = room.name, participant = %id, "left");
 }
@@ -177,7 +190,11 @@ impl Participant {
                 let Some(t) = self.subscribe_transport() else {
                     return;
                 };
-                match t.subscribers().into_iter().find(|s| s.id() == subscriber_id) {
+                match t
+                    .subscribers()
+                    .into_iter()
+                    .find(|s| s.id() == subscriber_id)
+                {
                     // Closing renegotiates: the new offer comes through on_negotiation_needed.
                     Some(s) => s.close().await,
                     None => self.send(ServerMessage::error(format!(
@@ -238,9 +255,9 @@ impl Participant {
         }))
         .await;
         let id = self.id;
-        t.on_closed(Box::new(move || {
-            tracing::debug!(participant = %id, "publish transport closed")
-        }))
+        t.on_closed(Box::new(
+            move || tracing::debug!(participant = %id, "publish transport closed"),
+        ))
         .await;
         self.publish = Some(t);
     }
@@ -265,9 +282,9 @@ impl Participant {
             }))
             .await;
             let id = self.id;
-            t.on_closed(Box::new(move || {
-                tracing::debug!(participant = %id, "subscribe transport closed")
-            }))
+            t.on_closed(Box::new(
+                move || tracing::debug!(participant = %id, "subscribe transport closed"),
+            ))
             .await;
             self.subscribe = Some(t);
         }

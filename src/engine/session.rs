@@ -102,6 +102,10 @@ pub(crate) struct Session {
     pub(crate) downs: Vec<usize>,
     /// Mids of removed down-tracks whose m-lines are stopped at the next offer.
     pub(crate) to_stop: Vec<Mid>,
+    /// The first m-line this session offered: the BUNDLE tag. It is never rejected
+    /// (port 0), only made inactive: browsers tear the transport down when the tagged
+    /// m-line, or every m-line, of a BUNDLE group is rejected.
+    pub(crate) anchor_mid: Option<Mid>,
     /// Down-tracks waiting for the answer that makes them active.
     pub(crate) awaiting_answer: Vec<DownTrackId>,
 }

@@ -26,7 +26,6 @@ use str0m::{Candidate, IceCreds, Input, Rtc};
 use super::command::{
     CloseReason, Command, DownTrackSpec, SessionCreated, SessionEvent, SessionSpec, TrackInfo,
 };
-use crate::rtp::demux::{self, DatagramKind};
 use super::ring::{Consumers, MediaPacket, Producers, ShardMsg};
 use super::route::{DownTrack, Routes, NO_PT};
 use super::session::{DrainOut, Session, UpTrack};
@@ -35,6 +34,7 @@ use super::timer::Timers;
 use super::{next_id, DownTrackId, SessionId, ShardId, TrackKey};
 use crate::error::{NegotiationError, SubscribeError, TransportError};
 use crate::forward::{Decision, InPacket};
+use crate::rtp::demux::{self, DatagramKind};
 use crate::stats::ShardStats;
 
 pub(crate) const WAKER: Token = Token(0);
@@ -760,6 +760,7 @@ impl Shard {
             downs: Vec::new(),
             to_stop: Vec::new(),
             awaiting_answer: Vec::new(),
+            anchor_mid: None,
         };
         let got = self.sessions.insert(session);
         debug_assert_eq!(got, slot);
@@ -839,7 +840,8 @@ impl Shard {
                 ));
             }
         };
-        let answer_sdp = answer.to_sdp_string();
+        let answer_sdp = answer_in_offer_order(sdp, &answer.to_sdp_string());
+        tracing::trace!(session = id.0, offer = %sdp, answer = %answer_sdp, "publish negotiation");
         let msids = sdp_msids(sdp);
         // Walk the answer's m-lines (validated by str0m) for the received tracks.
         let mut new_ups = Vec::new();
@@ -921,11 +923,10 @@ impl Shard {
         let dslot = self.downs.next_slot();
         let s = self.sessions.get_mut(slot).ok_or(SubscribeError::Closed)?;
         let stops = std::mem::take(&mut s.to_stop);
+        let anchor = s.anchor_mid;
         let r = s.guarded(|s| {
             let mut api = s.rtc.sdp_api();
-            for mid in stops {
-                api.stop_media(mid);
-            }
+            stop_m_lines(&mut api, &stops, anchor);
             let mid = api.add_media(
                 spec.kind,
                 Direction::SendOnly,
@@ -945,6 +946,7 @@ impl Shard {
             }
         };
         s.pending_offer = Some(pending);
+        s.anchor_mid.get_or_insert(mid);
         s.downs.push(dslot);
         s.awaiting_answer.push(spec.id);
         let down = DownTrack::new(spec.id, slot, spec.track, spec.kind, mid, spec.params);
@@ -984,11 +986,10 @@ impl Shard {
             .get_mut(slot)
             .ok_or(NegotiationError::Closed)?;
         let stops = std::mem::take(&mut s.to_stop);
+        let anchor = s.anchor_mid;
         let r = s.guarded(|s| {
             let mut api = s.rtc.sdp_api();
-            for mid in stops {
-                api.stop_media(mid);
-            }
+            stop_m_lines(&mut api, &stops, anchor);
             if ice_restart {
                 api.ice_restart(true);
             }
@@ -1202,6 +1203,68 @@ fn forward(
     }
 }
 
+/// Take removed down-tracks' m-lines out of the session: rejected (port 0), except the
+/// BUNDLE tag, which only goes inactive (see `Session::anchor_mid`).
+fn stop_m_lines(api: &mut str0m::change::SdpApi<'_>, mids: &[Mid], anchor: Option<Mid>) {
+    for &mid in mids {
+        if Some(mid) == anchor {
+            api.set_direction(mid, Direction::Inactive);
+        } else {
+            api.stop_media(mid);
+        }
+    }
+}
+
+/// Put the payload types of each m-line of our answer in the order the offer listed them,
+/// so the offerer's codec preference (e.g. VP9 first) decides what it sends. str0m orders
+/// answers by its own codec configuration; the set of payload types is unchanged.
+fn answer_in_offer_order(offer: &str, answer: &str) -> String {
+    fn sections(sdp: &str) -> Vec<(Option<String>, Vec<String>)> {
+        // (mid, fmt list of the m= line) per m-section, in order.
+        let mut out: Vec<(Option<String>, Vec<String>)> = Vec::new();
+        for line in sdp.lines() {
+            let line = line.trim_end();
+            if let Some(m) = line.strip_prefix("m=") {
+                out.push((None, m.split(' ').skip(3).map(str::to_string).collect()));
+            } else if let (Some(mid), Some(last)) = (line.strip_prefix("a=mid:"), out.last_mut()) {
+                last.0 = Some(mid.to_string());
+            }
+        }
+        out
+    }
+    let offered = sections(offer);
+    let answered = sections(answer);
+    let mut idx = 0;
+    let mut out = String::with_capacity(answer.len());
+    for line in answer.split_inclusive('\n') {
+        let body = line.trim_end_matches(['\r', '\n']);
+        let eol = &line[body.len()..];
+        if let Some(m) = body.strip_prefix("m=") {
+            let mid = answered.get(idx).and_then(|(mid, _)| mid.clone());
+            idx += 1;
+            let order = offered
+                .iter()
+                .find(|(omid, _)| omid.is_some() && *omid == mid)
+                .map(|(_, fmts)| fmts.clone());
+            let parts: Vec<&str> = m.split(' ').collect();
+            if let (Some(order), true) = (order, parts.len() > 3) {
+                let mut fmts: Vec<&str> = parts[3..].to_vec();
+                fmts.sort_by_key(|f| order.iter().position(|o| o == f).unwrap_or(usize::MAX));
+                out.push_str("m=");
+                out.push_str(&parts[..3].join(" "));
+                for f in fmts {
+                    out.push(' ');
+                    out.push_str(f);
+                }
+                out.push_str(eol);
+                continue;
+            }
+        }
+        out.push_str(line);
+    }
+    out
+}
+
 fn far_future(now: Instant) -> Instant {
     now + Duration::from_secs(3600)
 }
@@ -1256,3 +1319,33 @@ fn sdp_msids(sdp: &str) -> Vec<(Mid, String, String)> {
 // Keep the import used when KeyframeRequestKind is only needed in some builds.
 #[allow(dead_code)]
 const _PLI: KeyframeRequestKind = KeyframeRequestKind::Pli;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answer_follows_offer_codec_order() {
+        let offer = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111 0\r\na=mid:0\r\nm=video 9 UDP/TLS/RTP/SAVPF 98 99 96 97\r\na=mid:1\r\n";
+        let answer = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96 97 98 99\r\na=mid:1\r\na=x\r\n";
+        let fixed = answer_in_offer_order(offer, answer);
+        assert!(
+            fixed.contains("m=video 9 UDP/TLS/RTP/SAVPF 98 99 96 97\r\n"),
+            "{fixed}"
+        );
+        assert!(fixed.contains("m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"));
+        assert!(fixed.ends_with("a=x\r\n"));
+        assert_eq!(fixed.len(), answer.len());
+        // Garbage in, no panic, unchanged.
+        assert_eq!(answer_in_offer_order("x", "m=\n"), "m=\n");
+    }
+
+    #[test]
+    fn mids_and_msids_are_read_per_section() {
+        let sdp = "v=0\r\nm=audio 9 X 1\r\na=mid:a\r\na=msid:s t1\r\nm=video 9 X 2\r\na=mid:b\r\n";
+        assert_eq!(sdp_mids(sdp), vec![Mid::from("a"), Mid::from("b")]);
+        let m = sdp_msids(sdp);
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[0].2, "t1");
+    }
+}
