@@ -1,10 +1,26 @@
 #!/usr/bin/env bash
-# Runs every test of the project: formatting, lints, docs, Rust unit and integration tests.
-# Installs what a test needs when it is missing. `.ci/run` calls exactly this script.
+# Runs every test of the project: Rust (format, lints, docs, unit and integration tests with
+# real peers), the TypeScript client (unit tests, bundle), and the browser end-to-end tests
+# (headless Chromium against the example server). Installs what a test needs when it is
+# missing (Chromium, Node.js, the npm packages). `.ci/run` calls exactly this script.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+root=$(pwd)
 
 step() { printf '\n==> %s\n' "$*"; }
+apt_install() {
+  if [ "$(id -u)" != 0 ]; then
+    echo "missing $*: install it (apt-get install $*) or run as root" >&2
+    exit 1
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+step "tools"
+command -v node >/dev/null && command -v npm >/dev/null || apt_install nodejs npm
+command -v chromium >/dev/null || apt_install chromium
+echo "node $(node --version), npm $(npm --version), $(chromium --version 2>/dev/null || echo chromium)"
 
 step "rustfmt"
 cargo fmt --all -- --check
@@ -17,3 +33,24 @@ RUSTDOCFLAGS="-D warnings" cargo doc --no-deps
 
 step "cargo test (unit + integration: real str0m peers over UDP on 127.0.0.1)"
 cargo test
+
+step "client: npm ci, unit tests, bundle"
+cd "$root/client"
+npm ci --no-audit --no-fund
+npm test
+npm run build
+cd "$root"
+if git rev-parse --git-dir >/dev/null 2>&1 && ! git diff --quiet -- client/dist; then
+  echo "client/dist is out of date: run 'npm run build' in client/ and commit it" >&2
+  git --no-pager diff --stat -- client/dist >&2
+  exit 1
+fi
+
+if [ -d tests/e2e ]; then
+  step "browser end-to-end tests (headless Chromium, example server on 127.0.0.1)"
+  cargo build --example media_server
+  cd "$root/tests/e2e"
+  npm ci --no-audit --no-fund
+  npm test
+  cd "$root"
+fi
