@@ -6,7 +6,9 @@ mod common;
 use std::time::Duration;
 
 use common::peer::PeerConfig;
-use common::sfu::{connect_publisher, connect_subscriber, setup, wait_until};
+use common::sfu::{
+    connect_publisher, connect_subscriber, expect_complete_delivery, setup, wait_until,
+};
 
 /// 1. One publisher (audio + video) → one subscriber: payloads arrive intact and in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -415,29 +417,9 @@ async fn hostile_datagrams_are_dropped_and_counted() {
         }
         attacker.send_to(&junk, server).unwrap();
     }
-    assert!(
-        wait_until(Duration::from_secs(10), || publisher
-            .peer
-            .stats()
-            .sent_video
-            >= 150)
+    expect_complete_delivery(&publisher.peer, &sub.peer, "a", "v", 150)
         .await
-    );
-    publisher.peer.stop_sending();
-    let sent = publisher.peer.stats();
-    let ok = wait_until(Duration::from_secs(10), || {
-        sub.peer.received("v").distinct_counters == sent.sent_video
-            && sub.peer.received("a").distinct_counters == sent.sent_audio
-    })
-    .await;
-    assert!(
-        ok,
-        "live call lost packets: video {}/{} audio {}/{}",
-        sub.peer.received("v").distinct_counters,
-        sent.sent_video,
-        sub.peer.received("a").distinct_counters,
-        sent.sent_audio
-    );
+        .expect("the live call loses nothing");
     let stats = worker.lock().await.stats().await;
     let s = &stats.shards[0];
     assert!(s.dropped_malformed >= 200, "{s:?}");
@@ -598,23 +580,9 @@ async fn session_panic_is_contained() {
     );
     assert!(wait_until(Duration::from_secs(5), || sub.subscribers[2].is_closed()).await);
 
-    assert!(
-        wait_until(Duration::from_secs(10), || survivor.peer.stats().sent_video
-            >= 150)
+    expect_complete_delivery(&survivor.peer, &sub.peer, "a", "v", 150)
         .await
-    );
-    survivor.peer.stop_sending();
-    let sent = survivor.peer.stats();
-    let ok = wait_until(Duration::from_secs(10), || {
-        sub.peer.received("v").distinct_counters == sent.sent_video
-            && sub.peer.received("a").distinct_counters == sent.sent_audio
-    })
-    .await;
-    assert!(
-        ok,
-        "the other call lost nothing: {:?}",
-        sub.peer.received("v")
-    );
+        .expect("the other call loses nothing");
     let stats = worker.lock().await.stats().await;
     assert_eq!(stats.total(|s| s.session_panics), 1);
     assert_eq!(

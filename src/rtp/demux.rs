@@ -155,23 +155,43 @@ pub fn stun_local_ufrag(buf: &[u8]) -> Result<&[u8], StunError> {
         .get(STUN_HEADER_LEN..STUN_HEADER_LEN + msg_len)
         .ok_or(StunError::Truncated)?;
 
-    // Attributes: type (16), length (16), value padded to 4 bytes (§14).
-    let mut rest = body;
-    while !rest.is_empty() {
-        let attr_type = be16(rest, 0).ok_or(StunError::Truncated)?;
-        let attr_len = usize::from(be16(rest, 2).ok_or(StunError::Truncated)?);
-        let value = rest.get(4..4 + attr_len).ok_or(StunError::Truncated)?;
+    for attr in attributes(body) {
+        let (attr_type, value) = attr?;
         match attr_type {
             ATTR_USERNAME => return local_part(value),
             ATTR_MESSAGE_INTEGRITY | ATTR_MESSAGE_INTEGRITY_SHA256 => break,
             _ => {}
         }
-        let padded = (4 + attr_len).next_multiple_of(4);
-        // The body length is 4-aligned, so the padding always fits; stay
-        // defensive anyway.
-        rest = rest.get(padded..).unwrap_or(&[]);
     }
     Err(StunError::NoUsername)
+}
+
+/// The attributes of a STUN body: type (16), length (16), value padded to 4 bytes
+/// (RFC 8489 §14). Yields `Err(Truncated)` once, if an attribute runs past the body.
+fn attributes(body: &[u8]) -> impl Iterator<Item = Result<(u16, &[u8]), StunError>> {
+    let mut rest = body;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let parsed = (|| {
+            let attr_type = be16(rest, 0)?;
+            let attr_len = usize::from(be16(rest, 2)?);
+            let value = rest.get(4..4 + attr_len)?;
+            Some((attr_type, value, (4 + attr_len).next_multiple_of(4)))
+        })();
+        match parsed {
+            Some((attr_type, value, padded)) => {
+                // The body length is 4-aligned, so the padding fits; stay defensive anyway.
+                rest = rest.get(padded..).unwrap_or(&[]);
+                Some(Ok((attr_type, value)))
+            }
+            None => {
+                rest = &[];
+                Some(Err(StunError::Truncated))
+            }
+        }
+    })
 }
 
 /// Splits a USERNAME value `"local:remote"` and returns `local`.
@@ -269,11 +289,8 @@ pub fn stun_binding_response(buf: &[u8]) -> Result<([u8; 12], std::net::SocketAd
         }
     };
     let mut mapped = None;
-    let mut rest = body;
-    while !rest.is_empty() {
-        let attr_type = be16(rest, 0).ok_or(StunError::Truncated)?;
-        let attr_len = usize::from(be16(rest, 2).ok_or(StunError::Truncated)?);
-        let value = rest.get(4..4 + attr_len).ok_or(StunError::Truncated)?;
+    for attr in attributes(body) {
+        let (attr_type, value) = attr?;
         match attr_type {
             ATTR_XOR_MAPPED_ADDRESS => {
                 if let Some(a) = parse_addr(value, true) {
@@ -283,9 +300,6 @@ pub fn stun_binding_response(buf: &[u8]) -> Result<([u8; 12], std::net::SocketAd
             ATTR_MAPPED_ADDRESS => mapped = mapped.or_else(|| parse_addr(value, false)),
             _ => {}
         }
-        rest = rest
-            .get((4 + attr_len).next_multiple_of(4)..)
-            .unwrap_or(&[]);
     }
     mapped.map(|a| (txid, a)).ok_or(StunError::NoUsername)
 }

@@ -209,3 +209,52 @@ impl Core {
         }
     }
 }
+
+/// What a transport kind does with its session's events.
+pub(crate) trait SessionHandler: Send + Sync + 'static {
+    fn core(&self) -> &Core;
+    /// A down-track was refused by the peer (subscribe transports only).
+    fn down_track_rejected(&self, _down: crate::engine::DownTrackId) {}
+    /// The session is gone: release everything.
+    fn session_closed(&self);
+}
+
+/// Drive a transport from its session's events until the session closes. Holds only a weak
+/// reference, so dropping the last handle still closes the transport.
+pub(crate) async fn event_loop<T: SessionHandler>(
+    mut events: tokio::sync::mpsc::UnboundedReceiver<crate::engine::command::SessionEvent>,
+    inner: std::sync::Weak<T>,
+    engine: Arc<Engine>,
+    shard: ShardId,
+) {
+    use crate::engine::command::SessionEvent;
+    while let Some(ev) = events.recv().await {
+        if let SessionEvent::Closed(reason) = &ev {
+            tracing::debug!(?reason, "transport closed");
+            break;
+        }
+        let Some(i) = inner.upgrade() else {
+            continue;
+        };
+        match ev {
+            SessionEvent::Connected => {
+                i.core().state.send_if_modified(|s| {
+                    let changed = *s == TransportState::New;
+                    if changed {
+                        *s = TransportState::Connected;
+                    }
+                    changed
+                });
+            }
+            SessionEvent::LocalCandidate(c) => i.core().add_local_candidate(c),
+            SessionEvent::DownTrackRejected(down) => i.down_track_rejected(down),
+            SessionEvent::Closed(_) => {}
+        }
+    }
+    if let Some(s) = engine.shard(shard) {
+        s.load.fetch_sub(1, Ordering::Relaxed);
+    }
+    if let Some(i) = inner.upgrade() {
+        i.session_closed();
+    }
+}

@@ -2,14 +2,14 @@
 //! m-lines into publishers of its router.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::sync::{oneshot, watch, Notify};
 
 use super::{ClosedCallback, Core, IceCandidateCallback, TransportState};
 use crate::config::WebRTCTransportConfig;
-use crate::engine::command::{Command, Role, SessionEvent, TrackInfo};
+use crate::engine::command::{Command, Role, TrackInfo};
 use crate::engine::session::codec_kind;
 use crate::error::{NegotiationError, PublishError, TransportError};
 use crate::publisher::{MediaKind, Publisher, PublisherInner, Track};
@@ -41,6 +41,15 @@ impl PublishInner {
                 self.router.unpublish(&id);
             }
         }
+    }
+}
+
+impl super::SessionHandler for PublishInner {
+    fn core(&self) -> &Core {
+        &self.core
+    }
+    fn session_closed(&self) {
+        self.on_session_closed();
     }
 }
 
@@ -87,7 +96,7 @@ impl PublishTransport {
             published: Mutex::new(Vec::new()),
         });
         if !closed_at_birth {
-            tokio::spawn(event_loop(
+            tokio::spawn(super::event_loop(
                 events,
                 Arc::downgrade(&inner),
                 router.engine.clone(),
@@ -300,45 +309,5 @@ impl PublishTransport {
         )
         .await;
         self.inner.on_session_closed();
-    }
-}
-
-async fn event_loop(
-    mut events: mpsc::UnboundedReceiver<SessionEvent>,
-    inner: Weak<PublishInner>,
-    engine: Arc<crate::engine::Engine>,
-    shard: usize,
-) {
-    while let Some(ev) = events.recv().await {
-        match ev {
-            SessionEvent::Connected => {
-                if let Some(i) = inner.upgrade() {
-                    i.core.state.send_if_modified(|s| {
-                        if *s == TransportState::New {
-                            *s = TransportState::Connected;
-                            true
-                        } else {
-                            false
-                        }
-                    });
-                }
-            }
-            SessionEvent::DownTrackRejected(_) => {}
-            SessionEvent::LocalCandidate(c) => {
-                if let Some(i) = inner.upgrade() {
-                    i.core.add_local_candidate(c);
-                }
-            }
-            SessionEvent::Closed(reason) => {
-                tracing::debug!(?reason, "publish transport closed");
-                break;
-            }
-        }
-    }
-    if let Some(s) = engine.shard(shard) {
-        s.load.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    }
-    if let Some(i) = inner.upgrade() {
-        i.on_session_closed();
     }
 }

@@ -9,11 +9,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore};
 
 use super::{ClosedCallback, Core, IceCandidateCallback, TransportState};
 use crate::config::WebRTCTransportConfig;
-use crate::engine::command::{Command, DownTrackSpec, Role, SessionEvent};
+use crate::engine::command::{Command, DownTrackSpec, Role};
 use crate::engine::{next_id, DownTrackId, ShardId, TrackKey};
 use crate::error::{NegotiationError, SubscribeError, TransportError};
 use crate::publisher::MediaKind;
@@ -122,6 +122,22 @@ impl SubscribeInner {
     }
 }
 
+impl super::SessionHandler for SubscribeInner {
+    fn core(&self) -> &Core {
+        &self.core
+    }
+    fn down_track_rejected(&self, down: DownTrackId) {
+        tracing::warn!(
+            down = down.0,
+            "subscriber refused every codec of the publisher"
+        );
+        self.remove_subscription(down, true);
+    }
+    fn session_closed(&self) {
+        self.on_session_closed();
+    }
+}
+
 impl Drop for SubscribeInner {
     fn drop(&mut self) {
         if !self.core.is_closed() {
@@ -205,7 +221,7 @@ impl SubscribeTransport {
             renegotiate_wanted: AtomicBool::new(false),
         });
         if !closed_at_birth {
-            tokio::spawn(event_loop(
+            tokio::spawn(super::event_loop(
                 events,
                 Arc::downgrade(&inner),
                 router.engine.clone(),
@@ -425,53 +441,5 @@ impl SubscribeTransport {
         )
         .await;
         self.inner.on_session_closed();
-    }
-}
-
-async fn event_loop(
-    mut events: mpsc::UnboundedReceiver<SessionEvent>,
-    inner: Weak<SubscribeInner>,
-    engine: Arc<crate::engine::Engine>,
-    shard: usize,
-) {
-    while let Some(ev) = events.recv().await {
-        match ev {
-            SessionEvent::Connected => {
-                if let Some(i) = inner.upgrade() {
-                    i.core.state.send_if_modified(|s| {
-                        if *s == TransportState::New {
-                            *s = TransportState::Connected;
-                            true
-                        } else {
-                            false
-                        }
-                    });
-                }
-            }
-            SessionEvent::DownTrackRejected(down) => {
-                if let Some(i) = inner.upgrade() {
-                    tracing::warn!(
-                        down = down.0,
-                        "subscriber refused every codec of the publisher"
-                    );
-                    i.remove_subscription(down, true);
-                }
-            }
-            SessionEvent::LocalCandidate(c) => {
-                if let Some(i) = inner.upgrade() {
-                    i.core.add_local_candidate(c);
-                }
-            }
-            SessionEvent::Closed(reason) => {
-                tracing::debug!(?reason, "subscribe transport closed");
-                break;
-            }
-        }
-    }
-    if let Some(s) = engine.shard(shard) {
-        s.load.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    }
-    if let Some(i) = inner.upgrade() {
-        i.on_session_closed();
     }
 }

@@ -182,3 +182,40 @@ pub fn fake_stun_server(mapped_ip: std::net::Ipv4Addr) -> std::net::SocketAddr {
     });
     addr
 }
+
+/// Let `publisher` send until it has sent `min_video` video packets, stop it, and wait until
+/// `sub` has every distinct packet of tracks `audio` and `video` (no loss tolerated).
+/// Returns (received video, sent video, received audio, sent audio) for messages.
+pub async fn expect_complete_delivery(
+    publisher: &TestPeer,
+    sub: &TestPeer,
+    audio: &str,
+    video: &str,
+    min_video: u64,
+) -> Result<(), String> {
+    if !wait_until(Duration::from_secs(10), || {
+        publisher.stats().sent_video >= min_video
+    })
+    .await
+    {
+        return Err(format!("publisher sent only {:?}", publisher.stats()));
+    }
+    publisher.stop_sending();
+    let sent = publisher.stats();
+    let ok = wait_until(Duration::from_secs(10), || {
+        sub.received(video).distinct_counters == sent.sent_video
+            && sub.received(audio).distinct_counters == sent.sent_audio
+    })
+    .await;
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "lost packets: video {}/{} audio {}/{}",
+            sub.received(video).distinct_counters,
+            sent.sent_video,
+            sub.received(audio).distinct_counters,
+            sent.sent_audio
+        ))
+    }
+}
