@@ -344,8 +344,23 @@ $("publish").addEventListener("click", () => publishCamera());
 $("share").addEventListener("click", () => shareScreen());
 $("leave").addEventListener("click", () => leave());
 
+// ICE restart of the publish transport: a new offer with fresh credentials; the server answers.
+async function restartPublisherIce() {
+  if (!pub) throw new Error("not joined");
+  const offer = await pub.restartIce();
+  send({ action: "Offer", sdp: offer });
+}
+
 // For tests and the console: drive the page without clicking.
-window.rheomeshControls = { join, leave, publishCamera, shareScreen, unpublish };
+window.rheomeshControls = {
+  join,
+  leave,
+  publishCamera,
+  shareScreen,
+  unpublish,
+  restartPublisherIce,
+  transports: () => ({ publish: pub, subscribe: sub }),
+};
 
 const codecParam = params.get("codec");
 if (codecParam && [...$("codec").options].some((o) => o.value === codecParam)) {

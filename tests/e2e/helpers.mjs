@@ -1,0 +1,338 @@
+// Shared helpers for the browser end-to-end tests: the example server (examples/media_server)
+// as a child process on a free loopback port, headless Chromium through playwright-core, and
+// deadline-bounded polling. Nothing here talks to anything outside 127.0.0.0/8.
+//
+// Environment:
+//   RHEOMESH_E2E_BIN         server binary to use as is (default: `cargo build --example
+//                            media_server` first, then target/debug/examples/media_server;
+//                            the page's static files are compiled into the binary)
+//   CHROMIUM                 browser executable (default /usr/bin/chromium)
+//   RHEOMESH_E2E_SERVER_LOG  1 = echo the server's output as it comes
+import { spawn, spawnSync } from "node:child_process";
+import { existsSync } from "node:fs";
+import { createServer } from "node:net";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+export const ROOT = fileURLToPath(new URL("../../", import.meta.url));
+export const VIEWPORT = { width: 1280, height: 720 };
+
+const CHROMIUM_ARGS = [
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-quic",
+  "--no-first-run",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+  "--use-fake-device-for-media-stream",
+  "--use-fake-ui-for-media-stream",
+  "--allow-loopback-in-peer-connection",
+  "--disable-features=WebRtcHideLocalIpsWithMdns",
+  "--autoplay-policy=no-user-gesture-required",
+];
+
+let builtBinary = null;
+
+/** The server binary; builds it (debug) unless RHEOMESH_E2E_BIN names one. */
+export function serverBinary() {
+  if (process.env.RHEOMESH_E2E_BIN) return process.env.RHEOMESH_E2E_BIN;
+  if (builtBinary) return builtBinary;
+  const build = spawnSync("cargo", ["build", "--quiet", "--example", "media_server"], {
+    cwd: ROOT,
+    stdio: ["ignore", "inherit", "inherit"],
+    timeout: 10 * 60 * 1000,
+  });
+  if (build.status !== 0) throw new Error(`cargo build --example media_server failed (status ${build.status})`);
+  builtBinary = `${ROOT}target/debug/examples/media_server`;
+  if (!existsSync(builtBinary)) throw new Error(`no server binary at ${builtBinary}`);
+  return builtBinary;
+}
+
+/** A TCP port that was free on 127.0.0.1 a moment ago. */
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.unref();
+    srv.on("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+const running = new Set();
+process.on("exit", () => {
+  for (const child of running) child.kill("SIGKILL");
+});
+
+/**
+ * Starts the example server on a free port (`--port <free> --shards 2`, bound to 127.0.0.1)
+ * and resolves once `GET /` answers 200. Returns { base, port, output(), stop() }.
+ */
+export async function startServer({ timeoutMs = 20000 } = {}) {
+  const bin = serverBinary();
+  const port = await freePort();
+  const child = spawn(bin, ["--bind", "127.0.0.1", "--port", String(port), "--shards", "2"], {
+    cwd: ROOT,
+    env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? "warn" },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  running.add(child);
+  let output = "";
+  const collect = (chunk) => {
+    output += chunk;
+    if (output.length > 200000) output = output.slice(-100000);
+    if (process.env.RHEOMESH_E2E_SERVER_LOG === "1") process.stderr.write(chunk);
+  };
+  child.stdout.on("data", collect);
+  child.stderr.on("data", collect);
+  let exited = null;
+  const exitPromise = new Promise((resolve) =>
+    child.on("exit", (code, signal) => {
+      exited = { code, signal };
+      running.delete(child);
+      resolve(exited);
+    }),
+  );
+  const base = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (exited) throw new Error(`server exited during start (${JSON.stringify(exited)}):\n${output}`);
+    try {
+      const res = await fetch(`${base}/`, { signal: AbortSignal.timeout(1000) });
+      if (res.ok) break;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) {
+      child.kill("SIGKILL");
+      throw new Error(`server not ready on ${base} within ${timeoutMs} ms:\n${output}`);
+    }
+    await delay(100);
+  }
+  return {
+    base,
+    port,
+    output: () => output,
+    async stop() {
+      if (exited) return exited;
+      child.kill("SIGTERM");
+      const timer = setTimeout(() => child.kill("SIGKILL"), 5000);
+      const result = await exitPromise;
+      clearTimeout(timer);
+      return result;
+    },
+  };
+}
+
+/** Headless Chromium with the flags that work here (TESTING.md); playwright gives it a fresh profile dir. */
+export function launchBrowser() {
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+    headless: true,
+    args: CHROMIUM_ARGS,
+    timeout: 30000,
+  });
+}
+
+// Runs in every page before app.js: records every server → client WebSocket message.
+function recordSocket() {
+  const log = [];
+  window.__e2eSocket = log;
+  const Native = window.WebSocket;
+  window.WebSocket = class extends Native {
+    constructor(...args) {
+      super(...args);
+      this.addEventListener("message", (event) => {
+        try {
+          log.push(JSON.parse(event.data));
+        } catch {
+          log.push({ raw: String(event.data) });
+        }
+      });
+    }
+  };
+}
+
+/**
+ * Opens `base + path` in a new browser context (own cookies/storage, 1280x720) and returns the
+ * page. Page errors and console errors are kept on `page.e2eErrors` (and printed).
+ */
+export async function openPage(browser, base, path, name = "page") {
+  const context = await browser.newContext({ viewport: VIEWPORT });
+  const page = await context.newPage();
+  page.e2eName = name;
+  page.e2eErrors = [];
+  page.on("pageerror", (e) => {
+    page.e2eErrors.push(`pageerror: ${e.message}`);
+    console.log(`[${name}] pageerror: ${e.message}`);
+  });
+  page.on("console", (m) => {
+    if (m.type() === "error") {
+      page.e2eErrors.push(m.text());
+      console.log(`[${name}] console.error: ${m.text()}`);
+    }
+  });
+  await page.addInitScript(recordSocket);
+  await page.goto(`${base}${path}`, { timeout: 15000 });
+  return page;
+}
+
+/** Closes a page's whole context (as a participant closing its browser window). */
+export async function closePage(page) {
+  await page.context().close();
+}
+
+export const delay = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * Polls `fn` (run in the page with `arg`) until it returns a truthy value, which it returns.
+ * Throws after `timeoutMs` with the last value seen and the page's app state.
+ */
+export async function waitFor(page, fn, timeoutMs, what = fn.toString(), arg = undefined) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  for (;;) {
+    try {
+      last = await page.evaluate(fn, arg);
+      if (last) return last;
+    } catch (e) {
+      last = `evaluate threw: ${e.message}`;
+    }
+    if (Date.now() > deadline) {
+      const state = await appState(page).catch((e) => `unavailable: ${e.message}`);
+      throw new Error(
+        `[${page.e2eName}] timed out after ${timeoutMs} ms waiting for: ${what}\n` +
+          `last value: ${JSON.stringify(last)}\napp state: ${JSON.stringify(state)}`,
+      );
+    }
+    await delay(200);
+  }
+}
+
+/** A JSON copy of window.rheomeshApp. */
+export function appState(page) {
+  return page.evaluate(() => JSON.parse(JSON.stringify(window.rheomeshApp)));
+}
+
+/** All server messages this page's socket received so far. */
+export function socketMessages(page) {
+  return page.evaluate(() => window.__e2eSocket ?? []);
+}
+
+/**
+ * inbound-rtp stats of the page's subscribe transport straight from RTCPeerConnection.getStats():
+ * [{ kind, trackIdentifier, codec, framesDecoded, packetsReceived, bytesReceived }].
+ */
+export function inboundStats(page) {
+  return page.evaluate(async () => {
+    const sub = window.rheomeshControls.transports().subscribe;
+    if (!sub) return [];
+    const report = await sub.getStats();
+    const out = [];
+    for (const r of report.values()) {
+      if (r.type !== "inbound-rtp") continue;
+      out.push({
+        kind: r.kind,
+        trackIdentifier: r.trackIdentifier,
+        mid: r.mid,
+        codec: report.get(r.codecId)?.mimeType ?? null,
+        framesDecoded: r.framesDecoded ?? 0,
+        packetsReceived: r.packetsReceived ?? 0,
+        bytesReceived: r.bytesReceived ?? 0,
+      });
+    }
+    return out;
+  });
+}
+
+/**
+ * The stats the page computes per remote publisher (rheomeshApp.stats, refreshed every second
+ * from getStats()) for `publisherId`, or null.
+ */
+export function publisherStats(page, publisherId) {
+  return page.evaluate((id) => {
+    const s = window.rheomeshApp.stats[id];
+    return s ? { ...s } : null;
+  }, publisherId);
+}
+
+/**
+ * Waits until the receiving page's counter `field` (framesDecoded / packetsReceived) for
+ * `publisherId` is at least `minDelta` above a first sample, i.e. media keeps flowing. The first
+ * sample is the value at the call, or, if it is still 0, the first nonzero value (so a single
+ * burst of packets is not enough). Returns [before, after].
+ */
+export async function expectGrowth(page, publisherId, field, { minDelta = 10, timeoutMs = 15000 } = {}) {
+  const deadline = Date.now() + timeoutMs;
+  let before = (await publisherStats(page, publisherId))?.[field] ?? 0;
+  if (before === 0) {
+    before = await waitFor(
+      page,
+      ({ id, field }) => window.rheomeshApp.stats[id]?.[field] ?? 0,
+      timeoutMs,
+      `${field} of ${publisherId} above 0`,
+      { id: publisherId, field },
+    );
+  }
+  const after = await waitFor(
+    page,
+    ({ id, field, target }) => {
+      const v = window.rheomeshApp.stats[id]?.[field] ?? 0;
+      return v >= target ? v : 0;
+    },
+    Math.max(1000, deadline - Date.now()),
+    `${field} of ${publisherId} grows from ${before} by ${minDelta}`,
+    { id: publisherId, field, target: before + minDelta },
+  );
+  return [before, after];
+}
+
+/** Waits until the page has published camera + microphone; returns { audio, video } publisher ids. */
+export async function waitPublished(page, timeoutMs = 15000) {
+  await waitFor(page, () => window.rheomeshApp?.published.length === 2, timeoutMs, "published camera + microphone");
+  return page.evaluate(() => {
+    const pub = window.rheomeshControls.transports().publish;
+    const ids = { audio: null, video: null };
+    for (const t of pub.peerConnection.getTransceivers()) {
+      const track = t.sender.track;
+      if (track && window.rheomeshApp.published.includes(track.id)) ids[track.kind] = track.id;
+    }
+    return ids;
+  });
+}
+
+/** Fails the test if the page reported an application error. */
+export async function expectNoAppError(page) {
+  const { lastError, errors } = await appState(page);
+  if (lastError !== null) throw new Error(`[${page.e2eName}] app error: ${lastError} (all: ${JSON.stringify(errors)})`);
+}
+
+let roomCounter = 0;
+/** A room name unique to this process. */
+export function uniqueRoom(prefix = "e2e") {
+  roomCounter += 1;
+  return `${prefix}-${process.pid}-${Date.now().toString(36)}-${roomCounter}`;
+}
+
+/**
+ * One server + one browser for a test file: call in `before`, and `teardown` in `after`.
+ * On teardown the server's output is printed if it logged anything at warn or above.
+ */
+export async function setupSuite() {
+  const server = await startServer();
+  const browser = await launchBrowser();
+  return {
+    server,
+    browser,
+    base: server.base,
+    async teardown() {
+      await browser.close().catch(() => {});
+      await server.stop();
+      const out = server.output().trim();
+      if (/\b(ERROR|panicked)\b/.test(out)) console.log(`server output:\n${out}`);
+    },
+  };
+}
