@@ -1,0 +1,135 @@
+//! Replays the fuzz corpora (`fuzz/corpus/<target>/`) and any saved crash inputs
+//! (`fuzz/artifacts/<target>/`) through the same checks the fuzz targets run
+//! (`fuzz/checks.rs`), so every input the fuzzers found interesting stays a regression
+//! test on stable Rust, without cargo-fuzz. See `fuzz/README.md`.
+
+#[path = "../fuzz/checks.rs"]
+mod checks;
+
+use std::path::{Path, PathBuf};
+
+/// Most `sdp_offer` inputs replayed (each creates and closes a real session).
+const MAX_SDP_INPUTS: usize = 400;
+
+/// The files of `fuzz/corpus/<target>` and `fuzz/artifacts/<target>`, sorted.
+fn inputs(target: &str) -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
+    let mut files = Vec::new();
+    for dir in ["corpus", "artifacts"] {
+        let Ok(entries) = std::fs::read_dir(root.join(dir).join(target)) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            let hidden = p
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with('.'));
+            if p.is_file() && !hidden {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+/// Runs `check` on every input of `target`; fails naming each input that panicked.
+fn replay(target: &str, min_inputs: usize, max_inputs: usize, check: fn(&[u8])) {
+    let files = inputs(target);
+    assert!(
+        files.len() >= min_inputs,
+        "fuzz/corpus/{target} has {} inputs, expected at least {min_inputs}",
+        files.len()
+    );
+    let mut failed = Vec::new();
+    for path in files.iter().take(max_inputs) {
+        let data = std::fs::read(path).expect("read corpus file");
+        if std::panic::catch_unwind(|| check(&data)).is_err() {
+            failed.push(path.display().to_string());
+        }
+    }
+    assert!(failed.is_empty(), "{target}: failing inputs: {failed:#?}");
+    println!("{target}: replayed {} inputs", files.len().min(max_inputs));
+}
+
+#[test]
+fn datagram_corpus() {
+    replay("datagram", 5, usize::MAX, checks::datagram);
+}
+
+#[test]
+fn rtp_payload_corpus() {
+    replay("rtp_payload", 5, usize::MAX, checks::rtp_payload);
+}
+
+#[test]
+fn rewrite_corpus() {
+    replay("rewrite", 3, usize::MAX, checks::rewrite);
+}
+
+#[test]
+fn signaling_json_corpus() {
+    replay("signaling_json", 5, usize::MAX, checks::signaling_json);
+}
+
+#[test]
+fn sdp_offer_corpus() {
+    replay("sdp_offer", 3, MAX_SDP_INPUTS, checks::sdp_offer);
+    // Stats are otherwise checked every 64 inputs: check once more at the end.
+    checks::sdp_check_stats();
+}
+
+/// The hand-written browser-like seeds are real offers: the engine answers them (so the
+/// fuzzer starts from inputs that reach deep into negotiation), and garbage is refused.
+#[test]
+fn sdp_offer_seeds_are_answered() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/sdp_offer");
+    for name in [
+        "chrome_audio_video",
+        "chrome_audio_only",
+        "chrome_simulcast",
+        "many_mlines",
+        "str0m_offer",
+    ] {
+        let data = std::fs::read(dir.join(name)).expect("seed exists");
+        assert!(
+            checks::sdp_offer_answered(&data),
+            "seed {name} not answered"
+        );
+    }
+    assert!(!checks::sdp_offer_answered(b"not sdp"));
+}
+
+/// A freshly made str0m publisher offer (Opus + VP8, sendonly) — what the `str0m_offer` seed
+/// was made from — is answered too. Print it to refresh the seed with
+/// `cargo test --test fuzz_corpus -- --nocapture fresh_str0m_offer_is_answered`.
+#[test]
+fn fresh_str0m_offer_is_answered() {
+    use str0m::media::{Direction, MediaKind};
+    str0m::crypto::from_feature_flags().install_process_default();
+    let mut rtc = str0m::Rtc::builder().build(std::time::Instant::now());
+    let addr = "127.0.0.1:40000".parse().expect("addr");
+    let cand = str0m::Candidate::host(addr, "udp").expect("candidate");
+    rtc.add_local_candidate(cand);
+    let mut api = rtc.sdp_api();
+    let stream = Some("stream-1".to_string());
+    api.add_media(
+        MediaKind::Audio,
+        Direction::SendOnly,
+        stream.clone(),
+        Some("audio-1".into()),
+        None,
+    );
+    api.add_media(
+        MediaKind::Video,
+        Direction::SendOnly,
+        stream,
+        Some("video-1".into()),
+        None,
+    );
+    let (offer, _pending) = api.apply().expect("offer");
+    let sdp = offer.to_sdp_string();
+    print!("{sdp}");
+    assert!(checks::sdp_offer_answered(sdp.as_bytes()));
+}
