@@ -67,6 +67,10 @@ pub enum NegotiationError {
     /// The offer contains no media this router can receive (e.g. only unknown codecs).
     #[error("offer contains no usable media")]
     NoUsableMedia,
+    /// The answer parsed but does not fit the outstanding offer. That offer is consumed:
+    /// the next change makes a new one.
+    #[error("answer rejected: {0}")]
+    AnswerRejected(String),
     /// An answer arrived but no offer is outstanding.
     #[error("no offer is outstanding")]
     NoPendingOffer,

@@ -712,3 +712,52 @@ async fn stun_and_announced_ips_become_candidates() {
         }
     }
 }
+
+/// An answer that parses but does not fit the offer is refused before it can touch the
+/// session: the offer stays outstanding, the right answer still applies, and negotiation
+/// goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_answer_is_refused_and_the_offer_stays_answerable() {
+    use rheomesh::error::NegotiationError;
+    use rheomesh::SessionDescription;
+    let (_worker, router) = setup(1).await;
+    let publisher = connect_publisher(&router, Some("a"), Some("v"), PeerConfig::default()).await;
+    let mut sub = connect_subscriber(&router, PeerConfig::default()).await;
+    sub.subscribe("a").await;
+    let (_v, offer) = sub.transport.subscribe("v").await.expect("subscribe v");
+    // Well-formed SDPs of the wrong shape: another peer's offer (other mids), and the right
+    // peer's answer with other ICE credentials.
+    let foreign = publisher.peer.publish_offer(Some("x"), Some("y"));
+    let err = sub
+        .transport
+        .set_answer(SessionDescription::answer(foreign))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, NegotiationError::InvalidSdp(_)), "{err:?}");
+    let answer = sub.peer.accept_offer(&offer.sdp).expect("peer answers");
+    let ufrag = answer
+        .lines()
+        .find_map(|l| l.strip_prefix("a=ice-ufrag:"))
+        .unwrap()
+        .trim_end()
+        .to_string();
+    let forged = answer.replace(&format!("a=ice-ufrag:{ufrag}"), "a=ice-ufrag:zzzz");
+    let err = sub
+        .transport
+        .set_answer(SessionDescription::answer(forged))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, NegotiationError::InvalidSdp(_)), "{err:?}");
+    sub.transport
+        .set_answer(SessionDescription::answer(answer))
+        .await
+        .expect("the right answer still applies");
+    publisher.peer.start_sending(50, 50, Duration::from_secs(1));
+    assert!(
+        wait_until(Duration::from_secs(10), || sub.peer.received("v").packets
+            >= 20)
+        .await,
+        "{:?}",
+        sub.peer.received("v")
+    );
+}

@@ -61,6 +61,15 @@ pub(crate) fn codec_kind(p: &PayloadParams) -> CodecKind {
     }
 }
 
+/// Our outstanding offer, with what an answer to it must match. str0m applies parts of an
+/// answer (e.g. ICE credentials) before it finds a mismatch, so a wrong answer is refused
+/// before it reaches str0m and the offer stays outstanding.
+pub(crate) struct PendingOffer {
+    pub(crate) pending: SdpPendingOffer,
+    pub(crate) mids: Vec<Mid>,
+    pub(crate) ice_restart: bool,
+}
+
 /// Things a drain produced that need the shard (other sessions, routes, the socket).
 #[derive(Default)]
 pub(crate) struct DrainOut {
@@ -97,7 +106,9 @@ pub(crate) struct Session {
     pub(crate) up: Vec<UpTrack>,
     pub(crate) up_by_ssrc: Vec<(Ssrc, usize)>,
     // Subscribe side.
-    pub(crate) pending_offer: Option<SdpPendingOffer>,
+    pub(crate) pending_offer: Option<PendingOffer>,
+    /// The peer's ICE ufrag from the last applied answer.
+    pub(crate) remote_ufrag: Option<String>,
     /// Down-track slots owned by this session.
     pub(crate) downs: Vec<usize>,
     /// Mids of removed down-tracks whose m-lines are stopped at the next offer.

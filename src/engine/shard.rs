@@ -18,7 +18,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use rand::distributions::Alphanumeric;
 use rand::Rng;
 use str0m::change::{SdpAnswer, SdpOffer};
-use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid};
+use str0m::media::{Direction, MediaKind, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::RtpWrite;
 use str0m::{Candidate, IceCreds, Input, Rtc};
@@ -28,7 +28,7 @@ use super::command::{
 };
 use super::ring::{Consumers, MediaPacket, Producers, ShardMsg};
 use super::route::{DownTrack, Routes, NO_PT};
-use super::session::{DrainOut, Session, UpTrack};
+use super::session::{DrainOut, PendingOffer, Session, UpTrack};
 use super::slab::Slab;
 use super::timer::Timers;
 use super::{next_id, DownTrackId, SessionId, ShardId, TrackKey};
@@ -52,8 +52,6 @@ const GATED_RETRY: Duration = Duration::from_millis(500);
 const HOUSEKEEPING: Duration = Duration::from_millis(100);
 /// Datagrams read per socket event before other work gets a turn.
 const RECV_BUDGET: usize = 256;
-
-struct Counters(ShardStats);
 
 /// Discovery of the shard's server-reflexive address from one STUN server.
 struct Srflx {
@@ -97,7 +95,8 @@ pub(crate) struct Shard {
     doomed: Vec<usize>,
     /// Tracks whose publisher should be asked for a keyframe.
     want_keyframe: Vec<TrackKey>,
-    counters: Counters,
+    /// Gauges are filled in by `snapshot`; the counters are bumped in place.
+    counters: ShardStats,
     srflx: Vec<Srflx>,
     epoch: Instant,
     running: bool,
@@ -141,11 +140,11 @@ impl Shard {
             dirty: Vec::new(),
             doomed: Vec::new(),
             want_keyframe: Vec::new(),
-            counters: Counters(ShardStats {
+            counters: ShardStats {
                 shard: id,
                 local_addr: Some(local_addr),
                 ..Default::default()
-            }),
+            },
             srflx: Vec::new(),
             epoch: Instant::now(),
             running: true,
@@ -202,7 +201,7 @@ impl Shard {
         for _ in 0..RECV_BUDGET {
             match self.socket.recv_from(buf) {
                 Ok((n, source)) => {
-                    self.counters.0.datagrams_in += 1;
+                    self.counters.datagrams_in += 1;
                     self.on_datagram(&buf[..n], source, now);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -219,7 +218,7 @@ impl Shard {
     }
 
     fn on_datagram(&mut self, data: &[u8], source: SocketAddr, now: Instant) {
-        let c = &mut self.counters.0;
+        let c = &mut self.counters;
         let kind = demux::classify(data);
         if kind == DatagramKind::Unknown {
             c.dropped_malformed += 1;
@@ -278,24 +277,24 @@ impl Shard {
         match session.guarded(|s| s.rtc.handle_input(input)) {
             Some(Ok(())) => {}
             Some(Err(e)) => {
-                self.counters.0.session_input_errors += 1;
+                self.counters.session_input_errors += 1;
                 tracing::debug!(session = session.id.0, "input refused: {e}");
             }
-            None => self.counters.0.session_panics += 1,
+            None => self.counters.session_panics += 1,
         }
         self.after_mutation(slot);
         if via_ufrag && self.out.new_addrs.len() == new_addrs_before {
             // A STUN request we could route but the session did not answer: wrong
             // integrity, wrong remote ufrag, or a retransmit of an answered one.
             if !self.by_addr.contains_key(&source) {
-                self.counters.0.stun_unanswered += 1;
+                self.counters.stun_unanswered += 1;
             }
         }
     }
 
     fn on_stun_response(&mut self, data: &[u8], source: SocketAddr) {
         let Ok((txid, mapped)) = demux::stun_binding_response(data) else {
-            self.counters.0.stun_rejected += 1;
+            self.counters.stun_rejected += 1;
             return;
         };
         let Some(x) = self
@@ -303,7 +302,7 @@ impl Shard {
             .iter_mut()
             .find(|x| x.server == source && x.txid == txid && x.result.is_none())
         else {
-            self.counters.0.stun_rejected += 1;
+            self.counters.stun_rejected += 1;
             return;
         };
         x.result = Some(Some(mapped));
@@ -382,7 +381,7 @@ impl Shard {
         }
         if !self.out.media.is_empty() {
             let mut media = std::mem::take(&mut self.out.media);
-            self.counters.0.rtp_in += media.len() as u64;
+            self.counters.rtp_in += media.len() as u64;
             for pkt in media.drain(..) {
                 self.route_from_publisher(pkt);
             }
@@ -419,7 +418,7 @@ impl Shard {
             };
             match p.push(ShardMsg::Media(pkt.clone())) {
                 Ok(()) => self.wake_peer[dest] = true,
-                Err(_) => self.counters.0.ring_full_drops += 1,
+                Err(_) => self.counters.ring_full_drops += 1,
             }
         }
         for &d in &route.local {
@@ -428,7 +427,7 @@ impl Shard {
                 &mut self.sessions,
                 &mut self.dirty,
                 &mut self.want_keyframe,
-                &mut self.counters.0,
+                &mut self.counters,
                 self.epoch,
                 d,
                 &pkt,
@@ -450,7 +449,7 @@ impl Shard {
                                 &mut self.sessions,
                                 &mut self.dirty,
                                 &mut self.want_keyframe,
-                                &mut self.counters.0,
+                                &mut self.counters,
                                 self.epoch,
                                 d,
                                 &pkt,
@@ -476,7 +475,7 @@ impl Shard {
                 if let Some(&(slot, mid)) = self.ups.get(&track) {
                     if let Some(s) = self.sessions.get_mut(slot) {
                         if s.request_keyframe(mid, now, KEYFRAME_THROTTLE) {
-                            self.counters.0.keyframe_requests_sent += 1;
+                            self.counters.keyframe_requests_sent += 1;
                             self.after_mutation(slot);
                         }
                     }
@@ -485,7 +484,7 @@ impl Shard {
                 if p.push(ShardMsg::KeyframeRequest(track)).is_ok() {
                     self.wake_peer[track.shard()] = true;
                 } else {
-                    self.counters.0.ring_full_drops += 1;
+                    self.counters.ring_full_drops += 1;
                 }
             }
         }
@@ -503,7 +502,7 @@ impl Shard {
             s.deadline = far_future(now);
             match s.guarded(|s| s.rtc.handle_input(Input::Timeout(now))) {
                 Some(_) => {}
-                None => self.counters.0.session_panics += 1,
+                None => self.counters.session_panics += 1,
             }
             s.dirty = false;
             self.after_mutation(slot);
@@ -529,7 +528,7 @@ impl Shard {
             if s.guarded(|s| s.rtc.handle_input(Input::Timeout(now)))
                 .is_none()
             {
-                self.counters.0.session_panics += 1;
+                self.counters.session_panics += 1;
             }
             self.after_mutation(slot);
         }
@@ -548,9 +547,6 @@ impl Shard {
                 .get(slot)
                 .and_then(|s| s.dead.clone())
                 .unwrap_or(CloseReason::Requested);
-            if let CloseReason::Failed(_) = reason {
-                // counted at the panic site; failures from poll_output counted here
-            }
             self.teardown(slot, reason);
         }
         if !self.out.send.is_empty() {
@@ -671,7 +667,7 @@ impl Shard {
                     if let Some(s) = self.sessions.get_mut(slot) {
                         let r: Option<()> = s.guarded(|_| panic!("injected by a test"));
                         if r.is_none() {
-                            self.counters.0.session_panics += 1;
+                            self.counters.session_panics += 1;
                             self.doomed.push(slot);
                         }
                     }
@@ -685,7 +681,7 @@ impl Shard {
     }
 
     fn snapshot(&self) -> ShardStats {
-        let mut s = self.counters.0.clone();
+        let mut s = self.counters.clone();
         s.sessions = self.sessions.len();
         s.down_tracks = self.downs.len();
         s.up_tracks = self.ups.len();
@@ -757,6 +753,7 @@ impl Shard {
             up: Vec::new(),
             up_by_ssrc: Vec::new(),
             pending_offer: None,
+            remote_ufrag: None,
             downs: Vec::new(),
             to_stop: Vec::new(),
             awaiting_answer: Vec::new(),
@@ -833,7 +830,7 @@ impl Shard {
                 return Err(err);
             }
             None => {
-                self.counters.0.session_panics += 1;
+                self.counters.session_panics += 1;
                 self.doomed.push(slot);
                 return Err(NegotiationError::SessionFailed(
                     "panic in accept_offer".into(),
@@ -940,12 +937,17 @@ impl Shard {
             Some(Some(x)) => x,
             Some(None) => return Err(SubscribeError::SessionFailed("no offer produced".into())),
             None => {
-                self.counters.0.session_panics += 1;
+                self.counters.session_panics += 1;
                 self.doomed.push(slot);
                 return Err(SubscribeError::SessionFailed("panic creating offer".into()));
             }
         };
-        s.pending_offer = Some(pending);
+        let offer_sdp = offer.to_sdp_string();
+        s.pending_offer = Some(PendingOffer {
+            pending,
+            mids: sdp_mids(&offer_sdp),
+            ice_restart: false,
+        });
         s.anchor_mid.get_or_insert(mid);
         s.downs.push(dslot);
         s.awaiting_answer.push(spec.id);
@@ -997,12 +999,17 @@ impl Shard {
         });
         let offer = match r {
             Some(Some((offer, pending))) => {
-                s.pending_offer = Some(pending);
-                Some(offer.to_sdp_string())
+                let offer_sdp = offer.to_sdp_string();
+                s.pending_offer = Some(PendingOffer {
+                    pending,
+                    mids: sdp_mids(&offer_sdp),
+                    ice_restart,
+                });
+                Some(offer_sdp)
             }
             Some(None) => None,
             None => {
-                self.counters.0.session_panics += 1;
+                self.counters.session_panics += 1;
                 self.doomed.push(slot);
                 return Err(NegotiationError::SessionFailed(
                     "panic creating offer".into(),
@@ -1023,24 +1030,42 @@ impl Shard {
             .sessions
             .get_mut(slot)
             .ok_or(NegotiationError::Closed)?;
-        let pending = s
+        let offer = s
             .pending_offer
-            .take()
+            .as_ref()
             .ok_or(NegotiationError::NoPendingOffer)?;
+        if sdp_mids(sdp) != offer.mids {
+            return Err(NegotiationError::InvalidSdp(
+                "answer m-lines do not match the offer".into(),
+            ));
+        }
+        let ufrag = sdp
+            .lines()
+            .find_map(|l| l.trim_end().strip_prefix("a=ice-ufrag:"))
+            .map(str::to_string);
+        if !offer.ice_restart && s.remote_ufrag.is_some() && ufrag != s.remote_ufrag {
+            return Err(NegotiationError::InvalidSdp(
+                "answer changes ICE credentials without an ICE restart".into(),
+            ));
+        }
+        let Some(PendingOffer { pending, .. }) = s.pending_offer.take() else {
+            return Err(NegotiationError::NoPendingOffer);
+        };
         match s.guarded(|s| s.rtc.sdp_api().accept_answer(pending, answer)) {
             Some(Ok(())) => {}
             Some(Err(e)) => {
                 self.after_mutation(slot);
-                return Err(NegotiationError::InvalidSdp(e.to_string()));
+                return Err(NegotiationError::AnswerRejected(e.to_string()));
             }
             None => {
-                self.counters.0.session_panics += 1;
+                self.counters.session_panics += 1;
                 self.doomed.push(slot);
                 return Err(NegotiationError::SessionFailed(
                     "panic in accept_answer".into(),
                 ));
             }
         }
+        s.remote_ufrag = ufrag;
         // Activate the down-tracks this answer covers.
         let waiting = std::mem::take(&mut s.awaiting_answer);
         for did in waiting {
@@ -1086,7 +1111,7 @@ impl Shard {
         let Some(mut s) = self.sessions.remove(slot) else {
             return;
         };
-        self.counters.0.sessions_closed += 1;
+        self.counters.sessions_closed += 1;
         self.by_id.remove(&s.id);
         for a in &s.addrs {
             if self.by_addr.get(a) == Some(&slot) {
@@ -1315,10 +1340,6 @@ fn sdp_msids(sdp: &str) -> Vec<(Mid, String, String)> {
     flush(&mut mid, &mut msid);
     out
 }
-
-// Keep the import used when KeyframeRequestKind is only needed in some builds.
-#[allow(dead_code)]
-const _PLI: KeyframeRequestKind = KeyframeRequestKind::Pli;
 
 #[cfg(test)]
 mod tests {

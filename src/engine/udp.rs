@@ -29,8 +29,8 @@ pub(crate) fn bind(addr: SocketAddr) -> io::Result<mio::net::UdpSocket> {
 /// Outgoing datagrams collected during one loop iteration, sent in batches.
 #[derive(Default)]
 pub(crate) struct SendQueue {
+    /// str0m hands over an owned buffer per datagram; it is dropped once sent.
     items: Vec<(SocketAddr, Vec<u8>)>,
-    /// Spare buffers are not kept: str0m hands us owned Vecs and we drop them after send.
     pub(crate) sent: u64,
     pub(crate) send_errors: u64,
     pub(crate) syscalls: u64,
@@ -53,8 +53,6 @@ impl SendQueue {
         while start < self.items.len() {
             let end = (start + BATCH).min(self.items.len());
             let chunk = &self.items[start..end];
-            let addrs: Vec<SockAddr> = Vec::new();
-            let _ = addrs;
             let mut storage: [libc::sockaddr_storage; BATCH] =
                 // SAFETY: sockaddr_storage is plain old data; all-zero is a valid value.
                 unsafe { std::mem::zeroed() };

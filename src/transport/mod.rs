@@ -99,14 +99,16 @@ impl Core {
         if self.described.swap(true, Ordering::AcqRel) {
             return;
         }
-        let cb = self
-            .on_ice
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        if let Some(cb) = cb {
+        if let Some(cb) = self.ice_callback() {
             self.spawn_candidates(cb);
         }
+    }
+
+    fn ice_callback(&self) -> Option<Arc<IceCandidateCallback>> {
+        self.on_ice
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// A candidate learned later: hand it out now if candidates are already flowing.
@@ -116,12 +118,7 @@ impl Core {
             .unwrap_or_else(|e| e.into_inner())
             .push(candidate.clone());
         if self.described.load(Ordering::Acquire) {
-            let cb = self
-                .on_ice
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone();
-            if let Some(cb) = cb {
+            if let Some(cb) = self.ice_callback() {
                 self.spawn_list(cb, vec![candidate]);
             }
         }

@@ -10,7 +10,6 @@ use tokio::sync::{oneshot, watch, Notify};
 use super::{ClosedCallback, Core, IceCandidateCallback, TransportState};
 use crate::config::WebRTCTransportConfig;
 use crate::engine::command::{Command, Role, TrackInfo};
-use crate::engine::session::codec_kind;
 use crate::error::{NegotiationError, PublishError, TransportError};
 use crate::publisher::{MediaKind, Publisher, PublisherInner, Track};
 use crate::router::{PublishedTrack, RouterInner};
@@ -255,7 +254,6 @@ impl PublishTransport {
             .first()
             .map(|p| p.spec().codec.to_string())
             .unwrap_or_default();
-        let _ = info.params.first().map(codec_kind);
         let handle = Arc::new(PublisherInner {
             track: Track {
                 id: info.track_id.clone(),

@@ -375,13 +375,15 @@ impl SubscribeTransport {
             return Err(NegotiationError::Closed);
         }
         let r = rx.await.unwrap_or(Err(NegotiationError::Closed));
-        if !matches!(
+        // An answer that did not parse leaves the offer outstanding (a good answer may
+        // follow); anything else ends this round, so the next negotiation may go ahead.
+        let offer_still_outstanding = matches!(
             r,
             Err(NegotiationError::InvalidSdp(_))
                 | Err(NegotiationError::TooLarge(_))
                 | Err(NegotiationError::TooManyMedia(_))
-        ) {
-            // Answered (or no offer was outstanding): the next negotiation may go ahead.
+        );
+        if !offer_still_outstanding {
             self.inner.release();
         }
         if self.inner.renegotiate_wanted.load(Ordering::Acquire) {
