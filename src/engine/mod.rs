@@ -6,6 +6,7 @@
 //! through the bounded SPSC rings of [`ring`]. No tokio, no locks on the packet path.
 
 pub(crate) mod command;
+pub(crate) mod core;
 pub(crate) mod ring;
 pub(crate) mod route;
 pub(crate) mod session;
@@ -127,9 +128,16 @@ impl Engine {
             let (producers, consumers) = mesh.take(i);
             let peers = wakers.clone();
             let pin = cfg.pin_threads;
+            let core = core::ShardCore::new(
+                i,
+                local_addr,
+                producers,
+                consumers,
+                n,
+                std::time::Instant::now(),
+            );
             let shard =
-                shard::Shard::new(i, poll, socket, local_addr, rx, producers, consumers, peers)
-                    .map_err(WorkerError::Spawn)?;
+                shard::Shard::new(core, i, poll, socket, rx, peers).map_err(WorkerError::Spawn)?;
             let handle = std::thread::Builder::new()
                 .name(format!("rheomesh-shard-{i}"))
                 .spawn(move || {
