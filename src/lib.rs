@@ -38,6 +38,7 @@ pub mod rtp;
 pub mod signal;
 pub mod stats;
 pub mod subscriber;
+pub mod testing;
 pub mod transport;
 pub mod worker;
 

@@ -45,6 +45,17 @@ impl SendQueue {
         self.items.is_empty()
     }
 
+    /// Hand every queued datagram to `f` instead of a socket (the in-memory harness).
+    #[allow(dead_code)]
+    pub(crate) fn drain(&mut self, mut f: impl FnMut(SocketAddr, &[u8])) -> usize {
+        let n = self.items.len();
+        for (dest, data) in self.items.drain(..) {
+            f(dest, &data);
+        }
+        self.sent += n as u64;
+        n
+    }
+
     /// Send everything queued. Datagrams the kernel refuses (full buffer, unreachable)
     /// are dropped and counted: UDP media is repaired by NACK/RTX, never blocked on.
     pub(crate) fn flush(&mut self, socket: &mio::net::UdpSocket) {

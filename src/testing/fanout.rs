@@ -1,0 +1,225 @@
+//! [`Fanout`]: one publisher forwarded to N subscribers over in-memory shards, with the
+//! publisher on shard 0 and the subscribers spread round-robin over all shards.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use super::peer::{vp8_payload, ClientPeer};
+use super::shards::{MemoryShards, SessionRef};
+use crate::config::MediaConfig;
+
+/// How long [`Fanout::new`] waits for every peer to connect.
+const CONNECT_DEADLINE: Duration = Duration::from_secs(20);
+
+/// One publisher, N subscribers, all connected through real str0m sessions in memory.
+pub struct Fanout {
+    net: MemoryShards,
+    publisher: ClientPeer,
+    pub_session: SessionRef,
+    subscribers: Vec<(ClientPeer, SessionRef)>,
+    /// Peer address → 0 for the publisher, i + 1 for subscriber i.
+    by_addr: HashMap<SocketAddr, usize>,
+    counter: u64,
+    epoch: Instant,
+    staged: Vec<Vec<u8>>,
+}
+
+impl Fanout {
+    /// Set up `subscribers` subscribers of one VP8 publisher over `shards` shards and
+    /// wait (bounded) until every session is connected and every subscriber has decoded
+    /// a first packet.
+    pub fn new(shards: usize, subscribers: usize) -> Result<Fanout, String> {
+        let now = Instant::now();
+        let mut net = MemoryShards::new(shards, 4096, MediaConfig::default());
+        let peer_addr =
+            |i: usize| SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 30000 + i as u16);
+        let mut publisher = ClientPeer::new(peer_addr(0), now);
+        let pub_session = net.create_session(0, true, now);
+        let offer = publisher.publish_offer("fanout");
+        let (answer, tracks) = net
+            .accept_offer(pub_session, &offer, now)
+            .map_err(|e| format!("publish offer refused: {e}"))?;
+        publisher.accept_answer(&answer)?;
+        net.add_remote_candidate(pub_session, &publisher.candidate(), now)
+            .map_err(|e| e.to_string())?;
+        let track = tracks
+            .into_iter()
+            .next()
+            .ok_or("publish answer has no track")?;
+        let mut by_addr = HashMap::new();
+        by_addr.insert(publisher.addr(), 0);
+        let mut subs = Vec::with_capacity(subscribers);
+        for i in 0..subscribers {
+            let mut peer = ClientPeer::new(peer_addr(i + 1), now);
+            let s = net.create_session(i % shards, false, now);
+            let offer = net
+                .subscribe(s, &track, now)
+                .map_err(|e| format!("subscribe refused: {e}"))?;
+            let answer = peer.accept_offer(&offer)?;
+            net.accept_answer(s, &answer, now)
+                .map_err(|e| format!("subscriber answer refused: {e}"))?;
+            net.add_remote_candidate(s, &peer.candidate(), now)
+                .map_err(|e| e.to_string())?;
+            by_addr.insert(peer.addr(), i + 1);
+            subs.push((peer, s));
+        }
+        let mut f = Fanout {
+            net,
+            publisher,
+            pub_session,
+            subscribers: subs,
+            by_addr,
+            counter: 0,
+            epoch: now,
+            staged: Vec::new(),
+        };
+        let deadline = Instant::now() + CONNECT_DEADLINE;
+        while !f.all_connected() {
+            if Instant::now() > deadline {
+                let n = f.subscribers.iter().filter(|(p, _)| p.connected()).count();
+                return Err(format!(
+                    "not connected after {CONNECT_DEADLINE:?}: publisher {}, subscribers {n}/{}",
+                    f.publisher.connected(),
+                    f.subscribers.len()
+                ));
+            }
+            f.pump();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // A keyframe opens every down-track; retry until all subscribers have media.
+        while f.subscribers.iter().any(|(p, _)| p.rtp_received() == 0) {
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "subscribers got no media: {:?}, publisher pt set: {}",
+                    f.net.stats(),
+                    f.publisher.can_send()
+                ));
+            }
+            f.stage(1, 1100);
+            f.forward_staged_and_keep();
+            f.pump();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(f)
+    }
+
+    fn all_connected(&mut self) -> bool {
+        if !self.publisher.connected() || !self.net.is_connected(self.pub_session) {
+            return false;
+        }
+        let mut all = true;
+        for (p, s) in &self.subscribers {
+            all &= p.connected() && self.net.is_connected(*s);
+        }
+        all
+    }
+
+    /// The in-memory shards.
+    pub fn shards(&mut self) -> &mut MemoryShards {
+        &mut self.net
+    }
+
+    /// Number of subscribers.
+    pub fn subscribers(&self) -> usize {
+        self.subscribers.len()
+    }
+
+    /// RTP packets each subscriber has received so far.
+    pub fn received(&self) -> Vec<u64> {
+        self.subscribers
+            .iter()
+            .map(|(p, _)| p.rtp_received())
+            .collect()
+    }
+
+    /// Have the publisher encrypt `packets` VP8 packets of `payload_len` bytes (every
+    /// 100th a keyframe) and keep the datagrams for [`Fanout::forward_staged`].
+    pub fn stage(&mut self, packets: usize, payload_len: usize) {
+        let now = Instant::now();
+        for _ in 0..packets {
+            let sent_us = now.saturating_duration_since(self.epoch).as_micros() as u64;
+            let payload = vp8_payload(
+                self.counter,
+                sent_us,
+                self.counter.is_multiple_of(100),
+                payload_len,
+            );
+            let ts = (sent_us * 90 / 1000) as u32;
+            self.publisher.write_video(ts, payload, now);
+            self.counter += 1;
+        }
+        self.publisher.timeout(now);
+        for (_, data) in self.publisher.take_outgoing() {
+            self.staged.push(data);
+        }
+    }
+
+    /// The server's work for the staged packets: receive them on the publisher's shard,
+    /// forward to every subscriber (through the rings for other shards), end the batch.
+    /// Returns the number of datagrams the shards now have queued to send.
+    pub fn forward_staged(&mut self) -> usize {
+        let now = Instant::now();
+        let shard = self.pub_session.shard();
+        let from = self.publisher.addr();
+        for d in self.staged.drain(..) {
+            self.net.receive(shard, from, &d, now);
+        }
+        self.net.tick(now);
+        self.net.drain_outgoing(|_, _, _| {})
+    }
+
+    /// Like [`Fanout::forward_staged`] but the outgoing datagrams stay queued, so that
+    /// [`Fanout::pump`] delivers them to the peers.
+    pub fn forward_staged_and_keep(&mut self) {
+        let now = Instant::now();
+        let shard = self.pub_session.shard();
+        let from = self.publisher.addr();
+        for d in self.staged.drain(..) {
+            self.net.receive(shard, from, &d, now);
+        }
+        self.net.tick(now);
+    }
+
+    /// Move datagrams both ways until nothing is in flight: peers' timeouts, peers →
+    /// shards, shards' batch end, shards → peers. Keeps ICE consent, RTCP and
+    /// retransmissions going between measured batches.
+    pub fn pump(&mut self) {
+        for _ in 0..64 {
+            let now = Instant::now();
+            let mut moved = 0;
+            let peers = std::iter::once(&mut self.publisher)
+                .chain(self.subscribers.iter_mut().map(|(p, _)| p));
+            for p in peers {
+                if p.next_timeout() <= now {
+                    p.timeout(now);
+                }
+                let src = p.addr();
+                for (dest, data) in p.take_outgoing() {
+                    let shard = dest.port().wrapping_sub(20000) as usize;
+                    if shard < self.net.shards() {
+                        self.net.receive(shard, src, &data, now);
+                        moved += 1;
+                    }
+                }
+            }
+            self.net.tick(now);
+            let mut deliveries = Vec::new();
+            self.net.drain_outgoing(|shard, dest, data| {
+                deliveries.push((shard, dest, data.to_vec()));
+            });
+            moved += deliveries.len();
+            for (shard, dest, data) in deliveries {
+                let src = self.net.shard_addr(shard);
+                match self.by_addr.get(&dest) {
+                    Some(0) => self.publisher.receive(src, &data, now),
+                    Some(&i) => self.subscribers[i - 1].0.receive(src, &data, now),
+                    None => {}
+                }
+            }
+            if moved == 0 {
+                return;
+            }
+        }
+    }
+}
