@@ -29,7 +29,7 @@ pub(crate) fn bind(addr: SocketAddr) -> io::Result<mio::net::UdpSocket> {
 /// Outgoing datagrams collected during one loop iteration, sent in batches.
 #[derive(Default)]
 pub(crate) struct SendQueue {
-    /// str0m hands over an owned buffer per datagram; it is dropped once sent.
+    /// str0m hands over an owned buffer per datagram; once sent it is recycled.
     items: Vec<(SocketAddr, Vec<u8>)>,
     pub(crate) sent: u64,
     pub(crate) send_errors: u64,
@@ -51,6 +51,7 @@ impl SendQueue {
         let n = self.items.len();
         for (dest, data) in self.items.drain(..) {
             f(dest, &data);
+            str0m::net::recycle_datagram(data);
         }
         self.sent += n as u64;
         n
@@ -123,6 +124,9 @@ impl SendQueue {
             }
             start = end;
         }
-        self.items.clear();
+        // Sent (or dropped): the buffers go back to str0m's SRTP buffer pool.
+        for (_, data) in self.items.drain(..) {
+            str0m::net::recycle_datagram(data);
+        }
     }
 }

@@ -1,0 +1,88 @@
+//! Heap allocations on the forwarding path, counted by a global allocator wrapper on the
+//! test's own thread: real str0m sessions (DTLS, SRTP) on in-memory shards, one publisher
+//! to N subscribers, the server's whole per-batch work (receive, decrypt, route, rings,
+//! rewrite, encrypt per subscriber, batch end, dropping the sent buffers) is counted.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+use rheomesh::testing::Fanout;
+
+struct Counting;
+
+thread_local! {
+    static ALLOCS: Cell<u64> = const { Cell::new(0) };
+}
+
+// SAFETY: forwards to the system allocator; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+        System.alloc(layout)
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        System.dealloc(ptr, layout)
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+        System.alloc_zeroed(layout)
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+        System.realloc(ptr, layout, new_size)
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocs() -> u64 {
+    ALLOCS.with(|c| c.get())
+}
+
+const BATCH: usize = 32;
+const BATCHES: usize = 20;
+
+/// Allocations per forwarded packet for a fan-out of `subs` over `shards` shards, and
+/// the number of packets forwarded (datagrams the shards queued).
+fn measure(shards: usize, subs: usize) -> (f64, u64) {
+    let mut f = Fanout::new(shards, subs).expect("fan-out connects");
+    // Warm up: let queues, maps and buffers reach their steady size.
+    for _ in 0..10 {
+        f.stage(BATCH, 1100);
+        f.forward_staged();
+        f.pump();
+    }
+    let mut total = 0u64;
+    let mut sent = 0u64;
+    for _ in 0..BATCHES {
+        f.stage(BATCH, 1100);
+        let before = allocs();
+        sent += f.forward_staged() as u64;
+        total += allocs() - before;
+        f.pump();
+    }
+    let packets = (BATCH * BATCHES) as f64;
+    (total as f64 / packets, sent)
+}
+
+#[test]
+fn allocations_per_forwarded_packet_per_subscriber() {
+    for shards in [1, 2] {
+        let (one, sent1) = measure(shards, 1);
+        let (many, sent10) = measure(shards, 10);
+        let per_sub = (many - one) / 9.0;
+        eprintln!(
+            "shards {shards}: {one:.2} allocations per packet with 1 subscriber, {many:.2} with 10 \
+             → {per_sub:.2} per packet per extra subscriber (datagrams out: {sent1}, {sent10})"
+        );
+        assert!(
+            sent10 >= 10 * (BATCH * BATCHES) as u64,
+            "every packet forwarded to all"
+        );
+        assert!(
+            per_sub < 0.05,
+            "allocations per forwarded packet per subscriber: {per_sub:.2}"
+        );
+    }
+}
