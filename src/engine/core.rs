@@ -25,6 +25,7 @@ use str0m::{Candidate, IceCreds, Input, Rtc};
 use super::command::{
     CloseReason, Command, DownTrackSpec, SessionCreated, SessionEvent, SessionSpec, TrackInfo,
 };
+use super::demux::{DemuxTable, Lookup};
 use super::ring::{Consumers, MediaPacket, Producers, ShardMsg};
 use super::route::{DownTrack, Routes, NO_PT};
 use super::session::{DrainOut, PendingOffer, Session, UpTrack};
@@ -74,8 +75,7 @@ pub(crate) struct ShardCore {
 
     sessions: Slab<Session>,
     by_id: HashMap<SessionId, usize>,
-    by_addr: HashMap<SocketAddr, usize>,
-    by_ufrag: HashMap<String, usize>,
+    demux: DemuxTable,
     downs: Slab<DownTrack>,
     down_by_id: HashMap<DownTrackId, usize>,
     /// Published tracks received on this shard: key → (session slot, mid).
@@ -112,8 +112,7 @@ impl ShardCore {
             wake_peer: vec![false; shards],
             sessions: Slab::default(),
             by_id: HashMap::new(),
-            by_addr: HashMap::new(),
-            by_ufrag: HashMap::new(),
+            demux: DemuxTable::default(),
             downs: Slab::default(),
             down_by_id: HashMap::new(),
             ups: HashMap::new(),
@@ -204,28 +203,15 @@ impl ShardCore {
             self.on_stun_response(data, source);
             return;
         }
-        let mut via_ufrag = false;
-        let slot = match self.by_addr.get(&source) {
-            Some(s) => *s,
-            None => {
-                if kind != DatagramKind::Stun {
-                    c.dropped_unknown_source += 1;
-                    return;
-                }
-                let slot = demux::stun_local_ufrag(data)
-                    .ok()
-                    .and_then(|u| std::str::from_utf8(u).ok())
-                    .and_then(|u| self.by_ufrag.get(u).copied());
-                match slot {
-                    Some(s) => {
-                        via_ufrag = true;
-                        s
-                    }
-                    None => {
-                        c.stun_rejected += 1;
-                        return;
-                    }
-                }
+        let (slot, via_ufrag) = match self.demux.lookup(kind, data, source) {
+            Lookup::Session { slot, via_ufrag } => (slot, via_ufrag),
+            Lookup::UnknownSource => {
+                c.dropped_unknown_source += 1;
+                return;
+            }
+            Lookup::StunRejected => {
+                c.stun_rejected += 1;
+                return;
             }
         };
         let Ok(contents) = data.try_into() else {
@@ -262,7 +248,7 @@ impl ShardCore {
         if via_ufrag && self.out.new_addrs.len() == new_addrs_before {
             // A STUN request we could route but the session did not answer: wrong
             // integrity, wrong remote ufrag, or a retransmit of an answered one.
-            if !self.by_addr.contains_key(&source) {
+            if !self.demux.has_addr(&source) {
                 self.counters.stun_unanswered += 1;
             }
         }
@@ -353,7 +339,7 @@ impl ShardCore {
             self.doomed.push(slot);
         }
         for (addr, s) in self.out.new_addrs.drain(..) {
-            self.by_addr.insert(addr, s);
+            self.demux.bind_addr(addr, s);
         }
         if !self.out.media.is_empty() {
             let mut media = std::mem::take(&mut self.out.media);
@@ -638,7 +624,7 @@ impl ShardCore {
         s.down_tracks = self.downs.len();
         s.up_tracks = self.ups.len();
         s.routes = self.routes.map.len();
-        s.known_addrs = self.by_addr.len();
+        s.known_addrs = self.demux.addrs();
         s.ring_entries = self.consumers.iter().flatten().map(|c| c.slots()).sum();
         s.datagrams_out = self.out.send.sent;
         s.send_errors = self.out.send.send_errors;
@@ -653,7 +639,7 @@ impl ShardCore {
                 .take(8)
                 .map(char::from)
                 .collect();
-            if !self.by_ufrag.contains_key(&u) {
+            if !self.demux.has_ufrag(&u) {
                 break u;
             }
         };
@@ -714,7 +700,7 @@ impl ShardCore {
         let got = self.sessions.insert(session);
         debug_assert_eq!(got, slot);
         self.by_id.insert(spec.id, slot);
-        self.by_ufrag.insert(ufrag.clone(), slot);
+        self.demux.add_ufrag(ufrag.clone(), slot);
         self.timers.schedule(now, slot);
         self.after_mutation(slot);
         self.discover_srflx(spec.id, slot, &spec.stun_servers, now);
@@ -736,7 +722,7 @@ impl ShardCore {
         let u = s.rtc.direct_api().local_ice_credentials().ufrag;
         if u != s.ufrag {
             s.ufrag = u.clone();
-            self.by_ufrag.insert(u, slot);
+            self.demux.add_ufrag(u, slot);
         }
     }
 
@@ -1066,11 +1052,9 @@ impl ShardCore {
         self.counters.sessions_closed += 1;
         self.by_id.remove(&s.id);
         for a in &s.addrs {
-            if self.by_addr.get(a) == Some(&slot) {
-                self.by_addr.remove(a);
-            }
+            self.demux.unbind_addr(a, slot);
         }
-        self.by_ufrag.retain(|_, v| *v != slot);
+        self.demux.remove_ufrags(slot);
         for &dslot in &s.downs {
             if let Some(d) = self.downs.remove(dslot) {
                 self.routes.remove_local(d.track, dslot);

@@ -7,6 +7,7 @@
 
 pub(crate) mod command;
 pub(crate) mod core;
+pub(crate) mod demux;
 pub(crate) mod ring;
 pub(crate) mod route;
 pub(crate) mod session;

@@ -9,8 +9,10 @@
 
 mod fanout;
 mod peer;
+mod pieces;
 mod shards;
 
 pub use fanout::Fanout;
 pub use peer::{vp8_payload, ClientPeer};
+pub use pieces::{DemuxBench, RingPair};
 pub use shards::{MemoryShards, SessionRef, TrackRef};

@@ -1,11 +1,13 @@
-//! Microbenchmarks of the pure pieces of the packet path: datagram classification and STUN
-//! ufrag extraction (demux), codec payload inspection (keyframe detection), and the
-//! per-subscriber sequence/timestamp rewrite. Run with `cargo bench --bench parsers`.
+//! Microbenchmarks of the pieces of the packet path: datagram classification and STUN
+//! ufrag extraction, the demux table lookup (datagram → session), codec payload
+//! inspection (keyframe detection), the per-subscriber sequence/timestamp rewrite, and the
+//! shard-to-shard ring. Run with `cargo bench --bench pieces`.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use rheomesh::forward::{InPacket, Rewriter, RewriterConfig};
 use rheomesh::rtp::codec::{inspect, CodecKind};
 use rheomesh::rtp::demux::{classify, stun_local_ufrag};
+use rheomesh::testing::{DemuxBench, RingPair};
 
 fn stun_request() -> Vec<u8> {
     let user = b"abcdefgh:remoteuf";
@@ -38,6 +40,37 @@ fn demux(c: &mut Criterion) {
     g.bench_function("stun_local_ufrag", |b| {
         b.iter(|| stun_local_ufrag(black_box(&stun)).map(|u| u.len()))
     });
+    g.finish();
+
+    // The table lookup a shard does per datagram, with 1000 sessions on the shard.
+    let table = DemuxBench::new(1000);
+    let known = DemuxBench::addr(517);
+    assert_eq!(table.route(&rtp, known), Some(517));
+    let mut stun_new = stun_request();
+    stun_new[24..32].copy_from_slice(b"u0000517");
+    let unknown = "127.0.0.1:9".parse().expect("address");
+    assert_eq!(table.route(&stun_new, unknown), Some(517));
+    let mut g = c.benchmark_group("demux_lookup");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("rtp_known_address_1000_sessions", |b| {
+        b.iter(|| table.route(black_box(&rtp), black_box(known)))
+    });
+    g.bench_function("stun_by_ufrag_1000_sessions", |b| {
+        b.iter(|| table.route(black_box(&stun_new), black_box(unknown)))
+    });
+    g.finish();
+}
+
+fn ring(c: &mut Criterion) {
+    let mut g = c.benchmark_group("ring");
+    for burst in [1usize, 32] {
+        let mut r = RingPair::new(4096);
+        assert_eq!(r.transfer(burst), burst);
+        g.throughput(Throughput::Elements(burst as u64));
+        g.bench_function(format!("push_pop_burst_{burst}"), |b| {
+            b.iter(|| r.transfer(black_box(burst)))
+        });
+    }
     g.finish();
 }
 
@@ -116,5 +149,5 @@ fn rewrite(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, demux, payload, rewrite);
+criterion_group!(benches, demux, payload, rewrite, ring);
 criterion_main!(benches);
