@@ -542,6 +542,13 @@ async fn run(args: Args) -> Result<(), String> {
     progress.finish();
     let reports = engine.report().await;
     let server_end = sample_server_or_warn(args.server_pid);
+    // Before shutdown: closing the WebSockets makes the server announce Unpublished.
+    let incidents = ctx.incidents.load(std::sync::atomic::Ordering::Relaxed);
+    let incident_samples = ctx
+        .incident_samples
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
 
     let _ = shutdown_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
@@ -564,12 +571,6 @@ async fn run(args: Args) -> Result<(), String> {
         (Some(a), Some(b)) => Some((b.0 - a.0, b.1 - a.1, b.2 - a.2)),
         _ => None,
     };
-    let incidents = ctx.incidents.load(std::sync::atomic::Ordering::Relaxed);
-    let incident_samples = ctx
-        .incident_samples
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
 
     let lat = |q: f64| r.latency.quantile(q);
     let ms = |v: Option<u64>| v.map_or("-".into(), |v| format!("{:.3} ms", v as f64 / 1000.0));
