@@ -183,7 +183,11 @@ async fn socket(
         transport_config,
         shutdown,
     } = state;
+    // Signaling messages are small and rare: a 4 KiB read buffer instead of tungstenite's
+    // 128 KiB default keeps an idle participant's socket cheap (larger messages still fit).
     ws.max_message_size(MAX_MESSAGE)
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
         .on_upgrade(move |socket| session::run(socket, rooms, room, transport_config, shutdown))
 }
 

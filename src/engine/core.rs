@@ -46,6 +46,13 @@ pub(crate) const MAX_MLINES: usize = 128;
 const KEYFRAME_THROTTLE: Duration = Duration::from_millis(300);
 /// How often a gated down-track repeats its keyframe request.
 const GATED_RETRY: Duration = Duration::from_millis(500);
+/// How long a subscriber's sent video packets are kept for NACK. str0m keeps 3 s by default;
+/// each cached packet costs ≈ 440 bytes of bookkeeping per subscriber (the payload itself is
+/// shared), so the window is most of a subscriber's memory. Half a second (Janus's default
+/// NACK queue) repairs losses on paths with round trips up to ≈ 400 ms.
+const RTX_WINDOW: Duration = Duration::from_millis(500);
+/// Upper bound of the retransmission cache per subscriber stream (packets).
+const RTX_MAX_PACKETS: usize = 256;
 /// Housekeeping period (liveness checks, keyframe retries).
 const HOUSEKEEPING: Duration = Duration::from_millis(100);
 
@@ -1033,6 +1040,10 @@ impl ShardCore {
             if mapped && ssrc.is_some() {
                 d.ssrc = ssrc;
                 if d.kind == MediaKind::Video {
+                    // The retransmission window: see RTX_WINDOW.
+                    if let Some(tx) = s.rtc.direct_api().stream_tx_by_mid(d.mid, None) {
+                        tx.set_rtx_cache(RTX_MAX_PACKETS, RTX_WINDOW, Some(0.15));
+                    }
                     d.last_keyframe_request = Some(Instant::now());
                     self.want_keyframe.push(d.track);
                 }

@@ -200,7 +200,13 @@ impl Session {
             last_twcc: already_happened(),
             twcc: 0,
             twcc_rx_register: TwccRecvRegister::new(100),
-            twcc_tx_register: TwccSendRegister::new(1000),
+            // Rheomesh patch: without bandwidth estimation the send register only feeds
+            // loss/RTT stats; 16 records instead of 1000 (≈ 88 KB of VecDeque) per session.
+            twcc_tx_register: TwccSendRegister::new(if config.bwe_config.is_some() {
+                1000
+            } else {
+                16
+            }),
             max_rx_seq_lookup: HashMap::new(),
             bwe,
             bwe_last_event: None,
