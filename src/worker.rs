@@ -51,6 +51,15 @@ impl Worker {
         self.engine.shards.iter().map(|s| s.local_addr).collect()
     }
 
+    /// Test hook: block every shard thread for `d` (at most 5 s), as a stall would.
+    /// Not for production use.
+    #[doc(hidden)]
+    pub fn pause_shards_for_tests(&self, d: std::time::Duration) {
+        for s in &self.engine.shards {
+            s.send(Command::Pause(d));
+        }
+    }
+
     /// A snapshot of every shard's gauges and counters.
     pub async fn stats(&self) -> WorkerStats {
         let mut shards = Vec::with_capacity(self.engine.shards.len());

@@ -429,6 +429,51 @@ async fn hostile_datagrams_are_dropped_and_counted() {
     assert_eq!(s.session_panics, 0);
 }
 
+/// A backlog larger than one receive pass (the shard reads at most 256 datagrams before
+/// other work gets a turn) is drained without new arrivals: the socket is edge-triggered,
+/// so a shard that waited for the next event would stall with a full buffer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receive_backlog_is_drained_without_new_arrivals() {
+    let (worker, _router) = setup(1).await;
+    let server = worker.lock().await.local_addrs()[0];
+    worker
+        .lock()
+        .await
+        .pause_shards_for_tests(Duration::from_millis(500));
+    let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    // Not STUN, DTLS, RTP or RTCP: each is read, classified and counted as malformed.
+    for _ in 0..1500 {
+        let _ = sender.send_to(&[0xffu8; 8], server);
+    }
+    let queued = udp_rx_queue(server.port()).expect("/proc/net/udp lists the shard socket");
+    assert!(queued > 0, "datagrams queued while the shard is paused");
+    let drained = wait_until(Duration::from_secs(5), || {
+        udp_rx_queue(server.port()) == Some(0)
+    })
+    .await;
+    let stats = worker.lock().await.stats().await;
+    let s = &stats.shards[0];
+    assert!(drained, "the backlog stays in the socket: {s:?}");
+    assert!(
+        s.dropped_malformed > 256,
+        "more than one receive pass was queued and read: {s:?}"
+    );
+}
+
+/// Bytes waiting in the receive queue of the 127.0.0.1 UDP socket bound to `port`.
+fn udp_rx_queue(port: u16) -> Option<u64> {
+    let table = std::fs::read_to_string("/proc/net/udp").ok()?;
+    let local = format!("0100007F:{port:04X}");
+    table.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if f.get(1) != Some(&local.as_str()) {
+            return None;
+        }
+        let queues = f.get(4)?; // tx_queue:rx_queue in hex
+        u64::from_str_radix(queues.split(':').nth(1)?, 16).ok()
+    })
+}
+
 /// 8. Malformed or hostile SDP gets errors; the server keeps serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_sdp_is_rejected() {

@@ -125,6 +125,8 @@ pub(crate) enum Command {
     InjectPanic {
         id: SessionId,
     },
+    /// Test hook: block the shard thread, as a long stall would (datagrams queue up).
+    Pause(std::time::Duration),
     Shutdown,
 }
 

@@ -618,6 +618,7 @@ impl ShardCore {
                     }
                 }
             }
+            Command::Pause(d) => std::thread::sleep(d.min(Duration::from_secs(5))),
             Command::Stats { reply } => {
                 let _ = reply.send(self.snapshot());
             }

@@ -27,6 +27,10 @@ pub(crate) struct Shard {
     socket: mio::net::UdpSocket,
     commands: mpsc::Receiver<Command>,
     peers: Vec<Arc<Waker>>,
+    /// The last receive stopped at its budget with datagrams left in the socket. mio is
+    /// edge-triggered: no new event comes for data already queued (and none at all once
+    /// the kernel buffer is full and drops arrivals), so the loop must read again itself.
+    socket_backlog: bool,
 }
 
 impl Shard {
@@ -47,6 +51,7 @@ impl Shard {
             socket,
             commands,
             peers,
+            socket_backlog: false,
         })
     }
 
@@ -55,14 +60,18 @@ impl Shard {
         let mut events = Events::with_capacity(64);
         let mut buf = vec![0u8; 2048];
         while self.core.running() {
-            let wait = self.core.wait(Instant::now());
+            let wait = if self.socket_backlog {
+                std::time::Duration::ZERO
+            } else {
+                self.core.wait(Instant::now())
+            };
             if let Err(e) = self.poll.poll(&mut events, Some(wait)) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     tracing::error!(shard = self.id, "poll failed: {e}");
                 }
             }
             let now = Instant::now();
-            if events.iter().any(|ev| ev.token() == SOCKET) {
+            if self.socket_backlog || events.iter().any(|ev| ev.token() == SOCKET) {
                 self.receive(&mut buf, now);
             }
             self.handle_commands(now);
@@ -74,6 +83,7 @@ impl Shard {
     }
 
     fn receive(&mut self, buf: &mut [u8], now: Instant) {
+        self.socket_backlog = false;
         for _ in 0..RECV_BUDGET {
             match self.socket.recv_from(buf) {
                 Ok((n, source)) => self.core.handle_datagram(&buf[..n], source, now),
@@ -86,8 +96,9 @@ impl Shard {
                 }
             }
         }
-        // Budget exhausted with data left: mio is edge-triggered, so come back at once.
-        let _ = self.peers[self.id].wake();
+        // Budget exhausted, data probably left: the next iteration reads again (after the
+        // batch is flushed and commands and rings had their turn).
+        self.socket_backlog = true;
     }
 
     fn handle_commands(&mut self, now: Instant) {
