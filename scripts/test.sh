@@ -54,3 +54,6 @@ if [ -d tests/e2e ]; then
   npm test
   cd "$root"
 fi
+
+step "loadgen smoke test (example server + loadgen on 127.0.0.1)"
+./scripts/loadgen_smoke.sh
