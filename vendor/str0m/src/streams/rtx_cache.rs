@@ -24,7 +24,10 @@ pub(crate) struct RtxCache {
 impl RtxCache {
     pub fn new(max_packet_count: usize, max_packet_age: Duration) -> Self {
         Self {
-            packet_by_seq_no: EvictingBuffer::new(10, max_packet_age, max_packet_count),
+            // Rheomesh patch: start at one slot (≈ 440 bytes) instead of ten; the buffer
+            // grows to its working size within the first packets, and streams that never
+            // cache (audio) stay small.
+            packet_by_seq_no: EvictingBuffer::new(1, max_packet_age, max_packet_count),
             seq_no_by_quantized_size: [SeqNo::MAX; RTX_CACHE_QUANTIZE_SLOTS],
         }
     }
