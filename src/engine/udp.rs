@@ -46,7 +46,6 @@ impl SendQueue {
     }
 
     /// Hand every queued datagram to `f` instead of a socket (the in-memory harness).
-    #[allow(dead_code)]
     pub(crate) fn drain(&mut self, mut f: impl FnMut(SocketAddr, &[u8])) -> usize {
         let n = self.items.len();
         for (dest, data) in self.items.drain(..) {
