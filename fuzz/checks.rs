@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use rheomesh::forward::{
-    Decision, InPacket, Rewriter, RewriterConfig, INITIAL_SEQ_MASK, MAX_FORWARD_JUMP,
+    Decision, InPacket, RewriteStats, Rewriter, RewriterConfig, INITIAL_SEQ_MASK, MAX_FORWARD_JUMP,
     MAX_TS_ADVANCE, REORDER_WINDOW,
 };
 use rheomesh::rtp::codec::{inspect, is_keyframe, CodecKind, InspectError};
@@ -281,7 +281,21 @@ fn expected_advance(elapsed_us: u64, rate: u32) -> u32 {
 /// `op` byte = bits 0-1 source, bits 2-4 action, bit 5 keyframe, bits 6-7 arrival step,
 /// each followed by the bytes its action and step consume.
 pub fn rewrite(data: &[u8]) {
+    rewrite_run(data);
+}
+
+/// What one [`rewrite`] input exercised: the rewriter's counters, and how many late
+/// (reordered or duplicate) packets were forwarded into place.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RewriteRun {
+    pub stats: RewriteStats,
+    pub late_forwards: u64,
+}
+
+/// [`rewrite`], returning what the input exercised (for coverage assertions).
+pub fn rewrite_run(data: &[u8]) -> RewriteRun {
     let mut b = Bytes { data };
+    let mut late_forwards = 0;
     let c = b.u8();
     let cfg = RewriterConfig {
         video: c & 1 != 0,
@@ -465,6 +479,7 @@ pub fn rewrite(data: &[u8]) {
                         } else {
                             let behind = model.hi_in - p.seq;
                             assert!(behind <= REORDER_WINDOW, "too-late packet forwarded");
+                            late_forwards += 1;
                             assert_eq!(out, h - behind, "late packet misplaced");
                             assert_eq!(hi_after, hi_before);
                         }
@@ -502,6 +517,10 @@ pub fn rewrite(data: &[u8]) {
                 assert_eq!(d.forwarded(), None);
             }
         }
+    }
+    RewriteRun {
+        stats: r.stats(),
+        late_forwards,
     }
 }
 
