@@ -5,15 +5,13 @@
 # release builds run by hand (README "Performance"); this only checks that the tools work.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 port=3917
 cargo build --example media_server --example loadgen
 target/debug/examples/media_server --shards 2 --port "$port" >/tmp/rheomesh-smoke-server.log 2>&1 &
 server=$!
 trap 'kill "$server" 2>/dev/null || true' EXIT
-for _ in $(seq 1 100); do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then break; fi
-  sleep 0.1
-done
+wait_for_server "$port" "$server" /tmp/rheomesh-smoke-server.log
 out=$(mktemp)
 timeout 120 target/debug/examples/loadgen --url "ws://127.0.0.1:$port/socket" \
   --publishers 2 --subscribers-per-publisher 3 --pps 50 --duration 3 --warmup 1 \
@@ -28,11 +26,10 @@ node -e '
   console.log("loadgen smoke: " + r.packets_received + "/" + r.packets_expected + " delivered, p99 " + r.latency_us.p99 + " us");
 ' "$out"
 rm -f "$out"
-start=$(date +%s)
+# `timeout` bounds it: a hang is killed, and then the message check below fails.
 if timeout 30 target/debug/examples/loadgen --url "ws://127.0.0.1:1/socket" --duration 1 2>/tmp/rheomesh-smoke-err.txt; then
   echo "loadgen smoke: an unreachable server must be an error" >&2
   exit 1
 fi
 grep -q "cannot connect" /tmp/rheomesh-smoke-err.txt || { cat /tmp/rheomesh-smoke-err.txt >&2; exit 1; }
-[ $(( $(date +%s) - start )) -lt 10 ] || { echo "loadgen smoke: the error took too long" >&2; exit 1; }
 echo "loadgen smoke: unreachable server reported: $(head -c 200 /tmp/rheomesh-smoke-err.txt)"

@@ -5,15 +5,13 @@
 # Arguments go to loadgen (see examples/loadgen/README.md); --server-pid is added.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 cargo build --release --example media_server --example loadgen
 port=${PERF_PORT:-3918}
 RUST_LOG=warn taskset -c 0 target/release/examples/media_server --shards 1 --port "$port" \
   >/tmp/rheomesh-perf-server.log 2>&1 &
 server=$!
 trap 'kill -INT "$server" 2>/dev/null || true' EXIT
-for _ in $(seq 1 100); do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then break; fi
-  sleep 0.1
-done
+wait_for_server "$port" "$server" /tmp/rheomesh-perf-server.log
 taskset -c 1 target/release/examples/loadgen --url "ws://127.0.0.1:$port/socket" \
   --server-pid "$server" "$@"

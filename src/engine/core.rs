@@ -390,18 +390,16 @@ impl ShardCore {
                 Err(_) => self.counters.ring_full_drops += 1,
             }
         }
-        for &d in &route.local {
-            forward(
-                &mut self.downs,
-                &mut self.sessions,
-                &mut self.dirty,
-                &mut self.want_keyframe,
-                &mut self.counters,
-                self.epoch,
-                d,
-                &pkt,
-            );
-        }
+        forward(
+            &mut self.downs,
+            &mut self.sessions,
+            &mut self.dirty,
+            &mut self.want_keyframe,
+            &mut self.counters,
+            self.epoch,
+            &route.local,
+            &pkt,
+        );
     }
 
     fn drain_rings(&mut self, _now: Instant) {
@@ -412,18 +410,16 @@ impl ShardCore {
                         let Some(route) = self.routes.map.get(&pkt.track) else {
                             continue;
                         };
-                        for &d in &route.local {
-                            forward(
-                                &mut self.downs,
-                                &mut self.sessions,
-                                &mut self.dirty,
-                                &mut self.want_keyframe,
-                                &mut self.counters,
-                                self.epoch,
-                                d,
-                                &pkt,
-                            );
-                        }
+                        forward(
+                            &mut self.downs,
+                            &mut self.sessions,
+                            &mut self.dirty,
+                            &mut self.want_keyframe,
+                            &mut self.counters,
+                            self.epoch,
+                            &route.local,
+                            &pkt,
+                        );
                     }
                     ShardMsg::KeyframeRequest(track) => self.want_keyframe.push(track),
                 }
@@ -1091,11 +1087,29 @@ impl ShardCore {
     }
 }
 
+/// Forward one packet to this shard's down-tracks `dslots` of its track.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn forward(
+    downs: &mut Slab<DownTrack>,
+    sessions: &mut Slab<Session>,
+    dirty: &mut Vec<usize>,
+    want_keyframe: &mut Vec<TrackKey>,
+    c: &mut ShardStats,
+    epoch: Instant,
+    dslots: &[usize],
+    pkt: &MediaPacket,
+) {
+    for &d in dslots {
+        forward_one(downs, sessions, dirty, want_keyframe, c, epoch, d, pkt);
+    }
+}
+
 /// Forward one packet to one down-track: translate PT, rewrite seq/ts, write into the
 /// subscriber's session. No allocation: the payload is reference-counted.
 #[allow(clippy::too_many_arguments)]
 #[inline]
-fn forward(
+fn forward_one(
     downs: &mut Slab<DownTrack>,
     sessions: &mut Slab<Session>,
     dirty: &mut Vec<usize>,

@@ -159,13 +159,7 @@ impl Fanout {
     /// forward to every subscriber (through the rings for other shards), end the batch.
     /// Returns the number of datagrams the shards now have queued to send.
     pub fn forward_staged(&mut self) -> usize {
-        let now = Instant::now();
-        let shard = self.pub_session.shard();
-        let from = self.publisher.addr();
-        for d in self.staged.drain(..) {
-            self.net.receive(shard, from, &d, now);
-        }
-        self.net.tick(now);
+        self.forward_staged_and_keep();
         self.net.drain_outgoing(|_, _, _| {})
     }
 

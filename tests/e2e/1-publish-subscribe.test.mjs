@@ -2,18 +2,12 @@
 //    receives audio, and both keep growing. Also writes docs/screenshot.png of the viewer.
 import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import {
-  ROOT, appState, expectGrowth, expectNoAppError, inboundStats, openPage, setupSuite, uniqueRoom, waitFor, waitPublished,
+  ROOT, appState, expectGrowth, expectNoAppError, inboundStats, openPage, useSuite, uniqueRoom, waitFor, waitPublished,
 } from "./helpers.mjs";
 
-let suite;
-before(async () => {
-  suite = await setupSuite();
-});
-after(async () => {
-  await suite?.teardown();
-});
+const suite = useSuite();
 
 test("viewer decodes the publisher's video and receives its audio", { timeout: 90000 }, async () => {
   const room = uniqueRoom("pubsub");

@@ -1,18 +1,12 @@
 // 2. Each video codec the page offers (VP8, VP9, H264, AV1) is forwarded and decoded: the
 //    viewer's inbound-rtp codec is the one the publisher preferred and framesDecoded grows.
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import {
-  closePage, expectGrowth, expectNoAppError, inboundStats, openPage, setupSuite, uniqueRoom, waitFor, waitPublished,
+  closePage, expectGrowth, expectNoAppError, inboundStats, openPage, useSuite, uniqueRoom, waitFor, waitPublished,
 } from "./helpers.mjs";
 
-let suite;
-before(async () => {
-  suite = await setupSuite();
-});
-after(async () => {
-  await suite?.teardown();
-});
+const suite = useSuite();
 
 for (const codec of ["VP8", "VP9", "H264", "AV1"]) {
   test(`${codec} is forwarded and decoded`, { timeout: 60000 }, async () => {

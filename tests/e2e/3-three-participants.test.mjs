@@ -2,18 +2,12 @@
 //    video, audio); when one leaves, the others drop its tiles, its entries in the page state,
 //    and the server takes its tracks out of their subscribe transports.
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import {
-  appState, closePage, expectGrowth, expectNoAppError, openPage, setupSuite, uniqueRoom, waitFor, waitPublished,
+  appState, closePage, expectGrowth, expectNoAppError, openPage, useSuite, uniqueRoom, waitFor, waitPublished,
 } from "./helpers.mjs";
 
-let suite;
-before(async () => {
-  suite = await setupSuite();
-});
-after(async () => {
-  await suite?.teardown();
-});
+const suite = useSuite();
 
 // Track ids carried by active (not port 0, not inactive) m-lines of the subscribe transport's
 // current remote description: what the server is forwarding to this page.

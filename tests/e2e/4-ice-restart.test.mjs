@@ -2,18 +2,12 @@
 //    server answers with fresh credentials of its own, the browser moves to a candidate pair of
 //    the new ICE generation, and the viewer's framesDecoded keeps growing afterwards.
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import {
-  closePage, expectGrowth, expectNoAppError, openPage, setupSuite, uniqueRoom, waitFor, waitPublished,
+  closePage, expectGrowth, expectNoAppError, openPage, useSuite, uniqueRoom, waitFor, waitPublished,
 } from "./helpers.mjs";
 
-let suite;
-before(async () => {
-  suite = await setupSuite();
-});
-after(async () => {
-  await suite?.teardown();
-});
+const suite = useSuite();
 
 // ICE state of the publish transport: SDP credentials and what getStats() says is in use.
 function publisherIce(page) {

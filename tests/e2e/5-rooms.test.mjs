@@ -2,18 +2,12 @@
 //    and a late viewer in room 2 never get a `Published` for room 1's ids (neither by broadcast
 //    nor in the SubscriberInit reply) and room 1 never learns room 2's ids.
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import {
-  appState, closePage, expectGrowth, expectNoAppError, openPage, setupSuite, socketMessages, uniqueRoom, waitFor, waitPublished,
+  appState, closePage, expectGrowth, expectNoAppError, openPage, useSuite, socketMessages, uniqueRoom, waitFor, waitPublished,
 } from "./helpers.mjs";
 
-let suite;
-before(async () => {
-  suite = await setupSuite();
-});
-after(async () => {
-  await suite?.teardown();
-});
+const suite = useSuite();
 
 const publishedIds = (messages) => messages.filter((m) => m.action === "Published").flatMap((m) => m.publisherIds);
 

@@ -12,6 +12,7 @@ import { spawn, spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { createServer } from "node:net";
 import { fileURLToPath } from "node:url";
+import { after, before } from "node:test";
 import { chromium } from "playwright-core";
 
 export const ROOT = fileURLToPath(new URL("../../", import.meta.url));
@@ -321,6 +322,21 @@ export function uniqueRoom(prefix = "e2e") {
  * One server + one browser for a test file: call in `before`, and `teardown` in `after`.
  * On teardown the server's output is printed if it logged anything at warn or above.
  */
+/**
+ * Start the server and browser before this file's tests and stop them after. The returned
+ * object gets `browser`, `base` and `server` once `before` has run.
+ */
+export function useSuite() {
+  const suite = {};
+  before(async () => {
+    Object.assign(suite, await setupSuite());
+  });
+  after(async () => {
+    await suite.teardown?.();
+  });
+  return suite;
+}
+
 export async function setupSuite() {
   const server = await startServer();
   const browser = await launchBrowser();
