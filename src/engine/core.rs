@@ -141,6 +141,11 @@ impl ShardCore {
         }
     }
 
+    /// The shard's index.
+    pub(crate) fn id(&self) -> ShardId {
+        self.id
+    }
+
     /// False once a shutdown command was handled.
     pub(crate) fn running(&self) -> bool {
         self.running

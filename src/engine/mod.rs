@@ -138,7 +138,7 @@ impl Engine {
                 std::time::Instant::now(),
             );
             let shard =
-                shard::Shard::new(core, i, poll, socket, rx, peers).map_err(WorkerError::Spawn)?;
+                shard::Shard::new(core, poll, socket, rx, peers).map_err(WorkerError::Spawn)?;
             let handle = std::thread::Builder::new()
                 .name(format!("rheomesh-shard-{i}"))
                 .spawn(move || {

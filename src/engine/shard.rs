@@ -11,7 +11,6 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::command::Command;
 use super::core::ShardCore;
-use super::ShardId;
 
 pub(crate) const WAKER: Token = Token(0);
 const SOCKET: Token = Token(1);
@@ -21,7 +20,6 @@ const RECV_BUDGET: usize = 256;
 
 /// A shard core with its socket, poll, inbox and the other shards' wakers.
 pub(crate) struct Shard {
-    id: ShardId,
     core: ShardCore,
     poll: Poll,
     socket: mio::net::UdpSocket,
@@ -36,7 +34,6 @@ pub(crate) struct Shard {
 impl Shard {
     pub(crate) fn new(
         core: ShardCore,
-        id: ShardId,
         poll: Poll,
         mut socket: mio::net::UdpSocket,
         commands: mpsc::Receiver<Command>,
@@ -45,7 +42,6 @@ impl Shard {
         poll.registry()
             .register(&mut socket, SOCKET, Interest::READABLE)?;
         Ok(Shard {
-            id,
             core,
             poll,
             socket,
@@ -67,7 +63,7 @@ impl Shard {
             };
             if let Err(e) = self.poll.poll(&mut events, Some(wait)) {
                 if e.kind() != io::ErrorKind::Interrupted {
-                    tracing::error!(shard = self.id, "poll failed: {e}");
+                    tracing::error!(shard = self.core.id(), "poll failed: {e}");
                 }
             }
             let now = Instant::now();
@@ -91,7 +87,7 @@ impl Shard {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     // ICMP errors (e.g. port unreachable) surface here; keep serving.
-                    tracing::trace!(shard = self.id, "recv error: {e}");
+                    tracing::trace!(shard = self.core.id(), "recv error: {e}");
                     continue;
                 }
             }
