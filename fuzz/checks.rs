@@ -599,10 +599,8 @@ fn sdp_env() -> &'static SdpEnv {
             .build()
             .expect("tokio runtime");
         let (worker, router) = rt.block_on(async {
-            let cfg = rheomesh::config::WorkerConfig {
-                shards: 1,
-                ..Default::default()
-            };
+            let mut cfg = rheomesh::config::WorkerConfig::default();
+            cfg.shards = 1;
             let worker = rheomesh::worker::Worker::new(cfg)
                 .await
                 .expect("worker starts");

@@ -11,6 +11,7 @@ use str0m::RtcConfig;
 
 /// Configuration of a [`Worker`](crate::worker::Worker): its shards and their sockets.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct WorkerConfig {
     /// Number of shards (threads, each with its own UDP socket). Default: available cores.
     pub shards: usize,
@@ -47,6 +48,7 @@ impl Default for WorkerConfig {
 
 /// Audio codecs a router can negotiate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum AudioCodec {
     /// Opus, 48 kHz stereo.
     Opus,
@@ -54,6 +56,7 @@ pub enum AudioCodec {
 
 /// Video codecs a router can negotiate. All are negotiated with RTX.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum VideoCodec {
     /// VP8.
     Vp8,
@@ -67,6 +70,7 @@ pub enum VideoCodec {
 
 /// RTP header extensions a router can negotiate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum HeaderExtension {
     /// `urn:ietf:params:rtp-hdrext:ssrc-audio-level` (RFC 6464).
     AudioLevel,
@@ -122,6 +126,7 @@ impl HeaderExtension {
 
 /// The media a [`Router`](crate::router::Router) negotiates with its peers.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct MediaConfig {
     /// Audio codecs, in order of preference.
     pub audio: Vec<AudioCodec>,
@@ -192,6 +197,7 @@ pub struct RTCIceServer {
 
 /// Peer-connection level configuration, as in the browser's `RTCConfiguration`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct RTCConfiguration {
     /// ICE servers. The server side is ICE-lite and needs none; a `stun:` entry is
     /// accepted for compatibility with the original API.
@@ -200,6 +206,7 @@ pub struct RTCConfiguration {
 
 /// Configuration of one publish or subscribe transport.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct WebRTCTransportConfig {
     /// Peer-connection configuration (ICE servers).
     pub configuration: RTCConfiguration,

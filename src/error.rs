@@ -7,6 +7,7 @@ use thiserror::Error;
 
 /// Errors from [`Worker::new`](crate::worker::Worker::new).
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum WorkerError {
     /// The configuration asks for zero shards.
     #[error("worker needs at least one shard")]
@@ -34,6 +35,7 @@ pub enum WorkerError {
 
 /// Errors from transport-level operations (`add_ice_candidate`, `close`, …).
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum TransportError {
     /// The transport is closed (by the user, the peer, a timeout or a failure).
     #[error("transport is closed")]
@@ -45,6 +47,7 @@ pub enum TransportError {
 
 /// Errors from SDP negotiation (`get_answer`, `set_answer`).
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum NegotiationError {
     /// The transport is closed.
     #[error("transport is closed")]
@@ -81,6 +84,7 @@ pub enum NegotiationError {
 
 /// Errors from [`PublishTransport::try_publish`](crate::transport::PublishTransport::try_publish).
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PublishError {
     /// The transport is closed.
     #[error("transport is closed")]
@@ -95,6 +99,7 @@ pub enum PublishError {
 
 /// Errors from [`SubscribeTransport::subscribe`](crate::transport::SubscribeTransport::subscribe).
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SubscribeError {
     /// The transport is closed.
     #[error("transport is closed")]

@@ -23,10 +23,11 @@
 //! # }
 //! ```
 //!
-//! Layers (see `DESIGN.md` in the repository): the async API layer (this crate's public
+//! Layers (see `docs/DESIGN.md` in the source repository): the async API layer (this crate's public
 //! modules) sends commands to the engine's shards; the shards own the str0m sessions and
 //! the packet path; [`forward`] and [`rtp`] are pure helpers used by the packet path.
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(rust_2018_idioms)]
 
 pub mod config;
@@ -38,6 +39,8 @@ pub mod rtp;
 pub mod signal;
 pub mod stats;
 pub mod subscriber;
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
 pub mod transport;
 pub mod worker;

@@ -31,6 +31,7 @@ impl Worker {
     /// Start the shards (threads, sockets). Returns the worker behind a tokio mutex, as the
     /// original Rheomesh API does. Shards stop when the worker and every router, transport
     /// and handle created from it are dropped.
+    #[must_use = "dropping the worker stops its shards"]
     pub async fn new(config: WorkerConfig) -> Result<Arc<Mutex<Worker>>, WorkerError> {
         let engine = Arc::new(Engine::start(&config)?);
         Ok(Arc::new(Mutex::new(Worker { engine, config })))
@@ -52,7 +53,8 @@ impl Worker {
     }
 
     /// Test hook: block every shard thread for `d` (at most 5 s), as a stall would.
-    /// Not for production use.
+    /// Only with the `testing` feature; not for production use.
+    #[cfg(feature = "testing")]
     #[doc(hidden)]
     pub fn pause_shards_for_tests(&self, d: std::time::Duration) {
         for s in &self.engine.shards {

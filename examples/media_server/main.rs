@@ -81,11 +81,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .init();
     let args = Args::parse();
 
-    let mut worker_config = WorkerConfig {
-        bind_ip: args.bind,
-        port_min: args.rtc_port,
-        ..WorkerConfig::default()
-    };
+    let mut worker_config = WorkerConfig::default();
+    worker_config.bind_ip = args.bind;
+    worker_config.port_min = args.rtc_port;
     if let Some(shards) = args.shards {
         if shards == 0 {
             return Err("--shards must be at least 1".into());
@@ -97,10 +95,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map_err(|e| format!("starting the media worker: {e}"))?;
     let media_addrs = worker.lock().await.local_addrs();
 
-    let transport_config = WebRTCTransportConfig {
-        announced_ips: args.announce_ip.clone(),
-        ..WebRTCTransportConfig::default()
-    };
+    let mut transport_config = WebRTCTransportConfig::default();
+    transport_config.announced_ips = args.announce_ip.clone();
 
     let (shutdown_tx, shutdown) = watch::channel(false);
     let state = AppState {

@@ -122,10 +122,13 @@ pub(crate) enum Command {
         reply: oneshot::Sender<ShardStats>,
     },
     /// Test hook: panic inside the session's guarded code, as a str0m bug would.
+    #[cfg(feature = "testing")]
     InjectPanic {
         id: SessionId,
     },
     /// Test hook: block the shard thread, as a long stall would (datagrams queue up).
+    /// Handled by the driver: the core never sleeps.
+    #[cfg(feature = "testing")]
     Pause(std::time::Duration),
     Shutdown,
 }

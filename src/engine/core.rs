@@ -14,8 +14,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use rand::distributions::Alphanumeric;
-use rand::Rng;
+use rand::distr::{Alphanumeric, SampleString};
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::media::{Direction, MediaKind, Mid};
 use str0m::net::{Protocol, Receive};
@@ -608,6 +607,7 @@ impl ShardCore {
                     }
                 }
             }
+            #[cfg(feature = "testing")]
             Command::InjectPanic { id } => {
                 if let Some(&slot) = self.by_id.get(&id) {
                     if let Some(s) = self.sessions.get_mut(slot) {
@@ -619,7 +619,9 @@ impl ShardCore {
                     }
                 }
             }
-            Command::Pause(d) => std::thread::sleep(d.min(Duration::from_secs(5))),
+            // The driver sleeps for it (`Shard::handle_commands`); in memory it is a no-op.
+            #[cfg(feature = "testing")]
+            Command::Pause(_) => {}
             Command::Stats { reply } => {
                 let _ = reply.send(self.snapshot());
             }
@@ -643,20 +645,12 @@ impl ShardCore {
 
     fn create_session(&mut self, spec: SessionSpec, now: Instant) -> SessionCreated {
         let ufrag = loop {
-            let u: String = rand::thread_rng()
-                .sample_iter(&Alphanumeric)
-                .take(8)
-                .map(char::from)
-                .collect();
+            let u = Alphanumeric.sample_string(&mut rand::rng(), 8);
             if !self.demux.has_ufrag(&u) {
                 break u;
             }
         };
-        let pass: String = rand::thread_rng()
-            .sample_iter(&Alphanumeric)
-            .take(24)
-            .map(char::from)
-            .collect();
+        let pass = Alphanumeric.sample_string(&mut rand::rng(), 24);
         let cfg = Rtc::builder()
             .set_rtp_mode(true)
             .set_ice_lite(true)

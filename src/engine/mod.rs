@@ -157,6 +157,12 @@ impl Engine {
                 load: AtomicUsize::new(0),
             });
         }
+        tracing::info!(
+            shards = n,
+            send_path = udp::SEND_PATH,
+            pinned = cfg.pin_threads,
+            "engine started"
+        );
         Ok(Engine { shards, threads })
     }
 
@@ -184,6 +190,9 @@ impl Drop for Engine {
     }
 }
 
+/// Pin the calling shard thread to core `i % cores` (Linux only; elsewhere, and with the
+/// `portable` feature, shards are left to the OS scheduler).
+#[cfg(all(target_os = "linux", not(feature = "portable")))]
 fn pin_to_core(i: usize) {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -196,4 +205,12 @@ fn pin_to_core(i: usize) {
             tracing::warn!(shard = i, "could not pin shard thread to a core");
         }
     }
+}
+
+#[cfg(not(all(target_os = "linux", not(feature = "portable"))))]
+fn pin_to_core(i: usize) {
+    tracing::debug!(
+        shard = i,
+        "thread pinning is not supported on this platform"
+    );
 }

@@ -100,6 +100,10 @@ impl Shard {
     fn handle_commands(&mut self, now: Instant) {
         loop {
             match self.commands.try_recv() {
+                #[cfg(feature = "testing")]
+                Ok(Command::Pause(d)) => {
+                    std::thread::sleep(d.min(std::time::Duration::from_secs(5)))
+                }
                 Ok(cmd) => self.core.handle_command(cmd, now),
                 Err(mpsc::TryRecvError::Empty) => return,
                 Err(mpsc::TryRecvError::Disconnected) => {

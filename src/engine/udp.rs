@@ -1,18 +1,18 @@
-//! The shard's UDP socket: creation with `socket2`, and batched sending with `sendmmsg`.
+//! The shard's UDP socket: creation with `socket2`, and sending the datagrams a batch
+//! produced.
 //!
-//! This is the only place with `unsafe` on the packet path: building `mmsghdr` arrays for
-//! `sendmmsg(2)`. Everything it points to lives in the batch for the duration of the call.
+//! Two send paths, chosen at compile time: on Linux, batches of up to 64 datagrams per
+//! `sendmmsg(2)` call (the tuned path); elsewhere, or with the `portable` feature, one
+//! `send_to` per datagram. The `sendmmsg` module is the only place with `unsafe` on the
+//! packet path: building `mmsghdr` arrays whose pointees live in the batch for the call.
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 /// Socket buffer size requested for both directions.
 const SOCKET_BUFFER: usize = 4 << 20;
-/// Datagrams per `sendmmsg` call.
-const BATCH: usize = 64;
 
 /// Bind a non-blocking UDP socket for a shard.
 pub(crate) fn bind(addr: SocketAddr) -> io::Result<mio::net::UdpSocket> {
@@ -46,6 +46,7 @@ impl SendQueue {
     }
 
     /// Hand every queued datagram to `f` instead of a socket (the in-memory harness).
+    #[cfg(feature = "testing")]
     pub(crate) fn drain(&mut self, mut f: impl FnMut(SocketAddr, &[u8])) -> usize {
         let n = self.items.len();
         for (dest, data) in self.items.drain(..) {
@@ -59,11 +60,43 @@ impl SendQueue {
     /// Send everything queued. Datagrams the kernel refuses (full buffer, unreachable)
     /// are dropped and counted: UDP media is repaired by NACK/RTX, never blocked on.
     pub(crate) fn flush(&mut self, socket: &mio::net::UdpSocket) {
+        #[cfg(all(target_os = "linux", not(feature = "portable")))]
+        sendmmsg::send_all(self, socket);
+        #[cfg(not(all(target_os = "linux", not(feature = "portable"))))]
+        portable::send_all(self, socket);
+        // Sent (or dropped): the buffers go back to str0m's SRTP buffer pool.
+        for (_, data) in self.items.drain(..) {
+            str0m::net::recycle_datagram(data);
+        }
+    }
+}
+
+/// Which send path this build uses, for logs and stats.
+pub(crate) const SEND_PATH: &str = if cfg!(all(target_os = "linux", not(feature = "portable"))) {
+    "sendmmsg"
+} else {
+    "send_to"
+};
+
+/// The Linux fast path: up to 64 datagrams per `sendmmsg(2)` call.
+#[cfg(all(target_os = "linux", not(feature = "portable")))]
+mod sendmmsg {
+    use std::io;
+    use std::os::fd::AsRawFd;
+
+    use socket2::SockAddr;
+
+    use super::SendQueue;
+
+    /// Datagrams per `sendmmsg` call.
+    const BATCH: usize = 64;
+
+    pub(super) fn send_all(q: &mut SendQueue, socket: &mio::net::UdpSocket) {
         let fd = socket.as_raw_fd();
         let mut start = 0;
-        while start < self.items.len() {
-            let end = (start + BATCH).min(self.items.len());
-            let chunk = &self.items[start..end];
+        while start < q.items.len() {
+            let end = (start + BATCH).min(q.items.len());
+            let chunk = &q.items[start..end];
             let mut storage: [libc::sockaddr_storage; BATCH] =
                 // SAFETY: sockaddr_storage is plain old data; all-zero is a valid value.
                 unsafe { std::mem::zeroed() };
@@ -107,25 +140,45 @@ impl SendQueue {
                         0,
                     )
                 };
-                self.syscalls += 1;
+                q.syscalls += 1;
                 if n < 0 {
                     let err = io::Error::last_os_error();
                     if err.kind() == io::ErrorKind::Interrupted {
                         continue;
                     }
                     // Skip the datagram that failed (e.g. EAGAIN, unreachable) and go on.
-                    self.send_errors += 1;
+                    q.send_errors += 1;
                     off += 1;
                 } else {
-                    self.sent += n as u64;
+                    q.sent += n as u64;
                     off += (n as usize).max(1);
                 }
             }
             start = end;
         }
-        // Sent (or dropped): the buffers go back to str0m's SRTP buffer pool.
-        for (_, data) in self.items.drain(..) {
-            str0m::net::recycle_datagram(data);
+    }
+}
+
+/// The portable path (every platform mio supports, and Linux with the `portable` feature):
+/// one `send_to` per datagram.
+#[cfg(not(all(target_os = "linux", not(feature = "portable"))))]
+mod portable {
+    use std::io;
+
+    use super::SendQueue;
+
+    pub(super) fn send_all(q: &mut SendQueue, socket: &mio::net::UdpSocket) {
+        for (dest, data) in &q.items {
+            loop {
+                q.syscalls += 1;
+                match socket.send_to(data, *dest) {
+                    Ok(_) => q.sent += 1,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    // Full buffer, unreachable, ...: drop it and count it, as above.
+                    Err(_) => q.send_errors += 1,
+                }
+                break;
+            }
         }
     }
 }

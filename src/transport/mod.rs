@@ -12,7 +12,7 @@ mod subscribe;
 
 pub use publish::PublishTransport;
 pub(crate) use subscribe::SubscribeInner;
-pub use subscribe::SubscribeTransport;
+pub use subscribe::{NegotiationCallback, SubscribeTransport};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -31,6 +31,7 @@ pub type ClosedCallback = Box<dyn Fn() + Send + Sync + 'static>;
 
 /// Connection state of a transport, as seen by the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum TransportState {
     /// Created; ICE and DTLS not yet established.
     New,

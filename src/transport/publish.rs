@@ -68,6 +68,7 @@ impl Drop for PublishInner {
 /// A peer connection on which a browser publishes media. Cheap to clone; the session
 /// closes when [`close`](Self::close) is called, the peer leaves, or the last clone drops.
 #[derive(Clone)]
+#[must_use = "dropping the last handle of a transport closes it"]
 pub struct PublishTransport {
     inner: Arc<PublishInner>,
 }
@@ -103,6 +104,16 @@ impl PublishTransport {
             ));
         }
         PublishTransport { inner }
+    }
+
+    /// The transport id, unique in the process (the id in its tracing span and stats).
+    pub fn id(&self) -> String {
+        self.inner.core.id.0.to_string()
+    }
+
+    /// The id of the router this transport belongs to.
+    pub fn router_id(&self) -> &str {
+        &self.inner.router.id
     }
 
     /// Register the callback that receives this transport's local ICE candidates. They are
@@ -284,7 +295,9 @@ impl PublishTransport {
     }
 
     /// Test hook: make this transport's session panic inside its shard, as a bug in the
-    /// WebRTC stack would. The session (only it) is closed. Not for production use.
+    /// WebRTC stack would. The session (only it) is closed. Only with the `testing` feature;
+    /// not for production use.
+    #[cfg(feature = "testing")]
     #[doc(hidden)]
     pub async fn inject_panic_for_tests(&self) {
         self.inner.core.send(Command::InjectPanic {

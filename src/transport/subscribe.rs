@@ -192,6 +192,7 @@ async fn renegotiate(inner: Arc<SubscribeInner>) {
 /// A peer connection on which a browser receives media. Cheap to clone; the session
 /// closes when [`close`](Self::close) is called, the peer leaves, or the last clone drops.
 #[derive(Clone)]
+#[must_use = "dropping the last handle of a transport closes it"]
 pub struct SubscribeTransport {
     inner: Arc<SubscribeInner>,
 }
@@ -229,6 +230,16 @@ impl SubscribeTransport {
             ));
         }
         SubscribeTransport { inner }
+    }
+
+    /// The transport id, unique in the process (the id in its tracing span and stats).
+    pub fn id(&self) -> String {
+        self.inner.core.id.0.to_string()
+    }
+
+    /// The id of the router this transport belongs to.
+    pub fn router_id(&self) -> &str {
+        &self.inner.router.id
     }
 
     /// Register the callback that receives this transport's local ICE candidates. They are

@@ -23,12 +23,9 @@ pub async fn setup(shards: usize) -> (Arc<Mutex<Worker>>, Router) {
         )
         .with_test_writer()
         .try_init();
-    let worker = Worker::new(WorkerConfig {
-        shards,
-        ..Default::default()
-    })
-    .await
-    .expect("worker starts");
+    let mut config = WorkerConfig::default();
+    config.shards = shards;
+    let worker = Worker::new(config).await.expect("worker starts");
     let router = worker.lock().await.new_router(MediaConfig::default());
     (worker, router)
 }

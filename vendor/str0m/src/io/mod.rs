@@ -30,9 +30,9 @@ mod error;
 pub use self::error::NetError;
 
 pub(crate) mod pool;
-pub use self::pool::recycle_datagram;
 #[allow(unused_imports)]
 pub use self::error::StunError;
+pub use self::pool::recycle_datagram;
 
 pub use str0m_proto::{DatagramSend, Protocol, TcpType, Transmit};
 

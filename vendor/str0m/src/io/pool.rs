@@ -19,10 +19,7 @@ thread_local! {
 
 /// A zeroed buffer of `len` bytes, from the pool when one is there.
 pub(crate) fn take_zeroed(len: usize) -> Vec<u8> {
-    let pooled = POOL
-        .try_with(|p| p.borrow_mut().pop())
-        .ok()
-        .flatten();
+    let pooled = POOL.try_with(|p| p.borrow_mut().pop()).ok().flatten();
     match pooled {
         Some(mut v) if v.capacity() >= len => {
             v.clear();
