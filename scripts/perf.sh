@@ -8,10 +8,11 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 cargo build --release --example media_server --example loadgen
 port=${PERF_PORT:-3918}
-RUST_LOG=warn taskset -c 0 target/release/examples/media_server --shards 1 --port "$port" \
+bin=$(examples_dir release)
+RUST_LOG=warn taskset -c 0 "$bin/media_server" --shards 1 --port "$port" \
   >/tmp/rheomesh-perf-server.log 2>&1 &
 server=$!
 trap 'kill -INT "$server" 2>/dev/null || true' EXIT
 wait_for_server "$port" "$server" /tmp/rheomesh-perf-server.log
-taskset -c 1 target/release/examples/loadgen --url "ws://127.0.0.1:$port/socket" \
+taskset -c 1 "$bin/loadgen" --url "ws://127.0.0.1:$port/socket" \
   --server-pid "$server" "$@"

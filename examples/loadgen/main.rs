@@ -6,18 +6,22 @@
 //!     --pps 200 --duration 10 --server-pid $(pgrep -n media_server)
 //! ```
 //!
-//! Publishers and subscribers are str0m peers (RTP mode, full ICE, one UDP socket on
-//! 127.0.0.1 each) driven by a few media threads (`media.rs`); their WebSockets run on a
-//! single-threaded tokio runtime (`signaling.rs`). Phases: connect every peer, warm up
-//! (send, do not count), measure for `--duration`, stop sending and drain, report.
-//! `payload.rs` describes the synthetic VP8 payload, `stats.rs` the measurements.
+//! Publishers and subscribers are str0m peers (RTP mode, full ICE, one UDP socket each on
+//! `--bind`, 127.0.0.1 by default) driven by a few media threads (`media.rs`); their
+//! WebSockets (`ws://` or `wss://`) run on a single-threaded tokio runtime
+//! (`signaling.rs`). Phases: connect every peer, warm up (send, do not count), measure for
+//! `--duration`, stop sending and drain, report.
+//! `payload.rs` describes the synthetic VP8 payload, `stats.rs` the measurements, `tls.rs`
+//! the `wss://` client configuration.
 
 mod media;
 mod payload;
 mod signaling;
 mod stats;
+mod tls;
 
 use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr};
 use std::process::ExitCode;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
@@ -39,13 +43,20 @@ use crate::stats::{now_us, Histogram, Memory};
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
-    /// Signaling endpoint (ws:// only); `?room=` is added unless present.
+    /// Signaling endpoint (ws:// or wss://); `?room=` is added unless present.
     #[arg(
         long,
         env = "LOADGEN_URL",
         default_value = "ws://127.0.0.1:3000/socket"
     )]
     url: String,
+    /// wss://: accept any server certificate (e.g. the example server's self-signed --tls).
+    #[arg(long, env = "LOADGEN_INSECURE")]
+    insecure: bool,
+    /// IPv4 address of the peers' UDP sockets (their host candidates): an address of this
+    /// host that the server can reach.
+    #[arg(long, env = "LOADGEN_BIND", default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
+    bind: IpAddr,
     /// Room name (default: loadgen-PID, a fresh room per run).
     #[arg(long, env = "LOADGEN_ROOM")]
     room: Option<String>,
@@ -162,19 +173,29 @@ fn validate(a: &Args) -> Result<(), String> {
     if a.media_threads == 0 || a.connect_concurrency == 0 {
         return Err("--media-threads and --connect-concurrency must be at least 1".into());
     }
+    bind_v4(a.bind)?;
     Ok(())
+}
+
+/// The peers' address: IPv4 (the receive path reads IPv4 source addresses) and concrete
+/// (it is their ICE host candidate).
+fn bind_v4(ip: IpAddr) -> Result<Ipv4Addr, String> {
+    match ip {
+        IpAddr::V4(v4) if !v4.is_unspecified() && !v4.is_broadcast() && !v4.is_multicast() => {
+            Ok(v4)
+        }
+        IpAddr::V4(v4) => Err(format!(
+            "--bind {v4}: give a concrete address of this host (it is the peers' ICE candidate)"
+        )),
+        IpAddr::V6(v6) => Err(format!("--bind {v6}: loadgen peers support IPv4 only")),
+    }
 }
 
 /// `url` with `room` in its query (unless it has one), or why it is not usable.
 fn room_url(url: &str, room: &str) -> Result<String, String> {
-    if url.starts_with("wss://") {
+    if !url.starts_with("ws://") && !url.starts_with("wss://") {
         return Err(format!(
-            "{url}: wss:// is not supported (run the server without --tls)"
-        ));
-    }
-    if !url.starts_with("ws://") {
-        return Err(format!(
-            "{url}: the URL must start with ws:// (e.g. ws://127.0.0.1:3000/socket)"
+            "{url}: the URL must start with ws:// or wss:// (e.g. ws://127.0.0.1:3000/socket)"
         ));
     }
     let has_room = url
@@ -353,6 +374,8 @@ async fn run(args: Args) -> Result<(), String> {
         .clone()
         .unwrap_or_else(|| format!("loadgen-{}", std::process::id()));
     let url = room_url(&args.url, &room)?;
+    let bind = bind_v4(args.bind)?;
+    let tls = tls::connector(args.insecure)?;
     let p = args.publishers;
     let s = args.subscribers_per_publisher;
     let subscribers = u64::from(p) * u64::from(s);
@@ -362,7 +385,7 @@ async fn run(args: Args) -> Result<(), String> {
     if let Some(pid) = args.server_pid {
         stats::process_cpu_seconds(pid).map_err(|e| format!("--server-pid {pid}: {e}"))?;
     }
-    let preflight = signaling::connect(&url, Instant::now() + Duration::from_secs(5))
+    let preflight = signaling::connect(&url, tls.as_ref(), Instant::now() + Duration::from_secs(5))
         .await
         .map_err(|e| {
             if e.starts_with("cannot connect") {
@@ -379,6 +402,8 @@ async fn run(args: Args) -> Result<(), String> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let ctx = Arc::new(signaling::Ctx {
         url: url.clone(),
+        tls,
+        bind,
         engine: engine.clone(),
         timeout: Duration::from_secs_f64(args.connect_timeout),
         shutdown: shutdown_rx,

@@ -77,12 +77,12 @@ pub struct PeerSetup {
     pub offer: Option<String>,
 }
 
-fn bind_socket() -> std::io::Result<StdUdpSocket> {
+fn bind_socket(ip: Ipv4Addr) -> std::io::Result<StdUdpSocket> {
     use socket2::{Domain, Socket, Type};
     let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(socket2::Protocol::UDP))?;
     let _ = s.set_recv_buffer_size(SOCKET_BUFFER);
     let _ = s.set_send_buffer_size(SOCKET_BUFFER);
-    s.bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into())?;
+    s.bind(&SocketAddr::from((ip, 0)).into())?;
     s.set_nonblocking(true)?;
     // Kernel receive timestamps; without them latency falls back to loadgen's read time.
     let on: libc::c_int = 1;
@@ -158,6 +158,7 @@ fn recv_timestamped(
 
 /// Create a publisher peer with an offer for one sendonly VP8 track `track_id`.
 pub fn new_publisher(
+    bind: Ipv4Addr,
     index: u32,
     track_id: &str,
     events: tmpsc::UnboundedSender<PeerEvent>,
@@ -167,7 +168,7 @@ pub fn new_publisher(
         .clear_codecs()
         .enable_vp8(true)
         .build(Instant::now());
-    let (socket, local_addr, candidate) = add_socket(&mut rtc)?;
+    let (socket, local_addr, candidate) = add_socket(&mut rtc, bind)?;
     let mut api = rtc.sdp_api();
     let mid = api.add_media(
         MediaKind::Video,
@@ -196,11 +197,12 @@ pub fn new_publisher(
 
 /// Create a subscriber peer (it answers the server's offers).
 pub fn new_subscriber(
+    bind: Ipv4Addr,
     publisher: u32,
     events: tmpsc::UnboundedSender<PeerEvent>,
 ) -> Result<PeerSetup, String> {
     let mut rtc = Rtc::builder().set_rtp_mode(true).build(Instant::now());
-    let (socket, local_addr, candidate) = add_socket(&mut rtc)?;
+    let (socket, local_addr, candidate) = add_socket(&mut rtc, bind)?;
     Ok(PeerSetup {
         peer: NewPeer {
             rtc,
@@ -214,10 +216,10 @@ pub fn new_subscriber(
     })
 }
 
-/// Bind a socket and add it to `rtc` as host candidate; returns the socket, its address
+/// Bind a socket on `ip` and add it to `rtc` as host candidate; returns the socket, its address
 /// and the candidate as `candidate:...`.
-fn add_socket(rtc: &mut Rtc) -> Result<(StdUdpSocket, SocketAddr, String), String> {
-    let socket = bind_socket().map_err(|e| format!("binding a UDP socket: {e}"))?;
+fn add_socket(rtc: &mut Rtc, ip: Ipv4Addr) -> Result<(StdUdpSocket, SocketAddr, String), String> {
+    let socket = bind_socket(ip).map_err(|e| format!("binding a UDP socket on {ip}: {e}"))?;
     let local_addr = socket.local_addr().map_err(|e| e.to_string())?;
     let candidate = Candidate::host(local_addr, "udp").map_err(|e| e.to_string())?;
     let line = candidate.to_sdp_string();

@@ -12,6 +12,7 @@
 //! are done; it then keeps serving its WebSocket (renegotiation, candidates) until
 //! shutdown.
 
+use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,7 +23,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
 use crate::media::{self, Engine, PeerEvent, PeerRef};
 
@@ -32,9 +33,10 @@ type ReadySlot = (
     Option<OwnedSemaphorePermit>,
 );
 
-/// Open a WebSocket, with errors that say what went wrong.
-pub async fn connect(url: &str, deadline: Instant) -> Result<Ws, String> {
-    let attempt = tokio_tungstenite::connect_async_with_config(url, None, true);
+/// Open a WebSocket (`ws://`, or `wss://` through `tls`: `None` verifies the server with
+/// the web PKI roots), with errors that say what went wrong.
+pub async fn connect(url: &str, tls: Option<&Connector>, deadline: Instant) -> Result<Ws, String> {
+    let attempt = tokio_tungstenite::connect_async_tls_with_config(url, None, true, tls.cloned());
     match tokio::time::timeout_at(deadline, attempt).await {
         Err(_) => Err(format!("no WebSocket connection to {url} in time")),
         Ok(Err(e)) => Err(describe(url, e)),
@@ -44,7 +46,12 @@ pub async fn connect(url: &str, deadline: Instant) -> Result<Ws, String> {
 
 fn describe(url: &str, e: tungstenite::Error) -> String {
     match e {
+        // rustls reports a rejected certificate as an I/O error of the handshake.
+        tungstenite::Error::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => format!(
+            "TLS handshake with {url} failed: {io} (a self-signed certificate? use --insecure)"
+        ),
         tungstenite::Error::Io(io) => format!("cannot connect to {url}: {io}"),
+        tungstenite::Error::Tls(e) => format!("TLS with {url} failed: {e}"),
         tungstenite::Error::Url(u) => format!("bad URL {url}: {u}"),
         tungstenite::Error::Http(resp) => {
             let body = resp
@@ -64,6 +71,10 @@ fn describe(url: &str, e: tungstenite::Error) -> String {
 /// Shared by all participants.
 pub struct Ctx {
     pub url: String,
+    /// TLS for `wss://` (`None`: verify with the web PKI roots).
+    pub tls: Option<Connector>,
+    /// Address of the peers' UDP sockets (their host candidates).
+    pub bind: Ipv4Addr,
     pub engine: Arc<Engine>,
     pub timeout: Duration,
     pub shutdown: watch::Receiver<bool>,
@@ -219,14 +230,18 @@ pub async fn run(
         }
     };
 
-    let mut ws = match connect(&ctx.url, deadline).await {
+    let mut ws = match connect(&ctx.url, ctx.tls.as_ref(), deadline).await {
         Ok(ws) => ws,
         Err(e) => return fail(&mut ready, e),
     };
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let setup = match &spec {
-        Spec::Publisher { index, track_id } => media::new_publisher(*index, track_id, events_tx),
-        Spec::Subscriber { publisher, .. } => media::new_subscriber(*publisher, events_tx),
+        Spec::Publisher { index, track_id } => {
+            media::new_publisher(ctx.bind, *index, track_id, events_tx)
+        }
+        Spec::Subscriber { publisher, .. } => {
+            media::new_subscriber(ctx.bind, *publisher, events_tx)
+        }
     };
     let setup = match setup {
         Ok(s) => s,

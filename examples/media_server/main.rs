@@ -6,15 +6,20 @@
 //! # open http://127.0.0.1:3000/?room=demo in two tabs
 //! ```
 //!
-//! This file parses arguments, starts the worker and serves HTTP; `room.rs` keeps the
-//! rooms, `session.rs` handles one WebSocket, `protocol.rs` defines its messages.
+//! This file parses arguments, starts the worker, serves HTTP (the page, `/socket`,
+//! `/healthz`, `/metrics`) and shuts down gracefully on SIGTERM or Ctrl-C; `room.rs` keeps
+//! the rooms, `session.rs` handles one WebSocket, `protocol.rs` defines its messages,
+//! `telemetry.rs` renders the metrics, `tls.rs` holds the TLS options.
 
 mod protocol;
 mod room;
 mod session;
+mod telemetry;
 mod tls;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
@@ -23,25 +28,36 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use clap::Parser;
-use rheomesh::config::{WebRTCTransportConfig, WorkerConfig};
+use metrics_exporter_prometheus::PrometheusHandle;
+use rheomesh::config::{RTCIceServer, WebRTCTransportConfig, WorkerConfig};
 use rheomesh::worker::Worker;
 use serde::Deserialize;
-use tokio::sync::watch;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{oneshot, watch, Mutex};
+use tokio::time::Instant;
 
 use crate::room::Rooms;
+use crate::session::Live;
 
 /// Longest room name accepted.
 const MAX_ROOM_NAME: usize = 128;
 /// Largest WebSocket message accepted (an SDP is at most 256 KiB).
 const MAX_MESSAGE: usize = 512 * 1024;
+/// The whole graceful shutdown (sessions, transports, HTTP) takes at most this long.
+const SHUTDOWN_LIMIT: Duration = Duration::from_secs(5);
 
 /// Rheomesh example media server.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
-    /// IP address for HTTP and for the media (UDP) sockets; must be a concrete address.
+    /// IP address of the media (UDP) sockets, and of HTTP unless --http-bind is given. Must
+    /// be a concrete address of this host: it is the host candidate browsers send media to.
     #[arg(long, env = "RHEOMESH_BIND", default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
     bind: IpAddr,
+    /// IP address for HTTP (page, WebSocket, /metrics, /healthz); may be 0.0.0.0 or ::.
+    /// Default: --bind.
+    #[arg(long, env = "RHEOMESH_HTTP_BIND")]
+    http_bind: Option<IpAddr>,
     /// HTTP port.
     #[arg(long, env = "RHEOMESH_PORT", default_value_t = 3000)]
     port: u16,
@@ -53,6 +69,15 @@ struct Args {
         value_delimiter = ','
     )]
     announce_ip: Vec<IpAddr>,
+    /// STUN server (stun:host[:port]) each shard asks once for its public address, which it
+    /// then announces; repeatable, or comma-separated in the environment variable.
+    #[arg(
+        long = "ice-server",
+        env = "RHEOMESH_ICE_SERVER",
+        value_delimiter = ',',
+        value_parser = parse_ice_server
+    )]
+    ice_server: Vec<String>,
     /// Number of media shards (threads with a UDP socket each). Default: available cores.
     #[arg(long, env = "RHEOMESH_SHARDS")]
     shards: Option<usize>,
@@ -63,6 +88,38 @@ struct Args {
     /// camera/microphone access from other machines; browsers will show a warning).
     #[arg(long, env = "RHEOMESH_TLS")]
     tls: bool,
+    /// Serve HTTPS/WSS with this PEM certificate chain (with --tls-key) instead of a
+    /// self-signed one.
+    #[arg(long, env = "RHEOMESH_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "RHEOMESH_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+}
+
+/// `stun:host[:port]`, as the library understands it (it ignores other schemes).
+fn parse_ice_server(url: &str) -> Result<String, String> {
+    let url = url.trim();
+    let Some(rest) = url.strip_prefix("stun:") else {
+        return Err(format!(
+            "{url:?}: only stun: servers are supported (e.g. stun:stun.example.org:3478); \
+             the server is ICE-lite and uses no TURN"
+        ));
+    };
+    let host = match rest.rsplit_once(':') {
+        Some((host, port)) if !rest.ends_with(']') => {
+            port.parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| format!("{url:?}: bad port {port:?}"))?;
+            host
+        }
+        _ => rest,
+    };
+    if host.is_empty() || host.contains(['/', '?', '@', ' ']) {
+        return Err(format!("{url:?}: expected stun:host[:port]"));
+    }
+    Ok(url.to_owned())
 }
 
 #[derive(Clone)]
@@ -70,17 +127,41 @@ struct AppState {
     rooms: Rooms,
     transport_config: WebRTCTransportConfig,
     shutdown: watch::Receiver<bool>,
+    live: Live,
+    worker: Arc<Mutex<Worker>>,
+    metrics: PrometheusHandle,
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
     let args = Args::parse();
+    match run(args).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("media_server: error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
 
+async fn run(args: Args) -> Result<std::process::ExitCode, Box<dyn std::error::Error>> {
+    if args.bind.is_unspecified() {
+        return Err(format!(
+            "--bind {}: the media (UDP) address must be a concrete address of this host, since \
+             browsers send media to it; bind e.g. your LAN address (with --announce-ip for a \
+             1:1 NAT), and use --http-bind {} to serve HTTP on every interface",
+            args.bind, args.bind
+        )
+        .into());
+    }
+    if let Some(ip) = args.announce_ip.iter().find(|ip| ip.is_unspecified()) {
+        return Err(format!("--announce-ip {ip}: announce a concrete address").into());
+    }
     let mut worker_config = WorkerConfig::default();
     worker_config.bind_ip = args.bind;
     worker_config.port_min = args.rtc_port;
@@ -90,6 +171,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         worker_config.shards = shards;
     }
+    let metrics = telemetry::install()?;
     let worker = Worker::new(worker_config)
         .await
         .map_err(|e| format!("starting the media worker: {e}"))?;
@@ -97,12 +179,34 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let mut transport_config = WebRTCTransportConfig::default();
     transport_config.announced_ips = args.announce_ip.clone();
+    if !args.ice_server.is_empty() {
+        transport_config.configuration.ice_servers = vec![RTCIceServer {
+            urls: args.ice_server.clone(),
+            ..Default::default()
+        }];
+    }
+
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::from_files(cert, key).await?),
+        _ if args.tls => {
+            let mut ips = vec![args.bind];
+            ips.extend(args.http_bind.filter(|ip| !ip.is_unspecified()));
+            ips.extend(&args.announce_ip);
+            Some(tls::self_signed(&ips).await?)
+        }
+        _ => None,
+    };
 
     let (shutdown_tx, shutdown) = watch::channel(false);
+    let live = Live::default();
+    let rooms = Rooms::new(worker.clone());
     let state = AppState {
-        rooms: Rooms::new(worker.clone()),
+        rooms,
         transport_config,
         shutdown,
+        live: live.clone(),
+        worker: worker.clone(),
+        metrics,
     };
     let app = axum::Router::new()
         .route("/", get(index))
@@ -111,40 +215,132 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .route("/rheomesh.js", get(rheomesh_js))
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .route("/socket", get(socket))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics_text))
         .with_state(state);
 
-    let http_addr = SocketAddr::new(args.bind, args.port);
+    let http_addr = SocketAddr::new(args.http_bind.unwrap_or(args.bind), args.port);
     let listener = tokio::net::TcpListener::bind(http_addr)
         .await
         .map_err(|e| format!("binding HTTP {http_addr}: {e}"))?;
     let http_addr = listener.local_addr()?;
-    tracing::info!(?media_addrs, announced = ?args.announce_ip, "media shards listening (UDP)");
+    tracing::info!(
+        ?media_addrs,
+        announced = ?args.announce_ip,
+        ice_servers = ?args.ice_server,
+        "media shards listening (UDP)"
+    );
 
-    let shutdown = async move {
-        let _ = tokio::signal::ctrl_c().await;
-        tracing::info!("shutting down");
-        // Sessions close their WebSockets (and transports) on this signal.
-        let _ = shutdown_tx.send(true);
+    let mut terminate =
+        signal(SignalKind::terminate()).map_err(|e| format!("watching SIGTERM: {e}"))?;
+    let (stop_http, http_stopped) = oneshot::channel::<()>();
+    let stop_http_future = async move {
+        let _ = http_stopped.await;
     };
-    if args.tls {
-        let mut ips = vec![args.bind];
-        ips.extend(&args.announce_ip);
-        let config = tls::self_signed(&ips).await?;
-        println!(
-            "Rheomesh media server: open https://{http_addr}/?room=demo (self-signed certificate)"
-        );
-        tls::serve(listener, config, app, shutdown).await?;
-    } else {
-        println!("Rheomesh media server: open http://{http_addr}/?room=demo");
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let note = match (&tls, &args.tls_cert) {
+        (Some(_), None) => " (self-signed certificate)",
+        _ => "",
+    };
+    println!("Rheomesh media server: open {scheme}://{http_addr}/?room=demo{note}");
+    let mut server = tokio::spawn(async move {
+        match tls {
+            Some(config) => tls::serve(listener, config, app, stop_http_future).await,
+            None => {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stop_http_future)
+                    .await
+            }
+        }
+    });
+
+    let signal_name = tokio::select! {
+        r = &mut server => {
+            return Err(match r {
+                Ok(Ok(())) => "the HTTP server stopped unexpectedly".to_owned(),
+                Ok(Err(e)) => format!("HTTP server: {e}"),
+                Err(e) => format!("HTTP server task: {e}"),
+            }
+            .into());
+        }
+        r = tokio::signal::ctrl_c() => {
+            r.map_err(|e| format!("watching Ctrl-C: {e}"))?;
+            "SIGINT"
+        }
+        _ = terminate.recv() => "SIGTERM",
+    };
+    tracing::info!(
+        signal = signal_name,
+        sessions = live.count(),
+        "shutting down (at most {} s)",
+        SHUTDOWN_LIMIT.as_secs()
+    );
+    let deadline = Instant::now() + SHUTDOWN_LIMIT;
+    // /healthz answers 503 from now on, /socket refuses new participants, and every
+    // session closes its transports and its WebSocket.
+    let _ = shutdown_tx.send(true);
+    let graceful = async {
+        live.wait_idle().await;
+        tracing::info!("sessions closed");
+        let _ = stop_http.send(());
+        let _ = (&mut server).await;
+        // Transports were closed by their sessions; the shards confirm it.
+        let worker = worker.lock().await;
+        loop {
+            if worker.stats().await.sessions() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::select! {
+        r = tokio::time::timeout_at(deadline, graceful) => {
+            if r.is_err() {
+                eprintln!(
+                    "media_server: shutdown did not finish within {} s ({} session(s) left); \
+                     exiting anyway",
+                    SHUTDOWN_LIMIT.as_secs(),
+                    live.count()
+                );
+                std::process::exit(1);
+            }
+        }
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("media_server: second signal, exiting at once");
+            std::process::exit(130);
+        }
+        _ = terminate.recv() => {
+            eprintln!("media_server: second signal, exiting at once");
+            std::process::exit(143);
+        }
     }
-    // Let closed sessions' transports finish tearing down before the worker goes.
+    // The shards stop (their threads are joined) when the last handle goes: this one, and
+    // those of tasks that the runtime drops on return.
     drop(worker);
-    tokio::time::sleep(Duration::from_millis(100)).await;
     println!("bye");
-    Ok(())
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// 200 while serving, 503 once the server is shutting down.
+async fn healthz(State(state): State<AppState>) -> Response {
+    if *state.shutdown.borrow() {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
+    } else {
+        (StatusCode::OK, "ok\n").into_response()
+    }
+}
+
+/// Prometheus text exposition, refreshed from the shards and rooms on every scrape.
+async fn metrics_text(State(state): State<AppState>) -> Response {
+    let body = telemetry::scrape(&state.metrics, &state.worker, &state.rooms).await;
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
 }
 
 #[derive(Debug, Deserialize)]
@@ -174,17 +370,31 @@ async fn socket(
         Ok(ws) => ws,
         Err(rejection) => return rejection.into_response(),
     };
+    if *state.shutdown.borrow() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server is shutting down\n",
+        )
+            .into_response();
+    }
     let AppState {
         rooms,
         transport_config,
         shutdown,
+        live,
+        ..
     } = state;
+    // Counted from the upgrade on, so shutdown waits for sessions still starting.
+    let guard = live.enter();
     // Signaling messages are small and rare: a 4 KiB read buffer instead of tungstenite's
     // 128 KiB default keeps an idle participant's socket cheap (larger messages still fit).
     ws.max_message_size(MAX_MESSAGE)
         .read_buffer_size(4096)
         .write_buffer_size(0)
-        .on_upgrade(move |socket| session::run(socket, rooms, room, transport_config, shutdown))
+        .on_upgrade(move |socket| async move {
+            session::run(socket, rooms, room, transport_config, shutdown).await;
+            drop(guard);
+        })
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {

@@ -52,6 +52,15 @@ impl Room {
     }
 }
 
+/// Counts over all rooms, for `/metrics`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Census {
+    pub rooms: usize,
+    pub participants: usize,
+    /// Published tracks (publishers) in all rooms.
+    pub tracks: usize,
+}
+
 /// All rooms of the server.
 #[derive(Clone)]
 pub struct Rooms {
@@ -89,6 +98,22 @@ impl Rooms {
         };
         room.participants().insert(id, outbox);
         (room, id)
+    }
+
+    /// Rooms, participants and published tracks right now.
+    pub async fn census(&self) -> Census {
+        let rooms = self.rooms.lock().await;
+        rooms.values().fold(
+            Census {
+                rooms: rooms.len(),
+                ..Census::default()
+            },
+            |mut c, room| {
+                c.participants += room.len();
+                c.tracks += room.router.publisher_ids().len();
+                c
+            },
+        )
     }
 
     /// Remove a participant; the room goes away with its last participant.

@@ -6,6 +6,7 @@
 //! wait for the answer to the previous offer) run on their own tasks.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 
 use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket};
@@ -14,10 +15,55 @@ use rheomesh::config::WebRTCTransportConfig;
 use rheomesh::publisher::Publisher;
 use rheomesh::transport::{PublishTransport, SubscribeTransport};
 use rheomesh::SdpType;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 use crate::protocol::{self, ClientMessage, ServerMessage};
 use crate::room::{Outbox, ParticipantId, Room, Rooms};
+
+/// The sessions that are running, so that shutdown can wait for them to end.
+#[derive(Clone, Default)]
+pub struct Live(Arc<LiveInner>);
+
+#[derive(Default)]
+struct LiveInner {
+    count: AtomicUsize,
+    idle: Notify,
+}
+
+/// One running session; dropping it ends the session's count.
+pub struct LiveGuard(Live);
+
+impl Live {
+    pub fn enter(&self) -> LiveGuard {
+        self.0.count.fetch_add(1, Ordering::SeqCst);
+        LiveGuard(self.clone())
+    }
+
+    pub fn count(&self) -> usize {
+        self.0.count.load(Ordering::SeqCst)
+    }
+
+    /// Wait until no session runs.
+    pub async fn wait_idle(&self) {
+        loop {
+            let idle = self.0.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            if self.count() == 0 {
+                return;
+            }
+            idle.await;
+        }
+    }
+}
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        if self.0 .0.count.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0 .0.idle.notify_waiters();
+        }
+    }
+}
 
 /// Run one participant until its WebSocket closes or the server shuts down.
 pub async fn run(

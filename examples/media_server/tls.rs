@@ -1,8 +1,9 @@
-//! `--tls`: HTTPS/WSS with a self-signed certificate generated at start, so browsers on
-//! other machines get a secure context (required for camera and microphone).
+//! HTTPS/WSS: `--tls` with a self-signed certificate generated at start (so browsers on
+//! other machines get a secure context, required for camera and microphone), or a real
+//! certificate from `--tls-cert`/`--tls-key` PEM files.
 
 use std::net::IpAddr;
-use std::time::Duration;
+use std::path::Path;
 
 use axum_server::tls_rustls::RustlsConfig;
 
@@ -16,23 +17,42 @@ pub async fn self_signed(ips: &[IpAddr]) -> Result<RustlsConfig, Box<dyn std::er
         certified.cert.pem().into_bytes(),
         certified.signing_key.serialize_pem().into_bytes(),
     )
-    .await?;
+    .await
+    .map_err(|e| format!("using the self-signed certificate: {e}"))?;
     Ok(config)
 }
 
-/// Serve `app` over TLS on `listener` until `shutdown` resolves, then let connections finish
-/// (WebSockets close themselves on the same signal) for at most a few seconds.
+/// The certificate chain and private key of PEM files.
+pub async fn from_files(cert: &Path, key: &Path) -> Result<RustlsConfig, String> {
+    let read = |what: &str, path: &Path| {
+        std::fs::read(path).map_err(|e| format!("{what} {}: {e}", path.display()))
+    };
+    // Read first: the errors then name the file that is missing or unreadable.
+    let (cert_pem, key_pem) = (read("--tls-cert", cert)?, read("--tls-key", key)?);
+    RustlsConfig::from_pem(cert_pem, key_pem)
+        .await
+        .map_err(|e| {
+            format!(
+            "--tls-cert {} / --tls-key {}: not a usable PEM certificate chain and private key: {e}",
+            cert.display(),
+            key.display()
+        )
+        })
+}
+
+/// Serve `app` over TLS on `listener` until `stop` resolves, then let open connections
+/// finish (the caller bounds the whole shutdown).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     config: RustlsConfig,
     app: axum::Router,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let handle = axum_server::Handle::new();
-    let on_shutdown = handle.clone();
+    let on_stop = handle.clone();
     tokio::spawn(async move {
-        shutdown.await;
-        on_shutdown.graceful_shutdown(Some(Duration::from_secs(5)));
+        stop.await;
+        on_stop.graceful_shutdown(None);
     });
     axum_server::from_tcp_rustls(listener.into_std()?, config)?
         .handle(handle)
