@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test of the project: Rust (format, lints, docs, unit and integration tests with
-# real peers), the TypeScript client (unit tests, bundle), and the browser end-to-end tests
+# real peers, once more through the portable send path, packaging and an outside consumer), the TypeScript client (unit tests, bundle), and the browser end-to-end tests
 # (headless Chromium against the example server). Installs what a test needs when it is
 # missing (Chromium, Node.js, the npm packages). `.ci/run` calls exactly this script.
 set -euo pipefail
@@ -29,10 +29,17 @@ step "clippy"
 cargo clippy --all-targets -- -D warnings
 
 step "rustdoc"
-RUSTDOCFLAGS="-D warnings" cargo doc --no-deps
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --all-features
 
 step "cargo test (unit + integration: real str0m peers over UDP on 127.0.0.1)"
 cargo test
+
+step "integration tests again through the portable send path (send_to, no pinning)"
+cargo clippy --all-targets --features portable -- -D warnings
+cargo test --features portable --test sfu --test getting_started --test observability
+
+step "as a dependency: cargo package --workspace, and a crate outside the workspace"
+./scripts/consumer_check.sh
 
 step "client: npm ci, unit tests, bundle"
 cd "$root/client"

@@ -84,6 +84,7 @@ impl RouterInner {
         let spec = SessionSpec {
             id,
             role,
+            router: self.id.clone(),
             media: self.media.clone(),
             announced_ips: cfg.announced_ips.clone(),
             stun_servers,
@@ -100,6 +101,12 @@ impl RouterInner {
             None
         };
         let shard_id = shard.id;
+        let span = tracing::info_span!(
+            "transport",
+            transport = id.0,
+            router = %self.id,
+            role = role.as_str(),
+        );
         let core = Core::new(
             id,
             shard_id,
@@ -108,6 +115,7 @@ impl RouterInner {
                 candidates: Vec::new(),
                 ufrag: String::new(),
             }),
+            span,
         );
         if created.is_none() {
             core.mark_closed();

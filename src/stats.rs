@@ -1,11 +1,23 @@
-//! Engine statistics: per-shard gauges (sessions, routes, ring entries) and counters of
-//! traffic, drops and failures. Snapshots are taken on the shard thread on request, so the
-//! packet path only bumps plain integers.
+//! Statistics: per-shard gauges (sessions, routes, ring entries) and counters of traffic,
+//! drops and failures ([`WorkerStats`], from [`Worker::stats`](crate::worker::Worker::stats)),
+//! and per-transport traffic, quality and feedback ([`TransportStats`], from
+//! [`PublishTransport::stats`](crate::transport::PublishTransport::stats) and
+//! [`SubscribeTransport::stats`](crate::transport::SubscribeTransport::stats)).
+//!
+//! Snapshots are taken on the owning shard thread on request, so the packet path only bumps
+//! plain integers. Every type here implements [`serde::Serialize`] for export (JSON,
+//! metrics pipelines); structs are `#[non_exhaustive]`: read their fields, and build them
+//! (in tests) from `Default` and field assignment.
 
 use std::net::SocketAddr;
 
+use serde::Serialize;
+
+use crate::transport::TransportState;
+
 /// A snapshot of one shard.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct ShardStats {
     /// Shard index.
     pub shard: usize,
@@ -27,6 +39,11 @@ pub struct ShardStats {
     pub datagrams_in: u64,
     /// Datagrams sent.
     pub datagrams_out: u64,
+    /// Bytes received (UDP payload of every datagram, accepted or not).
+    pub bytes_in: u64,
+    /// Bytes queued for sending (UDP payload; datagrams the kernel then refuses are
+    /// counted in `send_errors`).
+    pub bytes_out: u64,
     /// Send calls (`sendmmsg`) made.
     pub send_syscalls: u64,
     /// Datagrams the kernel refused to send.
@@ -45,6 +62,8 @@ pub struct ShardStats {
     pub rtp_in: u64,
     /// RTP packets written to subscribers.
     pub rtp_forwarded: u64,
+    /// Payload bytes of the RTP packets written to subscribers (before RTP headers and SRTP).
+    pub rtp_bytes_forwarded: u64,
     /// Packets dropped at a down-track waiting for a keyframe.
     pub dropped_waiting_keyframe: u64,
     /// Packets dropped as stale by a down-track's rewriter.
@@ -62,7 +81,8 @@ pub struct ShardStats {
 }
 
 /// A snapshot of every shard of a worker.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct WorkerStats {
     /// One entry per shard, by index.
     pub shards: Vec<ShardStats>,
@@ -88,5 +108,87 @@ impl WorkerStats {
     /// Sum of a counter over all shards, e.g. `stats.total(|s| s.rtp_forwarded)`.
     pub fn total(&self, f: impl Fn(&ShardStats) -> u64) -> u64 {
         self.shards.iter().map(f).sum()
+    }
+}
+
+/// A snapshot of one transport (one peer connection): its ICE path, traffic, loss, RTT and
+/// RTCP feedback. Counters are totals since the transport was created.
+///
+/// "In" is what the server received from the peer, "out" what it sent to the peer. A publish
+/// transport receives media (RTP in) and sends feedback (NACK, PLI, FIR out); a subscribe
+/// transport the reverse.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct TransportStats {
+    /// The transport's id (its [`id`](crate::transport::PublishTransport::id); the
+    /// `transport` field of its tracing span).
+    pub transport_id: u64,
+    /// Index of the shard that owns the transport's session.
+    pub shard: usize,
+    /// Connection state.
+    pub state: TransportState,
+    /// The ICE candidate pair media flows on, once ICE has selected one.
+    pub selected_pair: Option<CandidatePair>,
+    /// Round-trip time in milliseconds: from RTCP (receiver reports for what the server
+    /// sends, extended reports for what it receives), else from ICE consent checks; `None`
+    /// before the first measurement.
+    pub rtt_ms: Option<f64>,
+    /// Datagrams received from the peer (STUN, DTLS, SRTP, SRTCP).
+    pub datagrams_in: u64,
+    /// Datagrams sent to the peer.
+    pub datagrams_out: u64,
+    /// Bytes received from the peer (UDP payload).
+    pub bytes_in: u64,
+    /// Bytes sent to the peer (UDP payload).
+    pub bytes_out: u64,
+    /// RTP packets received, retransmissions included.
+    pub rtp_packets_in: u64,
+    /// RTP payload bytes received, retransmissions included.
+    pub rtp_bytes_in: u64,
+    /// RTP packets sent, retransmissions included.
+    pub rtp_packets_out: u64,
+    /// RTP payload bytes sent, retransmissions included.
+    pub rtp_bytes_out: u64,
+    /// Fraction (0.0–1.0) of the peer's media lost on the way in, from the server's newest
+    /// receiver report (worst over the received streams); `None` before one was sent.
+    pub fraction_lost_in: Option<f32>,
+    /// Fraction (0.0–1.0) of the server's media lost on the way out, from the peer's
+    /// newest receiver report (worst over the sent streams); `None` before one arrived.
+    pub fraction_lost_out: Option<f32>,
+    /// Packets of the server's media the peer reports lost (cumulative, from receiver
+    /// reports, summed over the sent streams).
+    pub packets_lost_out: u64,
+    /// NACK messages received from the peer (it asked for retransmissions).
+    pub nacks_received: u64,
+    /// NACK messages sent to the peer (the server asked for retransmissions).
+    pub nacks_sent: u64,
+    /// Picture loss indications (keyframe requests) received from the peer.
+    pub plis_received: u64,
+    /// Picture loss indications sent to the peer.
+    pub plis_sent: u64,
+    /// Full intra requests (keyframe requests) received from the peer.
+    pub firs_received: u64,
+    /// Full intra requests sent to the peer.
+    pub firs_sent: u64,
+    /// Receive rate in bits per second (UDP payload), over the last second or so.
+    pub bitrate_in: u64,
+    /// Send rate in bits per second (UDP payload), over the last second or so.
+    pub bitrate_out: u64,
+}
+
+/// The ICE candidate pair a transport uses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct CandidatePair {
+    /// The server's address (a shard's socket, or the address it is known by).
+    pub local: SocketAddr,
+    /// The peer's address.
+    pub remote: SocketAddr,
+}
+
+impl CandidatePair {
+    /// A pair of addresses.
+    pub fn new(local: SocketAddr, remote: SocketAddr) -> Self {
+        CandidatePair { local, remote }
     }
 }

@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{DownTrackId, SessionId, ShardId, TrackKey};
 use crate::error::{NegotiationError, SubscribeError, TransportError};
-use crate::stats::ShardStats;
+use crate::stats::{ShardStats, TransportStats};
 
 /// Whether a session receives media from its peer or sends media to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,10 +19,22 @@ pub(crate) enum Role {
     Subscribe,
 }
 
+impl Role {
+    /// The `role` field of tracing spans.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Role::Publish => "publish",
+            Role::Subscribe => "subscribe",
+        }
+    }
+}
+
 /// What a shard needs to create a session.
 pub(crate) struct SessionSpec {
     pub(crate) id: SessionId,
     pub(crate) role: Role,
+    /// Id of the router the transport belongs to (for the session's tracing span).
+    pub(crate) router: String,
     pub(crate) media: crate::config::MediaConfig,
     pub(crate) announced_ips: Vec<IpAddr>,
     /// STUN servers to learn the shard's server-reflexive address from.
@@ -120,6 +132,11 @@ pub(crate) enum Command {
     },
     Stats {
         reply: oneshot::Sender<ShardStats>,
+    },
+    /// A snapshot of one session's transport statistics (the API side fills in the state).
+    TransportStats {
+        id: SessionId,
+        reply: oneshot::Sender<Result<TransportStats, TransportError>>,
     },
     /// Test hook: panic inside the session's guarded code, as a str0m bug would.
     #[cfg(feature = "testing")]

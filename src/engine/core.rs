@@ -35,7 +35,8 @@ use super::{next_id, DownTrackId, SessionId, ShardId, TrackKey};
 use crate::error::{NegotiationError, SubscribeError, TransportError};
 use crate::forward::{Decision, InPacket};
 use crate::rtp::demux::{self, DatagramKind};
-use crate::stats::ShardStats;
+use crate::stats::{CandidatePair, ShardStats, TransportStats};
+use crate::transport::TransportState;
 
 /// Largest SDP accepted (bytes). Browser offers with dozens of tracks stay far below.
 pub(crate) const MAX_SDP_LEN: usize = 256 * 1024;
@@ -200,6 +201,7 @@ impl ShardCore {
     /// One datagram from the network, addressed to this shard's socket.
     pub(crate) fn handle_datagram(&mut self, data: &[u8], source: SocketAddr, now: Instant) {
         self.counters.datagrams_in += 1;
+        self.counters.bytes_in += data.len() as u64;
         self.on_datagram(data, source, now);
     }
 
@@ -237,6 +239,12 @@ impl ShardCore {
             return;
         };
         session.last_rx = now;
+        session.traffic.datagrams_in += 1;
+        session.traffic.bytes_in += data.len() as u64;
+        // Everything this datagram causes (including routing the media it carries) is
+        // logged in the session's span. Cloning a disabled span copies nothing.
+        let span = session.span.clone();
+        let _entered = span.enter();
         let input = Input::Receive(
             now,
             Receive {
@@ -297,6 +305,8 @@ impl ShardCore {
         let Some(s) = self.sessions.get_mut(slot) else {
             return;
         };
+        let span = s.span.clone();
+        let _entered = span.enter();
         let text = c.to_sdp_string();
         s.guarded(|s| {
             s.rtc.add_local_candidate(c);
@@ -319,9 +329,9 @@ impl ShardCore {
                 },
                 None => {
                     let txid: [u8; 12] = rand::random();
-                    self.out
-                        .send
-                        .push(server, demux::stun_binding_request(txid).to_vec());
+                    let request = demux::stun_binding_request(txid);
+                    self.out.bytes_queued += request.len() as u64;
+                    self.out.send.push(server, request.to_vec());
                     self.srflx.push(Srflx {
                         server,
                         txid,
@@ -443,6 +453,8 @@ impl ShardCore {
             if track.shard() == self.id {
                 if let Some(&(slot, mid)) = self.ups.get(&track) {
                     if let Some(s) = self.sessions.get_mut(slot) {
+                        let span = s.span.clone();
+                        let _entered = span.enter();
                         if s.request_keyframe(mid, now, KEYFRAME_THROTTLE) {
                             self.counters.keyframe_requests_sent += 1;
                             self.after_mutation(slot);
@@ -469,6 +481,8 @@ impl ShardCore {
                 continue; // stale entry
             }
             s.deadline = far_future(now);
+            let span = s.span.clone();
+            let _entered = span.enter();
             match s.guarded(|s| s.rtc.handle_input(Input::Timeout(now))) {
                 Some(_) => {}
                 None => self.counters.session_panics += 1,
@@ -494,6 +508,8 @@ impl ShardCore {
                 continue;
             }
             s.dirty = false;
+            let span = s.span.clone();
+            let _entered = span.enter();
             if s.guarded(|s| s.rtc.handle_input(Input::Timeout(now)))
                 .is_none()
             {
@@ -521,13 +537,14 @@ impl ShardCore {
                 } else {
                     x.tries += 1;
                     x.sent_at = now;
-                    self.out
-                        .send
-                        .push(x.server, demux::stun_binding_request(x.txid).to_vec());
+                    let request = demux::stun_binding_request(x.txid);
+                    self.out.bytes_queued += request.len() as u64;
+                    self.out.send.push(x.server, request.to_vec());
                 }
             }
         }
         for (slot, s) in self.sessions.iter_mut() {
+            s.traffic.update_rates(now);
             if s.dead.is_some() {
                 continue;
             }
@@ -557,6 +574,18 @@ impl ShardCore {
 
     /// One command from the API side.
     pub(crate) fn handle_command(&mut self, cmd: Command, now: Instant) {
+        let span = match &cmd {
+            Command::AcceptOffer { id, .. }
+            | Command::AddRemoteCandidate { id, .. }
+            | Command::AddDownTrack { id, .. }
+            | Command::RemoveDownTrack { id, .. }
+            | Command::CreateOffer { id, .. }
+            | Command::AcceptAnswer { id, .. }
+            | Command::CloseSession { id }
+            | Command::TransportStats { id, .. } => self.span_of(*id),
+            _ => tracing::Span::none(),
+        };
+        let _entered = span.enter();
         match cmd {
             Command::CreateSession { spec, reply } => {
                 let created = self.create_session(*spec, now);
@@ -625,6 +654,9 @@ impl ShardCore {
             Command::Stats { reply } => {
                 let _ = reply.send(self.snapshot());
             }
+            Command::TransportStats { id, reply } => {
+                let _ = reply.send(self.transport_stats(id));
+            }
             Command::Shutdown => self.running = false,
         }
     }
@@ -638,9 +670,90 @@ impl ShardCore {
         s.known_addrs = self.demux.addrs();
         s.ring_entries = self.consumers.iter().flatten().map(|c| c.slots()).sum();
         s.datagrams_out = self.out.send.sent;
+        s.bytes_out = self.out.bytes_queued;
         s.send_errors = self.out.send.send_errors;
         s.send_syscalls = self.out.send.syscalls;
         s
+    }
+
+    /// The tracing span of a session (a disabled span if there is no such session).
+    fn span_of(&self, id: SessionId) -> tracing::Span {
+        self.by_id
+            .get(&id)
+            .and_then(|&slot| self.sessions.get(slot))
+            .map(|s| s.span.clone())
+            .unwrap_or_else(tracing::Span::none)
+    }
+
+    /// A snapshot of one session's transport statistics: Rheomesh's traffic counters and
+    /// str0m's stream counters, read now (nothing is computed for sessions nobody asks about).
+    fn transport_stats(&mut self, id: SessionId) -> Result<TransportStats, TransportError> {
+        let slot = self.slot_of(id).ok_or(TransportError::Closed)?;
+        let shard = self.id;
+        let s = self.sessions.get_mut(slot).ok_or(TransportError::Closed)?;
+        let Some(report) = s.guarded(|s| s.rtc.stats_report()) else {
+            self.counters.session_panics += 1;
+            self.doomed.push(slot);
+            return Err(TransportError::Closed);
+        };
+        let traffic = &s.traffic;
+        let mut t = TransportStats {
+            transport_id: id.0,
+            shard,
+            state: if s.connected {
+                TransportState::Connected
+            } else {
+                TransportState::New
+            },
+            selected_pair: report
+                .peer
+                .selected_candidate_pair
+                .as_ref()
+                .map(|p| CandidatePair::new(p.local.addr, p.remote.addr)),
+            datagrams_in: traffic.datagrams_in,
+            bytes_in: traffic.bytes_in,
+            datagrams_out: traffic.datagrams_out,
+            bytes_out: traffic.bytes_out,
+            bitrate_in: traffic.bitrate_in,
+            bitrate_out: traffic.bitrate_out,
+            ..Default::default()
+        };
+        let worst = |a: Option<f32>, b: Option<f32>| match (a, b) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        let mut rtcp_rtt: Option<Duration> = None;
+        for e in &report.egress {
+            t.rtp_packets_out += e.packets;
+            t.rtp_bytes_out += e.bytes;
+            t.nacks_received += e.nacks;
+            t.plis_received += e.plis;
+            t.firs_received += e.firs;
+            t.fraction_lost_out = worst(t.fraction_lost_out, e.loss);
+            if let Some(r) = &e.remote {
+                t.packets_lost_out += r.packets_lost;
+            }
+            rtcp_rtt = rtcp_rtt.max(e.rtt);
+        }
+        for i in &report.ingress {
+            t.rtp_packets_in += i.packets;
+            t.rtp_bytes_in += i.bytes;
+            t.nacks_sent += i.nacks;
+            t.plis_sent += i.plis;
+            t.firs_sent += i.firs;
+            t.fraction_lost_in = worst(t.fraction_lost_in, i.loss);
+            rtcp_rtt = rtcp_rtt.max(i.rtt);
+        }
+        let ice_rtt = report
+            .peer
+            .selected_candidate_pair
+            .as_ref()
+            .and_then(|p| p.current_round_trip_time);
+        t.rtt_ms = rtcp_rtt
+            .or(ice_rtt)
+            .or(report.peer.rtt)
+            .map(|d| d.as_secs_f64() * 1000.0);
+        Ok(t)
     }
 
     fn create_session(&mut self, spec: SessionSpec, now: Instant) -> SessionCreated {
@@ -675,11 +788,21 @@ impl ShardCore {
             }
         }
         let slot = self.sessions.next_slot();
+        // A child of the shard's span (the current one on the shard thread).
+        let span = tracing::info_span!(
+            "session",
+            transport = spec.id.0,
+            router = %spec.router,
+            role = spec.role.as_str(),
+        );
+        let entered = span.clone().entered();
         let session = Session {
             id: spec.id,
             slot,
             role: spec.role,
             rtc,
+            span,
+            traffic: Default::default(),
             ufrag: ufrag.clone(),
             events: spec.events,
             deadline: now,
@@ -707,6 +830,7 @@ impl ShardCore {
         self.timers.schedule(now, slot);
         self.after_mutation(slot);
         self.discover_srflx(spec.id, slot, &spec.stun_servers, now);
+        drop(entered);
         SessionCreated { candidates, ufrag }
     }
 
@@ -1056,6 +1180,9 @@ impl ShardCore {
         let Some(mut s) = self.sessions.remove(slot) else {
             return;
         };
+        let span = s.span.clone();
+        let _entered = span.enter();
+        tracing::debug!(?reason, "session closed");
         self.counters.sessions_closed += 1;
         self.by_id.remove(&s.id);
         for a in &s.addrs {
@@ -1164,6 +1291,7 @@ fn forward_one(
             match ok {
                 Some(true) => {
                     c.rtp_forwarded += 1;
+                    c.rtp_bytes_forwarded += pkt.payload.len() as u64;
                     if !s.dirty {
                         s.dirty = true;
                         dirty.push(d.session);

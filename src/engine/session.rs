@@ -74,6 +74,8 @@ pub(crate) struct PendingOffer {
 #[derive(Default)]
 pub(crate) struct DrainOut {
     pub(crate) send: SendQueue,
+    /// Bytes queued in `send` so far (a shard counter).
+    pub(crate) bytes_queued: u64,
     /// Media from publish sessions to route.
     pub(crate) media: Vec<MediaPacket>,
     /// Keyframe requests from subscribers: (session slot, mid).
@@ -82,12 +84,52 @@ pub(crate) struct DrainOut {
     pub(crate) new_addrs: Vec<(SocketAddr, usize)>,
 }
 
+/// A session's traffic counters (plain integers, bumped per datagram) and the receive and
+/// send rates derived from them once per [`RATE_WINDOW`].
+#[derive(Debug, Default)]
+pub(crate) struct Traffic {
+    pub(crate) datagrams_in: u64,
+    pub(crate) bytes_in: u64,
+    pub(crate) datagrams_out: u64,
+    pub(crate) bytes_out: u64,
+    /// Start of the current rate window and the byte counts then.
+    window: Option<(Instant, u64, u64)>,
+    /// Bits per second over the last complete window.
+    pub(crate) bitrate_in: u64,
+    pub(crate) bitrate_out: u64,
+}
+
+/// Span of time the transport bitrates are averaged over.
+pub(crate) const RATE_WINDOW: Duration = Duration::from_secs(1);
+
+impl Traffic {
+    /// Close the rate window if it is complete (called from housekeeping, not per packet).
+    pub(crate) fn update_rates(&mut self, now: Instant) {
+        let Some((start, bytes_in, bytes_out)) = self.window else {
+            self.window = Some((now, self.bytes_in, self.bytes_out));
+            return;
+        };
+        let elapsed = now.saturating_duration_since(start);
+        if elapsed < RATE_WINDOW {
+            return;
+        }
+        let rate = |bytes: u64| (bytes as u128 * 8_000_000 / elapsed.as_micros().max(1)) as u64;
+        self.bitrate_in = rate(self.bytes_in.saturating_sub(bytes_in));
+        self.bitrate_out = rate(self.bytes_out.saturating_sub(bytes_out));
+        self.window = Some((now, self.bytes_in, self.bytes_out));
+    }
+}
+
 /// One transport's str0m session on a shard.
 pub(crate) struct Session {
     pub(crate) id: SessionId,
     pub(crate) slot: usize,
     pub(crate) role: Role,
     pub(crate) rtc: Rtc,
+    /// The `session` tracing span (transport id, router id, role): entered by the shard
+    /// around each piece of work for this session, so what is logged there names it.
+    pub(crate) span: tracing::Span,
+    pub(crate) traffic: Traffic,
     pub(crate) ufrag: String,
     pub(crate) events: UnboundedSender<SessionEvent>,
     /// The deadline last scheduled in the timer heap.
@@ -166,6 +208,9 @@ impl Session {
                         self.addrs.push(t.destination);
                         out.new_addrs.push((t.destination, self.slot));
                     }
+                    self.traffic.datagrams_out += 1;
+                    self.traffic.bytes_out += t.contents.len() as u64;
+                    out.bytes_queued += t.contents.len() as u64;
                     out.send.push(t.destination, t.contents.into());
                 }
                 Output::Event(e) => self.handle_event(e, out),

@@ -52,7 +52,9 @@ impl Shard {
     }
 
     /// The event loop; returns on [`Command::Shutdown`] or when the API side is gone.
+    /// Runs inside the `shard` tracing span (field `shard`): every session span is its child.
     pub(crate) fn run(mut self) {
+        let _span = tracing::info_span!("shard", shard = self.core.id()).entered();
         let mut events = Events::with_capacity(64);
         let mut buf = vec![0u8; 2048];
         while self.core.running() {

@@ -103,6 +103,7 @@ impl MemoryShards {
             } else {
                 Role::Subscribe
             },
+            router: "testing".into(),
             media: self.media.clone(),
             announced_ips: Vec::new(),
             stun_servers: Vec::new(),

@@ -23,17 +23,21 @@ use crate::engine::command::{Command, SessionCreated};
 use crate::engine::{Engine, SessionId, ShardId};
 use crate::error::TransportError;
 use crate::signal::{IceCandidate, IceCandidateInit};
+use crate::stats::TransportStats;
 
 /// Callback receiving the transport's local ICE candidates.
 pub type IceCandidateCallback = Box<dyn Fn(IceCandidate) + Send + Sync + 'static>;
 /// Callback run once when the transport closes.
 pub type ClosedCallback = Box<dyn Fn() + Send + Sync + 'static>;
 
-/// Connection state of a transport, as seen by the server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Connection state of a transport, as seen by the server. Serializes as `"new"`,
+/// `"connected"` or `"closed"`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 #[non_exhaustive]
 pub enum TransportState {
     /// Created; ICE and DTLS not yet established.
+    #[default]
     New,
     /// ICE and DTLS established; media can flow.
     Connected,
@@ -54,6 +58,9 @@ pub(crate) struct Core {
     /// Candidates are handed out once a local description exists (like a browser does).
     described: AtomicBool,
     pub(crate) state: watch::Sender<TransportState>,
+    /// The API side's tracing span of this transport (`transport`, `router`, `role`): its
+    /// event task runs in it. The shard has its own `session` span with the same fields.
+    pub(crate) span: tracing::Span,
 }
 
 impl Core {
@@ -62,6 +69,7 @@ impl Core {
         shard: ShardId,
         engine: Arc<Engine>,
         created: SessionCreated,
+        span: tracing::Span,
     ) -> Core {
         Core {
             id,
@@ -73,7 +81,27 @@ impl Core {
             on_closed: Mutex::new(Vec::new()),
             described: AtomicBool::new(false),
             state: watch::channel(TransportState::New).0,
+            span,
         }
+    }
+
+    /// A statistics snapshot, taken by the session's shard.
+    pub(crate) async fn stats(&self) -> Result<TransportStats, TransportError> {
+        if self.is_closed() {
+            return Err(TransportError::Closed);
+        }
+        let (tx, rx) = oneshot::channel();
+        if !self.send(Command::TransportStats {
+            id: self.id,
+            reply: tx,
+        }) {
+            return Err(TransportError::Closed);
+        }
+        let mut stats = rx.await.unwrap_or(Err(TransportError::Closed))?;
+        if self.is_closed() {
+            stats.state = TransportState::Closed;
+        }
+        Ok(stats)
     }
 
     pub(crate) fn send(&self, cmd: Command) -> bool {

@@ -14,6 +14,7 @@ use crate::error::{NegotiationError, PublishError, TransportError};
 use crate::publisher::{MediaKind, Publisher, PublisherInner, Track};
 use crate::router::{PublishedTrack, RouterInner};
 use crate::signal::{IceCandidateInit, SdpType, SessionDescription};
+use crate::stats::TransportStats;
 
 /// How long `publish` waits for the offer carrying the track to be applied.
 const PUBLISH_WAIT: Duration = Duration::from_secs(10);
@@ -96,19 +97,17 @@ impl PublishTransport {
             published: Mutex::new(Vec::new()),
         });
         if !closed_at_birth {
-            tokio::spawn(super::event_loop(
-                events,
-                Arc::downgrade(&inner),
-                router.engine.clone(),
-                inner.core.shard,
+            tokio::spawn(tracing::Instrument::instrument(
+                super::event_loop(
+                    events,
+                    Arc::downgrade(&inner),
+                    router.engine.clone(),
+                    inner.core.shard,
+                ),
+                inner.core.span.clone(),
             ));
         }
         PublishTransport { inner }
-    }
-
-    /// The transport id, unique in the process (the id in its tracing span and stats).
-    pub fn id(&self) -> String {
-        self.inner.core.id.0.to_string()
     }
 
     /// The id of the router this transport belongs to.
@@ -206,7 +205,7 @@ impl PublishTransport {
         match self.try_publish(id.clone()).await {
             Ok(p) => p,
             Err(e) => {
-                tracing::warn!(publisher = %id, "publish failed: {e}");
+                tracing::warn!(parent: &self.inner.core.span, publisher = %id, "publish failed: {e}");
                 Publisher::failed(id, e)
             }
         }
@@ -308,6 +307,19 @@ impl PublishTransport {
     /// Connection state.
     pub fn state(&self) -> TransportState {
         *self.inner.core.state.borrow()
+    }
+
+    /// The transport's id, unique in the process: the `transport` field of its tracing
+    /// spans and [`TransportStats::transport_id`].
+    pub fn id(&self) -> u64 {
+        self.inner.core.id.0
+    }
+
+    /// A snapshot of the transport's statistics (selected candidate pair, RTT, traffic,
+    /// loss, NACK/PLI/FIR counts, bitrates), taken on its shard when asked: the forwarding
+    /// path only bumps counters. Fails only if the transport is closed.
+    pub async fn stats(&self) -> Result<TransportStats, TransportError> {
+        self.inner.core.stats().await
     }
 
     /// Close the transport: its publishers are unpublished and their subscribers told.

@@ -19,6 +19,7 @@ use crate::error::{NegotiationError, SubscribeError, TransportError};
 use crate::publisher::MediaKind;
 use crate::router::RouterInner;
 use crate::signal::{IceCandidateInit, SdpType, SessionDescription};
+use crate::stats::TransportStats;
 use crate::subscriber::{Subscriber, SubscriberInner};
 
 /// Callback receiving offers for renegotiation.
@@ -72,7 +73,7 @@ impl SubscribeInner {
             if let Some(inner) = weak.upgrade() {
                 let mut held = inner.held.lock().unwrap_or_else(|e| e.into_inner());
                 if matches!(&*held, Some((g, _)) if *g == generation) {
-                    tracing::warn!(session = inner.core.id.0, "offer not answered in time");
+                    tracing::warn!(parent: &inner.core.span, "offer not answered in time");
                     *held = None;
                 }
             }
@@ -222,19 +223,17 @@ impl SubscribeTransport {
             renegotiate_wanted: AtomicBool::new(false),
         });
         if !closed_at_birth {
-            tokio::spawn(super::event_loop(
-                events,
-                Arc::downgrade(&inner),
-                router.engine.clone(),
-                inner.core.shard,
+            tokio::spawn(tracing::Instrument::instrument(
+                super::event_loop(
+                    events,
+                    Arc::downgrade(&inner),
+                    router.engine.clone(),
+                    inner.core.shard,
+                ),
+                inner.core.span.clone(),
             ));
         }
         SubscribeTransport { inner }
-    }
-
-    /// The transport id, unique in the process (the id in its tracing span and stats).
-    pub fn id(&self) -> String {
-        self.inner.core.id.0.to_string()
     }
 
     /// The id of the router this transport belongs to.
@@ -431,6 +430,19 @@ impl SubscribeTransport {
     /// Connection state.
     pub fn state(&self) -> TransportState {
         *self.inner.core.state.borrow()
+    }
+
+    /// The transport's id, unique in the process: the `transport` field of its tracing
+    /// spans and [`TransportStats::transport_id`].
+    pub fn id(&self) -> u64 {
+        self.inner.core.id.0
+    }
+
+    /// A snapshot of the transport's statistics (selected candidate pair, RTT, traffic,
+    /// loss, NACK/PLI/FIR counts, bitrates), taken on its shard when asked: the forwarding
+    /// path only bumps counters. Fails only if the transport is closed.
+    pub async fn stats(&self) -> Result<TransportStats, TransportError> {
+        self.inner.core.stats().await
     }
 
     /// The subscribers currently on this transport.

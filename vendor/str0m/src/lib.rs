@@ -1941,6 +1941,34 @@ impl Rtc {
         self.last_timeout_reason
     }
 
+    /// The statistics of [`Event::PeerStats`], [`Event::MediaIngressStats`] and
+    /// [`Event::MediaEgressStats`], computed now instead of on a timer.
+    ///
+    /// (Rheomesh patch.) Works whether or not [`RtcConfig::set_stats_interval`] is set, and
+    /// costs nothing until called: the counters it reads are kept anyway. The timestamp is
+    /// the time of the last input. Without a stats interval, egress `loss` is the fraction
+    /// reported by the newest receiver report (with one, it is averaged as for the events,
+    /// and calling this restarts that average).
+    pub fn stats_report(&mut self) -> stats::StatsReport {
+        let now = self.last_now;
+        let mut snapshot = StatsSnapshot::new(now);
+        snapshot.peer_rx = self.peer_bytes_rx;
+        snapshot.peer_tx = self.peer_bytes_tx;
+        let ice = &self.ice;
+        snapshot.selected_candidate_pair = self.send_addr.as_ref().map(|s| CandidatePairStats {
+            protocol: s.proto,
+            local: CandidateStats { addr: s.source },
+            remote: CandidateStats {
+                addr: s.destination,
+            },
+            current_round_trip_time: ice.nominated_pair_rtt(),
+            total_round_trip_time: ice.nominated_pair_total_rtt().unwrap_or_default(),
+            responses_received: ice.nominated_pair_responses_received().unwrap_or(0),
+        });
+        self.session.visit_stats(now, &mut snapshot);
+        snapshot.into_report()
+    }
+
     /// Check if this `Rtc` instance accepts the given input. This is used for demultiplexing
     /// several `Rtc` instances over the same UDP server socket.
     ///

@@ -49,6 +49,39 @@ impl StatsSnapshot {
     }
 }
 
+/// Statistics computed on request by [`Rtc::stats_report`][crate::Rtc::stats_report]
+/// (Rheomesh patch): the contents of one round of stats events.
+#[derive(Debug, Clone)]
+pub struct StatsReport {
+    /// What [`Event::PeerStats`][crate::Event::PeerStats] would carry.
+    pub peer: PeerStats,
+    /// One entry per received (mid, rid) that has received media.
+    pub ingress: Vec<MediaIngressStats>,
+    /// One entry per sent (mid, rid) that has sent media.
+    pub egress: Vec<MediaEgressStats>,
+}
+
+impl StatsSnapshot {
+    pub(crate) fn into_report(self) -> StatsReport {
+        StatsReport {
+            peer: PeerStats {
+                peer_bytes_rx: self.peer_rx,
+                peer_bytes_tx: self.peer_tx,
+                bytes_rx: self.rx,
+                bytes_tx: self.tx,
+                timestamp: self.timestamp,
+                bwe_tx: self.bwe_tx,
+                egress_loss_fraction: self.egress_loss_fraction,
+                ingress_loss_fraction: self.ingress_loss_fraction,
+                rtt: self.rtt,
+                selected_candidate_pair: self.selected_candidate_pair,
+            },
+            ingress: self.ingress.into_values().collect(),
+            egress: self.egress.into_values().collect(),
+        }
+    }
+}
+
 // Output events
 
 #[derive(Debug, Clone)]

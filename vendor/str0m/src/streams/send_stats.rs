@@ -116,7 +116,15 @@ impl StreamTxStats {
             }
 
             let result = value / total_weight as f32;
-            result.is_finite().then_some(result)
+            match &self.losses {
+                // Rheomesh patch: without a stats interval no history is kept (and only
+                // `Rtc::stats_report` gets here): report the newest receiver report's value.
+                Losses::Disabled => self
+                    .last_rr
+                    .as_ref()
+                    .map(|(_, rr)| rr.fraction_lost as f32 / u8::MAX as f32),
+                Losses::Enabled(_) => result.is_finite().then_some(result),
+            }
         };
 
         self.losses.clear_all_but_last();
