@@ -143,6 +143,8 @@ wait "$loadgen" || fail "loadgen exited with $?"
 scrape "$tmp/after"
 after=$(metric rheomesh_rtp_forwarded_total "$tmp/after")
 [ "$after" -ge "$during" ] || fail "rheomesh_rtp_forwarded_total went down: $during -> $after"
+bytes=$(metric rheomesh_rtp_forwarded_bytes_total "$tmp/after")
+[ "$bytes" -gt "$after" ] || fail "rheomesh_rtp_forwarded_bytes_total $bytes for $after packets"
 node -e '
   const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
   const forwarded = Number(process.argv[2]);

@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
-step() { printf '\n==> %s\n' "$*"; }
+t0=$(date +%s)
+step() { printf '\n==> [%ss] %s\n' "$(( $(date +%s) - t0 ))" "$*"; }
 apt_install() {
   if [ "$(id -u)" != 0 ]; then
     echo "missing $*: install it (apt-get install $*) or run as root" >&2
@@ -35,7 +36,7 @@ step "cargo test (unit + integration: real str0m peers over UDP on 127.0.0.1)"
 cargo test
 
 step "integration tests again through the portable send path (send_to, no pinning)"
-cargo clippy --all-targets --features portable -- -D warnings
+cargo clippy --lib --features portable -- -D warnings
 cargo test --features portable --test sfu --test getting_started --test observability
 
 step "as a dependency: cargo package --workspace, and a crate outside the workspace"
@@ -64,3 +65,4 @@ fi
 
 step "loadgen smoke test (example server + loadgen on 127.0.0.1)"
 ./scripts/loadgen_smoke.sh
+step "done"

@@ -3,8 +3,6 @@
 //!
 //! The shard counters are absolute totals kept by the library, so they are set with
 //! `Counter::absolute`; gauges are set. Every engine metric carries a `shard` label.
-//! The library counts forwarded RTP *packets* only (no byte counter in `ShardStats` yet),
-//! so there is no forwarded-bytes metric.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -92,7 +90,19 @@ fn describe() {
         ),
         (
             "rheomesh_rtp_forwarded_total",
-            "RTP packets written to subscribers (packets; the library has no byte counter).",
+            "RTP packets written to subscribers.",
+        ),
+        (
+            "rheomesh_rtp_forwarded_bytes_total",
+            "Payload bytes of the RTP packets written to subscribers.",
+        ),
+        (
+            "rheomesh_bytes_in_total",
+            "UDP payload bytes received by the shard.",
+        ),
+        (
+            "rheomesh_bytes_out_total",
+            "UDP payload bytes queued for sending by the shard.",
         ),
         (
             "rheomesh_dropped_total",
@@ -112,7 +122,12 @@ fn describe() {
         ),
     ];
     for (name, help) in counters {
-        describe_counter!(name, Unit::Count, help);
+        let unit = if name.contains("bytes") {
+            Unit::Bytes
+        } else {
+            Unit::Count
+        };
+        describe_counter!(name, unit, help);
     }
 }
 
@@ -153,6 +168,9 @@ fn record_shards(stats: &WorkerStats) {
         c("rheomesh_send_errors_total", s.send_errors);
         c("rheomesh_rtp_in_total", s.rtp_in);
         c("rheomesh_rtp_forwarded_total", s.rtp_forwarded);
+        c("rheomesh_rtp_forwarded_bytes_total", s.rtp_bytes_forwarded);
+        c("rheomesh_bytes_in_total", s.bytes_in);
+        c("rheomesh_bytes_out_total", s.bytes_out);
         c("rheomesh_keyframe_requests_total", s.keyframe_requests_sent);
         c("rheomesh_session_panics_total", s.session_panics);
         c("rheomesh_sessions_closed_total", s.sessions_closed);
