@@ -678,9 +678,8 @@ impl ShardCore {
 
     /// The tracing span of a session (a disabled span if there is no such session).
     fn span_of(&self, id: SessionId) -> tracing::Span {
-        self.by_id
-            .get(&id)
-            .and_then(|&slot| self.sessions.get(slot))
+        self.slot_of(id)
+            .and_then(|slot| self.sessions.get(slot))
             .map(|s| s.span.clone())
             .unwrap_or_else(tracing::Span::none)
     }

@@ -247,7 +247,22 @@ pub(crate) trait SessionHandler: Send + Sync + 'static {
 
 /// Drive a transport from its session's events until the session closes. Holds only a weak
 /// reference, so dropping the last handle still closes the transport.
-pub(crate) async fn event_loop<T: SessionHandler>(
+/// Run [`event_loop`] for a new transport on a tokio task, in the session's span.
+pub(crate) fn spawn_event_loop<T: SessionHandler>(
+    events: tokio::sync::mpsc::UnboundedReceiver<crate::engine::command::SessionEvent>,
+    inner: &Arc<T>,
+) {
+    let core = inner.core();
+    let task = event_loop(
+        events,
+        Arc::downgrade(inner),
+        core.engine.clone(),
+        core.shard,
+    );
+    tokio::spawn(tracing::Instrument::instrument(task, core.span.clone()));
+}
+
+async fn event_loop<T: SessionHandler>(
     mut events: tokio::sync::mpsc::UnboundedReceiver<crate::engine::command::SessionEvent>,
     inner: std::sync::Weak<T>,
     engine: Arc<Engine>,

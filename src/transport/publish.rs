@@ -97,15 +97,7 @@ impl PublishTransport {
             published: Mutex::new(Vec::new()),
         });
         if !closed_at_birth {
-            tokio::spawn(tracing::Instrument::instrument(
-                super::event_loop(
-                    events,
-                    Arc::downgrade(&inner),
-                    router.engine.clone(),
-                    inner.core.shard,
-                ),
-                inner.core.span.clone(),
-            ));
+            super::spawn_event_loop(events, &inner);
         }
         PublishTransport { inner }
     }

@@ -223,15 +223,7 @@ impl SubscribeTransport {
             renegotiate_wanted: AtomicBool::new(false),
         });
         if !closed_at_birth {
-            tokio::spawn(tracing::Instrument::instrument(
-                super::event_loop(
-                    events,
-                    Arc::downgrade(&inner),
-                    router.engine.clone(),
-                    inner.core.shard,
-                ),
-                inner.core.span.clone(),
-            ));
+            super::spawn_event_loop(events, &inner);
         }
         SubscribeTransport { inner }
     }
