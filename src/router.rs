@@ -1,6 +1,7 @@
 //! Routers: meeting rooms. A router knows its published tracks and who subscribes to them,
-//! creates transports on the least-loaded shard, and turns each change (publish,
-//! subscribe, leave) into commands to the shards involved. Control plane only: the router
+//! creates transports on the least-loaded shard, and owns the routes between shards: each
+//! change (publish, subscribe, leave) becomes commands to the shards involved
+//! ([`RouterInner::open_route`], [`RouterInner::close_route`]). Control plane only: the router
 //! never touches media.
 
 use std::collections::HashMap;
@@ -10,7 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::config::{MediaConfig, WebRTCTransportConfig};
 use crate::engine::command::{Command, Role, SessionCreated, SessionEvent, SessionSpec, TrackInfo};
-use crate::engine::{next_id, DownTrackId, Engine, SessionId, ShardId};
+use crate::engine::{next_id, DownTrackId, Engine, SessionId, ShardId, TrackKey};
 use crate::publisher::PublisherInner;
 use crate::transport::{Core, PublishTransport, SubscribeInner, SubscribeTransport};
 
@@ -33,6 +34,17 @@ pub(crate) struct PublishedTrack {
     pub(crate) shard: ShardId,
     pub(crate) handle: Arc<PublisherInner>,
     pub(crate) subscribers: Vec<(DownTrackId, Weak<SubscribeInner>)>,
+}
+
+/// One subscription as the router routes it: which published track goes to which
+/// down-track, from which shard to which.
+#[derive(Clone)]
+pub(crate) struct Subscription {
+    pub(crate) publisher_id: String,
+    pub(crate) track: TrackKey,
+    pub(crate) down: DownTrackId,
+    pub(crate) publisher_shard: ShardId,
+    pub(crate) subscriber_shard: ShardId,
 }
 
 pub(crate) struct RouterInner {
@@ -60,10 +72,42 @@ impl RouterInner {
         }
     }
 
-    /// Forget one subscriber of a publisher (the subscription side is handled by the caller).
-    pub(crate) fn forget_subscriber(&self, publisher_id: &str, down: DownTrackId) {
-        if let Some(e) = self.lock().get_mut(publisher_id) {
-            e.subscribers.retain(|(d, _)| *d != down);
+    /// Start a subscription's route: the publisher's shard forwards its track to the
+    /// subscriber's shard (when they differ), and the publisher learns of the subscriber so
+    /// it can end the subscription when it leaves. False if the publisher left (or was
+    /// replaced) meanwhile: the caller then ends the subscription, which undoes the route.
+    pub(crate) fn open_route(&self, sub: &Subscription, transport: Weak<SubscribeInner>) -> bool {
+        if sub.publisher_shard != sub.subscriber_shard {
+            if let Some(s) = self.engine.shard(sub.publisher_shard) {
+                s.send(Command::AddRemoteRoute {
+                    track: sub.track,
+                    dest: sub.subscriber_shard,
+                });
+            }
+        }
+        match self.lock().get_mut(&sub.publisher_id) {
+            Some(p) if p.info.key == sub.track => {
+                p.subscribers.push((sub.down, transport));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// End a subscription's route: the publisher's shard stops forwarding to the
+    /// subscriber's shard and the publisher forgets the subscriber. The subscriber's own
+    /// down-track is the subscribe transport's business.
+    pub(crate) fn close_route(&self, sub: &Subscription) {
+        if sub.publisher_shard != sub.subscriber_shard {
+            if let Some(s) = self.engine.shard(sub.publisher_shard) {
+                s.send(Command::RemoveRemoteRoute {
+                    track: sub.track,
+                    dest: sub.subscriber_shard,
+                });
+            }
+        }
+        if let Some(e) = self.lock().get_mut(&sub.publisher_id) {
+            e.subscribers.retain(|(d, _)| *d != sub.down);
         }
     }
 

@@ -3,13 +3,11 @@
 //! on the shard thread, read by the packet path without locks.
 
 use std::collections::HashMap;
-use std::time::Instant;
-
 use str0m::media::{MediaKind, Mid};
 use str0m::rtp::Ssrc;
 
 use super::{DownTrackId, ShardId, TrackKey};
-use crate::forward::{Rewriter, RewriterConfig};
+use crate::forward::{KeyframeThrottle, Rewriter, RewriterConfig, GATED_RETRY_INTERVAL};
 
 /// Payload-type translation table: publisher PT → subscriber PT (`NO_PT` if none).
 pub(crate) type PtMap = [u8; 128];
@@ -28,7 +26,8 @@ pub(crate) struct DownTrack {
     pub(crate) ssrc: Option<Ssrc>,
     pub(crate) pt_map: PtMap,
     pub(crate) rewriter: Rewriter,
-    pub(crate) last_keyframe_request: Option<Instant>,
+    /// Repeated keyframe requests while the rewriter waits for a keyframe.
+    pub(crate) keyframe_retry: KeyframeThrottle,
 }
 
 impl DownTrack {
@@ -63,7 +62,7 @@ impl DownTrack {
                 initial_seq: rand::random::<u16>() & 0x7fff,
                 initial_ts: rand::random(),
             }),
-            last_keyframe_request: None,
+            keyframe_retry: KeyframeThrottle::new(GATED_RETRY_INTERVAL),
         }
     }
 

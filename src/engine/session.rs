@@ -19,6 +19,7 @@ use super::command::{CloseReason, Role, SessionEvent, TrackInfo};
 use super::ring::MediaPacket;
 use super::udp::SendQueue;
 use super::{DownTrackId, SessionId};
+use crate::forward::{KeyframeThrottle, PUBLISHER_KEYFRAME_INTERVAL};
 use crate::rtp::codec::{self, CodecKind};
 
 /// A received track of a publish session.
@@ -27,7 +28,8 @@ pub(crate) struct UpTrack {
     pub(crate) info: TrackInfo,
     /// Codec family per publisher payload type, for keyframe detection at ingress.
     pub(crate) codec_by_pt: [CodecKind; 128],
-    pub(crate) last_keyframe_request: Option<Instant>,
+    /// Keyframe requests (PLI) towards the publisher for this track.
+    pub(crate) keyframe_requests: KeyframeThrottle,
 }
 
 impl UpTrack {
@@ -43,7 +45,7 @@ impl UpTrack {
             mid,
             info,
             codec_by_pt,
-            last_keyframe_request: None,
+            keyframe_requests: KeyframeThrottle::new(PUBLISHER_KEYFRAME_INTERVAL),
         }
     }
 }
@@ -288,22 +290,15 @@ impl Session {
         })
     }
 
-    /// Ask the publisher for a keyframe on track `mid`, at most every `min_interval`.
-    pub(crate) fn request_keyframe(
-        &mut self,
-        mid: Mid,
-        now: Instant,
-        min_interval: Duration,
-    ) -> bool {
+    /// Ask the publisher for a keyframe on track `mid`, unless its throttle holds it back
+    /// ([`PUBLISHER_KEYFRAME_INTERVAL`]).
+    pub(crate) fn request_keyframe(&mut self, mid: Mid, now: Instant) -> bool {
         let Some(up) = self.up.iter_mut().find(|u| u.mid == mid) else {
             return false;
         };
-        if let Some(last) = up.last_keyframe_request {
-            if now.saturating_duration_since(last) < min_interval {
-                return false;
-            }
+        if !up.keyframe_requests.try_request(now) {
+            return false;
         }
-        up.last_keyframe_request = Some(now);
         let done = self.guarded(|s| {
             let mut api = s.rtc.direct_api();
             match api.stream_rx_by_mid(mid, None) {

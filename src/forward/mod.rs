@@ -1,9 +1,12 @@
 //! Pure forwarding helpers used by the packet path: per-subscriber rewriting of RTP
-//! sequence numbers and timestamps so that each down-track is one continuous stream.
+//! sequence numbers and timestamps so that each down-track is one continuous stream
+//! ([`rewrite`]), and the throttling of keyframe requests ([`keyframe`]).
 //!
 //! Everything here is std-only, allocation-free and panic-free, so it can run on the
 //! shard's hot path and be tested in isolation.
 
+pub mod keyframe;
 pub mod rewrite;
 
+pub use keyframe::*;
 pub use rewrite::*;

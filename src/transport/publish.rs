@@ -35,11 +35,16 @@ impl PublishInner {
     fn on_session_closed(&self) {
         if self.core.mark_closed() {
             self.tracks_changed.notify_waiters();
-            let ids =
-                std::mem::take(&mut *self.published.lock().unwrap_or_else(|e| e.into_inner()));
-            for id in ids {
-                self.router.unpublish(&id);
-            }
+            self.unpublish_all();
+        }
+    }
+
+    /// Take every track this transport published out of the router (its subscribers are
+    /// told). Idempotent.
+    fn unpublish_all(&self) {
+        let ids = std::mem::take(&mut *self.published.lock().unwrap_or_else(|e| e.into_inner()));
+        for id in ids {
+            self.router.unpublish(&id);
         }
     }
 }
@@ -59,10 +64,7 @@ impl Drop for PublishInner {
         if !self.core.is_closed() {
             self.core.request_close();
         }
-        let ids = std::mem::take(&mut *self.published.lock().unwrap_or_else(|e| e.into_inner()));
-        for id in ids {
-            self.router.unpublish(&id);
-        }
+        self.unpublish_all();
     }
 }
 

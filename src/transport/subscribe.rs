@@ -14,10 +14,10 @@ use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use super::{ClosedCallback, Core, IceCandidateCallback, TransportState};
 use crate::config::WebRTCTransportConfig;
 use crate::engine::command::{Command, DownTrackSpec, Role};
-use crate::engine::{next_id, DownTrackId, ShardId, TrackKey};
+use crate::engine::{next_id, DownTrackId};
 use crate::error::{NegotiationError, SubscribeError, TransportError};
 use crate::publisher::MediaKind;
-use crate::router::RouterInner;
+use crate::router::{RouterInner, Subscription};
 use crate::signal::{IceCandidateInit, SdpType, SessionDescription};
 use crate::stats::TransportStats;
 use crate::subscriber::{Subscriber, SubscriberInner};
@@ -29,9 +29,7 @@ pub type NegotiationCallback = Box<dyn Fn(SessionDescription) + Send + Sync + 's
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(20);
 
 struct SubEntry {
-    publisher_id: String,
-    track: TrackKey,
-    publisher_shard: ShardId,
+    route: Subscription,
     handle: Arc<SubscriberInner>,
 }
 
@@ -94,15 +92,7 @@ impl SubscribeInner {
             id: self.core.id,
             down,
         });
-        if entry.publisher_shard != self.core.shard {
-            if let Some(s) = self.core.engine.shard(entry.publisher_shard) {
-                s.send(Command::RemoveRemoteRoute {
-                    track: entry.track,
-                    dest: self.core.shard,
-                });
-            }
-        }
-        self.router.forget_subscriber(&entry.publisher_id, down);
+        self.router.close_route(&entry.route);
         entry.handle.mark_closed();
         if renegotiate && !self.core.is_closed() {
             self.renegotiate_wanted.store(true, Ordering::Release);
@@ -144,17 +134,9 @@ impl Drop for SubscribeInner {
         if !self.core.is_closed() {
             self.core.request_close();
         }
-        let entries: Vec<(DownTrackId, SubEntry)> = self.subs().drain().collect();
-        for (down, e) in entries {
-            if e.publisher_shard != self.core.shard {
-                if let Some(s) = self.core.engine.shard(e.publisher_shard) {
-                    s.send(Command::RemoveRemoteRoute {
-                        track: e.track,
-                        dest: self.core.shard,
-                    });
-                }
-            }
-            self.router.forget_subscriber(&e.publisher_id, down);
+        let entries: Vec<SubEntry> = self.subs().drain().map(|(_, e)| e).collect();
+        for e in entries {
+            self.router.close_route(&e.route);
             e.handle.mark_closed();
         }
     }
@@ -287,7 +269,11 @@ impl SubscribeTransport {
         if lookup(&inner.router).is_none() {
             return Err(SubscribeError::UnknownPublisher(track_id));
         }
-        if inner.subs().values().any(|e| e.publisher_id == track_id) {
+        if inner
+            .subs()
+            .values()
+            .any(|e| e.route.publisher_id == track_id)
+        {
             return Err(SubscribeError::AlreadySubscribed(track_id));
         }
         let permit = inner
@@ -323,31 +309,23 @@ impl SubscribeTransport {
             transport: inner.weak.clone(),
             closed: watch::channel(false).0,
         });
+        let route = Subscription {
+            publisher_id: track_id.clone(),
+            track: info.key,
+            down,
+            publisher_shard,
+            subscriber_shard: core.shard,
+        };
+        // Known here first, so a publisher leaving from now on finds the subscription.
         inner.subs().insert(
             down,
             SubEntry {
-                publisher_id: track_id.clone(),
-                track: info.key,
-                publisher_shard,
+                route: route.clone(),
                 handle: handle.clone(),
             },
         );
-        if publisher_shard != core.shard {
-            if let Some(s) = core.engine.shard(publisher_shard) {
-                s.send(Command::AddRemoteRoute {
-                    track: info.key,
-                    dest: core.shard,
-                });
-            }
-        }
-        // Register with the publisher; if it left meanwhile, undo.
-        let registered = match inner.router.lock().get_mut(&track_id) {
-            Some(p) if p.info.key == info.key => {
-                p.subscribers.push((down, inner.weak.clone()));
-                true
-            }
-            _ => false,
-        };
+        // Route and register with the publisher; if it left meanwhile, undo below.
+        let registered = inner.router.open_route(&route, inner.weak.clone());
         inner.hold(permit);
         core.described();
         if !registered {

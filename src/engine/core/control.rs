@@ -1,0 +1,546 @@
+//! Commands from the API side and SDP negotiation, on the shard thread: creating sessions
+//! (ICE-lite str0m sessions in RTP mode with their host and announced candidates),
+//! accepting a publisher's offer (which tracks it sends), adding and removing down-tracks
+//! on a subscribe session and the offers/answers that go with them, remote candidates,
+//! ICE restarts and closing.
+//!
+//! Every str0m call that can panic runs inside [`Session::guarded`]; a panic fails that
+//! session only. The SDP text helpers are in [`crate::engine::sdp`].
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rand::distr::{Alphanumeric, SampleString};
+use str0m::change::{SdpAnswer, SdpOffer};
+use str0m::media::{Direction, MediaKind};
+use str0m::{Candidate, IceCreds, Rtc};
+
+use super::ShardCore;
+use crate::engine::command::{
+    CloseReason, Command, DownTrackSpec, SessionCreated, SessionEvent, SessionSpec, TrackInfo,
+};
+use crate::engine::route::DownTrack;
+use crate::engine::sdp::{
+    answer_in_offer_order, check_sdp_limits, sdp_mids, sdp_msids, stop_m_lines,
+};
+use crate::engine::session::{PendingOffer, Session, UpTrack};
+use crate::engine::{next_id, DownTrackId, SessionId, TrackKey};
+use crate::error::{NegotiationError, SubscribeError, TransportError};
+
+/// How long a subscriber's sent video packets are kept for NACK. str0m keeps 3 s by default;
+/// each cached packet costs ≈ 440 bytes of bookkeeping per subscriber (the payload itself is
+/// shared), so the window is most of a subscriber's memory. Half a second (Janus's default
+/// NACK queue) repairs losses on paths with round trips up to ≈ 400 ms.
+const RTX_WINDOW: Duration = Duration::from_millis(500);
+/// Upper bound of the retransmission cache per subscriber stream (packets).
+const RTX_MAX_PACKETS: usize = 256;
+
+impl ShardCore {
+    /// One command from the API side.
+    pub(crate) fn handle_command(&mut self, cmd: Command, now: Instant) {
+        let span = match &cmd {
+            Command::AcceptOffer { id, .. }
+            | Command::AddRemoteCandidate { id, .. }
+            | Command::AddDownTrack { id, .. }
+            | Command::RemoveDownTrack { id, .. }
+            | Command::CreateOffer { id, .. }
+            | Command::AcceptAnswer { id, .. }
+            | Command::CloseSession { id }
+            | Command::TransportStats { id, .. } => self.span_of(*id),
+            _ => tracing::Span::none(),
+        };
+        let _entered = span.enter();
+        match cmd {
+            Command::CreateSession { spec, reply } => {
+                let created = self.create_session(*spec, now);
+                let _ = reply.send(created);
+            }
+            Command::AcceptOffer { id, sdp, reply } => {
+                let r = self.accept_offer(id, &sdp);
+                let _ = reply.send(r);
+            }
+            Command::AddRemoteCandidate {
+                id,
+                candidate,
+                reply,
+            } => {
+                let r = self.add_remote_candidate(id, &candidate);
+                let _ = reply.send(r);
+            }
+            Command::AddDownTrack { id, spec, reply } => {
+                let r = self.add_down_track(id, *spec);
+                let _ = reply.send(r);
+            }
+            Command::RemoveDownTrack { id, down } => self.remove_down_track(id, down),
+            Command::CreateOffer {
+                id,
+                ice_restart,
+                reply,
+            } => {
+                let r = self.create_offer(id, ice_restart);
+                let _ = reply.send(r);
+            }
+            Command::AcceptAnswer { id, sdp, reply } => {
+                let r = self.accept_answer(id, &sdp, now);
+                let _ = reply.send(r);
+            }
+            Command::AddRemoteRoute { track, dest } => self.routes.add_remote(track, dest),
+            Command::RemoveRemoteRoute { track, dest } => self.routes.remove_remote(track, dest),
+            Command::CloseSession { id } => {
+                if let Some(&slot) = self.by_id.get(&id) {
+                    if let Some(s) = self.sessions.get_mut(slot) {
+                        s.guarded(|s| s.rtc.disconnect());
+                        if s.dead.is_none() {
+                            s.dead = Some(CloseReason::Requested);
+                        }
+                    }
+                    self.after_mutation(slot);
+                    if !self.doomed.contains(&slot) {
+                        self.doomed.push(slot);
+                    }
+                }
+            }
+            #[cfg(feature = "testing")]
+            Command::InjectPanic { id } => {
+                if let Some(&slot) = self.by_id.get(&id) {
+                    if let Some(s) = self.sessions.get_mut(slot) {
+                        let r: Option<()> = s.guarded(|_| panic!("injected by a test"));
+                        if r.is_none() {
+                            self.counters.session_panics += 1;
+                            self.doomed.push(slot);
+                        }
+                    }
+                }
+            }
+            // The driver sleeps for it (`Shard::handle_commands`); in memory it is a no-op.
+            #[cfg(feature = "testing")]
+            Command::Pause(_) => {}
+            Command::Stats { reply } => {
+                let _ = reply.send(self.snapshot());
+            }
+            Command::TransportStats { id, reply } => {
+                let _ = reply.send(self.transport_stats(id));
+            }
+            Command::Shutdown => self.running = false,
+        }
+    }
+
+    fn create_session(&mut self, spec: SessionSpec, now: Instant) -> SessionCreated {
+        let ufrag = loop {
+            let u = Alphanumeric.sample_string(&mut rand::rng(), 8);
+            if !self.demux.has_ufrag(&u) {
+                break u;
+            }
+        };
+        let pass = Alphanumeric.sample_string(&mut rand::rng(), 24);
+        let cfg = Rtc::builder()
+            .set_rtp_mode(true)
+            .set_ice_lite(true)
+            .set_local_ice_credentials(IceCreds {
+                ufrag: ufrag.clone(),
+                pass,
+            });
+        let mut rtc = spec.media.apply(cfg).build(now);
+        let mut candidates = Vec::new();
+        if let Ok(c) = Candidate::host(self.local_addr, "udp") {
+            candidates.push(c.to_sdp_string());
+            rtc.add_local_candidate(c);
+        }
+        for ip in &spec.announced_ips {
+            let addr = SocketAddr::new(*ip, self.local_addr.port());
+            if addr == self.local_addr || ip.is_ipv4() != self.local_addr.is_ipv4() {
+                continue;
+            }
+            if let Ok(c) = Candidate::server_reflexive(addr, self.local_addr, "udp") {
+                candidates.push(c.to_sdp_string());
+                rtc.add_local_candidate(c);
+            }
+        }
+        let slot = self.sessions.next_slot();
+        // A child of the shard's span (the current one on the shard thread).
+        let span = tracing::info_span!(
+            "session",
+            transport = spec.id.0,
+            router = %spec.router,
+            role = spec.role.as_str(),
+        );
+        let entered = span.clone().entered();
+        let session = Session {
+            id: spec.id,
+            slot,
+            role: spec.role,
+            rtc,
+            span,
+            traffic: Default::default(),
+            ufrag: ufrag.clone(),
+            events: spec.events,
+            deadline: now,
+            addrs: Vec::new(),
+            created: now,
+            last_rx: now,
+            connected: false,
+            connect_timeout: spec.connect_timeout,
+            idle_timeout: spec.idle_timeout,
+            dead: None,
+            dirty: false,
+            up: Vec::new(),
+            up_by_ssrc: Vec::new(),
+            pending_offer: None,
+            remote_ufrag: None,
+            downs: Vec::new(),
+            to_stop: Vec::new(),
+            awaiting_answer: Vec::new(),
+            anchor_mid: None,
+        };
+        let got = self.sessions.insert(session);
+        debug_assert_eq!(got, slot);
+        self.by_id.insert(spec.id, slot);
+        self.demux.add_ufrag(ufrag.clone(), slot);
+        self.timers.schedule(now, slot);
+        self.after_mutation(slot);
+        self.discover_srflx(spec.id, slot, &spec.stun_servers, now);
+        drop(entered);
+        SessionCreated { candidates, ufrag }
+    }
+
+    /// Keep the ufrag map in step with the session's current local credentials (they
+    /// change on ICE restart). The old ufrag stays valid until the session closes.
+    fn sync_ufrag(&mut self, slot: usize) {
+        let Some(s) = self.sessions.get_mut(slot) else {
+            return;
+        };
+        let u = s.rtc.direct_api().local_ice_credentials().ufrag;
+        if u != s.ufrag {
+            s.ufrag = u.clone();
+            self.demux.add_ufrag(u, slot);
+        }
+    }
+
+    fn add_remote_candidate(&mut self, id: SessionId, cand: &str) -> Result<(), TransportError> {
+        let slot = self.slot_of(id).ok_or(TransportError::Closed)?;
+        let text = cand.trim();
+        let text = text.strip_prefix("a=").unwrap_or(text);
+        if text.is_empty() {
+            return Ok(()); // end of candidates
+        }
+        let c = Candidate::from_sdp_string(text)
+            .map_err(|e| TransportError::InvalidCandidate(e.to_string()))?;
+        let s = self.sessions.get_mut(slot).ok_or(TransportError::Closed)?;
+        s.guarded(|s| s.rtc.add_remote_candidate(c));
+        self.after_mutation(slot);
+        Ok(())
+    }
+
+    fn accept_offer(
+        &mut self,
+        id: SessionId,
+        sdp: &str,
+    ) -> Result<(String, Vec<TrackInfo>), NegotiationError> {
+        let slot = self.slot_of(id).ok_or(NegotiationError::Closed)?;
+        check_sdp_limits(sdp)?;
+        let offer = SdpOffer::from_sdp_string(sdp)
+            .map_err(|e| NegotiationError::InvalidSdp(e.to_string()))?;
+        let shard = self.id;
+        let s = self
+            .sessions
+            .get_mut(slot)
+            .ok_or(NegotiationError::Closed)?;
+        let had_tracks = !s.up.is_empty();
+        let answer = match s.guarded(|s| s.rtc.sdp_api().accept_offer(offer)) {
+            Some(Ok(a)) => a,
+            Some(Err(e)) => {
+                let err = NegotiationError::InvalidSdp(e.to_string());
+                // str0m may have given up on the session (e.g. missing fingerprint).
+                if !s.rtc.is_alive() {
+                    s.dead = Some(CloseReason::Failed(e.to_string()));
+                    self.doomed.push(slot);
+                }
+                return Err(err);
+            }
+            None => {
+                self.counters.session_panics += 1;
+                self.doomed.push(slot);
+                return Err(NegotiationError::SessionFailed(
+                    "panic in accept_offer".into(),
+                ));
+            }
+        };
+        let answer_sdp = answer_in_offer_order(sdp, &answer.to_sdp_string());
+        tracing::trace!(session = id.0, offer = %sdp, answer = %answer_sdp, "publish negotiation");
+        let msids = sdp_msids(sdp);
+        // Walk the answer's m-lines (validated by str0m) for the received tracks.
+        let mut new_ups = Vec::new();
+        for mid in sdp_mids(&answer_sdp) {
+            let Some(media) = s.rtc.media(mid) else {
+                continue;
+            };
+            let kind = media.kind();
+            if kind != MediaKind::Audio && kind != MediaKind::Video {
+                continue;
+            }
+            let receiving = media.direction().is_receiving() && !media.disabled();
+            let remote_pts: Vec<_> = media.remote_pts().to_vec();
+            let params: Vec<_> = s
+                .rtc
+                .codec_config()
+                .params()
+                .iter()
+                .filter(|p| remote_pts.contains(&p.pt()))
+                .copied()
+                .collect();
+            let (stream_id, track_id) = match msids.iter().find(|(m, _, _)| *m == mid) {
+                Some((_, s, t)) => (s.clone(), t.clone()),
+                None => (media.stream_id().to_string(), media.track_id().to_string()),
+            };
+            let active = receiving && !params.is_empty();
+            match s.up.iter_mut().find(|u| u.mid == mid) {
+                Some(u) => {
+                    u.info.active = active;
+                    if active {
+                        *u = UpTrack::new(
+                            mid,
+                            TrackInfo {
+                                params,
+                                ..u.info.clone()
+                            },
+                        );
+                    }
+                }
+                None if active => {
+                    let info = TrackInfo {
+                        key: TrackKey::new(shard, next_id()),
+                        track_id,
+                        stream_id,
+                        kind,
+                        params,
+                        active: true,
+                    };
+                    new_ups.push(info.key);
+                    s.up.push(UpTrack::new(mid, info));
+                }
+                None => {}
+            }
+        }
+        s.up_by_ssrc.clear();
+        let tracks: Vec<TrackInfo> = s.up.iter().map(|u| u.info.clone()).collect();
+        if !had_tracks && !tracks.iter().any(|t| t.active) {
+            // Nothing we can receive: the offer is useless. Undo nothing (str0m has applied
+            // it), but tell the caller clearly.
+            self.after_mutation(slot);
+            return Err(NegotiationError::NoUsableMedia);
+        }
+        for key in new_ups {
+            if let Some(u) = s.up.iter().find(|u| u.info.key == key) {
+                self.ups.insert(key, (slot, u.mid));
+            }
+        }
+        self.sync_ufrag(slot);
+        self.after_mutation(slot);
+        Ok((answer_sdp, tracks))
+    }
+
+    fn add_down_track(
+        &mut self,
+        id: SessionId,
+        spec: DownTrackSpec,
+    ) -> Result<String, SubscribeError> {
+        let slot = self.slot_of(id).ok_or(SubscribeError::Closed)?;
+        let dslot = self.downs.next_slot();
+        let s = self.sessions.get_mut(slot).ok_or(SubscribeError::Closed)?;
+        let stops = std::mem::take(&mut s.to_stop);
+        let anchor = s.anchor_mid;
+        let r = s.guarded(|s| {
+            let mut api = s.rtc.sdp_api();
+            stop_m_lines(&mut api, &stops, anchor);
+            let mid = api.add_media(
+                spec.kind,
+                Direction::SendOnly,
+                Some(spec.stream_id.clone()),
+                Some(spec.track_id.clone()),
+                None,
+            );
+            api.apply().map(|(offer, pending)| (mid, offer, pending))
+        });
+        let (mid, offer, pending) = match r {
+            Some(Some(x)) => x,
+            Some(None) => return Err(SubscribeError::SessionFailed("no offer produced".into())),
+            None => {
+                self.counters.session_panics += 1;
+                self.doomed.push(slot);
+                return Err(SubscribeError::SessionFailed("panic creating offer".into()));
+            }
+        };
+        let offer_sdp = offer.to_sdp_string();
+        s.pending_offer = Some(PendingOffer {
+            pending,
+            mids: sdp_mids(&offer_sdp),
+            ice_restart: false,
+        });
+        s.anchor_mid.get_or_insert(mid);
+        s.downs.push(dslot);
+        s.awaiting_answer.push(spec.id);
+        let down = DownTrack::new(spec.id, slot, spec.track, spec.kind, mid, spec.params);
+        let got = self.downs.insert(down);
+        debug_assert_eq!(got, dslot);
+        self.down_by_id.insert(spec.id, dslot);
+        self.routes.add_local(spec.track, dslot);
+        self.after_mutation(slot);
+        Ok(offer.to_sdp_string())
+    }
+
+    fn remove_down_track(&mut self, id: SessionId, down: DownTrackId) {
+        let Some(dslot) = self.down_by_id.remove(&down) else {
+            return;
+        };
+        let Some(d) = self.downs.remove(dslot) else {
+            return;
+        };
+        self.routes.remove_local(d.track, dslot);
+        if let Some(&slot) = self.by_id.get(&id) {
+            if let Some(s) = self.sessions.get_mut(slot) {
+                s.downs.retain(|x| *x != dslot);
+                s.awaiting_answer.retain(|x| *x != down);
+                s.to_stop.push(d.mid);
+            }
+        }
+    }
+
+    fn create_offer(
+        &mut self,
+        id: SessionId,
+        ice_restart: bool,
+    ) -> Result<Option<String>, NegotiationError> {
+        let slot = self.slot_of(id).ok_or(NegotiationError::Closed)?;
+        let s = self
+            .sessions
+            .get_mut(slot)
+            .ok_or(NegotiationError::Closed)?;
+        let stops = std::mem::take(&mut s.to_stop);
+        let anchor = s.anchor_mid;
+        let r = s.guarded(|s| {
+            let mut api = s.rtc.sdp_api();
+            stop_m_lines(&mut api, &stops, anchor);
+            if ice_restart {
+                api.ice_restart(true);
+            }
+            api.apply()
+        });
+        let offer = match r {
+            Some(Some((offer, pending))) => {
+                let offer_sdp = offer.to_sdp_string();
+                s.pending_offer = Some(PendingOffer {
+                    pending,
+                    mids: sdp_mids(&offer_sdp),
+                    ice_restart,
+                });
+                Some(offer_sdp)
+            }
+            Some(None) => None,
+            None => {
+                self.counters.session_panics += 1;
+                self.doomed.push(slot);
+                return Err(NegotiationError::SessionFailed(
+                    "panic creating offer".into(),
+                ));
+            }
+        };
+        self.sync_ufrag(slot);
+        self.after_mutation(slot);
+        Ok(offer)
+    }
+
+    fn accept_answer(
+        &mut self,
+        id: SessionId,
+        sdp: &str,
+        now: Instant,
+    ) -> Result<(), NegotiationError> {
+        let slot = self.slot_of(id).ok_or(NegotiationError::Closed)?;
+        check_sdp_limits(sdp)?;
+        let answer = SdpAnswer::from_sdp_string(sdp)
+            .map_err(|e| NegotiationError::InvalidSdp(e.to_string()))?;
+        let s = self
+            .sessions
+            .get_mut(slot)
+            .ok_or(NegotiationError::Closed)?;
+        let offer = s
+            .pending_offer
+            .as_ref()
+            .ok_or(NegotiationError::NoPendingOffer)?;
+        if sdp_mids(sdp) != offer.mids {
+            return Err(NegotiationError::InvalidSdp(
+                "answer m-lines do not match the offer".into(),
+            ));
+        }
+        let ufrag = sdp
+            .lines()
+            .find_map(|l| l.trim_end().strip_prefix("a=ice-ufrag:"))
+            .map(str::to_string);
+        if !offer.ice_restart && s.remote_ufrag.is_some() && ufrag != s.remote_ufrag {
+            return Err(NegotiationError::InvalidSdp(
+                "answer changes ICE credentials without an ICE restart".into(),
+            ));
+        }
+        let Some(PendingOffer { pending, .. }) = s.pending_offer.take() else {
+            return Err(NegotiationError::NoPendingOffer);
+        };
+        match s.guarded(|s| s.rtc.sdp_api().accept_answer(pending, answer)) {
+            Some(Ok(())) => {}
+            Some(Err(e)) => {
+                self.after_mutation(slot);
+                return Err(NegotiationError::AnswerRejected(e.to_string()));
+            }
+            None => {
+                self.counters.session_panics += 1;
+                self.doomed.push(slot);
+                return Err(NegotiationError::SessionFailed(
+                    "panic in accept_answer".into(),
+                ));
+            }
+        }
+        s.remote_ufrag = ufrag;
+        // Activate the down-tracks this answer covers.
+        let waiting = std::mem::take(&mut s.awaiting_answer);
+        for did in waiting {
+            let Some(&dslot) = self.down_by_id.get(&did) else {
+                continue;
+            };
+            let Some(d) = self.downs.get_mut(dslot) else {
+                continue;
+            };
+            let mut api = s.rtc.direct_api();
+            let ssrc = api.stream_tx_by_mid(d.mid, None).map(|tx| tx.ssrc());
+            let remote_pts: Vec<_> = s
+                .rtc
+                .media(d.mid)
+                .map(|m| m.remote_pts().to_vec())
+                .unwrap_or_default();
+            let mut mapped = false;
+            for p in &d.spec_params {
+                if let Some(local) = s.rtc.codec_config().match_params(*p) {
+                    let lpt = local.pt();
+                    if remote_pts.contains(&lpt) {
+                        d.pt_map[(*p.pt() & 0x7f) as usize] = *lpt;
+                        mapped = true;
+                    }
+                }
+            }
+            if mapped && ssrc.is_some() {
+                d.ssrc = ssrc;
+                if d.kind == MediaKind::Video {
+                    // The retransmission window: see RTX_WINDOW.
+                    if let Some(tx) = s.rtc.direct_api().stream_tx_by_mid(d.mid, None) {
+                        tx.set_rtx_cache(RTX_MAX_PACKETS, RTX_WINDOW, Some(0.15));
+                    }
+                    // Ask for a keyframe now; repeats are throttled from here.
+                    d.keyframe_retry.record(now);
+                    self.want_keyframe.push(d.track);
+                }
+            } else {
+                let _ = s.events.send(SessionEvent::DownTrackRejected(did));
+            }
+        }
+        self.after_mutation(slot);
+        Ok(())
+    }
+}

@@ -1,0 +1,411 @@
+//! The shard core: everything a shard owns (sessions, down-tracks, routes, deadlines,
+//! counters) and every rule for driving it, with no I/O and no clock: it is handed
+//! datagrams, commands and the time; it leaves outgoing datagrams in a queue and marks the
+//! shards whose rings it wrote to. [`super::shard`] drives it from a `mio` poll loop over a
+//! UDP socket; the in-memory harness ([`crate::testing`]) drives it from a benchmark.
+//!
+//! One batch: datagrams (demux by address, then STUN ufrag) → each is fed to its session,
+//! which is drained → the media it produced is routed (local down-tracks directly, other
+//! shards through one ring entry per shard) → [`ShardCore::tick`]: drain the rings from
+//! other shards, run due timers, flush the sessions written in this batch (their RTP
+//! leaves on one timeout input each), tear down dead sessions.
+//!
+//! This file is the driver: batches, timers, housekeeping, teardown. The rest of the core,
+//! one concept per file:
+//! - [`packet_path`]: routing and forwarding media, keyframe requests the other way;
+//! - [`control`]: commands from the API and SDP negotiation;
+//! - [`srflx`]: server-reflexive discovery through STUN servers;
+//! - [`stats`]: shard and transport statistics on request.
+
+mod control;
+mod packet_path;
+mod srflx;
+mod stats;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use str0m::media::Mid;
+use str0m::net::{Protocol, Receive};
+use str0m::Input;
+
+use super::command::{CloseReason, SessionEvent};
+use super::demux::{DemuxTable, Lookup};
+use super::ring::{Consumers, Producers};
+use super::route::{DownTrack, Routes};
+use super::session::{DrainOut, Session};
+use super::slab::Slab;
+use super::timer::Timers;
+use super::udp::SendQueue;
+use super::{DownTrackId, SessionId, ShardId, TrackKey};
+use crate::rtp::demux::{self, DatagramKind};
+use crate::stats::ShardStats;
+
+/// Housekeeping period (liveness checks, keyframe retries, STUN retries).
+const HOUSEKEEPING: Duration = Duration::from_millis(100);
+
+/// The state of one shard, without its socket and thread.
+pub(crate) struct ShardCore {
+    id: ShardId,
+    local_addr: SocketAddr,
+    producers: Producers,
+    consumers: Consumers,
+    /// Shards whose rings this batch wrote to: the driver wakes each once.
+    wake_peer: Vec<bool>,
+
+    sessions: Slab<Session>,
+    by_id: HashMap<SessionId, usize>,
+    demux: DemuxTable,
+    downs: Slab<DownTrack>,
+    down_by_id: HashMap<DownTrackId, usize>,
+    /// Published tracks received on this shard: key → (session slot, mid).
+    ups: HashMap<TrackKey, (usize, Mid)>,
+    routes: Routes,
+    timers: Timers,
+    out: DrainOut,
+    dirty: Vec<usize>,
+    doomed: Vec<usize>,
+    /// Tracks whose publisher should be asked for a keyframe.
+    want_keyframe: Vec<TrackKey>,
+    /// Gauges are filled in by `snapshot`; the counters are bumped in place.
+    counters: ShardStats,
+    /// Server-reflexive discovery, one probe per STUN server.
+    srflx: Vec<srflx::Probe>,
+    epoch: Instant,
+    last_housekeeping: Instant,
+    running: bool,
+}
+
+impl ShardCore {
+    pub(crate) fn new(
+        id: ShardId,
+        local_addr: SocketAddr,
+        producers: Producers,
+        consumers: Consumers,
+        shards: usize,
+        now: Instant,
+    ) -> ShardCore {
+        ShardCore {
+            id,
+            local_addr,
+            producers,
+            consumers,
+            wake_peer: vec![false; shards],
+            sessions: Slab::default(),
+            by_id: HashMap::new(),
+            demux: DemuxTable::default(),
+            downs: Slab::default(),
+            down_by_id: HashMap::new(),
+            ups: HashMap::new(),
+            routes: Routes::default(),
+            timers: Timers::default(),
+            out: DrainOut::default(),
+            dirty: Vec::new(),
+            doomed: Vec::new(),
+            want_keyframe: Vec::new(),
+            counters: ShardStats {
+                shard: id,
+                local_addr: Some(local_addr),
+                ..Default::default()
+            },
+            srflx: Vec::new(),
+            epoch: now,
+            last_housekeeping: now,
+            running: true,
+        }
+    }
+
+    /// The shard's index.
+    pub(crate) fn id(&self) -> ShardId {
+        self.id
+    }
+
+    /// False once a shutdown command was handled.
+    pub(crate) fn running(&self) -> bool {
+        self.running
+    }
+
+    /// How long the driver may sleep before [`ShardCore::tick`] has work.
+    pub(crate) fn wait(&self, now: Instant) -> Duration {
+        let housekeeping = (self.last_housekeeping + HOUSEKEEPING).saturating_duration_since(now);
+        self.timers
+            .next()
+            .map(|t| t.saturating_duration_since(now))
+            .unwrap_or(HOUSEKEEPING)
+            .min(housekeeping)
+    }
+
+    /// Datagrams waiting to be sent.
+    pub(crate) fn outgoing(&mut self) -> &mut SendQueue {
+        &mut self.out.send
+    }
+
+    /// Hand over (and clear) the shards whose rings this batch wrote to.
+    pub(crate) fn take_wakes(&mut self, mut wake: impl FnMut(ShardId)) {
+        for (i, w) in self.wake_peer.iter_mut().enumerate() {
+            if *w {
+                *w = false;
+                wake(i);
+            }
+        }
+    }
+
+    /// End of a batch: ring input, due timers, housekeeping, flushes and teardowns.
+    /// Afterwards [`ShardCore::outgoing`] holds everything to send.
+    pub(crate) fn tick(&mut self, now: Instant) {
+        self.drain_rings();
+        self.run_timers(now);
+        if now.saturating_duration_since(self.last_housekeeping) >= HOUSEKEEPING {
+            self.last_housekeeping = now;
+            self.housekeeping(now);
+        }
+        self.finish_batch(now);
+    }
+
+    /// Orderly end: close every session so API handles learn about it.
+    pub(crate) fn shutdown(&mut self) {
+        let slots: Vec<usize> = self.sessions.iter().map(|(i, _)| i).collect();
+        for slot in slots {
+            self.teardown(slot, CloseReason::Requested);
+        }
+    }
+
+    // ---- network input -------------------------------------------------------------
+
+    /// One datagram from the network, addressed to this shard's socket.
+    pub(crate) fn handle_datagram(&mut self, data: &[u8], source: SocketAddr, now: Instant) {
+        self.counters.datagrams_in += 1;
+        self.counters.bytes_in += data.len() as u64;
+        self.on_datagram(data, source, now);
+    }
+
+    fn on_datagram(&mut self, data: &[u8], source: SocketAddr, now: Instant) {
+        let kind = demux::classify(data);
+        if kind == DatagramKind::Stun && self.is_stun_server(source) {
+            self.on_stun_response(data, source);
+            return;
+        }
+        let c = &mut self.counters;
+        if kind == DatagramKind::Unknown {
+            c.dropped_malformed += 1;
+            return;
+        }
+        let (slot, via_ufrag) = match self.demux.lookup(kind, data, source) {
+            Lookup::Session { slot, via_ufrag } => (slot, via_ufrag),
+            Lookup::UnknownSource => {
+                c.dropped_unknown_source += 1;
+                return;
+            }
+            Lookup::StunRejected => {
+                c.stun_rejected += 1;
+                return;
+            }
+        };
+        let Ok(contents) = data.try_into() else {
+            if kind == DatagramKind::Stun {
+                c.stun_rejected += 1;
+            } else {
+                c.dropped_malformed += 1;
+            }
+            return;
+        };
+        let Some(session) = self.sessions.get_mut(slot) else {
+            return;
+        };
+        session.last_rx = now;
+        session.traffic.datagrams_in += 1;
+        session.traffic.bytes_in += data.len() as u64;
+        // Everything this datagram causes (including routing the media it carries) is
+        // logged in the session's span. Cloning a disabled span copies nothing.
+        let span = session.span.clone();
+        let _entered = span.enter();
+        let input = Input::Receive(
+            now,
+            Receive {
+                proto: Protocol::Udp,
+                source,
+                destination: self.local_addr,
+                contents,
+            },
+        );
+        let new_addrs_before = self.out.new_addrs.len();
+        match session.guarded(|s| s.rtc.handle_input(input)) {
+            Some(Ok(())) => {}
+            Some(Err(e)) => {
+                self.counters.session_input_errors += 1;
+                tracing::debug!(session = session.id.0, "input refused: {e}");
+            }
+            None => self.counters.session_panics += 1,
+        }
+        self.after_mutation(slot);
+        if via_ufrag && self.out.new_addrs.len() == new_addrs_before {
+            // A STUN request we could route but the session did not answer: wrong
+            // integrity, wrong remote ufrag, or a retransmit of an answered one.
+            if !self.demux.has_addr(&source) {
+                self.counters.stun_unanswered += 1;
+            }
+        }
+    }
+
+    /// Drain a session after a mutation, schedule its deadline and route what it produced.
+    fn after_mutation(&mut self, slot: usize) {
+        let Some(session) = self.sessions.get_mut(slot) else {
+            return;
+        };
+        if let Some(deadline) = session.drain(&mut self.out) {
+            if deadline != session.deadline {
+                session.deadline = deadline;
+                self.timers.schedule(deadline, slot);
+            }
+        }
+        if session.dead.is_some() {
+            self.doomed.push(slot);
+        }
+        for (addr, s) in self.out.new_addrs.drain(..) {
+            self.demux.bind_addr(addr, s);
+        }
+        if !self.out.media.is_empty() {
+            let mut media = std::mem::take(&mut self.out.media);
+            self.counters.rtp_in += media.len() as u64;
+            for pkt in media.drain(..) {
+                self.route_from_publisher(pkt);
+            }
+            self.out.media = media;
+        }
+        self.collect_keyframe_requests();
+    }
+
+    fn run_timers(&mut self, now: Instant) {
+        while let Some((at, slot)) = self.timers.pop_due(now) {
+            let Some(s) = self.sessions.get_mut(slot) else {
+                continue;
+            };
+            if s.deadline != at {
+                continue; // stale entry
+            }
+            s.deadline = far_future(now);
+            let span = s.span.clone();
+            let _entered = span.enter();
+            match s.guarded(|s| s.rtc.handle_input(Input::Timeout(now))) {
+                Some(_) => {}
+                None => self.counters.session_panics += 1,
+            }
+            s.dirty = false;
+            self.after_mutation(slot);
+        }
+        if self.timers.len() > 4 * self.sessions.len() + 1024 {
+            let sessions = &self.sessions;
+            self.timers
+                .compact(|t, s| sessions.get(s).map(|x| x.deadline == t).unwrap_or(false));
+        }
+    }
+
+    fn finish_batch(&mut self, now: Instant) {
+        self.send_keyframe_requests(now);
+        // Flush sessions written this batch: their packets leave on a timeout input.
+        while let Some(slot) = self.dirty.pop() {
+            let Some(s) = self.sessions.get_mut(slot) else {
+                continue;
+            };
+            if !s.dirty {
+                continue;
+            }
+            s.dirty = false;
+            let span = s.span.clone();
+            let _entered = span.enter();
+            if s.guarded(|s| s.rtc.handle_input(Input::Timeout(now)))
+                .is_none()
+            {
+                self.counters.session_panics += 1;
+            }
+            self.after_mutation(slot);
+        }
+        while let Some(slot) = self.doomed.pop() {
+            let reason = self
+                .sessions
+                .get(slot)
+                .and_then(|s| s.dead.clone())
+                .unwrap_or(CloseReason::Requested);
+            self.teardown(slot, reason);
+        }
+    }
+
+    fn housekeeping(&mut self, now: Instant) {
+        self.retry_srflx(now);
+        for (slot, s) in self.sessions.iter_mut() {
+            s.traffic.update_rates(now);
+            if s.dead.is_some() {
+                continue;
+            }
+            if !s.connected && now.saturating_duration_since(s.created) > s.connect_timeout {
+                s.dead = Some(CloseReason::ConnectTimeout);
+                self.doomed.push(slot);
+            } else if s.connected && now.saturating_duration_since(s.last_rx) > s.idle_timeout {
+                s.dead = Some(CloseReason::IdleTimeout);
+                self.doomed.push(slot);
+            }
+        }
+        for (_, d) in self.downs.iter_mut() {
+            if d.active() && d.rewriter.waiting_for_keyframe() && d.keyframe_retry.try_request(now)
+            {
+                self.want_keyframe.push(d.track);
+            }
+        }
+    }
+
+    /// The tracing span of a session (a disabled span if there is no such session).
+    fn span_of(&self, id: SessionId) -> tracing::Span {
+        self.slot_of(id)
+            .and_then(|slot| self.sessions.get(slot))
+            .map(|s| s.span.clone())
+            .unwrap_or_else(tracing::Span::none)
+    }
+
+    fn slot_of(&self, id: SessionId) -> Option<usize> {
+        let slot = *self.by_id.get(&id)?;
+        let s = self.sessions.get(slot)?;
+        s.dead.is_none().then_some(slot)
+    }
+
+    /// Remove a session and everything hanging off it on this shard, and tell the API.
+    fn teardown(&mut self, slot: usize, reason: CloseReason) {
+        let Some(mut s) = self.sessions.remove(slot) else {
+            return;
+        };
+        let span = s.span.clone();
+        let _entered = span.enter();
+        tracing::debug!(?reason, "session closed");
+        self.counters.sessions_closed += 1;
+        self.by_id.remove(&s.id);
+        for a in &s.addrs {
+            self.demux.unbind_addr(a, slot);
+        }
+        self.demux.remove_ufrags(slot);
+        for &dslot in &s.downs {
+            if let Some(d) = self.downs.remove(dslot) {
+                self.routes.remove_local(d.track, dslot);
+                self.down_by_id.remove(&d.id);
+            }
+        }
+        for u in &s.up {
+            self.ups.remove(&u.info.key);
+        }
+        self.dirty.retain(|d| *d != slot);
+        // Flush whatever the session queued (DTLS close, RTCP BYE).
+        let mut out = std::mem::take(&mut self.out);
+        if s.dead.is_none() {
+            s.guarded(|s| s.rtc.disconnect());
+        }
+        let _ = s.drain(&mut out);
+        out.media.clear();
+        out.keyframe_requests.clear();
+        out.new_addrs.clear();
+        self.out = out;
+        let _ = s.events.send(SessionEvent::Closed(reason));
+    }
+}
+
+fn far_future(now: Instant) -> Instant {
+    now + Duration::from_secs(3600)
+}

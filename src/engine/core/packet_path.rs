@@ -1,0 +1,233 @@
+//! The packet path: where a published packet goes once its session has decrypted it, and
+//! where keyframe requests go the other way.
+//!
+//! Forward: a packet from a publisher on this shard is pushed once into the ring of each
+//! other shard that has subscribers ([`ShardCore::route_from_publisher`]) and written to
+//! this shard's down-tracks; packets from other shards arrive through the rings
+//! ([`ShardCore::drain_rings`]) and are written to this shard's down-tracks. Writing one
+//! down-track ([`Delivery::forward_one`]) translates the payload type, rewrites sequence
+//! number and timestamp ([`crate::forward::Rewriter`]) and hands the packet to the
+//! subscriber's str0m session, which encrypts it when the batch ends. No allocation per
+//! subscriber: the payload is reference-counted.
+//!
+//! Reverse: keyframe requests from subscribers (a PLI/FIR, or a down-track that waits for a
+//! keyframe) are collected per track during the batch and sent once per track at its end
+//! ([`ShardCore::send_keyframe_requests`]): to the publisher's session here, or through the
+//! ring to the publisher's shard.
+
+use std::time::Instant;
+
+use str0m::media::MediaKind;
+use str0m::rtp::RtpWrite;
+
+use super::ShardCore;
+use crate::engine::ring::{MediaPacket, ShardMsg};
+use crate::engine::route::{DownTrack, NO_PT};
+use crate::engine::session::Session;
+use crate::engine::slab::Slab;
+use crate::engine::TrackKey;
+use crate::forward::{Decision, InPacket};
+use crate::stats::ShardStats;
+
+/// What writing a packet to down-tracks touches: the shard's down-tracks and sessions, the
+/// batch's lists, its counters. Borrowed from the [`ShardCore`] for one packet.
+pub(super) struct Delivery<'a> {
+    pub(super) downs: &'a mut Slab<DownTrack>,
+    pub(super) sessions: &'a mut Slab<Session>,
+    /// Sessions written in this batch (flushed when it ends).
+    pub(super) dirty: &'a mut Vec<usize>,
+    /// Tracks whose publisher should be asked for a keyframe.
+    pub(super) want_keyframe: &'a mut Vec<TrackKey>,
+    pub(super) counters: &'a mut ShardStats,
+    /// The shard's time origin, for the rewriter's arrival times.
+    pub(super) epoch: Instant,
+}
+
+impl ShardCore {
+    /// A packet from a publisher on this shard: to other shards and local down-tracks.
+    pub(super) fn route_from_publisher(&mut self, pkt: MediaPacket) {
+        let Some(route) = self.routes.map.get(&pkt.track) else {
+            return;
+        };
+        for &(dest, _) in &route.remote {
+            let Some(Some(p)) = self.producers.get_mut(dest) else {
+                continue;
+            };
+            match p.push(ShardMsg::Media(pkt.clone())) {
+                Ok(()) => self.wake_peer[dest] = true,
+                Err(_) => self.counters.ring_full_drops += 1,
+            }
+        }
+        let mut delivery = Delivery {
+            downs: &mut self.downs,
+            sessions: &mut self.sessions,
+            dirty: &mut self.dirty,
+            want_keyframe: &mut self.want_keyframe,
+            counters: &mut self.counters,
+            epoch: self.epoch,
+        };
+        delivery.forward(&route.local, &pkt);
+    }
+
+    /// Everything other shards sent us: media for our down-tracks, keyframe requests for
+    /// our publishers.
+    pub(super) fn drain_rings(&mut self) {
+        for from in 0..self.consumers.len() {
+            while let Some(msg) = self.consumers[from].as_mut().and_then(|c| c.pop().ok()) {
+                match msg {
+                    ShardMsg::Media(pkt) => {
+                        let Some(route) = self.routes.map.get(&pkt.track) else {
+                            continue;
+                        };
+                        let mut delivery = Delivery {
+                            downs: &mut self.downs,
+                            sessions: &mut self.sessions,
+                            dirty: &mut self.dirty,
+                            want_keyframe: &mut self.want_keyframe,
+                            counters: &mut self.counters,
+                            epoch: self.epoch,
+                        };
+                        delivery.forward(&route.local, &pkt);
+                    }
+                    ShardMsg::KeyframeRequest(track) => self.want_keyframe.push(track),
+                }
+            }
+        }
+    }
+
+    /// Keyframe requests a subscribe session received (PLI/FIR on an m-line): note the
+    /// forwarded track of each.
+    pub(super) fn collect_keyframe_requests(&mut self) {
+        if self.out.keyframe_requests.is_empty() {
+            return;
+        }
+        for &(sslot, mid) in &self.out.keyframe_requests {
+            if let Some(s) = self.sessions.get(sslot) {
+                for &d in &s.downs {
+                    if let Some(dt) = self.downs.get(d) {
+                        if dt.mid == mid {
+                            self.want_keyframe.push(dt.track);
+                        }
+                    }
+                }
+            }
+        }
+        self.out.keyframe_requests.clear();
+    }
+
+    /// Keyframe requests: to the local publisher session or to the publisher's shard, once
+    /// per track per batch (the publisher session throttles further).
+    pub(super) fn send_keyframe_requests(&mut self, now: Instant) {
+        if self.want_keyframe.is_empty() {
+            return;
+        }
+        let mut reqs = std::mem::take(&mut self.want_keyframe);
+        reqs.sort_unstable();
+        reqs.dedup();
+        for track in reqs.drain(..) {
+            if track.shard() == self.id {
+                if let Some(&(slot, mid)) = self.ups.get(&track) {
+                    if let Some(s) = self.sessions.get_mut(slot) {
+                        let span = s.span.clone();
+                        let _entered = span.enter();
+                        if s.request_keyframe(mid, now) {
+                            self.counters.keyframe_requests_sent += 1;
+                            self.after_mutation(slot);
+                        }
+                    }
+                }
+            } else if let Some(Some(p)) = self.producers.get_mut(track.shard()) {
+                if p.push(ShardMsg::KeyframeRequest(track)).is_ok() {
+                    self.wake_peer[track.shard()] = true;
+                } else {
+                    self.counters.ring_full_drops += 1;
+                }
+            }
+        }
+        self.want_keyframe = reqs;
+    }
+}
+
+impl Delivery<'_> {
+    /// Forward one packet to this shard's down-tracks `dslots` of its track.
+    #[inline]
+    pub(super) fn forward(&mut self, dslots: &[usize], pkt: &MediaPacket) {
+        for &d in dslots {
+            self.forward_one(d, pkt);
+        }
+    }
+
+    /// Forward one packet to one down-track: translate PT, rewrite seq/ts, write into the
+    /// subscriber's session. No allocation: the payload is reference-counted.
+    #[inline]
+    fn forward_one(&mut self, dslot: usize, pkt: &MediaPacket) {
+        let c = &mut *self.counters;
+        let Some(d) = self.downs.get_mut(dslot) else {
+            return;
+        };
+        let Some(ssrc) = d.ssrc else {
+            return;
+        };
+        let out_pt = d.pt_map[(pkt.pt & 0x7f) as usize];
+        if out_pt == NO_PT {
+            c.dropped_no_codec += 1;
+            return;
+        }
+        let decision = d.rewriter.rewrite(&InPacket {
+            source: pkt.source,
+            seq: pkt.seq,
+            ts: pkt.ts,
+            keyframe_start: pkt.keyframe,
+            arrival_us: pkt
+                .arrival
+                .saturating_duration_since(self.epoch)
+                .as_micros() as u64,
+        });
+        match decision {
+            Decision::Forward { seq, ts } => {
+                let Some(s) = self.sessions.get_mut(d.session) else {
+                    return;
+                };
+                let video = d.kind == MediaKind::Video;
+                let ok = s.guarded(|s| {
+                    if let Some(tx) = s.rtc.direct_api().stream_tx(&ssrc) {
+                        tx.write_rtp(
+                            RtpWrite::new(
+                                out_pt.into(),
+                                seq.into(),
+                                ts,
+                                pkt.arrival,
+                                pkt.payload.clone(),
+                            )
+                            .marker(pkt.marker)
+                            .ext_vals(pkt.ext.clone())
+                            .nackable(video),
+                        );
+                        true
+                    } else {
+                        false
+                    }
+                });
+                match ok {
+                    Some(true) => {
+                        c.rtp_forwarded += 1;
+                        c.rtp_bytes_forwarded += pkt.payload.len() as u64;
+                        if !s.dirty {
+                            s.dirty = true;
+                            self.dirty.push(d.session);
+                        }
+                    }
+                    Some(false) => {}
+                    None => c.session_panics += 1,
+                }
+            }
+            Decision::DropWaitingKeyframe => {
+                c.dropped_waiting_keyframe += 1;
+                if d.keyframe_retry.try_request(pkt.arrival) {
+                    self.want_keyframe.push(d.track);
+                }
+            }
+            Decision::DropStale => c.dropped_stale += 1,
+        }
+    }
+}
