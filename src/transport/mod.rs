@@ -229,12 +229,77 @@ impl Core {
         self.send(Command::CloseSession { id: self.id });
     }
 
+    /// Ask the shard to close the session and wait (up to 5 s) until it says it did.
+    pub(crate) async fn close_and_wait(&self) {
+        self.request_close();
+        let mut rx = self.state.subscribe();
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            rx.wait_for(|s| *s == TransportState::Closed),
+        )
+        .await;
+    }
+
     pub(crate) fn release_load(&self) {
         if let Some(s) = self.engine.shard(self.shard) {
             s.load.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
+
+/// The methods both transport kinds have, written once: `$candidates_when` completes the
+/// sentence "They are delivered (on a tokio task) once …" of `on_ice_candidate`.
+macro_rules! common_transport_api {
+    ($candidates_when:literal) => {
+        /// The id of the router this transport belongs to.
+        pub fn router_id(&self) -> &str {
+            &self.inner.router.id
+        }
+
+        #[doc = concat!(
+            "Register the callback that receives this transport's local ICE candidates. ",
+            "They are delivered (on a tokio task) once ", $candidates_when, ", or at once if it has."
+        )]
+        pub async fn on_ice_candidate(&self, callback: super::IceCandidateCallback) {
+            self.inner.core.set_on_ice_candidate(callback).await;
+        }
+
+        /// Register a callback run once when the transport closes (for any reason).
+        pub async fn on_closed(&self, callback: super::ClosedCallback) {
+            self.inner.core.on_closed(callback);
+        }
+
+        /// Add a remote ICE candidate from the browser. An empty candidate (end of
+        /// candidates) is accepted and ignored.
+        pub async fn add_ice_candidate(
+            &self,
+            candidate: crate::signal::IceCandidateInit,
+        ) -> Result<(), crate::error::TransportError> {
+            self.inner.core.add_ice_candidate(candidate).await
+        }
+
+        /// Connection state.
+        pub fn state(&self) -> super::TransportState {
+            *self.inner.core.state.borrow()
+        }
+
+        /// The transport's id, unique in the process: the `transport` field of its tracing
+        /// spans and [`TransportStats::transport_id`](crate::stats::TransportStats::transport_id).
+        pub fn id(&self) -> u64 {
+            self.inner.core.id.0
+        }
+
+        /// A snapshot of the transport's statistics (selected candidate pair, RTT, traffic,
+        /// loss, NACK/PLI/FIR counts, bitrates), taken on its shard when asked: the
+        /// forwarding path only bumps counters. Fails only if the transport is closed.
+        pub async fn stats(
+            &self,
+        ) -> Result<crate::stats::TransportStats, crate::error::TransportError> {
+            self.inner.core.stats().await
+        }
+    };
+}
+pub(crate) use common_transport_api;
 
 /// What a transport kind does with its session's events.
 pub(crate) trait SessionHandler: Send + Sync + 'static {

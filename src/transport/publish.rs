@@ -7,14 +7,13 @@ use std::time::Duration;
 
 use tokio::sync::{oneshot, watch, Notify};
 
-use super::{ClosedCallback, Core, IceCandidateCallback, TransportState};
+use super::Core;
 use crate::config::WebRTCTransportConfig;
 use crate::engine::command::{Command, Role, TrackInfo};
-use crate::error::{NegotiationError, PublishError, TransportError};
+use crate::error::{NegotiationError, PublishError};
 use crate::publisher::{MediaKind, Publisher, PublisherInner, Track};
 use crate::router::{PublishedTrack, RouterInner};
-use crate::signal::{IceCandidateInit, SdpType, SessionDescription};
-use crate::stats::TransportStats;
+use crate::signal::{SdpType, SessionDescription};
 
 /// How long `publish` waits for the offer carrying the track to be applied.
 const PUBLISH_WAIT: Duration = Duration::from_secs(10);
@@ -102,31 +101,6 @@ impl PublishTransport {
             super::spawn_event_loop(events, &inner);
         }
         PublishTransport { inner }
-    }
-
-    /// The id of the router this transport belongs to.
-    pub fn router_id(&self) -> &str {
-        &self.inner.router.id
-    }
-
-    /// Register the callback that receives this transport's local ICE candidates. They are
-    /// delivered (on a tokio task) once an answer has been produced, or at once if it has.
-    pub async fn on_ice_candidate(&self, callback: IceCandidateCallback) {
-        self.inner.core.set_on_ice_candidate(callback).await;
-    }
-
-    /// Register a callback run once when the transport closes (for any reason).
-    pub async fn on_closed(&self, callback: ClosedCallback) {
-        self.inner.core.on_closed(callback);
-    }
-
-    /// Add a remote ICE candidate from the browser. An empty candidate (end of candidates)
-    /// is accepted and ignored.
-    pub async fn add_ice_candidate(
-        &self,
-        candidate: IceCandidateInit,
-    ) -> Result<(), TransportError> {
-        self.inner.core.add_ice_candidate(candidate).await
     }
 
     /// Apply the browser's offer and return the answer. Call again with each new offer
@@ -298,33 +272,11 @@ impl PublishTransport {
         });
     }
 
-    /// Connection state.
-    pub fn state(&self) -> TransportState {
-        *self.inner.core.state.borrow()
-    }
-
-    /// The transport's id, unique in the process: the `transport` field of its tracing
-    /// spans and [`TransportStats::transport_id`].
-    pub fn id(&self) -> u64 {
-        self.inner.core.id.0
-    }
-
-    /// A snapshot of the transport's statistics (selected candidate pair, RTT, traffic,
-    /// loss, NACK/PLI/FIR counts, bitrates), taken on its shard when asked: the forwarding
-    /// path only bumps counters. Fails only if the transport is closed.
-    pub async fn stats(&self) -> Result<TransportStats, TransportError> {
-        self.inner.core.stats().await
-    }
+    super::common_transport_api!("an answer has been produced");
 
     /// Close the transport: its publishers are unpublished and their subscribers told.
     pub async fn close(&self) {
-        self.inner.core.request_close();
-        let mut rx = self.inner.core.state.subscribe();
-        let _ = tokio::time::timeout(
-            Duration::from_secs(5),
-            rx.wait_for(|s| *s == TransportState::Closed),
-        )
-        .await;
+        self.inner.core.close_and_wait().await;
         self.inner.on_session_closed();
     }
 }

@@ -11,15 +11,14 @@ use std::time::Duration;
 
 use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore};
 
-use super::{ClosedCallback, Core, IceCandidateCallback, TransportState};
+use super::Core;
 use crate::config::WebRTCTransportConfig;
 use crate::engine::command::{Command, DownTrackSpec, Role};
 use crate::engine::{next_id, DownTrackId};
-use crate::error::{NegotiationError, SubscribeError, TransportError};
+use crate::error::{NegotiationError, SubscribeError};
 use crate::publisher::MediaKind;
 use crate::router::{RouterInner, Subscription};
-use crate::signal::{IceCandidateInit, SdpType, SessionDescription};
-use crate::stats::TransportStats;
+use crate::signal::{SdpType, SessionDescription};
 use crate::subscriber::{Subscriber, SubscriberInner};
 
 /// Callback receiving offers for renegotiation.
@@ -210,17 +209,6 @@ impl SubscribeTransport {
         SubscribeTransport { inner }
     }
 
-    /// The id of the router this transport belongs to.
-    pub fn router_id(&self) -> &str {
-        &self.inner.router.id
-    }
-
-    /// Register the callback that receives this transport's local ICE candidates. They are
-    /// delivered (on a tokio task) once the first offer has been produced, or at once if it has.
-    pub async fn on_ice_candidate(&self, callback: IceCandidateCallback) {
-        self.inner.core.set_on_ice_candidate(callback).await;
-    }
-
     /// Register the callback that receives new offers when the transport must renegotiate
     /// (a publisher left, a subscriber closed). Answer them with [`set_answer`](Self::set_answer).
     pub async fn on_negotiation_needed(&self, callback: NegotiationCallback) {
@@ -232,19 +220,6 @@ impl SubscribeTransport {
         if self.inner.renegotiate_wanted.load(Ordering::Acquire) {
             tokio::spawn(renegotiate(self.inner.clone()));
         }
-    }
-
-    /// Register a callback run once when the transport closes (for any reason).
-    pub async fn on_closed(&self, callback: ClosedCallback) {
-        self.inner.core.on_closed(callback);
-    }
-
-    /// Add a remote ICE candidate from the browser.
-    pub async fn add_ice_candidate(
-        &self,
-        candidate: IceCandidateInit,
-    ) -> Result<(), TransportError> {
-        self.inner.core.add_ice_candidate(candidate).await
     }
 
     /// Start forwarding the publisher `track_id` to this transport. Returns the subscriber
@@ -397,24 +372,6 @@ impl SubscribeTransport {
         }
     }
 
-    /// Connection state.
-    pub fn state(&self) -> TransportState {
-        *self.inner.core.state.borrow()
-    }
-
-    /// The transport's id, unique in the process: the `transport` field of its tracing
-    /// spans and [`TransportStats::transport_id`].
-    pub fn id(&self) -> u64 {
-        self.inner.core.id.0
-    }
-
-    /// A snapshot of the transport's statistics (selected candidate pair, RTT, traffic,
-    /// loss, NACK/PLI/FIR counts, bitrates), taken on its shard when asked: the forwarding
-    /// path only bumps counters. Fails only if the transport is closed.
-    pub async fn stats(&self) -> Result<TransportStats, TransportError> {
-        self.inner.core.stats().await
-    }
-
     /// The subscribers currently on this transport.
     pub fn subscribers(&self) -> Vec<Subscriber> {
         self.inner
@@ -426,15 +383,11 @@ impl SubscribeTransport {
             .collect()
     }
 
+    super::common_transport_api!("the first offer has been produced");
+
     /// Close the transport and all its subscribers.
     pub async fn close(&self) {
-        self.inner.core.request_close();
-        let mut rx = self.inner.core.state.subscribe();
-        let _ = tokio::time::timeout(
-            Duration::from_secs(5),
-            rx.wait_for(|s| *s == TransportState::Closed),
-        )
-        .await;
+        self.inner.core.close_and_wait().await;
         self.inner.on_session_closed();
     }
 }

@@ -58,6 +58,15 @@ impl ShardCore {
                 Err(_) => self.counters.ring_full_drops += 1,
             }
         }
+        self.deliver(&pkt);
+    }
+
+    /// Write a packet to this shard's down-tracks of its track.
+    #[inline]
+    fn deliver(&mut self, pkt: &MediaPacket) {
+        let Some(route) = self.routes.map.get(&pkt.track) else {
+            return;
+        };
         let mut delivery = Delivery {
             downs: &mut self.downs,
             sessions: &mut self.sessions,
@@ -66,7 +75,7 @@ impl ShardCore {
             counters: &mut self.counters,
             epoch: self.epoch,
         };
-        delivery.forward(&route.local, &pkt);
+        delivery.forward(&route.local, pkt);
     }
 
     /// Everything other shards sent us: media for our down-tracks, keyframe requests for
@@ -75,20 +84,7 @@ impl ShardCore {
         for from in 0..self.consumers.len() {
             while let Some(msg) = self.consumers[from].as_mut().and_then(|c| c.pop().ok()) {
                 match msg {
-                    ShardMsg::Media(pkt) => {
-                        let Some(route) = self.routes.map.get(&pkt.track) else {
-                            continue;
-                        };
-                        let mut delivery = Delivery {
-                            downs: &mut self.downs,
-                            sessions: &mut self.sessions,
-                            dirty: &mut self.dirty,
-                            want_keyframe: &mut self.want_keyframe,
-                            counters: &mut self.counters,
-                            epoch: self.epoch,
-                        };
-                        delivery.forward(&route.local, &pkt);
-                    }
+                    ShardMsg::Media(pkt) => self.deliver(&pkt),
                     ShardMsg::KeyframeRequest(track) => self.want_keyframe.push(track),
                 }
             }
