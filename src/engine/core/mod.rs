@@ -7,8 +7,10 @@
 //! One batch: datagrams (demux by address, then STUN ufrag) → each is fed to its session,
 //! which is drained → the media it produced is routed (local down-tracks directly, other
 //! shards through one ring entry per shard) → [`ShardCore::tick`]: drain the rings from
-//! other shards, run due timers, flush the sessions written in this batch (their RTP
-//! leaves on one timeout input each), tear down dead sessions.
+//! other shards, run due timers, flush the sessions written in this batch (their RTP is
+//! encrypted and queued by `Rtc::flush_rtp`, a patch: no timeout pass unless due), tear
+//! down dead sessions. A session gets its timeout pass only when its deadline comes:
+//! datagrams are fed with `Rtc::handle_input_when_due`.
 //!
 //! This file is the driver: batches, timers, housekeeping, teardown. The rest of the core,
 //! one concept per file:
@@ -230,7 +232,8 @@ impl ShardCore {
             },
         );
         let new_addrs_before = self.out.new_addrs.len();
-        match session.guarded(|s| s.rtc.handle_input(input)) {
+        // The session's timeout pass runs only if its deadline has come (see the timers).
+        match session.guarded(|s| s.rtc.handle_input_when_due(input)) {
             Some(Ok(())) => {}
             Some(Err(e)) => {
                 self.counters.session_input_errors += 1;
@@ -303,7 +306,8 @@ impl ShardCore {
 
     fn finish_batch(&mut self, now: Instant) {
         self.send_keyframe_requests(now);
-        // Flush sessions written this batch: their packets leave on a timeout input.
+        // Flush sessions written this batch: their packets are encrypted and queued, without
+        // a timeout pass unless the session's deadline has come.
         while let Some(slot) = self.dirty.pop() {
             let Some(s) = self.sessions.get_mut(slot) else {
                 continue;
@@ -314,9 +318,7 @@ impl ShardCore {
             s.dirty = false;
             let span = s.span.clone();
             let _entered = span.enter();
-            if s.guarded(|s| s.rtc.handle_input(Input::Timeout(now)))
-                .is_none()
-            {
+            if s.guarded(|s| s.rtc.flush_rtp(now)).is_none() {
                 self.counters.session_panics += 1;
             }
             self.after_mutation(slot);

@@ -2071,6 +2071,74 @@ impl Rtc {
         Ok(())
     }
 
+    /// Like [`Rtc::handle_input`], but the timeout pass (ICE, DTLS, SCTP, RTCP, stats) runs
+    /// only when this instance's deadline (the last [`Output::Timeout`]) has come.
+    ///
+    /// (Rheomesh patch.) `handle_input` follows every received datagram with a full timeout
+    /// pass at the receive time. A server that feeds each session its timeouts at their
+    /// deadlines does not need that: it is the cost of every RTP packet at ordinary rates.
+    /// Here an RTP or RTCP datagram received before the deadline only advances the time and
+    /// refreshes the send queues (so a retransmission a NACK asked for goes out), and
+    /// anything it made due shows in the next [`Output::Timeout`]. STUN and DTLS datagrams
+    /// get the timeout pass as with `handle_input` (ICE nomination and connection state
+    /// are evaluated there and nowhere else). The caller must drain
+    /// [`Rtc::poll_output`] after each input and give a timeout when it is due, as usual.
+    /// With bandwidth estimation configured this is the same as `handle_input`.
+    pub fn handle_input_when_due(&mut self, input: Input) -> Result<(), RtcError> {
+        if self.state == RtcState::Closed {
+            return Ok(());
+        }
+        match input {
+            Input::Timeout(now) => self.do_handle_timeout(now),
+            Input::Receive(recv_time, r) => {
+                // STUN and DTLS change ICE and DTLS state that only the timeout pass
+                // evaluates (nomination, connection state): they always get it.
+                let media = matches!(
+                    r.contents.inner,
+                    DatagramRecvInner::Rtp(_) | DatagramRecvInner::Rtcp(_)
+                );
+                self.do_handle_receive(recv_time, r)?;
+                if media {
+                    self.advance_to(recv_time)
+                } else {
+                    self.do_handle_timeout(recv_time)
+                }
+            }
+        }
+    }
+
+    /// Send the RTP written through [`Rtc::direct_api`] since the last input, without the
+    /// timeout pass unless the deadline has come (see [`Rtc::handle_input_when_due`]).
+    ///
+    /// (Rheomesh patch.) An SFU writes a forwarded packet into each subscriber's session and
+    /// then needs it encrypted and sent; with `handle_input(Input::Timeout(now))` that costs
+    /// a whole timeout pass per packet at ordinary rates. Drain [`Rtc::poll_output`] after.
+    pub fn flush_rtp(&mut self, now: Instant) -> Result<(), RtcError> {
+        if self.state == RtcState::Closed {
+            return Ok(());
+        }
+        self.advance_to(now)
+    }
+
+    /// The timeout pass if `now` is at or past the deadline (or with BWE, or while closing);
+    /// otherwise only the clock and the pacer's view of the send queues move.
+    fn advance_to(&mut self, now: Instant) -> Result<(), RtcError> {
+        if now >= self.cached_timeout || self.state != RtcState::Alive || self.session.has_bwe() {
+            return self.do_handle_timeout(now);
+        }
+        self.init_time(now);
+        if now < self.last_now {
+            return Ok(());
+        }
+        self.last_now = now;
+        // Conservatively re-poll: the send queues may hold packets now.
+        drop(self.readiness.wake());
+        if !self.session.refresh_send_queues(now) {
+            return self.do_handle_timeout(now);
+        }
+        Ok(())
+    }
+
     /// Starts local shutdown.
     ///
     /// The `Rtc` instance schedules RTCP BYE, requests SCTP shutdown, and sends

@@ -357,6 +357,26 @@ impl Session {
         Ok(())
     }
 
+    /// (Rheomesh patch.) Whether bandwidth estimation (and so probing) is configured.
+    pub fn has_bwe(&self) -> bool {
+        self.bwe.is_some()
+    }
+
+    /// (Rheomesh patch.) Timestamp what was written to the send streams and tell the pacer
+    /// what they hold, without the rest of the timeout pass; only valid without BWE (no
+    /// probing). False if that is not enough (a stream before its first timeout): the
+    /// caller runs the whole pass. See `Rtc::flush_rtp`.
+    pub fn refresh_send_queues(&mut self, now: Instant) -> bool {
+        if self.rtp_closing {
+            return true;
+        }
+        if !self.streams.stamp_send_queues(now) {
+            return false;
+        }
+        self.update_queue_state(now, None);
+        true
+    }
+
     fn handle_timeout_bwe(&mut self, now: Instant) -> Option<(Mid, Pt)> {
         self.bwe.as_ref()?;
 

@@ -418,6 +418,19 @@ impl Streams {
         self.streams_rx.values().find_map(|s| s.paused_at())
     }
 
+    /// (Rheomesh patch.) Timestamp what was written to the send streams since the last
+    /// timeout. False if a stream with unstamped packets has not had its first timeout yet
+    /// (the caller then runs the whole timeout pass).
+    pub(crate) fn stamp_send_queues(&mut self, now: Instant) -> bool {
+        let mut all = true;
+        for s in self.streams_tx.values_mut() {
+            if s.need_timeout() {
+                all &= s.stamp_send_queue(now);
+            }
+        }
+        all
+    }
+
     pub(crate) fn send_stream(&self) -> Option<Instant> {
         if self.streams_tx.values().any(|s| s.need_timeout()) {
             Some(already_happened())

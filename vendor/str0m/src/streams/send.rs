@@ -1278,6 +1278,17 @@ impl StreamTx {
         self.send_queue.need_timeout()
     }
 
+    /// (Rheomesh patch.) Timestamp the packets written since the last timeout, as
+    /// `handle_timeout` does, without the rest of it. False (nothing done) before this
+    /// stream's first `handle_timeout`.
+    pub(crate) fn stamp_send_queue(&mut self, now: Instant) -> bool {
+        if self.kind.is_none() {
+            return false;
+        }
+        self.send_queue.handle_timeout(now);
+        true
+    }
+
     pub(crate) fn handle_timeout<'a>(
         &mut self,
         now: Instant,
