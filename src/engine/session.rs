@@ -256,13 +256,16 @@ impl Session {
 
     fn ingress_packet(&mut self, p: RtpPacket) -> Option<MediaPacket> {
         let i = self.up_index_for(p.header.ssrc)?;
-        let up = &self.up[i];
+        let up = &mut self.up[i];
         if !up.info.active {
             return None;
         }
         let pt = *p.header.payload_type;
         let codec = up.codec_by_pt.get(pt as usize).copied()?;
         let keyframe = up.info.kind == MediaKind::Video && codec::is_keyframe(codec, &p.payload);
+        if keyframe {
+            up.keyframe_requests.satisfied();
+        }
         let e = &p.header.ext_vals;
         // Forward only values that describe the media; transport-level ones (twcc, mid,
         // rid, send times) belong to each subscriber session.
@@ -290,8 +293,9 @@ impl Session {
         })
     }
 
-    /// Ask the publisher for a keyframe on track `mid`, unless its throttle holds it back
-    /// ([`PUBLISHER_KEYFRAME_INTERVAL`]).
+    /// Ask the publisher for a keyframe on track `mid`, unless its throttle holds the request
+    /// back ([`PUBLISHER_KEYFRAME_INTERVAL`]; it is then sent by
+    /// [`Session::send_held_back_keyframe_requests`] once due).
     pub(crate) fn request_keyframe(&mut self, mid: Mid, now: Instant) -> bool {
         let Some(up) = self.up.iter_mut().find(|u| u.mid == mid) else {
             return false;
@@ -299,6 +303,23 @@ impl Session {
         if !up.keyframe_requests.try_request(now) {
             return false;
         }
+        self.send_pli(mid)
+    }
+
+    /// Send the keyframe requests the throttle held back and that are due now. Returns how
+    /// many were sent.
+    pub(crate) fn send_held_back_keyframe_requests(&mut self, now: Instant) -> u64 {
+        let mut sent = 0;
+        for i in 0..self.up.len() {
+            if self.up[i].keyframe_requests.take_due(now) {
+                let mid = self.up[i].mid;
+                sent += u64::from(self.send_pli(mid));
+            }
+        }
+        sent
+    }
+
+    fn send_pli(&mut self, mid: Mid) -> bool {
         let done = self.guarded(|s| {
             let mut api = s.rtc.direct_api();
             match api.stream_rx_by_mid(mid, None) {

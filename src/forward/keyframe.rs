@@ -4,6 +4,12 @@
 //! request until one arrives) and the publisher side, which turns many subscribers'
 //! requests for one track into at most one PLI per interval. Both use [`KeyframeThrottle`],
 //! a pure, allocation-free state machine driven by the caller's clock.
+//!
+//! A request the throttle holds back is not lost: it stays pending and is due once the
+//! interval has passed ([`KeyframeThrottle::take_due`]), unless a keyframe arrives first
+//! ([`KeyframeThrottle::satisfied`]). So a subscriber that joins just after another one
+//! waits at most one interval for its keyframe, and a burst of joins costs one keyframe
+//! per interval.
 
 use std::time::{Duration, Instant};
 
@@ -19,6 +25,8 @@ pub const GATED_RETRY_INTERVAL: Duration = Duration::from_millis(500);
 pub struct KeyframeThrottle {
     interval: Duration,
     last: Option<Instant>,
+    /// A request was held back and has not been sent or satisfied since.
+    pending: bool,
 }
 
 impl KeyframeThrottle {
@@ -27,19 +35,38 @@ impl KeyframeThrottle {
         KeyframeThrottle {
             interval,
             last: None,
+            pending: false,
         }
     }
 
-    /// Whether a request may go out at `now`; if so, it is counted as sent at `now`.
-    /// A clock that goes backwards never lets a request through early.
+    /// Whether a request may go out at `now`; if so, it is counted as sent at `now`. If not,
+    /// it stays pending (see [`KeyframeThrottle::take_due`]). A clock that goes backwards
+    /// never lets a request through early.
     pub fn try_request(&mut self, now: Instant) -> bool {
         if let Some(last) = self.last {
             if now.saturating_duration_since(last) < self.interval {
+                self.pending = true;
                 return false;
             }
         }
         self.last = Some(now);
+        self.pending = false;
         true
+    }
+
+    /// Whether a held-back request is due at `now`; if so, it is counted as sent at `now`.
+    pub fn take_due(&mut self, now: Instant) -> bool {
+        self.pending && self.try_request(now)
+    }
+
+    /// Whether a held-back request waits.
+    pub fn pending(&self) -> bool {
+        self.pending
+    }
+
+    /// A keyframe arrived: a held-back request has nothing left to ask for.
+    pub fn satisfied(&mut self) {
+        self.pending = false;
     }
 
     /// Count a request made at `now` outside the throttle (e.g. the first request of a new
@@ -68,6 +95,31 @@ mod tests {
         assert!(k.try_request(t0 + Duration::from_millis(300)));
         assert!(!k.try_request(t0 + Duration::from_millis(400)));
         assert_eq!(k.last(), Some(t0 + Duration::from_millis(300)));
+    }
+
+    #[test]
+    fn held_back_request_is_due_after_the_interval() {
+        let t0 = Instant::now();
+        let i = Duration::from_millis(300);
+        let mut k = KeyframeThrottle::new(i);
+        assert!(!k.take_due(t0), "nothing held back yet");
+        assert!(k.try_request(t0));
+        assert!(!k.try_request(t0 + Duration::from_millis(100)));
+        assert!(k.pending());
+        assert!(!k.take_due(t0 + Duration::from_millis(200)));
+        assert!(k.take_due(t0 + i));
+        assert!(!k.pending());
+        assert!(!k.take_due(t0 + 3 * i), "sent once");
+    }
+
+    #[test]
+    fn keyframe_cancels_a_held_back_request() {
+        let t0 = Instant::now();
+        let mut k = KeyframeThrottle::new(Duration::from_millis(300));
+        assert!(k.try_request(t0));
+        assert!(!k.try_request(t0 + Duration::from_millis(10)));
+        k.satisfied();
+        assert!(!k.take_due(t0 + Duration::from_secs(1)));
     }
 
     #[test]

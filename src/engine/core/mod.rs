@@ -335,8 +335,12 @@ impl ShardCore {
 
     fn housekeeping(&mut self, now: Instant) {
         self.retry_srflx(now);
+        let mut held_back = Vec::new();
         for (slot, s) in self.sessions.iter_mut() {
             s.traffic.update_rates(now);
+            if s.up.iter().any(|u| u.keyframe_requests.pending()) {
+                held_back.push(slot);
+            }
             if s.dead.is_some() {
                 continue;
             }
@@ -352,6 +356,18 @@ impl ShardCore {
             if d.active() && d.rewriter.waiting_for_keyframe() && d.keyframe_retry.try_request(now)
             {
                 self.want_keyframe.push(d.track);
+            }
+        }
+        // Keyframe requests a publisher's throttle held back, now due.
+        for slot in held_back {
+            if let Some(s) = self.sessions.get_mut(slot) {
+                let span = s.span.clone();
+                let _entered = span.enter();
+                let sent = s.send_held_back_keyframe_requests(now);
+                if sent > 0 {
+                    self.counters.keyframe_requests_sent += sent;
+                    self.after_mutation(slot);
+                }
             }
         }
     }
