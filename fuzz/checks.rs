@@ -15,8 +15,8 @@ use rheomesh::forward::{
     Decision, InPacket, RewriteStats, Rewriter, RewriterConfig, INITIAL_SEQ_MASK, MAX_FORWARD_JUMP,
     MAX_TS_ADVANCE, REORDER_WINDOW,
 };
-use rheomesh::rtp::codec::{inspect, is_keyframe, CodecKind, InspectError};
-use rheomesh::rtp::demux::{
+use rheomesh::wire::codec::{inspect, is_keyframe, CodecKind, InspectError};
+use rheomesh::wire::demux::{
     classify, stun_binding_request, stun_binding_response, stun_local_ufrag, DatagramKind,
     StunError,
 };
@@ -28,7 +28,7 @@ use rheomesh::SessionDescription;
 mod protocol;
 
 // ---------------------------------------------------------------------------------------
-// 1. datagram: rheomesh::rtp::demux
+// 1. datagram: rheomesh::wire::demux
 // ---------------------------------------------------------------------------------------
 
 /// Independent re-statement of RFC 7983 §7 / RFC 5761 §4 first-byte demultiplexing, as
@@ -121,7 +121,7 @@ pub fn datagram(data: &[u8]) {
 }
 
 // ---------------------------------------------------------------------------------------
-// 2. rtp_payload: rheomesh::rtp::codec
+// 2. rtp_payload: rheomesh::wire::codec
 // ---------------------------------------------------------------------------------------
 
 /// The codec a `rtp_payload` input's first byte selects.

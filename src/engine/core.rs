@@ -34,9 +34,9 @@ use super::udp::SendQueue;
 use super::{next_id, DownTrackId, SessionId, ShardId, TrackKey};
 use crate::error::{NegotiationError, SubscribeError, TransportError};
 use crate::forward::{Decision, InPacket};
-use crate::rtp::demux::{self, DatagramKind};
 use crate::stats::{CandidatePair, ShardStats, TransportStats};
 use crate::transport::TransportState;
+use crate::wire::demux::{self, DatagramKind};
 
 /// Largest SDP accepted (bytes). Browser offers with dozens of tracks stay far below.
 pub(crate) const MAX_SDP_LEN: usize = 256 * 1024;

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
-use crate::rtp::demux::{self, DatagramKind};
+use crate::wire::demux::{self, DatagramKind};
 
 /// Where a datagram goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -19,7 +19,7 @@ use super::command::{CloseReason, Role, SessionEvent, TrackInfo};
 use super::ring::MediaPacket;
 use super::udp::SendQueue;
 use super::{DownTrackId, SessionId};
-use crate::rtp::codec::{self, CodecKind};
+use crate::wire::codec::{self, CodecKind};
 
 /// A received track of a publish session.
 pub(crate) struct UpTrack {
