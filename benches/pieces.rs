@@ -7,7 +7,7 @@ use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughpu
 use rheomesh::forward::{InPacket, Rewriter, RewriterConfig};
 use rheomesh::testing::{DemuxBench, RingPair};
 use rheomesh::wire::codec::{inspect, CodecKind};
-use rheomesh::wire::demux::{classify, stun_local_ufrag};
+use rheomesh::wire::{classify, stun_local_ufrag};
 
 fn stun_request() -> Vec<u8> {
     let user = b"abcdefgh:remoteuf";

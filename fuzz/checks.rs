@@ -16,7 +16,7 @@ use rheomesh::forward::{
     MAX_TS_ADVANCE, REORDER_WINDOW,
 };
 use rheomesh::wire::codec::{inspect, is_keyframe, CodecKind, InspectError};
-use rheomesh::wire::demux::{
+use rheomesh::wire::{
     classify, stun_binding_request, stun_binding_response, stun_local_ufrag, DatagramKind,
     StunError,
 };
@@ -28,7 +28,7 @@ use rheomesh::SessionDescription;
 mod protocol;
 
 // ---------------------------------------------------------------------------------------
-// 1. datagram: rheomesh::wire::demux
+// 1. datagram: rheomesh::wire (classify, stun, stun_client)
 // ---------------------------------------------------------------------------------------
 
 /// Independent re-statement of RFC 7983 §7 / RFC 5761 §4 first-byte demultiplexing, as

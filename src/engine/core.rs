@@ -36,7 +36,7 @@ use crate::error::{NegotiationError, SubscribeError, TransportError};
 use crate::forward::{Decision, InPacket};
 use crate::stats::{CandidatePair, ShardStats, TransportStats};
 use crate::transport::TransportState;
-use crate::wire::demux::{self, DatagramKind};
+use crate::wire::{self, DatagramKind};
 
 /// Largest SDP accepted (bytes). Browser offers with dozens of tracks stay far below.
 pub(crate) const MAX_SDP_LEN: usize = 256 * 1024;
@@ -207,7 +207,7 @@ impl ShardCore {
 
     fn on_datagram(&mut self, data: &[u8], source: SocketAddr, now: Instant) {
         let c = &mut self.counters;
-        let kind = demux::classify(data);
+        let kind = wire::classify(data);
         if kind == DatagramKind::Unknown {
             c.dropped_malformed += 1;
             return;
@@ -274,7 +274,7 @@ impl ShardCore {
     }
 
     fn on_stun_response(&mut self, data: &[u8], source: SocketAddr) {
-        let Ok((txid, mapped)) = demux::stun_binding_response(data) else {
+        let Ok((txid, mapped)) = wire::stun_binding_response(data) else {
             self.counters.stun_rejected += 1;
             return;
         };
@@ -329,7 +329,7 @@ impl ShardCore {
                 },
                 None => {
                     let txid: [u8; 12] = rand::random();
-                    let request = demux::stun_binding_request(txid);
+                    let request = wire::stun_binding_request(txid);
                     self.out.bytes_queued += request.len() as u64;
                     self.out.send.push(server, request.to_vec());
                     self.srflx.push(Srflx {
@@ -537,7 +537,7 @@ impl ShardCore {
                 } else {
                     x.tries += 1;
                     x.sent_at = now;
-                    let request = demux::stun_binding_request(x.txid);
+                    let request = wire::stun_binding_request(x.txid);
                     self.out.bytes_queued += request.len() as u64;
                     self.out.send.push(x.server, request.to_vec());
                 }
