@@ -17,8 +17,8 @@ use rheomesh::forward::{
 };
 use rheomesh::wire::codec::{inspect, is_keyframe, CodecKind, InspectError};
 use rheomesh::wire::{
-    classify, stun_binding_request, stun_binding_response, stun_local_ufrag, DatagramKind,
-    StunError,
+    classify, stun_binding_request, stun_binding_response, stun_local_ufrag, BindingError,
+    DatagramKind, StunError,
 };
 use rheomesh::SessionDescription;
 
@@ -96,14 +96,23 @@ pub fn datagram(data: &[u8]) {
         }
     }
 
-    if let Ok((txid, _addr)) = stun_binding_response(data) {
-        assert_eq!(
-            kind,
-            DatagramKind::Stun,
-            "response from a non-STUN datagram"
-        );
-        assert_eq!(&txid[..], &data[8..20], "transaction id not copied");
-        assert_eq!(&data[..2], &[0x01, 0x01], "not a success response");
+    match stun_binding_response(data) {
+        Ok((txid, _addr)) => {
+            assert_eq!(
+                kind,
+                DatagramKind::Stun,
+                "response from a non-STUN datagram"
+            );
+            assert_eq!(&txid[..], &data[8..20], "transaction id not copied");
+            assert_eq!(&data[..2], &[0x01, 0x01], "not a success response");
+        }
+        Err(e) => {
+            if data.len() < 20 {
+                assert_eq!(e, BindingError::Truncated);
+            } else if data[0] > 3 {
+                assert_eq!(e, BindingError::NotStun);
+            }
+        }
     }
 
     // A request built from the input's first 12 bytes round-trips through the parsers.
@@ -116,7 +125,7 @@ pub fn datagram(data: &[u8]) {
     assert_eq!(stun_local_ufrag(&req), Err(StunError::NoUsername));
     assert_eq!(
         stun_binding_response(&req),
-        Err(StunError::NotBindingRequest)
+        Err(BindingError::NotBindingSuccess)
     );
 }
 

@@ -8,7 +8,7 @@
 //! - STUN parsing for the shard's O(1) demux: the server-side ICE ufrag of a Binding
 //!   Request, [`stun_local_ufrag`], [`StunError`];
 //! - a minimal STUN client for server-reflexive discovery: [`stun_binding_request`],
-//!   [`stun_binding_response`];
+//!   [`stun_binding_response`], [`BindingError`];
 //! - RTP payload descriptor inspection per codec (keyframes, frame starts, layer ids):
 //!   [`codec`] (VP8, VP9, H.264, AV1).
 //!
@@ -23,4 +23,4 @@ mod stun_client;
 
 pub use classify::{classify, DatagramKind};
 pub use stun::{stun_local_ufrag, StunError};
-pub use stun_client::{stun_binding_request, stun_binding_response};
+pub use stun_client::{stun_binding_request, stun_binding_response, BindingError};

@@ -156,7 +156,7 @@ fn local_part(value: &[u8]) -> Result<&[u8], StunError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::wire::{classify, DatagramKind};
 
@@ -174,8 +174,8 @@ mod tests {
     ];
 
     /// Builds a STUN message of `msg_type` with the given attributes
-    /// (type, value), padding values to 4 bytes.
-    fn stun(msg_type: u16, attrs: &[(u16, &[u8])]) -> Vec<u8> {
+    /// (type, value), padding values to 4 bytes; transaction id `[7; 12]`.
+    pub(in crate::wire) fn stun(msg_type: u16, attrs: &[(u16, &[u8])]) -> Vec<u8> {
         let mut body = Vec::new();
         for (t, v) in attrs {
             body.extend_from_slice(&t.to_be_bytes());
