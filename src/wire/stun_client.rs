@@ -138,12 +138,7 @@ fn parse_address(v: &[u8], xor_txid: Option<&[u8; 12]>) -> Result<SocketAddr, Bi
             let mut ip = [0u8; 16];
             ip.copy_from_slice(v.get(4..20).ok_or(BindingError::ShortAddress)?);
             if let Some(txid) = xor_txid {
-                let key: Vec<u8> = STUN_MAGIC_COOKIE
-                    .iter()
-                    .chain(txid.iter())
-                    .copied()
-                    .collect();
-                for (b, k) in ip.iter_mut().zip(key) {
+                for (b, k) in ip.iter_mut().zip(STUN_MAGIC_COOKIE.iter().chain(txid)) {
                     *b ^= k;
                 }
             }
