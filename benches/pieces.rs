@@ -5,9 +5,9 @@
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use rheomesh::forward::{InPacket, Rewriter, RewriterConfig};
-use rheomesh::rtp::codec::{inspect, CodecKind};
-use rheomesh::rtp::demux::{classify, stun_local_ufrag};
 use rheomesh::testing::{DemuxBench, RingPair};
+use rheomesh::wire::codec::{inspect, CodecKind};
+use rheomesh::wire::{classify, stun_local_ufrag};
 
 fn stun_request() -> Vec<u8> {
     let user = b"abcdefgh:remoteuf";

@@ -15,10 +15,10 @@ use rheomesh::forward::{
     Decision, InPacket, RewriteStats, Rewriter, RewriterConfig, INITIAL_SEQ_MASK, MAX_FORWARD_JUMP,
     MAX_TS_ADVANCE, REORDER_WINDOW,
 };
-use rheomesh::rtp::codec::{inspect, is_keyframe, CodecKind, InspectError};
-use rheomesh::rtp::demux::{
-    classify, stun_binding_request, stun_binding_response, stun_local_ufrag, DatagramKind,
-    StunError,
+use rheomesh::wire::codec::{inspect, is_keyframe, CodecKind, InspectError};
+use rheomesh::wire::{
+    classify, stun_binding_request, stun_binding_response, stun_local_ufrag, BindingError,
+    DatagramKind, StunError,
 };
 use rheomesh::SessionDescription;
 
@@ -28,7 +28,7 @@ use rheomesh::SessionDescription;
 mod protocol;
 
 // ---------------------------------------------------------------------------------------
-// 1. datagram: rheomesh::rtp::demux
+// 1. datagram: rheomesh::wire (classify, stun, stun_client)
 // ---------------------------------------------------------------------------------------
 
 /// Independent re-statement of RFC 7983 §7 / RFC 5761 §4 first-byte demultiplexing, as
@@ -96,14 +96,23 @@ pub fn datagram(data: &[u8]) {
         }
     }
 
-    if let Ok((txid, _addr)) = stun_binding_response(data) {
-        assert_eq!(
-            kind,
-            DatagramKind::Stun,
-            "response from a non-STUN datagram"
-        );
-        assert_eq!(&txid[..], &data[8..20], "transaction id not copied");
-        assert_eq!(&data[..2], &[0x01, 0x01], "not a success response");
+    match stun_binding_response(data) {
+        Ok((txid, _addr)) => {
+            assert_eq!(
+                kind,
+                DatagramKind::Stun,
+                "response from a non-STUN datagram"
+            );
+            assert_eq!(&txid[..], &data[8..20], "transaction id not copied");
+            assert_eq!(&data[..2], &[0x01, 0x01], "not a success response");
+        }
+        Err(e) => {
+            if data.len() < 20 {
+                assert_eq!(e, BindingError::Truncated);
+            } else if data[0] > 3 {
+                assert_eq!(e, BindingError::NotStun);
+            }
+        }
     }
 
     // A request built from the input's first 12 bytes round-trips through the parsers.
@@ -116,12 +125,12 @@ pub fn datagram(data: &[u8]) {
     assert_eq!(stun_local_ufrag(&req), Err(StunError::NoUsername));
     assert_eq!(
         stun_binding_response(&req),
-        Err(StunError::NotBindingRequest)
+        Err(BindingError::NotBindingSuccess)
     );
 }
 
 // ---------------------------------------------------------------------------------------
-// 2. rtp_payload: rheomesh::rtp::codec
+// 2. rtp_payload: rheomesh::wire::codec
 // ---------------------------------------------------------------------------------------
 
 /// The codec a `rtp_payload` input's first byte selects.

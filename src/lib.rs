@@ -25,7 +25,7 @@
 //!
 //! Layers (see `docs/DESIGN.md` in the source repository): the async API layer (this crate's public
 //! modules) sends commands to the engine's shards; the shards own the str0m sessions and
-//! the packet path; [`forward`] and [`rtp`] are pure helpers used by the packet path.
+//! the packet path; [`forward`] and [`wire`] are pure helpers used by the packet path.
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(rust_2018_idioms)]
@@ -35,7 +35,6 @@ pub mod error;
 pub mod forward;
 pub mod publisher;
 pub mod router;
-pub mod rtp;
 pub mod signal;
 pub mod stats;
 pub mod subscriber;
@@ -43,6 +42,7 @@ pub mod subscriber;
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
 pub mod transport;
+pub mod wire;
 pub mod worker;
 
 mod engine;

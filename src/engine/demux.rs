@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
-use crate::rtp::demux::{self, DatagramKind};
+use crate::wire::{self, DatagramKind};
 
 /// Where a datagram goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,7 +39,7 @@ impl DemuxTable {
         if kind != DatagramKind::Stun {
             return Lookup::UnknownSource;
         }
-        match demux::stun_local_ufrag(data)
+        match wire::stun_local_ufrag(data)
             .ok()
             .and_then(|u| std::str::from_utf8(u).ok())
             .and_then(|u| self.by_ufrag.get(u))

@@ -20,7 +20,7 @@ use super::ring::MediaPacket;
 use super::udp::SendQueue;
 use super::{DownTrackId, SessionId};
 use crate::forward::{KeyframeThrottle, PUBLISHER_KEYFRAME_INTERVAL};
-use crate::rtp::codec::{self, CodecKind};
+use crate::wire::codec::{self, CodecKind};
 
 /// A received track of a publish session.
 pub(crate) struct UpTrack {

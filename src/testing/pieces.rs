@@ -10,7 +10,7 @@ use str0m::rtp::ExtensionValues;
 use crate::engine::demux::{DemuxTable, Lookup};
 use crate::engine::ring::{MediaPacket, ShardMsg};
 use crate::engine::TrackKey;
-use crate::rtp::demux::{classify, DatagramKind};
+use crate::wire::{classify, DatagramKind};
 
 /// One shard-to-shard ring (bounded SPSC, `rtrb`) carrying media packets by value.
 pub struct RingPair {

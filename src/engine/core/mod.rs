@@ -41,8 +41,8 @@ use super::slab::Slab;
 use super::timer::Timers;
 use super::udp::SendQueue;
 use super::{DownTrackId, SessionId, ShardId, TrackKey};
-use crate::rtp::demux::{self, DatagramKind};
 use crate::stats::ShardStats;
+use crate::wire::{self, DatagramKind};
 
 /// Housekeeping period (liveness checks, keyframe retries, STUN retries).
 const HOUSEKEEPING: Duration = Duration::from_millis(100);
@@ -183,7 +183,7 @@ impl ShardCore {
     }
 
     fn on_datagram(&mut self, data: &[u8], source: SocketAddr, now: Instant) {
-        let kind = demux::classify(data);
+        let kind = wire::classify(data);
         if kind == DatagramKind::Stun && self.is_stun_server(source) {
             self.on_stun_response(data, source);
             return;

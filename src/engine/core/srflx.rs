@@ -3,7 +3,7 @@
 //! it gets that address as a local `srflx` candidate. Requests are retried a few times
 //! from housekeeping; a server that never answers is given up on with one warning.
 //!
-//! The STUN messages themselves are built and parsed by [`crate::rtp::demux`].
+//! The STUN messages themselves are built and parsed by [`crate::wire`] (`stun_client.rs`).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -13,7 +13,7 @@ use str0m::Candidate;
 use super::ShardCore;
 use crate::engine::command::SessionEvent;
 use crate::engine::SessionId;
-use crate::rtp::demux;
+use crate::wire;
 
 /// Attempts per STUN server before giving up, and the spacing between them.
 const TRIES: u8 = 4;
@@ -57,7 +57,7 @@ impl ShardCore {
                 },
                 None => {
                     let txid: [u8; 12] = rand::random();
-                    let request = demux::stun_binding_request(txid);
+                    let request = wire::stun_binding_request(txid);
                     self.out.bytes_queued += request.len() as u64;
                     self.out.send.push(server, request.to_vec());
                     self.srflx.push(Probe {
@@ -75,7 +75,7 @@ impl ShardCore {
 
     /// A STUN response from one of our servers: hand the mapped address to the waiters.
     pub(super) fn on_stun_response(&mut self, data: &[u8], source: SocketAddr) {
-        let Ok((txid, mapped)) = demux::stun_binding_response(data) else {
+        let Ok((txid, mapped)) = wire::stun_binding_response(data) else {
             self.counters.stun_rejected += 1;
             return;
         };
@@ -107,7 +107,7 @@ impl ShardCore {
                 } else {
                     x.tries += 1;
                     x.sent_at = now;
-                    let request = demux::stun_binding_request(x.txid);
+                    let request = wire::stun_binding_request(x.txid);
                     self.out.bytes_queued += request.len() as u64;
                     self.out.send.push(x.server, request.to_vec());
                 }

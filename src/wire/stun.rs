@@ -1,33 +1,21 @@
-//! Datagram classification and STUN ufrag extraction for the shard's O(1) demux.
+//! STUN parsing for the shard's O(1) demux, and the STUN building blocks the STUN client
+//! shares.
 //!
-//! This module owns the first look at every UDP datagram a shard receives:
-//! [`classify`] sorts it into STUN / DTLS / RTP / RTCP by its first byte
-//! (RFC 7983 §7, with RFC 5761 §4 to split RTP from RTCP), and
-//! [`stun_local_ufrag`] pulls the server-side ICE ufrag out of a STUN Binding
-//! Request's USERNAME attribute so an unknown 5-tuple can be routed to its
-//! session. Both are pure, allocation-free and never panic.
-
-/// What kind of datagram arrived, by RFC 7983 first-byte demultiplexing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DatagramKind {
-    /// STUN message (first byte 0..=3, valid length and magic cookie).
-    Stun,
-    /// DTLS record (first byte 20..=63).
-    Dtls,
-    /// RTP packet (first byte 128..=191, not an RTCP packet type).
-    Rtp,
-    /// RTCP packet (first byte 128..=191, packet type 192..=223).
-    Rtcp,
-    /// Anything else, or too short to be what its first byte suggests.
-    Unknown,
-}
+//! [`stun_local_ufrag`] pulls the server-side ICE ufrag out of a STUN Binding Request's
+//! USERNAME attribute (RFC 8445 §7.2.2) so a datagram from an unknown 5-tuple can be routed
+//! to its session. It follows the message structure of RFC 8489: the 20-byte header with
+//! the magic cookie (§5), type-length-value attributes padded to 4 bytes (§14), USERNAME
+//! (§14.3), and nothing after MESSAGE-INTEGRITY(-SHA256) counts (§14.5, §14.6).
+//!
+//! The header constants, `be16` and the attribute walker `attributes` are shared with the
+//! STUN client (`stun_client.rs`).
 
 /// Size of the fixed STUN header (RFC 8489 §5).
-const STUN_HEADER_LEN: usize = 20;
+pub(super) const STUN_HEADER_LEN: usize = 20;
 /// STUN magic cookie (RFC 8489 §5).
-const STUN_MAGIC_COOKIE: [u8; 4] = 0x2112_A442u32.to_be_bytes();
+pub(super) const STUN_MAGIC_COOKIE: [u8; 4] = 0x2112_A442u32.to_be_bytes();
 /// STUN Binding Request message type (RFC 8489 §18.2).
-const STUN_BINDING_REQUEST: u16 = 0x0001;
+pub(super) const STUN_BINDING_REQUEST: u16 = 0x0001;
 /// USERNAME attribute (RFC 8489 §14.3).
 const ATTR_USERNAME: u16 = 0x0006;
 /// MESSAGE-INTEGRITY attribute (RFC 8489 §14.5).
@@ -36,55 +24,6 @@ const ATTR_MESSAGE_INTEGRITY: u16 = 0x0008;
 const ATTR_MESSAGE_INTEGRITY_SHA256: u16 = 0x001C;
 /// Maximum USERNAME value length in bytes (RFC 8489 §14.3).
 const MAX_USERNAME_LEN: usize = 513;
-/// Minimum RTP packet: fixed header (RFC 3550 §5.1).
-const RTP_MIN_LEN: usize = 12;
-/// Minimum RTCP packet: common header (RFC 3550 §6.4).
-const RTCP_MIN_LEN: usize = 4;
-
-/// Classifies a datagram by its first byte, per RFC 7983 §7:
-///
-/// ```text
-///  [0..3]     -> STUN   (also needs >= 20 bytes and the magic cookie)
-///  [20..63]   -> DTLS
-///  [128..191] -> RTP/RTCP (RTCP when the RFC 5761 packet type is 192..=223)
-///  else       -> Unknown
-/// ```
-///
-/// Datagrams shorter than 2 bytes, RTP shorter than 12 bytes and RTCP
-/// shorter than 4 bytes are [`DatagramKind::Unknown`].
-#[must_use]
-pub fn classify(buf: &[u8]) -> DatagramKind {
-    let (first, second) = match buf {
-        [a, b, ..] => (*a, *b),
-        _ => return DatagramKind::Unknown,
-    };
-    match first {
-        0..=3 => {
-            if buf.len() >= STUN_HEADER_LEN && buf.get(4..8) == Some(&STUN_MAGIC_COOKIE[..]) {
-                DatagramKind::Stun
-            } else {
-                DatagramKind::Unknown
-            }
-        }
-        20..=63 => DatagramKind::Dtls,
-        128..=191 => {
-            // RFC 5761 §4: with the marker bit masked off, RTCP packet types
-            // 192..=223 appear as 64..=95 in the RTP payload-type field.
-            if (64..=95).contains(&(second & 0x7f)) {
-                if buf.len() >= RTCP_MIN_LEN {
-                    DatagramKind::Rtcp
-                } else {
-                    DatagramKind::Unknown
-                }
-            } else if buf.len() >= RTP_MIN_LEN {
-                DatagramKind::Rtp
-            } else {
-                DatagramKind::Unknown
-            }
-        }
-        _ => DatagramKind::Unknown,
-    }
-}
 
 /// Errors extracting a ufrag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,7 +41,7 @@ pub enum StunError {
 }
 
 /// Reads a big-endian `u16` at `at`, if in bounds.
-fn be16(buf: &[u8], at: usize) -> Option<u16> {
+pub(super) fn be16(buf: &[u8], at: usize) -> Option<u16> {
     let end = at.checked_add(2)?;
     match buf.get(at..end)? {
         [a, b] => Some(u16::from_be_bytes([*a, *b])),
@@ -155,7 +94,7 @@ pub fn stun_local_ufrag(buf: &[u8]) -> Result<&[u8], StunError> {
         .get(STUN_HEADER_LEN..STUN_HEADER_LEN + msg_len)
         .ok_or(StunError::Truncated)?;
 
-    for attr in attributes(body) {
+    for attr in attributes(body, StunError::Truncated) {
         let (attr_type, value) = attr?;
         match attr_type {
             ATTR_USERNAME => return local_part(value),
@@ -167,8 +106,11 @@ pub fn stun_local_ufrag(buf: &[u8]) -> Result<&[u8], StunError> {
 }
 
 /// The attributes of a STUN body: type (16), length (16), value padded to 4 bytes
-/// (RFC 8489 §14). Yields `Err(Truncated)` once, if an attribute runs past the body.
-fn attributes(body: &[u8]) -> impl Iterator<Item = Result<(u16, &[u8]), StunError>> {
+/// (RFC 8489 §14). Yields `Err(truncated)` once, if an attribute runs past the body.
+pub(super) fn attributes<E: Copy>(
+    body: &[u8],
+    truncated: E,
+) -> impl Iterator<Item = Result<(u16, &[u8]), E>> {
     let mut rest = body;
     std::iter::from_fn(move || {
         if rest.is_empty() {
@@ -188,7 +130,7 @@ fn attributes(body: &[u8]) -> impl Iterator<Item = Result<(u16, &[u8]), StunErro
             }
             None => {
                 rest = &[];
-                Some(Err(StunError::Truncated))
+                Some(Err(truncated))
             }
         }
     })
@@ -213,100 +155,10 @@ fn local_part(value: &[u8]) -> Result<&[u8], StunError> {
     Ok(local)
 }
 
-/// STUN Binding success response (RFC 8489 §5: class 0b10, method 0x001).
-const STUN_BINDING_SUCCESS: u16 = 0x0101;
-/// MAPPED-ADDRESS (RFC 8489 §14.1).
-const ATTR_MAPPED_ADDRESS: u16 = 0x0001;
-/// XOR-MAPPED-ADDRESS (RFC 8489 §14.2).
-const ATTR_XOR_MAPPED_ADDRESS: u16 = 0x0020;
-
-/// A minimal STUN Binding Request (header only, RFC 8489 §6), used to learn the shard's
-/// server-reflexive address from a STUN server.
-pub fn stun_binding_request(txid: [u8; 12]) -> [u8; 20] {
-    let mut m = [0u8; 20];
-    m[0..2].copy_from_slice(&STUN_BINDING_REQUEST.to_be_bytes());
-    m[4..8].copy_from_slice(&STUN_MAGIC_COOKIE);
-    m[8..20].copy_from_slice(&txid);
-    m
-}
-
-/// Parses a STUN Binding success response: its transaction id and the mapped address
-/// (XOR-MAPPED-ADDRESS preferred, MAPPED-ADDRESS accepted).
-///
-/// # Errors
-///
-/// [`StunError::NotStun`] / [`StunError::Truncated`] as for [`stun_local_ufrag`];
-/// [`StunError::NotBindingRequest`] if it is not a Binding success response;
-/// [`StunError::NoUsername`] (reused: "missing attribute") if no usable address is present.
-pub fn stun_binding_response(buf: &[u8]) -> Result<([u8; 12], std::net::SocketAddr), StunError> {
-    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-    let header = buf.get(..STUN_HEADER_LEN).ok_or(StunError::Truncated)?;
-    if header.first().is_none_or(|b| *b > 3) || header.get(4..8) != Some(&STUN_MAGIC_COOKIE[..]) {
-        return Err(StunError::NotStun);
-    }
-    if be16(header, 0) != Some(STUN_BINDING_SUCCESS) {
-        return Err(StunError::NotBindingRequest);
-    }
-    let msg_len = usize::from(be16(header, 2).ok_or(StunError::Truncated)?);
-    let mut txid = [0u8; 12];
-    txid.copy_from_slice(header.get(8..20).ok_or(StunError::Truncated)?);
-    let body = buf
-        .get(STUN_HEADER_LEN..STUN_HEADER_LEN + msg_len)
-        .ok_or(StunError::Truncated)?;
-    let parse_addr = |v: &[u8], xor: bool| -> Option<SocketAddr> {
-        let family = *v.get(1)?;
-        let mut port = be16(v, 2)?;
-        if xor {
-            port ^= 0x2112;
-        }
-        match family {
-            0x01 => {
-                let mut ip = [0u8; 4];
-                ip.copy_from_slice(v.get(4..8)?);
-                if xor {
-                    for (b, k) in ip.iter_mut().zip(STUN_MAGIC_COOKIE) {
-                        *b ^= k;
-                    }
-                }
-                Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::from(ip)), port))
-            }
-            0x02 => {
-                let mut ip = [0u8; 16];
-                ip.copy_from_slice(v.get(4..20)?);
-                if xor {
-                    let key: Vec<u8> = STUN_MAGIC_COOKIE
-                        .iter()
-                        .chain(txid.iter())
-                        .copied()
-                        .collect();
-                    for (b, k) in ip.iter_mut().zip(key) {
-                        *b ^= k;
-                    }
-                }
-                Some(SocketAddr::new(IpAddr::V6(Ipv6Addr::from(ip)), port))
-            }
-            _ => None,
-        }
-    };
-    let mut mapped = None;
-    for attr in attributes(body) {
-        let (attr_type, value) = attr?;
-        match attr_type {
-            ATTR_XOR_MAPPED_ADDRESS => {
-                if let Some(a) = parse_addr(value, true) {
-                    return Ok((txid, a));
-                }
-            }
-            ATTR_MAPPED_ADDRESS => mapped = mapped.or_else(|| parse_addr(value, false)),
-            _ => {}
-        }
-    }
-    mapped.map(|a| (txid, a)).ok_or(StunError::NoUsername)
-}
-
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
+    use crate::wire::{classify, DatagramKind};
 
     /// RFC 5769 §2.1 sample Binding Request (USERNAME "evtj:h6vY",
     /// SOFTWARE, PRIORITY, ICE-CONTROLLED, MESSAGE-INTEGRITY, FINGERPRINT).
@@ -322,8 +174,8 @@ mod tests {
     ];
 
     /// Builds a STUN message of `msg_type` with the given attributes
-    /// (type, value), padding values to 4 bytes.
-    fn stun(msg_type: u16, attrs: &[(u16, &[u8])]) -> Vec<u8> {
+    /// (type, value), padding values to 4 bytes; transaction id `[7; 12]`.
+    pub(in crate::wire) fn stun(msg_type: u16, attrs: &[(u16, &[u8])]) -> Vec<u8> {
         let mut body = Vec::new();
         for (t, v) in attrs {
             body.extend_from_slice(&t.to_be_bytes());
@@ -447,47 +299,6 @@ mod tests {
     }
 
     #[test]
-    fn classify_kinds() {
-        // DTLS handshake record header.
-        let dtls = [22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10];
-        assert_eq!(classify(&dtls), DatagramKind::Dtls);
-        assert_eq!(classify(&[20, 0]), DatagramKind::Dtls);
-        assert_eq!(classify(&[63, 0]), DatagramKind::Dtls);
-        // RTP, PT 96, with and without marker.
-        let mut rtp = [0u8; 12];
-        rtp[0] = 0x80;
-        rtp[1] = 96;
-        assert_eq!(classify(&rtp), DatagramKind::Rtp);
-        rtp[1] = 0x80 | 96;
-        assert_eq!(classify(&rtp), DatagramKind::Rtp);
-        assert_eq!(classify(&rtp[..11]), DatagramKind::Unknown);
-        // PT 111 (Opus) and PT 0 are RTP.
-        rtp[1] = 111;
-        assert_eq!(classify(&rtp), DatagramKind::Rtp);
-        rtp[1] = 0;
-        assert_eq!(classify(&rtp), DatagramKind::Rtp);
-        // RTCP SR (200), RR (201), PSFB (206), boundaries 192 and 223.
-        for pt in [200u8, 201, 206, 192, 223] {
-            let rtcp = [0x81, pt, 0x00, 0x01];
-            assert_eq!(classify(&rtcp), DatagramKind::Rtcp, "pt {pt}");
-            assert_eq!(classify(&rtcp[..3]), DatagramKind::Unknown);
-        }
-        // 191 and 224 are outside the RTCP range.
-        assert_eq!(classify(&[0x80, 191, 0, 0]), DatagramKind::Unknown);
-        let mut p = [0u8; 12];
-        p[0] = 0x80;
-        p[1] = 224;
-        assert_eq!(classify(&p), DatagramKind::Rtp);
-        // Other first bytes.
-        for b in [4u8, 16, 19, 64, 79, 127, 192, 255] {
-            assert_eq!(classify(&[b; 40]), DatagramKind::Unknown, "byte {b}");
-        }
-        assert_eq!(classify(&[]), DatagramKind::Unknown);
-        assert_eq!(classify(&[0x80]), DatagramKind::Unknown);
-        assert_eq!(classify(&[0x00; 19]), DatagramKind::Unknown);
-    }
-
-    #[test]
     fn random_bytes_never_panic() {
         let mut state: u64 = 0x2545_f491_4f6c_dd1d;
         let mut next = move || {
@@ -527,30 +338,5 @@ mod tests {
         }
         // The stamped headers should let some usernames through.
         assert!(found > 0);
-    }
-
-    #[test]
-    fn binding_response_roundtrip() {
-        // A success response with XOR-MAPPED-ADDRESS 192.0.2.1:32853 (RFC 5769 §2.2 values).
-        let txid = [
-            0xb7, 0xe7, 0xa7, 0x01, 0xbc, 0x34, 0xd6, 0x86, 0xfa, 0x87, 0xdf, 0xae,
-        ];
-        let mut m = vec![0x01, 0x01, 0x00, 0x0c, 0x21, 0x12, 0xa4, 0x42];
-        m.extend_from_slice(&txid);
-        m.extend_from_slice(&[
-            0x00, 0x20, 0x00, 0x08, 0x00, 0x01, 0xa1, 0x47, 0xe1, 0x12, 0xa6, 0x43,
-        ]);
-        let (t, a) = stun_binding_response(&m).unwrap();
-        assert_eq!(t, txid);
-        assert_eq!(a, "192.0.2.1:32853".parse().unwrap());
-        for n in 0..m.len() {
-            let _ = stun_binding_response(&m[..n]);
-        }
-        let req = stun_binding_request(txid);
-        assert_eq!(classify(&req), DatagramKind::Stun);
-        assert_eq!(
-            stun_binding_response(&req),
-            Err(StunError::NotBindingRequest)
-        );
     }
 }
