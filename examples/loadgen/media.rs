@@ -57,7 +57,10 @@ pub struct PeerSetup {
 fn new_peer(ip: Ipv4Addr, cfg: ClientConfig) -> Result<(StdUdpSocket, ClientPeer), String> {
     let socket = bind_socket(ip).map_err(|e| format!("binding a UDP socket on {ip}: {e}"))?;
     let local_addr: SocketAddr = socket.local_addr().map_err(|e| e.to_string())?;
-    Ok((socket, ClientPeer::with_config(local_addr, cfg, Instant::now())))
+    Ok((
+        socket,
+        ClientPeer::with_config(local_addr, cfg, Instant::now()),
+    ))
 }
 
 /// Create a publisher peer with an offer for one sendonly VP8 track `track_id`.
@@ -381,4 +384,3 @@ impl Drop for Engine {
         self.shutdown();
     }
 }
-

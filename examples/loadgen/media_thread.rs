@@ -110,7 +110,11 @@ impl Peer {
                 let send_us = a.stamp.send_us;
                 if send_us >= start && send_us < end {
                     *unique_window += 1;
-                    let app = if recv.app_us == 0 { now_us() } else { recv.app_us };
+                    let app = if recv.app_us == 0 {
+                        now_us()
+                    } else {
+                        recv.app_us
+                    };
                     let kernel = recv.kernel_us.unwrap_or(app);
                     ctx.latency.record(kernel.saturating_sub(send_us));
                     ctx.latency_app.record(app.saturating_sub(send_us));

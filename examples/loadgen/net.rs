@@ -89,4 +89,3 @@ pub fn recv_timestamped(
         Ok((n as usize, SocketAddr::from((ip, port)), kernel))
     }
 }
-

@@ -21,7 +21,7 @@ pub use client::{
     DEFAULT_VIDEO_LEN, MAX_COUNTER,
 };
 pub use fanout::Fanout;
-/// The media kinds of [`ClientPeer::publish_offer`], re-exported for crates without str0m.
-pub use str0m::media::MediaKind;
 pub use pieces::{DemuxBench, RingPair};
 pub use shards::{MemoryShards, SessionRef, TrackRef};
+/// The media kinds of [`ClientPeer::publish_offer`], re-exported for crates without str0m.
+pub use str0m::media::MediaKind;

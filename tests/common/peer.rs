@@ -50,7 +50,9 @@ fn epoch() -> Instant {
 
 /// Microseconds since a process-wide epoch (shared by all peers and threads).
 pub fn now_us() -> u64 {
-    Instant::now().saturating_duration_since(epoch()).as_micros() as u64
+    Instant::now()
+        .saturating_duration_since(epoch())
+        .as_micros() as u64
 }
 
 #[derive(Debug, Clone, Default)]

@@ -288,7 +288,13 @@ impl ClientPeer {
     /// and it is video) stamped with send time `send_us`; its RTP time follows `now`.
     /// False without a payload type or send stream. It leaves on the next
     /// [`ClientPeer::timeout`].
-    pub fn write_media(&mut self, track: usize, keyframe: bool, send_us: u64, now: Instant) -> bool {
+    pub fn write_media(
+        &mut self,
+        track: usize,
+        keyframe: bool,
+        send_us: u64,
+        now: Instant,
+    ) -> bool {
         let publisher = self.cfg.publisher;
         match self.local.get_mut(track) {
             Some(t) => t.write(&mut self.rtc, publisher, keyframe, send_us, now),

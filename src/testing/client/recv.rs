@@ -233,8 +233,14 @@ impl Receiver {
             s.in_order = false;
         }
         t.last_counter = Some(stamp.counter);
-        s.max_counter = Some(s.max_counter.map_or(stamp.counter, |m| m.max(stamp.counter)));
-        s.min_counter = Some(s.min_counter.map_or(stamp.counter, |m| m.min(stamp.counter)));
+        s.max_counter = Some(
+            s.max_counter
+                .map_or(stamp.counter, |m| m.max(stamp.counter)),
+        );
+        s.min_counter = Some(
+            s.min_counter
+                .map_or(stamp.counter, |m| m.min(stamp.counter)),
+        );
         let fresh = t.insert(stamp.counter);
         let s = &mut t.stats;
         if fresh {

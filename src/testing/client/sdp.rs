@@ -104,7 +104,14 @@ mod tests {
         let l = media_lines(sdp);
         let got: Vec<_> = l
             .iter()
-            .map(|l| (l.mid.to_string(), l.kind, l.track_id.clone(), l.remote_sends))
+            .map(|l| {
+                (
+                    l.mid.to_string(),
+                    l.kind,
+                    l.track_id.clone(),
+                    l.remote_sends,
+                )
+            })
             .collect();
         assert_eq!(
             got,
