@@ -9,7 +9,7 @@ use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
-use common::peer::{build_audio_payload, build_video_payload, PeerConfig};
+use common::peer::{PeerConfig, AUDIO_PAYLOAD_LEN, VIDEO_PAYLOAD_LEN};
 use common::sfu::{connect_publisher, connect_subscriber, setup, wait_until};
 use rheomesh::error::TransportError;
 use rheomesh::stats::TransportStats;
@@ -157,8 +157,8 @@ async fn transport_stats_follow_a_call() {
     .await;
     assert!(ok, "every sent packet counted in: {p:?}, sent {sent:?}");
     assert_close("RTP packets in", p.rtp_packets_in, sent_packets, 0.01);
-    let video_len = build_video_payload(0, false).len() as u64;
-    let audio_len = build_audio_payload(0).len() as u64;
+    let video_len = VIDEO_PAYLOAD_LEN as u64;
+    let audio_len = AUDIO_PAYLOAD_LEN as u64;
     let payload = sent.sent_video * video_len + sent.sent_audio * audio_len;
     assert_close("RTP payload bytes in", p.rtp_bytes_in, payload, 0.01);
     assert!(

@@ -329,52 +329,26 @@ async fn join_leave_cycles_leak_nothing() {
     assert!(last.is_none(), "state left behind: {last:?}");
 }
 
+/// A STUN Binding request as an attacker would send it: USERNAME, PRIORITY (which ICE
+/// requires in binding requests), MESSAGE-INTEGRITY (if `with_integrity`) under a password
+/// the server never gave out, and FINGERPRINT; built and signed by str0m's STUN code.
 fn stun_binding_request(username: &str, with_integrity: bool) -> Vec<u8> {
-    let mut attrs = Vec::new();
-    let u = username.as_bytes();
-    attrs.extend_from_slice(&0x0006u16.to_be_bytes());
-    attrs.extend_from_slice(&(u.len() as u16).to_be_bytes());
-    attrs.extend_from_slice(u);
-    while attrs.len() % 4 != 0 {
-        attrs.push(0);
-    }
-    // PRIORITY, which ICE requires in binding requests.
-    attrs.extend_from_slice(&0x0024u16.to_be_bytes());
-    attrs.extend_from_slice(&4u16.to_be_bytes());
-    attrs.extend_from_slice(&0x6e00_1effu32.to_be_bytes());
-    if with_integrity {
-        attrs.extend_from_slice(&0x0008u16.to_be_bytes());
-        attrs.extend_from_slice(&20u16.to_be_bytes());
-        attrs.extend_from_slice(&[0xab; 20]);
-    }
-    let mut m = Vec::new();
-    m.extend_from_slice(&0x0001u16.to_be_bytes());
-    // Length includes the FINGERPRINT attribute appended below.
-    m.extend_from_slice(&(attrs.len() as u16 + 8).to_be_bytes());
-    m.extend_from_slice(&0x2112_A442u32.to_be_bytes());
-    m.extend_from_slice(&[7u8; 12]);
-    m.extend_from_slice(&attrs);
-    let fp = crc32(&m) ^ 0x5354_554e;
-    m.extend_from_slice(&0x8028u16.to_be_bytes());
-    m.extend_from_slice(&4u16.to_be_bytes());
-    m.extend_from_slice(&fp.to_be_bytes());
-    m
-}
-
-/// CRC-32 (IEEE), for the STUN FINGERPRINT attribute.
-fn crc32(data: &[u8]) -> u32 {
-    let mut crc = 0xffff_ffffu32;
-    for &b in data {
-        crc ^= b as u32;
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xedb8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
+    use str0m::ice::{StunMessageBuilder, TransId};
+    let message = StunMessageBuilder::new()
+        .binding()
+        .request()
+        .username(username)
+        .prio(0x6e00_1eff)
+        .build(TransId::new());
+    let crypto = str0m::crypto::from_feature_flags();
+    let hmac = |key: &[u8], parts: &[&[u8]]| crypto.sha1_hmac_provider.sha1_hmac(key, parts);
+    let password: &[u8] = b"not the server's password";
+    let mut buf = vec![0u8; 1500];
+    let n = message
+        .to_bytes(with_integrity.then_some(password), &mut buf, hmac)
+        .expect("a binding request fits 1500 bytes");
+    buf.truncate(n);
+    buf
 }
 
 /// 7. Garbage, truncated RTP and bad STUN at a shard's port are dropped and counted,

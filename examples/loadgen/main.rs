@@ -6,16 +6,18 @@
 //!     --pps 200 --duration 10 --server-pid $(pgrep -n media_server)
 //! ```
 //!
-//! Publishers and subscribers are str0m peers (RTP mode, full ICE, one UDP socket each on
-//! `--bind`, 127.0.0.1 by default) driven by a few media threads (`media.rs`); their
+//! Publishers and subscribers are the sans-IO str0m client peers of `rheomesh::testing`
+//! (RTP mode, full ICE, one UDP socket each on `--bind`, 127.0.0.1 by default) driven by a
+//! few media threads (`media.rs`, `media_thread.rs`, sockets in `net.rs`); their
 //! WebSockets (`ws://` or `wss://`) run on a single-threaded tokio runtime
 //! (`signaling.rs`). Phases: connect every peer, warm up (send, do not count), measure for
 //! `--duration`, stop sending and drain, report.
-//! `payload.rs` describes the synthetic VP8 payload, `stats.rs` the measurements, `tls.rs`
-//! the `wss://` client configuration.
+//! `rheomesh::testing::payload` describes the synthetic VP8 payload, `stats.rs` the
+//! measurements, `tls.rs` the `wss://` client configuration.
 
 mod media;
-mod payload;
+mod media_thread;
+mod net;
 mod signaling;
 mod stats;
 mod tls;
@@ -32,6 +34,8 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde_json::{json, Value};
 use tokio::sync::{oneshot, watch, Semaphore};
 use tokio::time::Instant;
+
+use rheomesh::testing::payload::MIN_VIDEO_LEN;
 
 use crate::media::{Engine, ThreadReport};
 use crate::signaling::{Failure, Ready, Spec};
@@ -109,7 +113,6 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    payload::self_check();
     Histogram::self_check();
     let _ = now_us(); // start the epoch
     str0m::crypto::from_feature_flags().install_process_default();
@@ -150,11 +153,8 @@ fn validate(a: &Args) -> Result<(), String> {
     if a.pps == 0 || a.pps > 100_000 {
         return Err("--pps must be 1..=100000".into());
     }
-    if a.payload < payload::MIN_PAYLOAD || a.payload > 1200 {
-        return Err(format!(
-            "--payload must be {}..=1200 bytes",
-            payload::MIN_PAYLOAD
-        ));
+    if a.payload < MIN_VIDEO_LEN || a.payload > 1200 {
+        return Err(format!("--payload must be {MIN_VIDEO_LEN}..=1200 bytes"));
     }
     for (name, v) in [
         ("--duration", a.duration),

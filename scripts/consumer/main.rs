@@ -12,7 +12,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use rheomesh::config::{MediaConfig, RTCIceServer, WebRTCTransportConfig, WorkerConfig};
-use rheomesh::testing::{vp8_payload, ClientPeer};
+use rheomesh::testing::{ClientPeer, MediaKind};
 use rheomesh::worker::Worker;
 use rheomesh::{IceCandidateInit, SessionDescription};
 
@@ -46,11 +46,11 @@ impl Browser {
     fn pump(&mut self) {
         let now = Instant::now();
         if self.peer.next_timeout() <= now {
-            self.peer.timeout(now);
+            let _ = self.peer.timeout(now);
         }
         let mut buf = [0u8; 2048];
         while let Ok((n, from)) = self.socket.recv_from(&mut buf) {
-            self.peer.receive(from, &buf[..n], Instant::now());
+            let _ = self.peer.receive(from, &buf[..n], Instant::now());
         }
         let out: Vec<(SocketAddr, Vec<u8>)> = self.peer.take_outgoing().collect();
         for (dest, data) in out {
@@ -108,7 +108,11 @@ async fn main() {
     // The publishing browser.
     let mut camera = Browser::new();
     let candidate = camera.candidate();
-    let offer = SessionDescription::offer(camera.peer.publish_offer("camera"));
+    let offer = camera
+        .peer
+        .publish_offer("stream-camera", &[(MediaKind::Video, "camera")])
+        .expect("an offer to publish");
+    let offer = SessionDescription::offer(offer);
     let publisher_id = "camera".to_string();
 
     let _ = publish_transport
@@ -166,6 +170,7 @@ async fn main() {
     )
     .await;
     let mut sent = 0u64;
+    camera.peer.set_payload_len(0, 200);
     let deadline = Instant::now() + Duration::from_secs(10);
     while viewer.peer.rtp_received() < 20 {
         assert!(
@@ -173,10 +178,8 @@ async fn main() {
             "the viewer received {} RTP packets of {sent} sent",
             viewer.peer.rtp_received()
         );
-        let payload = vp8_payload(sent, 0, sent % 30 == 0, 200);
-        assert!(camera
-            .peer
-            .write_video((sent * 3000) as u32, payload, Instant::now()));
+        let now = Instant::now();
+        assert!(camera.peer.write_media(0, sent % 30 == 0, 0, now));
         sent += 1;
         for _ in 0..5 {
             camera.pump();

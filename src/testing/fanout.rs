@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use super::peer::{vp8_payload, ClientPeer};
+use str0m::media::MediaKind;
+
+use super::client::ClientPeer;
 use super::shards::{MemoryShards, SessionRef};
 use crate::config::MediaConfig;
 
@@ -36,7 +38,7 @@ impl Fanout {
             |i: usize| SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 30000 + i as u16);
         let mut publisher = ClientPeer::new(peer_addr(0), now);
         let pub_session = net.create_session(0, true, now);
-        let offer = publisher.publish_offer("fanout");
+        let offer = publisher.publish_offer("stream-fanout", &[(MediaKind::Video, "fanout")])?;
         let (answer, tracks) = net
             .accept_offer(pub_session, &offer, now)
             .map_err(|e| format!("publish offer refused: {e}"))?;
@@ -93,7 +95,7 @@ impl Fanout {
                 return Err(format!(
                     "subscribers got no media: {:?}, publisher pt set: {}",
                     f.net.stats(),
-                    f.publisher.can_send()
+                    f.publisher.payload_type(0).is_some()
                 ));
             }
             f.stage(1, 1100);
@@ -137,19 +139,14 @@ impl Fanout {
     /// 100th a keyframe) and keep the datagrams for [`Fanout::forward_staged`].
     pub fn stage(&mut self, packets: usize, payload_len: usize) {
         let now = Instant::now();
+        self.publisher.set_payload_len(0, payload_len);
         for _ in 0..packets {
             let sent_us = now.saturating_duration_since(self.epoch).as_micros() as u64;
-            let payload = vp8_payload(
-                self.counter,
-                sent_us,
-                self.counter.is_multiple_of(100),
-                payload_len,
-            );
-            let ts = (sent_us * 90 / 1000) as u32;
-            self.publisher.write_video(ts, payload, now);
+            let keyframe = self.counter.is_multiple_of(100);
+            self.publisher.write_media(0, keyframe, sent_us, now);
             self.counter += 1;
         }
-        self.publisher.timeout(now);
+        let _ = self.publisher.timeout(now);
         for (_, data) in self.publisher.take_outgoing() {
             self.staged.push(data);
         }
@@ -186,7 +183,7 @@ impl Fanout {
                 .chain(self.subscribers.iter_mut().map(|(p, _)| p));
             for p in peers {
                 if p.next_timeout() <= now {
-                    p.timeout(now);
+                    let _ = p.timeout(now);
                 }
                 let src = p.addr();
                 for (dest, data) in p.take_outgoing() {
@@ -206,8 +203,12 @@ impl Fanout {
             for (shard, dest, data) in deliveries {
                 let src = self.net.shard_addr(shard);
                 match self.by_addr.get(&dest) {
-                    Some(0) => self.publisher.receive(src, &data, now),
-                    Some(&i) => self.subscribers[i - 1].0.receive(src, &data, now),
+                    Some(0) => {
+                        let _ = self.publisher.receive(src, &data, now);
+                    }
+                    Some(&i) => {
+                        let _ = self.subscribers[i - 1].0.receive(src, &data, now);
+                    }
                     None => {}
                 }
             }

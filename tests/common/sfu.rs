@@ -11,6 +11,7 @@ use rheomesh::subscriber::Subscriber;
 use rheomesh::transport::{PublishTransport, SubscribeTransport};
 use rheomesh::worker::Worker;
 use rheomesh::{IceCandidateInit, SessionDescription};
+use str0m::ice::{StunMessage, TransId};
 use tokio::sync::Mutex;
 
 use super::peer::{PeerConfig, TestPeer};
@@ -163,18 +164,24 @@ pub fn fake_stun_server(mapped_ip: std::net::Ipv4Addr) -> std::net::SocketAddr {
     std::thread::spawn(move || {
         let mut buf = [0u8; 1500];
         // Ends with the test process; bounded by the tests that use it.
+        let crypto = str0m::crypto::from_feature_flags();
+        let hmac = |key: &[u8], parts: &[&[u8]]| crypto.sha1_hmac_provider.sha1_hmac(key, parts);
+        let mut out = [0u8; 1500];
         while let Ok((n, src)) = sock.recv_from(&mut buf) {
+            // The shards' requests carry no credentials, which str0m's parser insists on for
+            // binding requests: look at the type and take the transaction id by hand.
             if n < 20 || buf[0..2] != [0, 1] {
                 continue;
             }
-            let mut m = vec![0x01, 0x01, 0x00, 0x0c, 0x21, 0x12, 0xa4, 0x42];
-            m.extend_from_slice(&buf[8..20]);
-            let port = src.port() ^ 0x2112;
-            let ip = u32::from(mapped_ip) ^ 0x2112_a442;
-            m.extend_from_slice(&[0x00, 0x20, 0x00, 0x08, 0x00, 0x01]);
-            m.extend_from_slice(&port.to_be_bytes());
-            m.extend_from_slice(&ip.to_be_bytes());
-            let _ = sock.send_to(&m, src);
+            // TransId has no public constructor from bytes but deserializes from them.
+            let Ok(txid) = serde_json::from_value::<TransId>(serde_json::json!(buf[8..20])) else {
+                continue;
+            };
+            let mapped = std::net::SocketAddr::new(mapped_ip.into(), src.port());
+            let reply = StunMessage::binding_reply(txid, mapped);
+            if let Ok(len) = reply.to_bytes(None, &mut out, hmac) {
+                let _ = sock.send_to(&out[..len], src);
+            }
         }
     });
     addr

@@ -1,0 +1,160 @@
+//! The sending half of the client peer: one [`LocalTrack`] per published m-line with its
+//! payload type, RTP sequence and clock, packet counter, keyframe schedule and payload
+//! template, and the write of one synthetic packet.
+
+use std::time::{Duration, Instant};
+
+use str0m::format::Codec;
+use str0m::media::{MediaKind, Mid, Pt};
+use str0m::rtp::RtpWrite;
+use str0m::Rtc;
+
+use crate::testing::payload::{self, Stamp};
+
+/// Payload size of a video packet until [`ClientPeer::set_payload_len`] says otherwise.
+///
+/// [`ClientPeer::set_payload_len`]: super::ClientPeer::set_payload_len
+pub const DEFAULT_VIDEO_LEN: usize = 1000;
+/// Payload size of an audio packet until [`ClientPeer::set_payload_len`] says otherwise.
+///
+/// [`ClientPeer::set_payload_len`]: super::ClientPeer::set_payload_len
+pub const DEFAULT_AUDIO_LEN: usize = 100;
+
+/// What one local track has sent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SendStats {
+    /// Packets written.
+    pub packets: u64,
+    /// Keyframe packets written.
+    pub keyframes: u64,
+    /// Keyframe requests (PLI/FIR) the server sent for this track.
+    pub keyframe_requests: u64,
+}
+
+pub(super) struct LocalTrack {
+    pub mid: Mid,
+    pub kind: MediaKind,
+    pt: Option<Pt>,
+    counter: u64,
+    seq: u64,
+    ts_base: u32,
+    /// RTP time 0 (plus `ts_base`) is this instant.
+    origin: Instant,
+    last_keyframe: Option<Instant>,
+    pub force_keyframe: bool,
+    template: Vec<u8>,
+    pub stats: SendStats,
+}
+
+impl LocalTrack {
+    pub fn new(mid: Mid, kind: MediaKind, now: Instant) -> LocalTrack {
+        let len = match kind {
+            MediaKind::Video => DEFAULT_VIDEO_LEN,
+            MediaKind::Audio => DEFAULT_AUDIO_LEN,
+        };
+        LocalTrack {
+            mid,
+            kind,
+            pt: None,
+            counter: 0,
+            seq: 1000 + u64::from(rand::random::<u16>() % 20_000),
+            ts_base: rand::random(),
+            origin: now,
+            last_keyframe: None,
+            force_keyframe: false,
+            template: payload::template(kind, len),
+            stats: SendStats::default(),
+        }
+    }
+
+    pub fn payload_len(&self) -> usize {
+        self.template.len()
+    }
+
+    pub fn set_payload_len(&mut self, len: usize) {
+        if len.max(payload::min_len(self.kind)) != self.template.len() {
+            self.template = payload::template(self.kind, len);
+        }
+    }
+
+    /// Start the RTP clock and the keyframe schedule over at `now`.
+    pub fn restart(&mut self, now: Instant) {
+        self.origin = now;
+        self.last_keyframe = None;
+    }
+
+    /// The payload type the answer gave this track's codec (VP8 or Opus), once known.
+    pub fn payload_type(&mut self, rtc: &Rtc) -> Option<Pt> {
+        if self.pt.is_none() {
+            let want = match self.kind {
+                MediaKind::Audio => Codec::Opus,
+                MediaKind::Video => Codec::Vp8,
+            };
+            let params = rtc.codec_config().params();
+            self.pt = rtc.media(self.mid).and_then(|m| {
+                m.remote_pts().iter().copied().find(|pt| {
+                    params
+                        .iter()
+                        .any(|p| p.pt() == *pt && p.spec().codec == want)
+                })
+            });
+        }
+        self.pt
+    }
+
+    /// A video keyframe is due: one was requested, or none was sent for `interval`.
+    pub fn keyframe_due(&self, now: Instant, interval: Duration) -> bool {
+        self.kind == MediaKind::Video
+            && (self.force_keyframe
+                || self
+                    .last_keyframe
+                    .is_none_or(|k| now.saturating_duration_since(k) >= interval))
+    }
+
+    /// Write the next packet (see [`ClientPeer::write_media`](super::ClientPeer::write_media)).
+    pub fn write(
+        &mut self,
+        rtc: &mut Rtc,
+        publisher: u32,
+        keyframe: bool,
+        send_us: u64,
+        now: Instant,
+    ) -> bool {
+        let Some(pt) = self.payload_type(rtc) else {
+            return false;
+        };
+        let video = self.kind == MediaKind::Video;
+        let keyframe = keyframe && video;
+        let clock: u64 = if video { 90_000 } else { 48_000 };
+        let elapsed = now.saturating_duration_since(self.origin).as_micros() as u64;
+        let ts = self
+            .ts_base
+            .wrapping_add((elapsed * clock / 1_000_000) as u32);
+        let mut api = rtc.direct_api();
+        let Some(tx) = api.stream_tx_by_mid(self.mid, None) else {
+            return false;
+        };
+        let mut data = self.template.clone();
+        let stamp = Stamp {
+            publisher,
+            counter: self.counter,
+            send_us,
+            keyframe,
+        };
+        payload::stamp(&mut data, self.kind, &stamp);
+        tx.write_rtp(
+            RtpWrite::new(pt, self.seq.into(), ts, now, data)
+                .marker(video)
+                .nackable(true),
+        );
+        self.counter += 1;
+        self.seq += 1;
+        self.stats.packets += 1;
+        if keyframe {
+            self.stats.keyframes += 1;
+            self.force_keyframe = false;
+            self.last_keyframe = Some(now);
+        }
+        true
+    }
+}
