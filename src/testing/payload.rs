@@ -201,7 +201,7 @@ mod tests {
                     if kind == MediaKind::Video {
                         assert_eq!(str0m::format::detect_vp8_keyframe(&p), keyframe);
                         assert_eq!(
-                            crate::rtp::codec::is_keyframe(crate::rtp::codec::CodecKind::Vp8, &p),
+                            crate::wire::codec::is_keyframe(crate::wire::codec::CodecKind::Vp8, &p),
                             keyframe
                         );
                         // X=1, I=1, M=1: a 15-bit picture id an SFU inserted.
