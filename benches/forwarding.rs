@@ -5,6 +5,15 @@
 //! 1 or 2 shards (the publisher on shard 0); both shards run on the bench thread, so the
 //! time is the CPU the shards spend together. Throughput is in forwarded packets
 //! (one publisher packet forwarded to N subscribers counts N).
+//!
+//! Two groups:
+//! - `forwarding`: bursts of 32 publisher packets per batch, with no time passing between
+//!   them: the cost of forwarding itself, the best case.
+//! - `forwarding_real_rate`: what a server sees in a call. One packet per batch, 150 packets
+//!   per second (a video stream), the clock advancing 1/150 s between packets, the shards'
+//!   timers running at their deadlines, the peers' RTCP and ICE consent coming in. Only the
+//!   shards' time is measured (around their calls), not the peers'. Per-session costs that
+//!   bursts spread over 32 packets (timeouts, flushes) are paid per packet here.
 
 use std::time::{Duration, Instant};
 
@@ -51,5 +60,45 @@ fn forwarding(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, forwarding);
+/// Packets per second of the publisher in `forwarding_real_rate` (a video stream).
+const REAL_RATE_PPS: u32 = 150;
+
+fn forwarding_real_rate(c: &mut Criterion) {
+    let mut g = c.benchmark_group("forwarding_real_rate");
+    g.sample_size(20)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4));
+    let interval = Duration::from_secs(1) / REAL_RATE_PPS;
+    for (shards, subs) in [(1usize, 25usize), (1, 100), (2, 100)] {
+        let mut f = Fanout::new(shards, subs).expect("fan-out connects");
+        // The fan-out's own clock: it starts now and advances 1/150 s per packet, faster
+        // than the wall clock (the bench does a second of traffic in far less).
+        let mut now = Instant::now();
+        g.throughput(Throughput::Elements(subs as u64));
+        g.bench_function(
+            BenchmarkId::new(format!("{shards}_shards_{REAL_RATE_PPS}pps"), subs),
+            |b| {
+                b.iter_custom(|iters| {
+                    f.take_server_time();
+                    let mut sent = 0u64;
+                    for _ in 0..iters {
+                        now += interval;
+                        f.stage_at(1, PAYLOAD, now);
+                        sent += f.forward_staged_at(now) as u64;
+                        f.pump_at(now);
+                    }
+                    assert!(
+                        sent >= iters * subs as u64,
+                        "only {sent} of {} packets forwarded",
+                        iters * subs as u64
+                    );
+                    f.take_server_time()
+                })
+            },
+        );
+    }
+    g.finish();
+}
+
+criterion_group!(benches, forwarding, forwarding_real_rate);
 criterion_main!(benches);

@@ -25,6 +25,8 @@ pub struct Fanout {
     counter: u64,
     epoch: Instant,
     staged: Vec<Vec<u8>>,
+    /// Time spent in the shards' work (not the peers'), for real-rate measurements.
+    server_time: Duration,
 }
 
 impl Fanout {
@@ -75,6 +77,7 @@ impl Fanout {
             counter: 0,
             epoch: now,
             staged: Vec::new(),
+            server_time: Duration::ZERO,
         };
         let deadline = Instant::now() + CONNECT_DEADLINE;
         while !f.all_connected() {
@@ -138,7 +141,12 @@ impl Fanout {
     /// Have the publisher encrypt `packets` VP8 packets of `payload_len` bytes (every
     /// 100th a keyframe) and keep the datagrams for [`Fanout::forward_staged`].
     pub fn stage(&mut self, packets: usize, payload_len: usize) {
-        let now = Instant::now();
+        self.stage_at(packets, payload_len, Instant::now());
+    }
+
+    /// [`Fanout::stage`] at a time of the caller's choosing (never earlier than the last
+    /// one): real-rate benchmarks advance a clock of their own between packets.
+    pub fn stage_at(&mut self, packets: usize, payload_len: usize, now: Instant) {
         self.publisher.set_payload_len(0, payload_len);
         for _ in 0..packets {
             let sent_us = now.saturating_duration_since(self.epoch).as_micros() as u64;
@@ -156,20 +164,41 @@ impl Fanout {
     /// forward to every subscriber (through the rings for other shards), end the batch.
     /// Returns the number of datagrams the shards now have queued to send.
     pub fn forward_staged(&mut self) -> usize {
-        self.forward_staged_and_keep();
-        self.net.drain_outgoing(|_, _, _| {})
+        self.forward_staged_at(Instant::now())
+    }
+
+    /// [`Fanout::forward_staged`] at a time of the caller's choosing. The batch end runs
+    /// the shards' due timers, as a server's poll loop does.
+    pub fn forward_staged_at(&mut self, now: Instant) -> usize {
+        self.forward_staged_and_keep_at(now);
+        let started = Instant::now();
+        let n = self.net.drain_outgoing(|_, _, _| {});
+        self.server_time += started.elapsed();
+        n
     }
 
     /// Like [`Fanout::forward_staged`] but the outgoing datagrams stay queued, so that
     /// [`Fanout::pump`] delivers them to the peers.
     pub fn forward_staged_and_keep(&mut self) {
-        let now = Instant::now();
+        self.forward_staged_and_keep_at(Instant::now());
+    }
+
+    fn forward_staged_and_keep_at(&mut self, now: Instant) {
         let shard = self.pub_session.shard();
         let from = self.publisher.addr();
+        let started = Instant::now();
         for d in self.staged.drain(..) {
             self.net.receive(shard, from, &d, now);
         }
         self.net.tick(now);
+        self.server_time += started.elapsed();
+    }
+
+    /// The CPU time the shards spent (receiving, forwarding, timers, batch ends, taking the
+    /// datagrams out) since the last call, measured around the shards' calls only: the
+    /// peers' work (encrypting, decrypting, their timers) is not in it.
+    pub fn take_server_time(&mut self) -> Duration {
+        std::mem::take(&mut self.server_time)
     }
 
     /// Move datagrams both ways until nothing is in flight: peers' timeouts, peers →
@@ -177,44 +206,63 @@ impl Fanout {
     /// retransmissions going between measured batches.
     pub fn pump(&mut self) {
         for _ in 0..64 {
-            let now = Instant::now();
-            let mut moved = 0;
-            let peers = std::iter::once(&mut self.publisher)
-                .chain(self.subscribers.iter_mut().map(|(p, _)| p));
-            for p in peers {
-                if p.next_timeout() <= now {
-                    let _ = p.timeout(now);
-                }
-                let src = p.addr();
-                for (dest, data) in p.take_outgoing() {
-                    let shard = dest.port().wrapping_sub(20000) as usize;
-                    if shard < self.net.shards() {
-                        self.net.receive(shard, src, &data, now);
-                        moved += 1;
-                    }
-                }
-            }
-            self.net.tick(now);
-            let mut deliveries = Vec::new();
-            self.net.drain_outgoing(|shard, dest, data| {
-                deliveries.push((shard, dest, data.to_vec()));
-            });
-            moved += deliveries.len();
-            for (shard, dest, data) in deliveries {
-                let src = self.net.shard_addr(shard);
-                match self.by_addr.get(&dest) {
-                    Some(0) => {
-                        let _ = self.publisher.receive(src, &data, now);
-                    }
-                    Some(&i) => {
-                        let _ = self.subscribers[i - 1].0.receive(src, &data, now);
-                    }
-                    None => {}
-                }
-            }
-            if moved == 0 {
+            if self.pump_once(Instant::now()) == 0 {
                 return;
             }
         }
+    }
+
+    /// [`Fanout::pump`] at a time of the caller's choosing: everything in flight moves at
+    /// `now` (peers whose deadline has come get their timeout first).
+    pub fn pump_at(&mut self, now: Instant) {
+        for _ in 0..64 {
+            if self.pump_once(now) == 0 {
+                return;
+            }
+        }
+    }
+
+    /// One round of [`Fanout::pump`]; returns the number of datagrams moved.
+    fn pump_once(&mut self, now: Instant) -> usize {
+        let mut inbound = Vec::new();
+        let peers =
+            std::iter::once(&mut self.publisher).chain(self.subscribers.iter_mut().map(|(p, _)| p));
+        for p in peers {
+            if p.next_timeout() <= now {
+                let _ = p.timeout(now);
+            }
+            let src = p.addr();
+            for (dest, data) in p.take_outgoing() {
+                let shard = dest.port().wrapping_sub(20000) as usize;
+                if shard < self.net.shards() {
+                    inbound.push((shard, src, data));
+                }
+            }
+        }
+        let mut moved = inbound.len();
+        let mut deliveries = Vec::new();
+        let started = Instant::now();
+        for (shard, src, data) in &inbound {
+            self.net.receive(*shard, *src, data, now);
+        }
+        self.net.tick(now);
+        self.net.drain_outgoing(|shard, dest, data| {
+            deliveries.push((shard, dest, data.to_vec()));
+        });
+        self.server_time += started.elapsed();
+        moved += deliveries.len();
+        for (shard, dest, data) in deliveries {
+            let src = self.net.shard_addr(shard);
+            match self.by_addr.get(&dest) {
+                Some(0) => {
+                    let _ = self.publisher.receive(src, &data, now);
+                }
+                Some(&i) => {
+                    let _ = self.subscribers[i - 1].0.receive(src, &data, now);
+                }
+                None => {}
+            }
+        }
+        moved
     }
 }
