@@ -24,11 +24,20 @@ use rheomesh::testing::Fanout;
 const BATCH: u64 = 32;
 const PAYLOAD: usize = 1100;
 
-fn forwarding(c: &mut Criterion) {
-    let mut g = c.benchmark_group("forwarding");
+/// A benchmark group with this file's sampling settings.
+fn group<'a>(
+    c: &'a mut Criterion,
+    name: &str,
+) -> criterion::BenchmarkGroup<'a, criterion::measurement::WallTime> {
+    let mut g = c.benchmark_group(name);
     g.sample_size(20)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(4));
+    g
+}
+
+fn forwarding(c: &mut Criterion) {
+    let mut g = group(c, "forwarding");
     for shards in [1usize, 2] {
         for subs in [1usize, 10, 100] {
             let mut f = Fanout::new(shards, subs).expect("fan-out connects");
@@ -64,10 +73,7 @@ fn forwarding(c: &mut Criterion) {
 const REAL_RATE_PPS: u32 = 150;
 
 fn forwarding_real_rate(c: &mut Criterion) {
-    let mut g = c.benchmark_group("forwarding_real_rate");
-    g.sample_size(20)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(4));
+    let mut g = group(c, "forwarding_real_rate");
     let interval = Duration::from_secs(1) / REAL_RATE_PPS;
     for (shards, subs) in [(1usize, 25usize), (1, 100), (2, 100)] {
         let mut f = Fanout::new(shards, subs).expect("fan-out connects");
