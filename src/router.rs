@@ -1,7 +1,7 @@
 //! Routers: meeting rooms. A router knows its published tracks and who subscribes to them,
 //! creates transports on the least-loaded shard, and owns the routes between shards: each
 //! change (publish, subscribe, leave) becomes commands to the shards involved
-//! ([`RouterInner::open_route`], [`RouterInner::close_route`]). Control plane only: the router
+//! (`RouterInner::open_route`, `RouterInner::close_route`). Control plane only: the router
 //! never touches media.
 
 use std::collections::HashMap;
