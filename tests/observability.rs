@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use common::peer::{PeerConfig, AUDIO_PAYLOAD_LEN, VIDEO_PAYLOAD_LEN};
-use common::sfu::{connect_publisher, connect_subscriber, setup, wait_until};
+use common::sfu::{connect_publisher, connect_subscriber, setup, video_on_request, wait_until};
 use rheomesh::error::TransportError;
 use rheomesh::stats::TransportStats;
 use rheomesh::transport::TransportState;
@@ -216,12 +216,8 @@ async fn transport_stats_follow_a_call() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transport_stats_count_keyframe_requests() {
     let (_worker, router) = setup(2).await;
-    let publisher = connect_publisher(&router, None, Some("v"), PeerConfig::default()).await;
-    let mut sub = connect_subscriber(&router, PeerConfig::default()).await;
-    sub.subscribe("v").await;
-    publisher
-        .peer
-        .start_sending(50, 0, Duration::from_secs(600));
+    // Keyframes only on request: no periodic keyframe during the test.
+    let (publisher, sub) = video_on_request(&router).await;
     assert!(
         wait_until(Duration::from_secs(10), || sub.peer.received("v").keyframes
             >= 1)

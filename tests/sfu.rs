@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use common::peer::PeerConfig;
 use common::sfu::{
-    connect_publisher, connect_subscriber, expect_complete_delivery, setup, wait_until,
+    connect_publisher, connect_subscriber, expect_complete_delivery, setup, video_on_request,
+    wait_until,
 };
 
 /// 1. One publisher (audio + video) → one subscriber: payloads arrive intact and in order.
@@ -91,13 +92,8 @@ async fn fan_out_to_twenty_subscribers_on_two_shards() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_joiner_triggers_keyframe_request() {
     let (_worker, router) = setup(2).await;
-    let publisher = connect_publisher(&router, None, Some("v"), PeerConfig::default()).await;
-    let mut first = connect_subscriber(&router, PeerConfig::default()).await;
-    first.subscribe("v").await;
     // Keyframes only on request: no periodic keyframe during the test.
-    publisher
-        .peer
-        .start_sending(50, 0, Duration::from_secs(600));
+    let (publisher, first) = video_on_request(&router).await;
     assert!(
         wait_until(Duration::from_secs(10), || first.peer.received("v").packets
             >= 20)
@@ -614,12 +610,8 @@ async fn session_panic_is_contained() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscriber_pli_reaches_publisher_throttled() {
     let (_worker, router) = setup(2).await;
-    let publisher = connect_publisher(&router, None, Some("v"), PeerConfig::default()).await;
-    let mut sub = connect_subscriber(&router, PeerConfig::default()).await;
-    sub.subscribe("v").await;
-    publisher
-        .peer
-        .start_sending(50, 0, Duration::from_secs(600));
+    // Keyframes only on request: no periodic keyframe during the test.
+    let (publisher, sub) = video_on_request(&router).await;
     assert!(
         wait_until(Duration::from_secs(10), || sub.peer.received("v").keyframes
             >= 1

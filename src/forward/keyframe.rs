@@ -74,11 +74,6 @@ impl KeyframeThrottle {
     pub fn record(&mut self, now: Instant) {
         self.last = Some(now);
     }
-
-    /// When the last request passed, if any.
-    pub fn last(&self) -> Option<Instant> {
-        self.last
-    }
 }
 
 #[cfg(test)]
@@ -93,8 +88,11 @@ mod tests {
         assert!(!k.try_request(t0));
         assert!(!k.try_request(t0 + Duration::from_millis(299)));
         assert!(k.try_request(t0 + Duration::from_millis(300)));
-        assert!(!k.try_request(t0 + Duration::from_millis(400)));
-        assert_eq!(k.last(), Some(t0 + Duration::from_millis(300)));
+        assert!(
+            !k.try_request(t0 + Duration::from_millis(599)),
+            "counted from the last pass"
+        );
+        assert!(k.try_request(t0 + Duration::from_millis(600)));
     }
 
     #[test]

@@ -156,6 +156,18 @@ impl Sub {
     }
 }
 
+/// A publisher of the video track "v" sending 50 pps with keyframes only on request (no
+/// periodic keyframe), and one connected subscriber of it.
+pub async fn video_on_request(router: &Router) -> (Pub, Sub) {
+    let publisher = connect_publisher(router, None, Some("v"), PeerConfig::default()).await;
+    let mut sub = connect_subscriber(router, PeerConfig::default()).await;
+    sub.subscribe("v").await;
+    publisher
+        .peer
+        .start_sending(50, 0, Duration::from_secs(600));
+    (publisher, sub)
+}
+
 /// A STUN server on 127.0.0.1 that answers every Binding request with a fixed mapped
 /// address (as a NAT would), so tests can check server-reflexive discovery offline.
 pub fn fake_stun_server(mapped_ip: std::net::Ipv4Addr) -> std::net::SocketAddr {

@@ -43,6 +43,21 @@ pub(super) struct Delivery<'a> {
     pub(super) epoch: Instant,
 }
 
+/// The [`Delivery`] of a `ShardCore`: a macro, not a method, so that it borrows only the
+/// fields it names and the caller can keep the route (in `routes`) it forwards along.
+macro_rules! delivery {
+    ($core:expr) => {
+        Delivery {
+            downs: &mut $core.downs,
+            sessions: &mut $core.sessions,
+            dirty: &mut $core.dirty,
+            want_keyframe: &mut $core.want_keyframe,
+            counters: &mut $core.counters,
+            epoch: $core.epoch,
+        }
+    };
+}
+
 impl ShardCore {
     /// A packet from a publisher on this shard: to other shards and local down-tracks.
     pub(super) fn route_from_publisher(&mut self, pkt: MediaPacket) {
@@ -58,24 +73,7 @@ impl ShardCore {
                 Err(_) => self.counters.ring_full_drops += 1,
             }
         }
-        self.deliver(&pkt);
-    }
-
-    /// Write a packet to this shard's down-tracks of its track.
-    #[inline]
-    fn deliver(&mut self, pkt: &MediaPacket) {
-        let Some(route) = self.routes.map.get(&pkt.track) else {
-            return;
-        };
-        let mut delivery = Delivery {
-            downs: &mut self.downs,
-            sessions: &mut self.sessions,
-            dirty: &mut self.dirty,
-            want_keyframe: &mut self.want_keyframe,
-            counters: &mut self.counters,
-            epoch: self.epoch,
-        };
-        delivery.forward(&route.local, pkt);
+        delivery!(self).forward(&route.local, &pkt);
     }
 
     /// Everything other shards sent us: media for our down-tracks, keyframe requests for
@@ -84,7 +82,11 @@ impl ShardCore {
         for from in 0..self.consumers.len() {
             while let Some(msg) = self.consumers[from].as_mut().and_then(|c| c.pop().ok()) {
                 match msg {
-                    ShardMsg::Media(pkt) => self.deliver(&pkt),
+                    ShardMsg::Media(pkt) => {
+                        if let Some(route) = self.routes.map.get(&pkt.track) {
+                            delivery!(self).forward(&route.local, &pkt);
+                        }
+                    }
                     ShardMsg::KeyframeRequest(track) => self.want_keyframe.push(track),
                 }
             }
