@@ -188,7 +188,7 @@ impl Delivery<'_> {
                 };
                 let video = d.kind == MediaKind::Video;
                 let ok = s.guarded(|s| {
-                    if let Some(tx) = s.rtc.direct_api().stream_tx(&ssrc) {
+                    if let Some(tx) = s.rtc.direct_api().stream_tx_to_flush(&ssrc) {
                         tx.write_rtp(
                             RtpWrite::new(
                                 out_pt.into(),

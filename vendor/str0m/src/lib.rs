@@ -943,6 +943,10 @@ pub struct Rtc {
     // Last timeout returned by `poll_output`, reused while the readiness says
     // the timeout is still valid.
     cached_timeout: Instant,
+    // (Rheomesh patch.) RTP written and flushed without a timeout pass
+    // (`advance_to`'s light path): `poll_output` only needs to drain the send
+    // queues, not the whole tree.
+    rtp_pending: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -1316,6 +1320,7 @@ impl Rtc {
             close_dtls_started: false,
             readiness: Readiness::armed(),
             cached_timeout: start,
+            rtp_pending: false,
         })
     }
 
@@ -1631,6 +1636,11 @@ impl Rtc {
         }
 
         if !self.readiness.wants_events() {
+            if self.rtp_pending {
+                if let Some(t) = self.poll_rtp_pending() {
+                    return Ok(Some(Output::Transmit(t)));
+                }
+            }
             return Ok(Some(Output::Timeout(self.poll_timeout())));
         }
 
@@ -1893,8 +1903,36 @@ impl Rtc {
         }
 
         self.readiness.clear_events();
+        self.rtp_pending = false;
 
         Ok(Some(Output::Timeout(self.poll_timeout())))
+    }
+
+    /// (Rheomesh patch.) The next datagram from the send queues after a light flush
+    /// (`advance_to` without the timeout pass): nothing but the written RTP (and any
+    /// queued feedback) can be pending, so ICE, DTLS, SCTP and the session's events are
+    /// not polled. Once the queues are empty, the cached timeout takes the deadlines that
+    /// sending can create (the pacer's, a send stream wanting its first timeout).
+    fn poll_rtp_pending(&mut self) -> Option<net::Transmit> {
+        if let Some(send) = &self.send_addr {
+            if let Some(contents) = self.session.poll_datagram(self.last_now) {
+                return Some(net::Transmit {
+                    proto: send.proto,
+                    source: send.source,
+                    destination: send.destination,
+                    contents,
+                });
+            }
+        } else {
+            self.session.clear_feedback();
+        }
+        self.rtp_pending = false;
+        if !self.readiness.wants_timeout() {
+            if let Some(t) = self.session.send_timeout() {
+                self.cached_timeout = self.cached_timeout.min(t.max(self.last_now));
+            }
+        }
+        None
     }
 
     // Called only after the output pipeline has drained.
@@ -2131,8 +2169,9 @@ impl Rtc {
             return Ok(());
         }
         self.last_now = now;
-        // Conservatively re-poll: the send queues may hold packets now.
-        drop(self.readiness.wake());
+        // The send queues may hold packets now: `poll_output` drains them without
+        // polling the rest of the tree (`poll_rtp_pending`).
+        self.rtp_pending = true;
         if !self.session.refresh_send_queues(now) {
             return self.do_handle_timeout(now);
         }

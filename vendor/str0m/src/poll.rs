@@ -72,6 +72,15 @@ impl<'a> RtcMut<'a> {
     }
 }
 
+impl RtcMut<'_> {
+    /// (Rheomesh patch.) Mutable access that leaves the readiness alone: for RTP written
+    /// into a send queue that the caller then sends with [`Rtc::flush_rtp`][crate::Rtc::flush_rtp],
+    /// which marks the queues for the next `poll_output` itself.
+    pub(crate) fn unarmed(&mut self) -> &mut Rtc {
+        self.rtc
+    }
+}
+
 impl Deref for RtcMut<'_> {
     type Target = Rtc;
 

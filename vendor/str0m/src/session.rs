@@ -377,6 +377,17 @@ impl Session {
         true
     }
 
+    /// (Rheomesh patch.) The deadlines that sending RTP can create: the pacer's (a queue
+    /// it picked but could not send from) and a send stream that still needs its first
+    /// timeout. The rest of [`Session::poll_timeout`] does not move when packets are sent.
+    pub fn send_timeout(&self) -> Option<Instant> {
+        let (pacing_at, _) = self.pacer.poll_timeout();
+        match (pacing_at, self.streams.send_stream()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     fn handle_timeout_bwe(&mut self, now: Instant) -> Option<(Mid, Pt)> {
         self.bwe.as_ref()?;
 

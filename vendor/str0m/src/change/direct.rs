@@ -358,6 +358,18 @@ impl<'a> DirectApi<'a> {
         self.rtc.session.streams.stream_tx(ssrc)
     }
 
+    /// A send stream for writing RTP that [`Rtc::flush_rtp`] then sends.
+    ///
+    /// (Rheomesh patch.) [`DirectApi::stream_tx`] makes the next [`Rtc::poll_output`] walk the
+    /// whole instance (ICE, DTLS, SCTP, events, every timer) because it cannot know what the
+    /// caller will change. Writing packets with [`StreamTx::write_rtp`] and then calling
+    /// [`Rtc::flush_rtp`] only needs the send queues drained, which `flush_rtp` arranges. Use
+    /// this only for that; anything else (or writing without `flush_rtp` or
+    /// `handle_input` after) must go through [`DirectApi::stream_tx`].
+    pub fn stream_tx_to_flush(&mut self, ssrc: &Ssrc) -> Option<&mut StreamTx> {
+        self.rtc.unarmed().session.streams.stream_tx(ssrc)
+    }
+
     /// Obtain a send stream by looking it up via mid/rid.
     pub fn stream_tx_by_mid(&mut self, mid: Mid, rid: Option<Rid>) -> Option<&mut StreamTx> {
         let midrid = MidRid(mid, rid);
