@@ -74,6 +74,13 @@ pub struct ShardStats {
     pub ring_full_drops: u64,
     /// Keyframe requests sent to publishers.
     pub keyframe_requests_sent: u64,
+    /// Retransmissions sent to subscribers: packets they NACKed, resent from the shared
+    /// store of the published stream with their own numbering.
+    pub rtx_sent: u64,
+    /// Packets subscribers NACKed that were not resent: older than the store's window
+    /// ([`RTX_STORE_WINDOW`](crate::forward::RTX_STORE_WINDOW)), from before a source
+    /// switch or keyframe restart on their down-track, or beyond a full resend queue.
+    pub nacks_unanswered: u64,
     /// Sessions that panicked inside str0m and were closed.
     pub session_panics: u64,
     /// Sessions closed (any reason).

@@ -191,6 +191,59 @@ async fn loss_server_to_subscriber_is_repaired() {
     .await;
 }
 
+/// 4c. Three subscribers over two shards, each losing different packets (and numbered
+/// differently by the server), are all repaired from one store per track per shard. A
+/// retransmission under the wrong sequence number would leave the lost packet's counter
+/// missing at that subscriber; a damaged payload counts as corrupt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loss_to_many_subscribers_is_repaired_from_the_shared_store() {
+    let (worker, router) = setup(2).await;
+    let publisher = connect_publisher(&router, None, Some("v"), PeerConfig::default()).await;
+    let mut subs = Vec::new();
+    for seed in [11, 12, 13] {
+        let cfg = PeerConfig {
+            loss_in: 0.05,
+            seed,
+            ..Default::default()
+        };
+        let mut sub = connect_subscriber(&router, cfg).await;
+        sub.subscribe("v").await;
+        subs.push(sub);
+    }
+    publisher.peer.start_sending(100, 0, Duration::from_secs(1));
+    assert!(
+        wait_until(Duration::from_secs(20), || publisher
+            .peer
+            .stats()
+            .sent_video
+            >= 500)
+        .await
+    );
+    publisher.peer.stop_sending();
+    let sent = publisher.peer.stats().sent_video;
+    let need = (sent as f64 * 0.995).ceil() as u64;
+    for (i, sub) in subs.iter().enumerate() {
+        let ok = wait_until(Duration::from_secs(10), || {
+            sub.peer.received("v").distinct_counters >= need
+        })
+        .await;
+        let got = sub.peer.received("v");
+        assert!(sub.peer.stats().dropped_in > 0, "loss was injected");
+        assert!(
+            ok,
+            "subscriber {i}: delivered {}/{sent} after repair (need {need})",
+            got.distinct_counters
+        );
+        assert_eq!(got.corrupt, 0, "subscriber {i}");
+    }
+    let stats = worker.lock().await.stats().await;
+    let rtx: Vec<u64> = stats.shards.iter().map(|s| s.rtx_sent).collect();
+    assert!(
+        rtx.iter().all(|&n| n > 0),
+        "both shards resent from their store: {rtx:?}"
+    );
+}
+
 /// 5. A publisher leaving closes every subscriber and renegotiates each subscribe transport.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publisher_leaving_notifies_and_renegotiates_subscribers() {

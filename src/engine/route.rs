@@ -1,13 +1,18 @@
 //! Routing state of one shard: which down-tracks (local subscribers) and which other shards
-//! receive each track, and the per-subscriber forwarding state. Changed only by commands
-//! on the shard thread, read by the packet path without locks.
+//! receive each track, the per-subscriber forwarding state, and the store of recent packets
+//! of each forwarded video track that answers its subscribers' NACKs. Changed only by
+//! commands on the shard thread, read by the packet path without locks.
 
 use std::collections::HashMap;
 use str0m::media::{MediaKind, Mid};
 use str0m::rtp::Ssrc;
 
+use super::ring::MediaPacket;
 use super::{DownTrackId, ShardId, TrackKey};
-use crate::forward::{KeyframeThrottle, Rewriter, RewriterConfig, GATED_RETRY_INTERVAL};
+use crate::forward::{
+    KeyframeThrottle, Rewriter, RewriterConfig, RtxStore, GATED_RETRY_INTERVAL, RTX_STORE_CAPACITY,
+    RTX_STORE_WINDOW,
+};
 
 /// Payload-type translation table: publisher PT → subscriber PT (`NO_PT` if none).
 pub(crate) type PtMap = [u8; 128];
@@ -78,6 +83,9 @@ pub(crate) struct Route {
     pub(crate) local: Vec<usize>,
     /// Other shards with subscribers, with their subscriber counts (publisher's shard only).
     pub(crate) remote: Vec<(ShardId, u32)>,
+    /// Recent packets, for the NACKs of this shard's video subscribers (`None` while there
+    /// are none).
+    pub(crate) store: Option<RtxStore<MediaPacket>>,
 }
 
 impl Route {
@@ -93,16 +101,23 @@ pub(crate) struct Routes {
 }
 
 impl Routes {
-    pub(crate) fn add_local(&mut self, track: TrackKey, down_slot: usize) {
+    /// A local down-track of `track`; video ones get the track a retransmission store.
+    pub(crate) fn add_local(&mut self, track: TrackKey, down_slot: usize, kind: MediaKind) {
         let r = self.map.entry(track).or_default();
         if !r.local.contains(&down_slot) {
             r.local.push(down_slot);
+        }
+        if kind == MediaKind::Video && r.store.is_none() {
+            r.store = Some(RtxStore::new(RTX_STORE_CAPACITY, RTX_STORE_WINDOW));
         }
     }
 
     pub(crate) fn remove_local(&mut self, track: TrackKey, down_slot: usize) {
         if let Some(r) = self.map.get_mut(&track) {
             r.local.retain(|s| *s != down_slot);
+            if r.local.is_empty() {
+                r.store = None;
+            }
             if r.is_empty() {
                 self.map.remove(&track);
             }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use str0m::change::SdpPendingOffer;
 use str0m::format::PayloadParams;
-use str0m::media::{MediaKind, Mid};
+use str0m::media::{MediaKind, Mid, NackRequest};
 use str0m::rtp::{ExtensionValues, RtpPacket, Ssrc};
 use str0m::{Event, IceConnectionState, Output, Rtc};
 use tokio::sync::mpsc::UnboundedSender;
@@ -82,6 +82,8 @@ pub(crate) struct DrainOut {
     pub(crate) media: Vec<MediaPacket>,
     /// Keyframe requests from subscribers: (session slot, mid).
     pub(crate) keyframe_requests: Vec<(usize, Mid)>,
+    /// NACKs from subscribers (session slot, request), answered when the batch ends.
+    pub(crate) nacks: Vec<(usize, NackRequest)>,
     /// Remote addresses newly proven (we answered them): (addr, session slot).
     pub(crate) new_addrs: Vec<(SocketAddr, usize)>,
 }
@@ -236,6 +238,9 @@ impl Session {
             }
             Event::KeyframeRequest(r) if self.role == Role::Subscribe => {
                 out.keyframe_requests.push((self.slot, r.mid));
+            }
+            Event::NackRequest(r) if self.role == Role::Subscribe => {
+                out.nacks.push((self.slot, r));
             }
             Event::Closed if self.dead.is_none() => {
                 self.dead = Some(CloseReason::PeerClosed);

@@ -144,6 +144,24 @@ impl Run {
     }
 }
 
+/// The input behind an output sequence number ([`Rewriter::origin_of`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin {
+    /// The input packet's source.
+    pub source: u64,
+    /// The input packet's (extended) sequence number.
+    pub seq: u64,
+    /// Output timestamp minus input timestamp (wrapping) in that run.
+    pub ts_delta: u32,
+}
+
+impl Origin {
+    /// The output timestamp of an input packet of this run with timestamp `in_ts`.
+    pub fn out_ts(&self, in_ts: u32) -> u32 {
+        in_ts.wrapping_add(self.ts_delta)
+    }
+}
+
 /// What is remembered of the run before the current one, to drop its late packets.
 #[derive(Debug, Clone, Copy)]
 struct PrevRun {
@@ -263,6 +281,18 @@ impl Rewriter {
         if self.cfg.video {
             self.needs_keyframe = true;
         }
+    }
+
+    /// Where output sequence number `out_seq` came from, to answer a NACK for it: `None`
+    /// unless it lies in the current run (between its first and its highest packet).
+    pub fn origin_of(&self, out_seq: u64) -> Option<Origin> {
+        let run = self.run?;
+        let seq = out_seq.wrapping_sub(run.seq_delta);
+        (seq >= run.start_in && seq <= run.hi_in).then_some(Origin {
+            source: run.source,
+            seq,
+            ts_delta: run.ts_delta,
+        })
     }
 
     /// Highest extended output sequence number forwarded so far, if any.
@@ -430,6 +460,25 @@ mod tests {
         assert_eq!(r.highest_out_seq(), Some(s0 + 499));
         assert_eq!(r.stats().forwarded, 500);
         assert_eq!(r.stats().rebases, 0);
+    }
+
+    #[test]
+    fn origin_of_inverts_the_current_run_only() {
+        let mut r = Rewriter::new(AUDIO);
+        assert_eq!(r.origin_of(1000), None, "nothing forwarded yet");
+        for i in 0..10u64 {
+            r.rewrite(&a(1, 100 + i));
+        }
+        let o = r.origin_of(1004).expect("in the run");
+        assert_eq!((o.source, o.seq), (1, 104));
+        assert_eq!(o.out_ts(a(1, 104).ts), 5000 + 4 * 960);
+        assert_eq!(r.origin_of(999), None, "before the run");
+        assert_eq!(r.origin_of(1010), None, "not forwarded yet");
+        // A new source starts a new run: the old one's packets are no longer answered.
+        r.rewrite(&a(2, 7));
+        assert_eq!(r.origin_of(1004), None);
+        let o = r.origin_of(1010).expect("first packet of the new run");
+        assert_eq!((o.source, o.seq), (2, 7));
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! session only. The SDP text helpers are in [`crate::engine::sdp`].
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use rand::distr::{Alphanumeric, SampleString};
 use str0m::change::{SdpAnswer, SdpOffer};
@@ -26,14 +26,11 @@ use crate::engine::sdp::{
 use crate::engine::session::{PendingOffer, Session, UpTrack};
 use crate::engine::{next_id, DownTrackId, SessionId, TrackKey};
 use crate::error::{NegotiationError, SubscribeError, TransportError};
+use crate::forward::RTX_STORE_WINDOW;
 
-/// How long a subscriber's sent video packets are kept for NACK. str0m keeps 3 s by default;
-/// each cached packet costs ≈ 440 bytes of bookkeeping per subscriber (the payload itself is
-/// shared), so the window is most of a subscriber's memory. Half a second (Janus's default
-/// NACK queue) repairs losses on paths with round trips up to ≈ 400 ms.
-const RTX_WINDOW: Duration = Duration::from_millis(500);
-/// Upper bound of the retransmission cache per subscriber stream (packets).
-const RTX_MAX_PACKETS: usize = 256;
+/// Most of a subscriber's bandwidth that retransmissions may take (str0m's cap; queued
+/// resends beyond it are dropped).
+const RTX_RATIO_CAP: f32 = 0.15;
 
 impl ShardCore {
     /// One command from the API side.
@@ -383,7 +380,7 @@ impl ShardCore {
         let got = self.downs.insert(down);
         debug_assert_eq!(got, dslot);
         self.down_by_id.insert(spec.id, dslot);
-        self.routes.add_local(spec.track, dslot);
+        self.routes.add_local(spec.track, dslot, spec.kind);
         self.after_mutation(slot);
         Ok(offer.to_sdp_string())
     }
@@ -528,9 +525,11 @@ impl ShardCore {
             if mapped && ssrc.is_some() {
                 d.ssrc = ssrc;
                 if d.kind == MediaKind::Video {
-                    // The retransmission window: see RTX_WINDOW.
+                    // No retransmission cache per subscriber: NACKs come to the packet
+                    // path, which answers them from the track's shared store.
                     if let Some(tx) = s.rtc.direct_api().stream_tx_by_mid(d.mid, None) {
-                        tx.set_rtx_cache(RTX_MAX_PACKETS, RTX_WINDOW, Some(0.15));
+                        tx.set_rtx_cache(0, RTX_STORE_WINDOW, Some(RTX_RATIO_CAP));
+                        tx.set_external_rtx(true);
                     }
                     // Ask for a keyframe now; repeats are throttled from here.
                     d.keyframe_retry.record(now);

@@ -306,6 +306,7 @@ impl ShardCore {
 
     fn finish_batch(&mut self, now: Instant) {
         self.send_keyframe_requests(now);
+        self.answer_nacks(now);
         // Flush sessions written this batch: their packets are encrypted and queued, without
         // a timeout pass unless the session's deadline has come.
         while let Some(slot) = self.dirty.pop() {
@@ -418,6 +419,7 @@ impl ShardCore {
         let _ = s.drain(&mut out);
         out.media.clear();
         out.keyframe_requests.clear();
+        out.nacks.clear();
         out.new_addrs.clear();
         self.out = out;
         let _ = s.events.send(SessionEvent::Closed(reason));

@@ -10,6 +10,11 @@
 //! subscriber's str0m session, which encrypts it when the batch ends. No allocation per
 //! subscriber: the payload is reference-counted.
 //!
+//! Each video packet is then kept once in its route's store
+//! ([`crate::forward::RtxStore`]); a subscriber's NACK is answered from there with that
+//! subscriber's numbering ([`ShardCore::answer_nacks`]), instead of from a copy kept per
+//! subscriber.
+//!
 //! Reverse: keyframe requests from subscribers (a PLI/FIR, or a down-track that waits for a
 //! keyframe) are collected per track during the batch and sent once per track at its end
 //! ([`ShardCore::send_keyframe_requests`]): to the publisher's session here, or through the
@@ -22,7 +27,7 @@ use str0m::rtp::RtpWrite;
 
 use super::ShardCore;
 use crate::engine::ring::{MediaPacket, ShardMsg};
-use crate::engine::route::{DownTrack, NO_PT};
+use crate::engine::route::{DownTrack, Route, NO_PT};
 use crate::engine::session::Session;
 use crate::engine::slab::Slab;
 use crate::engine::TrackKey;
@@ -61,7 +66,7 @@ macro_rules! delivery {
 impl ShardCore {
     /// A packet from a publisher on this shard: to other shards and local down-tracks.
     pub(super) fn route_from_publisher(&mut self, pkt: MediaPacket) {
-        let Some(route) = self.routes.map.get(&pkt.track) else {
+        let Some(route) = self.routes.map.get_mut(&pkt.track) else {
             return;
         };
         for &(dest, _) in &route.remote {
@@ -74,6 +79,7 @@ impl ShardCore {
             }
         }
         delivery!(self).forward(&route.local, &pkt);
+        keep(route, pkt);
     }
 
     /// Everything other shards sent us: media for our down-tracks, keyframe requests for
@@ -83,8 +89,9 @@ impl ShardCore {
             while let Some(msg) = self.consumers[from].as_mut().and_then(|c| c.pop().ok()) {
                 match msg {
                     ShardMsg::Media(pkt) => {
-                        if let Some(route) = self.routes.map.get(&pkt.track) {
+                        if let Some(route) = self.routes.map.get_mut(&pkt.track) {
                             delivery!(self).forward(&route.local, &pkt);
+                            keep(route, pkt);
                         }
                     }
                     ShardMsg::KeyframeRequest(track) => self.want_keyframe.push(track),
@@ -111,6 +118,71 @@ impl ShardCore {
             }
         }
         self.out.keyframe_requests.clear();
+    }
+
+    /// NACKs subscribe sessions received this batch: each NACKed packet that the track's
+    /// store still has is resent with the subscriber's sequence number and timestamp.
+    pub(super) fn answer_nacks(&mut self, now: Instant) {
+        if self.out.nacks.is_empty() {
+            return;
+        }
+        let mut nacks = std::mem::take(&mut self.out.nacks);
+        for (sslot, req) in nacks.drain(..) {
+            let asked = req.seq_nos.len() as u64;
+            let Some(s) = self.sessions.get_mut(sslot) else {
+                continue;
+            };
+            let down = s.downs.iter().find_map(|&d| {
+                self.downs
+                    .get(d)
+                    .filter(|dt| dt.ssrc == Some(req.ssrc) && dt.kind == MediaKind::Video)
+            });
+            let store = down
+                .and_then(|d| self.routes.map.get(&d.track))
+                .and_then(|r| r.store.as_ref());
+            let (Some(d), Some(store)) = (down, store) else {
+                self.counters.nacks_unanswered += asked;
+                continue;
+            };
+            let mut sent = 0u64;
+            let _ = s.guarded(|s| {
+                let mut api = s.rtc.direct_api();
+                let Some(tx) = api.stream_tx_to_flush(&req.ssrc) else {
+                    return;
+                };
+                for &seq in &req.seq_nos {
+                    let Some(origin) = d.rewriter.origin_of(*seq) else {
+                        continue;
+                    };
+                    let Some(p) = store.get(origin.source, origin.seq, now) else {
+                        continue;
+                    };
+                    let out_pt = d.pt_map[(p.pt & 0x7f) as usize];
+                    if out_pt == NO_PT {
+                        continue;
+                    }
+                    let resend = RtpWrite::new(
+                        out_pt.into(),
+                        seq,
+                        origin.out_ts(p.ts),
+                        p.arrival,
+                        p.payload.clone(),
+                    )
+                    .marker(p.marker)
+                    .ext_vals(p.ext.clone());
+                    if tx.write_resend(resend) {
+                        sent += 1;
+                    }
+                }
+            });
+            self.counters.rtx_sent += sent;
+            self.counters.nacks_unanswered += asked - sent;
+            if sent > 0 && !s.dirty {
+                s.dirty = true;
+                self.dirty.push(sslot);
+            }
+        }
+        self.out.nacks = nacks;
     }
 
     /// Keyframe requests: to the local publisher session or to the publisher's shard, once
@@ -143,6 +215,15 @@ impl ShardCore {
             }
         }
         self.want_keyframe = reqs;
+    }
+}
+
+/// Keep a forwarded packet in its route's store, if the route has one (video with
+/// subscribers on this shard).
+#[inline]
+fn keep(route: &mut Route, pkt: MediaPacket) {
+    if let Some(store) = &mut route.store {
+        store.insert(pkt.source, pkt.seq, pkt.arrival, pkt);
     }
 }
 

@@ -795,6 +795,7 @@ pub mod rtp {
         Vp8Patch, Vp8PatchBuilder, Vp8PatchError,
     };
     pub use crate::rtp_::{RtpHeader, SeqNo, Ssrc, VideoOrientation};
+    pub use crate::streams::{MAX_EXTERNAL_RESENDS, MAX_PENDING_NACKS};
     pub use crate::streams::{
         RtpPacket, RtpWrite, StreamPaused, StreamRx, StreamTx, StreamTxQueueInfo,
     };
@@ -842,7 +843,7 @@ pub mod media;
 use media::AppSpecificFeedback;
 use media::SenderFeedback;
 use media::{Direction, Media, Mid, Pt, Rid, Writer};
-use media::{KeyframeRequest, KeyframeRequestKind};
+use media::{KeyframeRequest, KeyframeRequestKind, NackRequest};
 use media::{MediaAdded, MediaChanged, MediaData};
 
 pub mod change;
@@ -1042,6 +1043,10 @@ pub enum Event {
     ///
     /// The request is either PLI (Picture Loss Indication) or FIR (Full Intra Request).
     KeyframeRequest(KeyframeRequest),
+
+    /// (Rheomesh patch.) Incoming NACK for a send stream with external retransmissions
+    /// ([`StreamTx::set_external_rtx`][crate::rtp::StreamTx::set_external_rtx]).
+    NackRequest(NackRequest),
 
     /// Whether an incoming encoded stream is paused.
     ///

@@ -1105,6 +1105,10 @@ impl Session {
             return Some(Event::KeyframeRequest(req));
         }
 
+        if let Some(req) = self.streams.poll_nack_request() {
+            return Some(Event::NackRequest(req));
+        }
+
         if let Some(report) = self.streams.poll_sender_feedback() {
             return Some(Event::SenderFeedback(report));
         }

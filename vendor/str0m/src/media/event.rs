@@ -317,6 +317,22 @@ pub struct KeyframeRequest {
     pub kind: KeyframeRequestKind,
 }
 
+/// Incoming NACK for a send stream whose retransmissions the application answers.
+///
+/// (Rheomesh patch.) Obtained via [`Event::NackRequest`][crate::Event::NackRequest] for
+/// streams with [`StreamTx::set_external_rtx`][crate::rtp::StreamTx::set_external_rtx]; answer
+/// with [`StreamTx::write_resend`][crate::rtp::StreamTx::write_resend].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NackRequest {
+    /// The media identifier of the stream.
+    pub mid: Mid,
+    /// The send stream's (main) SSRC.
+    pub ssrc: Ssrc,
+    /// The sequence numbers asked for, extended as written with
+    /// [`RtpWrite`][crate::rtp::RtpWrite] (each at most once, oldest request first).
+    pub seq_nos: Vec<SeqNo>,
+}
+
 /// Type of keyframe request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyframeRequestKind {

@@ -7,7 +7,7 @@ use std::time::Instant;
 use crate::config_mod::RtcpReportIntervals;
 use crate::format::CodecConfig;
 use crate::format::PayloadParams;
-use crate::media::{KeyframeRequest, MID_PROBE, Media, SenderFeedback};
+use crate::media::{KeyframeRequest, MID_PROBE, Media, NackRequest, SenderFeedback};
 use crate::pacer::QueueState;
 use crate::packet::Vp8Patch;
 use crate::rtp_::MidRid;
@@ -19,7 +19,9 @@ use crate::rtp_::{Mid, Rid, SeqNo};
 use crate::util::already_happened;
 
 pub use self::receive::StreamRx;
-pub use self::send::{RtpWrite, StreamTx, StreamTxQueueInfo};
+pub use self::send::{
+    MAX_EXTERNAL_RESENDS, MAX_PENDING_NACKS, RtpWrite, StreamTx, StreamTxQueueInfo,
+};
 
 mod receive;
 pub(crate) mod register;
@@ -518,6 +520,18 @@ impl Streams {
                 mid: s.mid(),
                 rid: s.rid(),
                 kind,
+            })
+        })
+    }
+
+    /// (Rheomesh patch.) NACKs of streams with external retransmissions.
+    pub(crate) fn poll_nack_request(&mut self) -> Option<NackRequest> {
+        self.streams_tx.values_mut().find_map(|s| {
+            let seq_nos = s.take_nacks()?;
+            Some(NackRequest {
+                mid: s.mid(),
+                ssrc: s.ssrc(),
+                seq_nos,
             })
         })
     }

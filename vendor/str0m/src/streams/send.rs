@@ -39,6 +39,14 @@ pub const DEFAULT_RTX_CACHE_DURATION: Duration = Duration::from_secs(3);
 
 pub const DEFAULT_RTX_RATIO_CAP: Option<f32> = Some(0.15f32);
 
+/// (Rheomesh patch.) Most NACKed sequence numbers a stream with external retransmissions
+/// keeps until the application takes them ([`StreamTx::set_external_rtx`]).
+pub const MAX_PENDING_NACKS: usize = 512;
+
+/// (Rheomesh patch.) Most retransmissions written with [`StreamTx::write_resend`] that wait
+/// to be sent on one stream.
+pub const MAX_EXTERNAL_RESENDS: usize = 256;
+
 /// A recently sampled view of an outgoing stream's send queue.
 ///
 /// str0m refreshes this information as part of its regular pacer and bandwidth-estimation
@@ -176,6 +184,20 @@ pub struct StreamTx {
 
     // Same as `remote_acked_ssrc`, but for the RTX SSRC
     remote_acked_rtx_ssrc: bool,
+
+    /// (Rheomesh patch.) NACKs are reported to the application (`Event::NackRequest`)
+    /// instead of answered from `rtx_cache`, which stays empty.
+    rtx_external: bool,
+
+    /// (Rheomesh patch.) NACKed sequence numbers not yet reported (`rtx_external`).
+    nacked: Vec<SeqNo>,
+
+    /// (Rheomesh patch.) Retransmissions written by the application, sent before regular
+    /// packets.
+    external_resends: VecDeque<RtpPacket>,
+
+    /// (Rheomesh patch.) The external retransmission being sent (`NextPacket` borrows it).
+    external_current: Option<RtpPacket>,
 
     /// MTU warn threshold; used to cap spurious-padding RTX cache lookups.
     mtu_warn: usize,
@@ -389,6 +411,10 @@ impl StreamTx {
             pt_for_padding: None,
             remote_acked_ssrc: false,
             remote_acked_rtx_ssrc: false,
+            rtx_external: false,
+            nacked: Vec::new(),
+            external_resends: VecDeque::new(),
+            external_current: None,
             mtu_warn,
         }
     }
@@ -487,15 +513,78 @@ impl StreamTx {
         self.unpaced = Some(unpaced);
     }
 
+    /// Answer NACKs from the application instead of from str0m's retransmission cache.
+    ///
+    /// (Rheomesh patch.) An SFU forwarding one published stream to many subscribers can keep
+    /// one store of recent packets per published stream instead of a cache per subscriber.
+    /// With this set, sent packets are not cached; each incoming NACK is reported as
+    /// [`Event::NackRequest`][crate::Event::NackRequest] (at most [`MAX_PENDING_NACKS`]
+    /// sequence numbers waiting at a time, the rest dropped) and the application answers with
+    /// [`StreamTx::write_resend`]. The retransmission ratio cap of
+    /// [`StreamTx::set_rtx_cache`] still applies.
+    pub fn set_external_rtx(&mut self, external: bool) {
+        self.rtx_external = external;
+        if external {
+            self.rtx_cache.clear();
+        }
+        self.nacked.clear();
+        self.external_resends.clear();
+    }
+
+    /// Queue a retransmission of a packet sent earlier, written as it was then (same
+    /// sequence number, timestamp, payload), to go out on the RTX stream before regular
+    /// packets. Send it like written RTP (`handle_input` or [`Rtc::flush_rtp`][crate::Rtc::flush_rtp]).
+    ///
+    /// (Rheomesh patch.) False (nothing queued) if the stream has no RTX SSRC or
+    /// [`MAX_EXTERNAL_RESENDS`] are already waiting. A packet whose payload type has no RTX
+    /// payload type is dropped when its turn comes.
+    pub fn write_resend(&mut self, rtp: RtpWrite) -> bool {
+        if self.rtx.is_none() || self.external_resends.len() >= MAX_EXTERNAL_RESENDS {
+            return false;
+        }
+        let mut packet = Self::packet_of(self.ssrc, rtp);
+        packet.nackable = true;
+        self.external_resends.push_back(packet);
+        true
+    }
+
+    /// (Rheomesh patch.) NACKed sequence numbers waiting to be reported.
+    pub(crate) fn take_nacks(&mut self) -> Option<Vec<SeqNo>> {
+        if self.nacked.is_empty() {
+            return None;
+        }
+        Some(std::mem::take(&mut self.nacked))
+    }
+
     /// Write RTP packet to a send stream.
     ///
     /// The write command carries the RTP payload and optional RTP metadata.
     pub fn write_rtp(&mut self, rtp: RtpWrite) {
+        let first_call = self.rtp_and_wallclock.is_none();
+
+        if first_call && rtp.seq_no.roc() > 0 {
+            // TODO: make it possible to supress this.
+            warn!(
+                "First SeqNo has non-zero ROC ({}), which needs out-of-band signalling \
+                to remote peer",
+                rtp.seq_no.roc()
+            );
+        }
+
+        self.rtp_and_wallclock = Some((rtp.time, rtp.wallclock));
+
+        let packet = Self::packet_of(self.ssrc, rtp);
+
+        self.send_queue.push(packet);
+    }
+
+    /// The queued packet for a write (the header is completed when it is sent).
+    fn packet_of(ssrc: Ssrc, rtp: RtpWrite) -> RtpPacket {
         let RtpWrite {
             pt,
             seq_no,
             time,
-            wallclock,
+            wallclock: _,
             marker,
             ext_vals,
             nackable,
@@ -505,20 +594,8 @@ impl StreamTx {
             vp8_patch,
         } = rtp;
 
-        let first_call = self.rtp_and_wallclock.is_none();
-
-        if first_call && seq_no.roc() > 0 {
-            // TODO: make it possible to supress this.
-            warn!(
-                "First SeqNo has non-zero ROC ({}), which needs out-of-band signalling \
-                to remote peer",
-                seq_no.roc()
-            );
-        }
-
         // This 1 in clock frequency will be fixed in poll_output.
         let media_time = MediaTime::from_secs(time as u64);
-        self.rtp_and_wallclock = Some((time, wallclock));
 
         let header = RtpHeader {
             csrc_count,
@@ -526,13 +603,13 @@ impl StreamTx {
             marker,
             payload_type: pt,
             timestamp: time,
-            ssrc: self.ssrc,
+            ssrc,
             csrc,
             ext_vals,
             ..Default::default()
         };
 
-        let packet = RtpPacket {
+        RtpPacket {
             seq_no,
             time: media_time,
             header,
@@ -550,9 +627,7 @@ impl StreamTx {
 
             // This is only relevant for incoming RTP packets.
             last_sender_info: None,
-        };
-
-        self.send_queue.push(packet);
+        }
     }
 
     fn padding_enabled(&self) -> bool {
@@ -628,6 +703,14 @@ impl StreamTx {
 
         let mut set_pt_for_padding = None;
         let mut set_cr = None;
+
+        // (Rheomesh patch.) A retransmission written with `write_resend` on a payload type
+        // without an RTX payload type cannot be sent (cached ones never get here).
+        if matches!(next.kind, NextPacketKind::Resend(_))
+            && (param.resend().is_none() || ssrc_rtx.is_none())
+        {
+            return None;
+        }
 
         let mut header = match next.kind {
             NextPacketKind::Regular => {
@@ -811,7 +894,7 @@ impl StreamTx {
                 .send_queue
                 .pop(now)
                 .expect("head of send_queue to be there");
-            if pkt.nackable {
+            if pkt.nackable && !self.rtx_external {
                 self.rtx_cache.cache_sent_packet(pkt, now);
             }
         }
@@ -867,8 +950,25 @@ impl StreamTx {
             // If we hit the cap, stop doing resends by clearing those we have queued.
             if ratio > ratio_cap {
                 self.resends.clear();
+                self.external_resends.clear();
                 return None;
             }
+        }
+
+        if let Some(pkt) = self.external_resends.pop_front() {
+            let len = pkt.payload.len() as u64;
+            self.stats.update_packet_counts(len, true);
+            if let Some(h) = &mut self.stats.bytes_retransmitted {
+                h.push(now, len);
+            }
+            let seq_no = self.seq_no_rtx.inc();
+            let orig_seq_no = pkt.seq_no;
+            let pkt = self.external_current.insert(pkt);
+            return Some(NextPacket {
+                kind: NextPacketKind::Resend(orig_seq_no),
+                seq_no,
+                pkt,
+            });
         }
 
         let seq_no = loop {
@@ -1057,6 +1157,20 @@ impl StreamTx {
         entries: impl Iterator<Item = NackEntry>,
         now: Instant,
     ) -> Option<()> {
+        if self.rtx_external {
+            // Extend against the newest packet sent; only what was sent can be asked for.
+            let last = self.last_sent_seq_no;
+            for seq_no in entries.flat_map(|n| n.into_iter(last)) {
+                if self.nacked.len() >= MAX_PENDING_NACKS {
+                    break;
+                }
+                if seq_no <= last && !self.nacked.contains(&seq_no) {
+                    self.nacked.push(seq_no);
+                }
+            }
+            return Some(());
+        }
+
         // Turning NackEntry into SeqNo we need to know a SeqNo "close by" to lengthen the 16 bit
         // sequence number into the 64 bit we have in SeqNo.
         let seq_no = self.rtx_cache.last_cached_seq_no()?;
@@ -1203,7 +1317,7 @@ impl StreamTx {
     }
 
     fn queue_state_resend(&self, now: Instant) -> Option<QueueSnapshot> {
-        if self.resends.is_empty() {
+        if self.resends.is_empty() && self.external_resends.is_empty() {
             return None;
         }
 
@@ -1222,6 +1336,10 @@ impl StreamTx {
 
                 snapshot
             });
+        for p in &self.external_resends {
+            snapshot.byte_size += p.payload.len();
+            snapshot.packet_count += 1;
+        }
         snapshot.created_at = now;
         snapshot.update_priority(QueuePriority::Media);
 

@@ -1,0 +1,181 @@
+//! The retransmission store of one published stream: its recent packets, kept once and
+//! shared by all the subscribers a shard forwards it to.
+//!
+//! A subscriber that lost a packet sends a NACK with the sequence number it saw; the packet
+//! path maps that number back to the publisher's (the subscriber's
+//! [`Rewriter::origin_of`](super::Rewriter::origin_of)) and looks it up here. A cache per
+//! subscriber (str0m's own) would keep the same packets once per subscriber and cost a copy
+//! of each packet's metadata per subscriber per packet; this costs one insertion per
+//! published packet.
+//!
+//! Entries leave after [`RtxStore::window`] or when [`RtxStore::capacity`] newer ones came.
+//! The store grows to its working size (what the window holds at the stream's rate) and
+//! then inserting no longer allocates. Pure: no clock (the caller gives arrival times), no
+//! panics.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// How long a forwarded video packet can be resent after a subscriber's NACK. One store per
+/// track per shard serves all its subscribers there, so the window costs no memory per
+/// subscriber: a second repairs losses on paths with round trips up to ≈ 900 ms.
+pub const RTX_STORE_WINDOW: Duration = Duration::from_secs(1);
+/// Most packets a track's store keeps (a stream above ≈ 1000 packets/s gets a shorter
+/// window). The store grows to its working size and then stops allocating.
+pub const RTX_STORE_CAPACITY: usize = 1024;
+
+/// Recent packets of one published stream, by `(source, sequence number)`.
+#[derive(Debug)]
+pub struct RtxStore<T> {
+    entries: VecDeque<Entry<T>>,
+    capacity: usize,
+    window: Duration,
+}
+
+#[derive(Debug)]
+struct Entry<T> {
+    source: u64,
+    seq: u64,
+    at: Instant,
+    value: T,
+}
+
+impl<T> RtxStore<T> {
+    /// A store that answers for packets up to `window` old, at most `capacity` of them
+    /// (the oldest go first). Allocates nothing until the first insertion.
+    pub fn new(capacity: usize, window: Duration) -> Self {
+        RtxStore {
+            entries: VecDeque::new(),
+            capacity: capacity.max(1),
+            window,
+        }
+    }
+
+    /// Most entries kept.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Longest an entry is kept.
+    pub fn window(&self) -> Duration {
+        self.window
+    }
+
+    /// Entries kept now.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether no entry is kept.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Keep packet `seq` of `source`, arrived at `at` (arrival order), dropping what is
+    /// older than the window or beyond the capacity.
+    pub fn insert(&mut self, source: u64, seq: u64, at: Instant, value: T) {
+        self.expire(at);
+        if self.entries.len() >= self.capacity {
+            self.entries.pop_front();
+        }
+        self.entries.push_back(Entry {
+            source,
+            seq,
+            at,
+            value,
+        });
+    }
+
+    /// Packet `seq` of `source` if it is kept and not older than the window at `now`.
+    pub fn get(&self, source: u64, seq: u64, now: Instant) -> Option<&T> {
+        let newest = self.entries.back()?;
+        // Packets arrive mostly in order: try where `seq` would be if they all did, then
+        // look through the rest (a retransmission is rare; the store is small).
+        let guess = newest
+            .seq
+            .checked_sub(seq)
+            .and_then(|back| (self.entries.len() - 1).checked_sub(back as usize));
+        let found = guess
+            .and_then(|i| self.entries.get(i))
+            .filter(|e| e.source == source && e.seq == seq)
+            .or_else(|| {
+                self.entries
+                    .iter()
+                    .rev()
+                    .find(|e| e.source == source && e.seq == seq)
+            })?;
+        (now.saturating_duration_since(found.at) <= self.window).then_some(&found.value)
+    }
+
+    /// Drop everything (the stream's publisher left).
+    pub fn clear(&mut self) {
+        self.entries.clear();
+    }
+
+    fn expire(&mut self, now: Instant) {
+        while let Some(front) = self.entries.front() {
+            if now.saturating_duration_since(front.at) <= self.window {
+                break;
+            }
+            self.entries.pop_front();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn answers_within_the_window_only() {
+        let t0 = Instant::now();
+        let mut s = RtxStore::new(16, 100 * MS);
+        for i in 0..10u64 {
+            s.insert(1, 100 + i, t0 + i as u32 * 10 * MS, i);
+        }
+        assert_eq!(s.get(1, 105, t0 + 60 * MS), Some(&5));
+        assert_eq!(s.get(2, 105, t0 + 60 * MS), None, "other source");
+        assert_eq!(s.get(1, 99, t0 + 60 * MS), None, "never stored");
+        assert_eq!(s.get(1, 100, t0 + 101 * MS), None, "too old at lookup");
+        // Inserting at 185 ms expires everything older than 100 ms then.
+        s.insert(1, 110, t0 + 185 * MS, 10);
+        assert_eq!(s.len(), 2, "only 109 (95 ms old) and 110 are left");
+        assert_eq!(s.get(1, 109, t0 + 185 * MS), Some(&9));
+    }
+
+    #[test]
+    fn capacity_bounds_it_and_it_stops_growing() {
+        let t0 = Instant::now();
+        let mut s = RtxStore::new(8, Duration::from_secs(10));
+        for i in 0..8u64 {
+            s.insert(1, i, t0, i);
+        }
+        let cap = s.entries.capacity();
+        for i in 8..100u64 {
+            s.insert(1, i, t0, i);
+        }
+        assert_eq!(s.len(), 8);
+        assert_eq!(s.entries.capacity(), cap, "no reallocation once full");
+        assert_eq!(s.get(1, 91, t0), None);
+        assert_eq!(s.get(1, 92, t0), Some(&92));
+        assert_eq!(s.get(1, 99, t0), Some(&99));
+    }
+
+    #[test]
+    fn finds_reordered_and_switched_sources() {
+        let t0 = Instant::now();
+        let mut s = RtxStore::new(16, Duration::from_secs(1));
+        for (src, seq) in [(1, 10), (1, 12), (1, 11), (2, 500), (2, 501)] {
+            s.insert(src, seq, t0, (src, seq));
+        }
+        for (src, seq) in [(1, 10), (1, 11), (1, 12), (2, 500), (2, 501)] {
+            assert_eq!(s.get(src, seq, t0), Some(&(src, seq)));
+        }
+        assert_eq!(s.get(1, 13, t0), None);
+        assert_eq!(s.get(2, 502, t0), None, "newer than anything stored");
+        s.clear();
+        assert!(s.is_empty());
+    }
+}
