@@ -113,6 +113,14 @@ fn describe() {
             "Keyframe requests sent to publishers.",
         ),
         (
+            "rheomesh_rtx_sent_total",
+            "Retransmissions sent to subscribers from the shared store.",
+        ),
+        (
+            "rheomesh_nacks_unanswered_total",
+            "NACKed packets not resent (too old, before a switch, queue full).",
+        ),
+        (
             "rheomesh_session_panics_total",
             "Sessions that panicked inside str0m and were closed.",
         ),
@@ -172,6 +180,8 @@ fn record_shards(stats: &WorkerStats) {
         c("rheomesh_bytes_in_total", s.bytes_in);
         c("rheomesh_bytes_out_total", s.bytes_out);
         c("rheomesh_keyframe_requests_total", s.keyframe_requests_sent);
+        c("rheomesh_rtx_sent_total", s.rtx_sent);
+        c("rheomesh_nacks_unanswered_total", s.nacks_unanswered);
         c("rheomesh_session_panics_total", s.session_panics);
         c("rheomesh_sessions_closed_total", s.sessions_closed);
         for (reason, v) in drops(s) {
