@@ -10,8 +10,8 @@ use str0m::rtp::Ssrc;
 use super::ring::MediaPacket;
 use super::{DownTrackId, ShardId, TrackKey};
 use crate::forward::{
-    KeyframeThrottle, Rewriter, RewriterConfig, RtxStore, GATED_RETRY_INTERVAL, RTX_STORE_CAPACITY,
-    RTX_STORE_WINDOW,
+    KeyframeThrottle, Rewriter, RewriterConfig, RtxBudget, RtxStore, GATED_RETRY_INTERVAL,
+    RTX_STORE_CAPACITY, RTX_STORE_WINDOW,
 };
 
 /// Payload-type translation table: publisher PT → subscriber PT (`NO_PT` if none).
@@ -33,6 +33,8 @@ pub(crate) struct DownTrack {
     pub(crate) rewriter: Rewriter,
     /// Repeated keyframe requests while the rewriter waits for a keyframe.
     pub(crate) keyframe_retry: KeyframeThrottle,
+    /// Retransmissions this subscriber may still get (its NACKs are answered within it).
+    pub(crate) rtx_budget: RtxBudget,
 }
 
 impl DownTrack {
@@ -68,6 +70,7 @@ impl DownTrack {
                 initial_ts: rand::random(),
             }),
             keyframe_retry: KeyframeThrottle::new(GATED_RETRY_INTERVAL),
+            rtx_budget: RtxBudget::default(),
         }
     }
 

@@ -24,6 +24,37 @@ pub const RTX_STORE_WINDOW: Duration = Duration::from_secs(1);
 /// window). The store grows to its working size and then stops allocating.
 pub const RTX_STORE_CAPACITY: usize = 1024;
 
+/// Share of a subscriber's forwarded packets that retransmissions may add, in percent.
+pub const RTX_RATIO_PERCENT: u32 = 15;
+/// Retransmissions a subscriber may get at once when it has not had any for a while.
+pub const RTX_BURST: u32 = 64;
+
+/// How many retransmissions one subscriber's down-track may still get: each forwarded
+/// packet earns [`RTX_RATIO_PERCENT`] hundredths of one, up to [`RTX_BURST`]. A subscriber
+/// that NACKs everything gets at most 15 % more packets, not a second copy of the stream.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RtxBudget {
+    /// In hundredths of a packet.
+    credit: u32,
+}
+
+impl RtxBudget {
+    /// A packet was forwarded to the subscriber.
+    #[inline]
+    pub fn on_forwarded(&mut self) {
+        self.credit = (self.credit + RTX_RATIO_PERCENT).min(RTX_BURST * 100);
+    }
+
+    /// Take one retransmission from the budget; false if there is none left.
+    pub fn try_spend(&mut self) -> bool {
+        if self.credit < 100 {
+            return false;
+        }
+        self.credit -= 100;
+        true
+    }
+}
+
 /// Recent packets of one published stream, by `(source, sequence number)`.
 #[derive(Debug)]
 pub struct RtxStore<T> {
@@ -161,6 +192,22 @@ mod tests {
         assert_eq!(s.get(1, 91, t0), None);
         assert_eq!(s.get(1, 92, t0), Some(&92));
         assert_eq!(s.get(1, 99, t0), Some(&99));
+    }
+
+    #[test]
+    fn budget_allows_fifteen_percent_and_a_bounded_burst() {
+        let mut b = RtxBudget::default();
+        assert!(!b.try_spend(), "nothing forwarded, nothing to resend");
+        for _ in 0..100 {
+            b.on_forwarded();
+        }
+        let spent = (0..100).take_while(|_| b.try_spend()).count();
+        assert_eq!(spent, 15);
+        for _ in 0..100_000 {
+            b.on_forwarded();
+        }
+        let spent = (0..1000).take_while(|_| b.try_spend()).count();
+        assert_eq!(spent, RTX_BURST as usize, "credit saturates");
     }
 
     #[test]

@@ -28,10 +28,6 @@ use crate::engine::{next_id, DownTrackId, SessionId, TrackKey};
 use crate::error::{NegotiationError, SubscribeError, TransportError};
 use crate::forward::RTX_STORE_WINDOW;
 
-/// Most of a subscriber's bandwidth that retransmissions may take (str0m's cap; queued
-/// resends beyond it are dropped).
-const RTX_RATIO_CAP: f32 = 0.15;
-
 impl ShardCore {
     /// One command from the API side.
     pub(crate) fn handle_command(&mut self, cmd: Command, now: Instant) {
@@ -524,13 +520,14 @@ impl ShardCore {
             }
             if mapped && ssrc.is_some() {
                 d.ssrc = ssrc;
+                // No retransmission cache and no byte histories for str0m's ratio cap per
+                // subscriber: video NACKs come to the packet path, which answers them from
+                // the track's shared store within the down-track's `RtxBudget`.
+                if let Some(tx) = s.rtc.direct_api().stream_tx_by_mid(d.mid, None) {
+                    tx.set_rtx_cache(0, RTX_STORE_WINDOW, None);
+                    tx.set_external_rtx(d.kind == MediaKind::Video);
+                }
                 if d.kind == MediaKind::Video {
-                    // No retransmission cache per subscriber: NACKs come to the packet
-                    // path, which answers them from the track's shared store.
-                    if let Some(tx) = s.rtc.direct_api().stream_tx_by_mid(d.mid, None) {
-                        tx.set_rtx_cache(0, RTX_STORE_WINDOW, Some(RTX_RATIO_CAP));
-                        tx.set_external_rtx(true);
-                    }
                     // Ask for a keyframe now; repeats are throttled from here.
                     d.keyframe_retry.record(now);
                     self.want_keyframe.push(d.track);

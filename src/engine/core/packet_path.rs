@@ -132,13 +132,17 @@ impl ShardCore {
             let Some(s) = self.sessions.get_mut(sslot) else {
                 continue;
             };
-            let down = s.downs.iter().find_map(|&d| {
-                self.downs
+            let downs = &mut self.downs;
+            let dslot = s.downs.iter().copied().find(|&d| {
+                downs
                     .get(d)
-                    .filter(|dt| dt.ssrc == Some(req.ssrc) && dt.kind == MediaKind::Video)
+                    .is_some_and(|dt| dt.ssrc == Some(req.ssrc) && dt.kind == MediaKind::Video)
             });
+            let down = dslot.and_then(|d| downs.get_mut(d));
+            let routes = &self.routes;
             let store = down
-                .and_then(|d| self.routes.map.get(&d.track))
+                .as_ref()
+                .and_then(|d| routes.map.get(&d.track))
                 .and_then(|r| r.store.as_ref());
             let (Some(d), Some(store)) = (down, store) else {
                 self.counters.nacks_unanswered += asked;
@@ -158,7 +162,7 @@ impl ShardCore {
                         continue;
                     };
                     let out_pt = d.pt_map[(p.pt & 0x7f) as usize];
-                    if out_pt == NO_PT {
+                    if out_pt == NO_PT || !d.rtx_budget.try_spend() {
                         continue;
                     }
                     let resend = RtpWrite::new(
@@ -291,6 +295,7 @@ impl Delivery<'_> {
                     Some(true) => {
                         c.rtp_forwarded += 1;
                         c.rtp_bytes_forwarded += pkt.payload.len() as u64;
+                        d.rtx_budget.on_forwarded();
                         if !s.dirty {
                             s.dirty = true;
                             self.dirty.push(d.session);
