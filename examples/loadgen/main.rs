@@ -109,6 +109,11 @@ struct Args {
     /// No progress line on stderr.
     #[arg(long)]
     no_progress: bool,
+    /// Publishers start sending only once every peer is connected (by default they send
+    /// from when all publishers are connected, so subscribers join live tracks). Setup then
+    /// runs without media load, and the join figures include the wait for the whole setup.
+    #[arg(long)]
+    quiet_setup: bool,
 }
 
 fn main() -> ExitCode {
@@ -452,6 +457,18 @@ async fn run(args: Args) -> Result<(), String> {
     }
     let mut results = gather(rxs, "publishers", &mut progress).await;
     let pubs_failed = results.iter().any(|r| r.is_err());
+    let start_sending = || {
+        engine.start_sending(
+            args.pps,
+            args.payload,
+            Duration::from_secs_f64(args.keyframe_interval),
+        )
+    };
+    // Subscribers join live tracks, as in a call: the join figures measure the server's
+    // answer → ICE/DTLS → keyframe path, not the rest of loadgen's setup.
+    if !pubs_failed && !args.quiet_setup {
+        start_sending();
+    }
     if !pubs_failed && subscribers > 0 {
         let mut rxs = Vec::new();
         let mut specs = Vec::new();
@@ -510,7 +527,7 @@ async fn run(args: Args) -> Result<(), String> {
         .map(|r| r.setup.as_secs_f64() * 1000.0)
         .collect();
     per_peer.sort_by(f64::total_cmp);
-    let pct = |q: f64| per_peer[((q * per_peer.len() as f64) as usize).min(per_peer.len() - 1)];
+    let pct = |q: f64| quantile(&per_peer, q).unwrap_or(0.0);
     human(format!(
         "setup:      {total_peers} peers connected in {setup_ms:.0} ms \
          (per peer: p50 {:.0} ms, max {:.0} ms)",
@@ -525,11 +542,9 @@ async fn run(args: Args) -> Result<(), String> {
     let window_start_us = now_us() + warmup.as_micros() as u64;
     let window_end_us = window_start_us + duration.as_micros() as u64;
     engine.set_window(window_start_us, window_end_us);
-    engine.start_sending(
-        args.pps,
-        args.payload,
-        Duration::from_secs_f64(args.keyframe_interval),
-    );
+    if args.quiet_setup {
+        start_sending();
+    }
     let window_start: Instant = stats::instant_of_us(window_start_us).into();
     let window_end: Instant = stats::instant_of_us(window_end_us).into();
     phase(&mut progress, "warmup ", send_start, window_start).await;
@@ -603,6 +618,36 @@ async fn run(args: Args) -> Result<(), String> {
         "load:       warmup {:.1} s, window {:.1} s (measured {wall:.2} s), drain {:.1} s, \
          keyframe every {:.1} s",
         args.warmup, args.duration, args.drain, args.keyframe_interval
+    ));
+    let join_ms = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.0} ms"));
+    let media_q = |q: f64| quantile(&r.first_media_ms, q);
+    let (conn_q, wait_q) = (
+        |q: f64| quantile(&r.connected_ms, q),
+        |q: f64| quantile(&r.media_after_connected_ms, q),
+    );
+    human(format!(
+        "join:       first media after answer p50 {}, p95 {}, max {} ({} of {} subscribers \
+         got media)",
+        join_ms(media_q(0.5)),
+        join_ms(media_q(0.95)),
+        join_ms(media_q(1.0)),
+        r.first_media_ms.len(),
+        r.subscribers
+    ));
+    human(format!(
+        "            = answer -> ICE/DTLS connected p50 {}, p95 {}, max {}; then first media \
+         p50 {}, p95 {}, max {}{}",
+        join_ms(conn_q(0.5)),
+        join_ms(conn_q(0.95)),
+        join_ms(conn_q(1.0)),
+        join_ms(wait_q(0.5)),
+        join_ms(wait_q(0.95)),
+        join_ms(wait_q(1.0)),
+        if args.quiet_setup {
+            " (--quiet-setup: media started after the last peer connected)"
+        } else {
+            ""
+        }
     ));
     human(format!(
         "packets:    sent {} in window ({:.1} pps per publisher), expected {} (sent x {s}), \
@@ -679,6 +724,12 @@ async fn run(args: Args) -> Result<(), String> {
              InErrors +{inerr}, SndbufErrors +{sndbuf}"
         ));
     }
+    let without_media = r.subscribers - r.first_media_ms.len() as u64;
+    if without_media > 0 {
+        human(format!(
+            "WARNING:    {without_media} subscriber(s) received no media at all"
+        ));
+    }
     if r.unconnected > 0 {
         human(format!(
             "WARNING:    {} subscriber peer(s) were not connected at the end",
@@ -739,6 +790,28 @@ async fn run(args: Args) -> Result<(), String> {
     };
 
     if args.json {
+        // Separate: one json! with every key exceeds the macro recursion limit.
+        let join_json = json!({
+            "first_media_after_answer_ms": {
+                "p50": media_q(0.5),
+                "p95": media_q(0.95),
+                "max": media_q(1.0),
+            },
+            "connected_after_answer_ms": {
+                "p50": conn_q(0.5),
+                "p95": conn_q(0.95),
+                "max": conn_q(1.0),
+            },
+            "first_media_after_connected_ms": {
+                "p50": wait_q(0.5),
+                "p95": wait_q(0.95),
+                "max": wait_q(1.0),
+            },
+            "subscribers": r.subscribers,
+            "subscribers_with_media": r.first_media_ms.len(),
+            "subscribers_without_media": without_media,
+            "clock": "first Answer sent to the server -> kernel receive timestamp of the first RTP packet",
+        });
         let out = json!({
             "url": url,
             "room": room,
@@ -746,6 +819,7 @@ async fn run(args: Args) -> Result<(), String> {
             "subscribers_per_publisher": s,
             "subscribers": subscribers,
             "pps_per_publisher": args.pps,
+            "quiet_setup": args.quiet_setup,
             "payload_bytes": args.payload,
             "warmup_s": args.warmup,
             "duration_s": args.duration,
@@ -754,6 +828,7 @@ async fn run(args: Args) -> Result<(), String> {
             "setup_ms": setup_ms,
             "setup_ms_per_peer_p50": pct(0.5),
             "setup_ms_per_peer_max": pct(1.0),
+            "join": join_json,
             "packets_sent": r.sent,
             "packets_expected": r.expected,
             "packets_received": r.received,
@@ -799,6 +874,12 @@ async fn run(args: Args) -> Result<(), String> {
     Ok(())
 }
 
+/// The value at quantile `q` (0..=1) of `sorted` (ascending); `None` if it is empty.
+fn quantile(sorted: &[f64], q: f64) -> Option<f64> {
+    let last = sorted.len().checked_sub(1)?;
+    Some(sorted[((q * sorted.len() as f64) as usize).min(last)])
+}
+
 /// Totals over all media threads.
 struct Results {
     sent: u64,
@@ -817,6 +898,15 @@ struct Results {
     /// Subscribers whose str0m peer was not connected at the end.
     unconnected: u64,
     latency: Histogram,
+    /// Subscribers reported by the media threads.
+    subscribers: u64,
+    /// First answer sent → first RTP packet, ms, sorted; one entry per subscriber that got
+    /// media (the others are `subscribers` minus its length).
+    first_media_ms: Vec<f64>,
+    /// First answer sent → ICE/DTLS connected, ms, sorted.
+    connected_ms: Vec<f64>,
+    /// ICE/DTLS connected → first RTP packet, ms, sorted.
+    media_after_connected_ms: Vec<f64>,
 }
 
 impl Results {
@@ -838,7 +928,12 @@ impl Results {
             unconnected: 0,
             latency: Histogram::default(),
             latency_app: Histogram::default(),
+            subscribers: 0,
+            first_media_ms: Vec::new(),
+            connected_ms: Vec::new(),
+            media_after_connected_ms: Vec::new(),
         };
+        let ms = |us: u64| us as f64 / 1000.0;
         for t in reports {
             for p in &t.publishers {
                 sent_by_pub.insert(p.index, p.sent_window);
@@ -860,7 +955,21 @@ impl Results {
                 r.corrupt += sub.corrupt;
                 r.foreign += sub.foreign;
                 r.unconnected += u64::from(!sub.connected);
+                r.subscribers += 1;
+                let j = &sub.join;
+                r.first_media_ms
+                    .extend(j.first_media_after_answer_us().map(ms));
+                r.connected_ms.extend(j.connected_after_answer_us().map(ms));
+                r.media_after_connected_ms
+                    .extend(j.first_media_after_connected_us().map(ms));
             }
+        }
+        for v in [
+            &mut r.first_media_ms,
+            &mut r.connected_ms,
+            &mut r.media_after_connected_ms,
+        ] {
+            v.sort_by(f64::total_cmp);
         }
         r.delivery = (r.expected > 0).then(|| r.received as f64 / r.expected as f64);
         r

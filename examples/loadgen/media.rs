@@ -25,7 +25,42 @@ use crate::stats::{gettid, instant_of_us, Histogram};
 pub enum PeerEvent {
     Connected,
     Disconnected,
+    /// A subscriber's first RTP packet arrived (its signaling task logs the join with
+    /// `LOADGEN_DEBUG`).
+    FirstMedia(JoinTimes),
     Error(String),
+}
+
+/// A subscriber's join, in [`now_us`](crate::stats::now_us) time: how long after its answer
+/// the first media came, and where the time went.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JoinTimes {
+    /// The signaling task sent our first answer to the server.
+    pub answer_sent_us: Option<u64>,
+    /// str0m reported ICE and DTLS connected.
+    pub connected_us: Option<u64>,
+    /// The first RTP packet of a subscribed track arrived (the kernel receive time of its
+    /// datagram when known).
+    pub first_media_us: Option<u64>,
+    /// The publisher's send time stamped into that packet (`None` if it was not intact).
+    pub first_media_sent_us: Option<u64>,
+}
+
+impl JoinTimes {
+    /// First answer sent → first RTP packet received, µs.
+    pub fn first_media_after_answer_us(&self) -> Option<u64> {
+        Some(self.first_media_us?.saturating_sub(self.answer_sent_us?))
+    }
+
+    /// First answer sent → ICE/DTLS connected, µs.
+    pub fn connected_after_answer_us(&self) -> Option<u64> {
+        Some(self.connected_us?.saturating_sub(self.answer_sent_us?))
+    }
+
+    /// ICE/DTLS connected → first RTP packet received, µs.
+    pub fn first_media_after_connected_us(&self) -> Option<u64> {
+        Some(self.first_media_us?.saturating_sub(self.connected_us?))
+    }
 }
 
 /// What a new peer does.
@@ -157,6 +192,8 @@ pub struct SubscriberReport {
     pub corrupt: u64,
     /// Intact packets of another publisher than the one subscribed to.
     pub foreign: u64,
+    /// When it answered, connected and got its first media.
+    pub join: JoinTimes,
 }
 
 /// Everything a media thread measured.
@@ -177,6 +214,8 @@ pub(crate) enum Cmd {
     AcceptAnswer(usize, String, oneshot::Sender<Result<(), String>>),
     AcceptOffer(usize, String, oneshot::Sender<Result<String, String>>),
     AddCandidate(usize, String),
+    /// The signaling task sent the subscriber's first answer at this [`now_us`] time.
+    AnswerSent(usize, u64),
     StartSending {
         pps: u32,
         payload: usize,
@@ -246,6 +285,12 @@ impl PeerRef {
     /// Add a trickled server candidate (errors come back as [`PeerEvent::Error`]).
     pub fn add_candidate(&self, candidate: String) {
         self.send(Cmd::AddCandidate(self.local, candidate));
+    }
+
+    /// Subscriber: our first answer left for the server at `us` ([`now_us`] time), the
+    /// start of the first-media measurement.
+    pub fn answer_sent(&self, us: u64) {
+        self.send(Cmd::AnswerSent(self.local, us));
     }
 }
 

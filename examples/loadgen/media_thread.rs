@@ -17,10 +17,11 @@ use rheomesh::testing::ClientPeer;
 use tokio::sync::mpsc as tmpsc;
 
 use crate::media::{
-    Cmd, Counters, NewPeer, PeerEvent, PublisherReport, Role, SubscriberReport, ThreadReport,
-    Window,
+    Cmd, Counters, JoinTimes, NewPeer, PeerEvent, PublisherReport, Role, SubscriberReport,
+    ThreadReport, Window,
 };
 use crate::net::recv_timestamped;
+use crate::signaling::debug;
 use crate::stats::{now_us, Histogram};
 
 pub(crate) const WAKER: Token = Token(usize::MAX);
@@ -64,10 +65,13 @@ enum Kind {
         next_send: Option<Instant>,
         sent_window: u64,
         slips: u64,
+        /// Keyframe requests already logged (`LOADGEN_DEBUG`).
+        requests_logged: u64,
     },
     Sub {
         publisher: u32,
         unique_window: u64,
+        join: JoinTimes,
     },
 }
 
@@ -103,25 +107,67 @@ impl Peer {
                 ctx.send_errors += 1;
             }
         }
-        if let Kind::Sub { unique_window, .. } = &mut self.kind {
-            let (start, end) = ctx.window.get();
-            for a in self.client.take_arrivals().filter(|a| a.fresh) {
-                ctx.received += 1;
-                let send_us = a.stamp.send_us;
-                if send_us >= start && send_us < end {
-                    *unique_window += 1;
-                    let app = if recv.app_us == 0 {
-                        now_us()
-                    } else {
-                        recv.app_us
-                    };
-                    let kernel = recv.kernel_us.unwrap_or(app);
-                    ctx.latency.record(kernel.saturating_sub(send_us));
-                    ctx.latency_app.record(app.saturating_sub(send_us));
+        // When what this call handled arrived: the datagram's kernel timestamp, else when
+        // loadgen read it, else now (after a timeout or a command).
+        let app = || {
+            if recv.app_us == 0 {
+                now_us()
+            } else {
+                recv.app_us
+            }
+        };
+        let newly_connected = self.client.connected() && !self.connected;
+        match &mut self.kind {
+            Kind::Sub {
+                unique_window,
+                join,
+                ..
+            } => {
+                if newly_connected {
+                    join.connected_us = Some(recv.kernel_us.unwrap_or_else(app));
+                }
+                let first_media = join.first_media_us.is_none() && self.client.rtp_received() > 0;
+                if first_media {
+                    join.first_media_us = Some(recv.kernel_us.unwrap_or_else(app));
+                }
+                let (start, end) = ctx.window.get();
+                for a in self.client.take_arrivals() {
+                    if first_media && join.first_media_sent_us.is_none() {
+                        join.first_media_sent_us = Some(a.stamp.send_us);
+                    }
+                    if !a.fresh {
+                        continue;
+                    }
+                    ctx.received += 1;
+                    let send_us = a.stamp.send_us;
+                    if send_us >= start && send_us < end {
+                        *unique_window += 1;
+                        let app = app();
+                        let kernel = recv.kernel_us.unwrap_or(app);
+                        ctx.latency.record(kernel.saturating_sub(send_us));
+                        ctx.latency_app.record(app.saturating_sub(send_us));
+                    }
+                }
+                if first_media {
+                    let _ = self.events.send(PeerEvent::FirstMedia(*join));
+                }
+            }
+            Kind::Pub {
+                index,
+                requests_logged,
+                ..
+            } => {
+                if debug() && *requests_logged < self.client.keyframe_requests() {
+                    *requests_logged = self.client.keyframe_requests();
+                    eprintln!(
+                        "{} publisher {index} <- keyframe request ({} so far)",
+                        recv.kernel_us.unwrap_or_else(app),
+                        *requests_logged
+                    );
                 }
             }
         }
-        if self.client.connected() && !self.connected {
+        if newly_connected {
             self.connected = true;
             let _ = self.events.send(PeerEvent::Connected);
         }
@@ -159,6 +205,7 @@ impl Peer {
             return;
         };
         let Kind::Pub {
+            index,
             next_send,
             sent_window,
             slips,
@@ -195,6 +242,9 @@ impl Peer {
             if !self.client.write_media(0, keyframe, send_us, now) {
                 break;
             }
+            if keyframe && debug() {
+                eprintln!("{send_us} publisher {index} -> keyframe");
+            }
             if send_us >= win_start && send_us < win_end {
                 *sent_window += 1;
             }
@@ -229,11 +279,13 @@ impl Peer {
             Kind::Sub {
                 publisher,
                 unique_window,
+                join,
             } => {
                 let mut s = SubscriberReport {
                     publisher: *publisher,
                     connected: c.connected(),
                     unique_window: *unique_window,
+                    join: *join,
                     ..Default::default()
                 };
                 for (_, t) in c.received_tracks() {
@@ -445,6 +497,11 @@ impl Worker {
                 }
                 self.kick(i);
             }
+            Cmd::AnswerSent(i, us) => {
+                if let Some(Kind::Sub { join, .. }) = self.peer(i).map(|p| &mut p.kind) {
+                    join.answer_sent_us.get_or_insert(us);
+                }
+            }
             Cmd::StartSending {
                 pps,
                 payload,
@@ -519,10 +576,12 @@ impl Worker {
                 next_send: None,
                 sent_window: 0,
                 slips: 0,
+                requests_logged: 0,
             },
             Role::Subscriber { publisher } => Kind::Sub {
                 publisher,
                 unique_window: 0,
+                join: JoinTimes::default(),
             },
         };
         if self.peers.len() <= i {

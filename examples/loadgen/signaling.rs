@@ -185,8 +185,9 @@ impl State {
     }
 }
 
-/// `LOADGEN_DEBUG=1`: log signaling steps with [`crate::stats::now_us`] times on stderr.
-fn debug() -> bool {
+/// `LOADGEN_DEBUG=1`: log signaling steps with [`crate::stats::now_us`] times on stderr (and,
+/// from the media threads, publishers' keyframes and the keyframe requests they receive).
+pub(crate) fn debug() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ON.get_or_init(|| std::env::var_os("LOADGEN_DEBUG").is_some())
 }
@@ -338,6 +339,20 @@ pub async fn run(
                     ctx.incident(format!("{}: ICE disconnected", spec.name()));
                 }
                 Some(PeerEvent::Disconnected) => {}
+                Some(PeerEvent::FirstMedia(j)) if debug() => {
+                    let us = |v: Option<u64>| v.map_or("-".into(), |v| v.to_string());
+                    eprintln!(
+                        "{} {} first media: answer sent {}, connected {}, packet sent {}, \
+                         arrived {}",
+                        crate::stats::now_us(),
+                        spec.name(),
+                        us(j.answer_sent_us),
+                        us(j.connected_us),
+                        us(j.first_media_sent_us),
+                        us(j.first_media_us)
+                    );
+                }
+                Some(PeerEvent::FirstMedia(_)) => {}
                 Some(PeerEvent::Error(e)) => {
                     if ready.is_some() {
                         fail(&mut ready, e);
@@ -391,6 +406,14 @@ async fn handle(
                 json!({"action": "Answer", "sdp": {"type": "answer", "sdp": answer}}),
             )
             .await?;
+            if st.offers == 0 {
+                // The start of the first-media measurement: the answer is on its way.
+                let sent_us = crate::stats::now_us();
+                peer.answer_sent(sent_us);
+                if debug() {
+                    eprintln!("{sent_us} {} -> first Answer", spec.name());
+                }
+            }
             st.negotiated = true;
             st.offers += 1;
             for c in st.queued.drain(..) {
