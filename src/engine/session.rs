@@ -19,7 +19,7 @@ use super::command::{CloseReason, Role, SessionEvent, TrackInfo};
 use super::ring::MediaPacket;
 use super::udp::SendQueue;
 use super::{DownTrackId, SessionId};
-use crate::forward::{KeyframeThrottle, PUBLISHER_KEYFRAME_INTERVAL};
+use crate::forward::{KeyframeThrottle, PUBLISHER_KEYFRAME_INTERVAL, PUBLISHER_KEYFRAME_SPACING};
 use crate::wire::codec::{self, CodecKind};
 
 /// A received track of a publish session.
@@ -45,7 +45,10 @@ impl UpTrack {
             mid,
             info,
             codec_by_pt,
-            keyframe_requests: KeyframeThrottle::new(PUBLISHER_KEYFRAME_INTERVAL),
+            keyframe_requests: KeyframeThrottle::with_spacing(
+                PUBLISHER_KEYFRAME_INTERVAL,
+                PUBLISHER_KEYFRAME_SPACING,
+            ),
         }
     }
 }
@@ -299,8 +302,9 @@ impl Session {
     }
 
     /// Ask the publisher for a keyframe on track `mid`, unless its throttle holds the request
-    /// back ([`PUBLISHER_KEYFRAME_INTERVAL`]; it is then sent by
-    /// [`Session::send_held_back_keyframe_requests`] once due).
+    /// back (see [`crate::forward::keyframe`]; it is then sent by
+    /// [`Session::send_held_back_keyframe_requests`] once due, at
+    /// [`Session::keyframe_request_due`]).
     pub(crate) fn request_keyframe(&mut self, mid: Mid, now: Instant) -> bool {
         let Some(up) = self.up.iter_mut().find(|u| u.mid == mid) else {
             return false;
@@ -322,6 +326,14 @@ impl Session {
             }
         }
         sent
+    }
+
+    /// When the earliest keyframe request held back on this session's tracks is due.
+    pub(crate) fn keyframe_request_due(&self) -> Option<Instant> {
+        self.up
+            .iter()
+            .filter_map(|u| u.keyframe_requests.due_at())
+            .min()
     }
 
     fn send_pli(&mut self, mid: Mid) -> bool {

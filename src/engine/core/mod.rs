@@ -70,6 +70,8 @@ pub(crate) struct ShardCore {
     doomed: Vec<usize>,
     /// Tracks whose publisher should be asked for a keyframe.
     want_keyframe: Vec<TrackKey>,
+    /// When the earliest keyframe request a publisher's throttle held back is due.
+    keyframe_due: Option<Instant>,
     /// Gauges are filled in by `snapshot`; the counters are bumped in place.
     counters: ShardStats,
     /// Server-reflexive discovery, one probe per STUN server.
@@ -106,6 +108,7 @@ impl ShardCore {
             dirty: Vec::new(),
             doomed: Vec::new(),
             want_keyframe: Vec::new(),
+            keyframe_due: None,
             counters: ShardStats {
                 shard: id,
                 local_addr: Some(local_addr),
@@ -131,11 +134,15 @@ impl ShardCore {
     /// How long the driver may sleep before [`ShardCore::tick`] has work.
     pub(crate) fn wait(&self, now: Instant) -> Duration {
         let housekeeping = (self.last_housekeeping + HOUSEKEEPING).saturating_duration_since(now);
+        let keyframes = self
+            .keyframe_due
+            .map_or(HOUSEKEEPING, |t| t.saturating_duration_since(now));
         self.timers
             .next()
             .map(|t| t.saturating_duration_since(now))
             .unwrap_or(HOUSEKEEPING)
             .min(housekeeping)
+            .min(keyframes)
     }
 
     /// Datagrams waiting to be sent.
@@ -161,6 +168,8 @@ impl ShardCore {
         if now.saturating_duration_since(self.last_housekeeping) >= HOUSEKEEPING {
             self.last_housekeeping = now;
             self.housekeeping(now);
+        } else if self.keyframe_due.is_some_and(|t| t <= now) {
+            self.send_held_back_keyframe_requests(now);
         }
         self.finish_batch(now);
     }
@@ -336,12 +345,8 @@ impl ShardCore {
 
     fn housekeeping(&mut self, now: Instant) {
         self.retry_srflx(now);
-        let mut held_back = Vec::new();
         for (slot, s) in self.sessions.iter_mut() {
             s.traffic.update_rates(now);
-            if s.up.iter().any(|u| u.keyframe_requests.pending()) {
-                held_back.push(slot);
-            }
             if s.dead.is_some() {
                 continue;
             }
@@ -359,17 +364,39 @@ impl ShardCore {
                 self.want_keyframe.push(d.track);
             }
         }
-        // Keyframe requests a publisher's throttle held back, now due.
+        self.send_held_back_keyframe_requests(now);
+    }
+
+    /// Send the keyframe requests publishers' throttles held back that are due, and note
+    /// when the next one is.
+    fn send_held_back_keyframe_requests(&mut self, now: Instant) {
+        self.keyframe_due = None;
+        let held_back: Vec<usize> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.up.iter().any(|u| u.keyframe_requests.pending()))
+            .map(|(slot, _)| slot)
+            .collect();
         for slot in held_back {
-            if let Some(s) = self.sessions.get_mut(slot) {
-                let span = s.span.clone();
-                let _entered = span.enter();
-                let sent = s.send_held_back_keyframe_requests(now);
-                if sent > 0 {
-                    self.counters.keyframe_requests_sent += sent;
-                    self.after_mutation(slot);
-                }
+            let Some(s) = self.sessions.get_mut(slot) else {
+                continue;
+            };
+            let span = s.span.clone();
+            let _entered = span.enter();
+            let sent = s.send_held_back_keyframe_requests(now);
+            let due = s.keyframe_request_due();
+            if sent > 0 {
+                self.counters.keyframe_requests_sent += sent;
+                self.after_mutation(slot);
             }
+            self.note_keyframe_due(due);
+        }
+    }
+
+    /// A publisher's throttle holds a keyframe request back until `due`.
+    fn note_keyframe_due(&mut self, due: Option<Instant>) {
+        if let Some(due) = due {
+            self.keyframe_due = Some(self.keyframe_due.map_or(due, |t| t.min(due)));
         }
     }
 

@@ -207,6 +207,9 @@ impl ShardCore {
                         if s.request_keyframe(mid, now) {
                             self.counters.keyframe_requests_sent += 1;
                             self.after_mutation(slot);
+                        } else {
+                            let due = s.keyframe_request_due();
+                            self.note_keyframe_due(due);
                         }
                     }
                 }
