@@ -126,13 +126,16 @@ impl ShardCore {
             }
         };
         let pass = Alphanumeric.sample_string(&mut rand::rng(), 24);
-        let cfg = Rtc::builder()
+        let mut cfg = Rtc::builder()
             .set_rtp_mode(true)
             .set_ice_lite(true)
             .set_local_ice_credentials(IceCreds {
                 ufrag: ufrag.clone(),
                 pass,
             });
+        if let Some(cert) = &self.dtls_cert {
+            cfg = cfg.set_dtls_cert(cert.clone());
+        }
         let mut rtc = spec.media.apply(cfg).build(now);
         let mut candidates = Vec::new();
         if let Ok(c) = Candidate::host(self.local_addr, "udp") {

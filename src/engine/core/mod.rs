@@ -28,6 +28,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use str0m::config::DtlsCert;
 use str0m::media::Mid;
 use str0m::net::{Protocol, Receive};
 use str0m::Input;
@@ -76,6 +77,11 @@ pub(crate) struct ShardCore {
     counters: ShardStats,
     /// Server-reflexive discovery, one probe per STUN server.
     srflx: Vec<srflx::Probe>,
+    /// The DTLS certificate of every session on this shard, made once when the shard
+    /// starts (as mediasoup does per worker): a session's setup then costs no key
+    /// generation, and the crypto library's one-time start-up is not paid by the first
+    /// caller. `None` if it could not be made (each session then makes its own).
+    dtls_cert: Option<DtlsCert>,
     epoch: Instant,
     last_housekeeping: Instant,
     running: bool,
@@ -115,6 +121,9 @@ impl ShardCore {
                 ..Default::default()
             },
             srflx: Vec::new(),
+            dtls_cert: str0m::crypto::from_feature_flags()
+                .dtls_provider
+                .generate_certificate(),
             epoch: now,
             last_housekeeping: now,
             running: true,
