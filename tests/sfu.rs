@@ -483,6 +483,77 @@ async fn a_receive_backlog_is_drained_without_new_arrivals() {
     );
 }
 
+/// Overload: a shard that falls far behind (here: paused for 600 ms while a call goes on,
+/// so its socket holds 600 ms of packets, more than `SHED_ALWAYS_AFTER`) sheds the video it
+/// is late with instead of delivering it all late, keeps every audio packet, counts what it
+/// shed, and the subscriber's video resumes at a keyframe. (A growing backlog, the other
+/// trigger, needs more load than a test should make; `loadgen` measures it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_sheds_late_video_keeps_audio_and_resumes_at_a_keyframe() {
+    let (worker, router) = setup(1).await;
+    let publisher = connect_publisher(&router, Some("a"), Some("v"), PeerConfig::default()).await;
+    let mut sub = connect_subscriber(&router, PeerConfig::default()).await;
+    sub.subscribe("a").await;
+    sub.subscribe("v").await;
+    publisher
+        .peer
+        .start_sending(100, 50, Duration::from_millis(500));
+    assert!(
+        wait_until(Duration::from_secs(10), || sub.peer.received("v").packets
+            >= 50
+            && sub.peer.received("a").packets >= 25)
+        .await,
+        "the call runs: {:?}",
+        sub.peer.received("v")
+    );
+    worker
+        .lock()
+        .await
+        .pause_shards_for_tests(Duration::from_millis(600));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = worker.lock().await.stats().await.shards[0].clone();
+        if s.shed_video > 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "late video was shed: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let keyframes_after_shedding = sub.peer.received("v").keyframes;
+    let video_after_shedding = sub.peer.received("v").distinct_counters;
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let v = sub.peer.received("v");
+            v.keyframes > keyframes_after_shedding
+                && v.distinct_counters > video_after_shedding + 50
+        })
+        .await,
+        "video resumes at a keyframe: {:?}",
+        sub.peer.received("v")
+    );
+    publisher.peer.stop_sending();
+    let sent = publisher.peer.stats();
+    assert!(
+        wait_until(Duration::from_secs(10), || sub
+            .peer
+            .received("a")
+            .distinct_counters
+            == sent.sent_audio)
+        .await,
+        "every audio packet arrives: {}/{}",
+        sub.peer.received("a").distinct_counters,
+        sent.sent_audio
+    );
+    let v = sub.peer.received("v");
+    assert!(v.distinct_counters < sent.sent_video, "{v:?}");
+    assert_eq!(v.corrupt + sub.peer.received("a").corrupt, 0);
+    let stats = worker.lock().await.stats().await;
+    assert_eq!(stats.shards[0].session_panics, 0);
+}
+
 /// Bytes waiting in the receive queue of the 127.0.0.1 UDP socket bound to `port`.
 fn udp_rx_queue(port: u16) -> Option<u64> {
     let table = std::fs::read_to_string("/proc/net/udp").ok()?;
@@ -623,6 +694,15 @@ async fn hostile_sdp_is_rejected() {
 /// A panic inside one session closes that session only; the shard keeps serving the others.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_panic_is_contained() {
+    // The injected panic is expected: print nothing for it. With RUST_BACKTRACE set, the
+    // default hook's backtrace stalls the shard for ≈ 300 ms in a debug build, long enough
+    // for overload shedding to drop the other call's late video by design.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if info.payload().downcast_ref::<&str>() != Some(&"injected by a test") {
+            default_hook(info);
+        }
+    }));
     let (worker, router) = setup(1).await;
     let victim = connect_publisher(&router, None, Some("victim"), PeerConfig::default()).await;
     let survivor = connect_publisher(&router, Some("a"), Some("v"), PeerConfig::default()).await;

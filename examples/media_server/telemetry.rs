@@ -140,7 +140,7 @@ fn describe() {
 }
 
 /// Counters of `ShardStats` that count drops, as the `reason` label of `rheomesh_dropped_total`.
-fn drops(s: &ShardStats) -> [(&'static str, u64); 9] {
+fn drops(s: &ShardStats) -> [(&'static str, u64); 10] {
     [
         ("malformed", s.dropped_malformed),
         ("unknown_source", s.dropped_unknown_source),
@@ -151,6 +151,7 @@ fn drops(s: &ShardStats) -> [(&'static str, u64); 9] {
         ("stale", s.dropped_stale),
         ("no_codec", s.dropped_no_codec),
         ("ring_full", s.ring_full_drops),
+        ("overload", s.shed_video),
     ]
 }
 

@@ -10,8 +10,8 @@ use str0m::rtp::Ssrc;
 use super::ring::MediaPacket;
 use super::{DownTrackId, ShardId, TrackKey};
 use crate::forward::{
-    KeyframeThrottle, Rewriter, RewriterConfig, RtxBudget, RtxStore, GATED_RETRY_INTERVAL,
-    RTX_STORE_CAPACITY, RTX_STORE_WINDOW,
+    KeyframeGuard, KeyframeThrottle, Rewriter, RewriterConfig, RtxBudget, RtxStore,
+    GATED_RETRY_INTERVAL, RTX_STORE_CAPACITY, RTX_STORE_WINDOW,
 };
 
 /// Payload-type translation table: publisher PT → subscriber PT (`NO_PT` if none).
@@ -89,6 +89,10 @@ pub(crate) struct Route {
     /// Recent packets, for the NACKs of this shard's video subscribers (`None` while there
     /// are none).
     pub(crate) store: Option<RtxStore<MediaPacket>>,
+    /// A video track (its fan-out here may be shed under overload).
+    pub(crate) video: bool,
+    /// Whether its packets belong to a keyframe (never shed).
+    pub(crate) keyframe: KeyframeGuard,
 }
 
 impl Route {
@@ -110,8 +114,11 @@ impl Routes {
         if !r.local.contains(&down_slot) {
             r.local.push(down_slot);
         }
-        if kind == MediaKind::Video && r.store.is_none() {
-            r.store = Some(RtxStore::new(RTX_STORE_CAPACITY, RTX_STORE_WINDOW));
+        if kind == MediaKind::Video {
+            r.video = true;
+            if r.store.is_none() {
+                r.store = Some(RtxStore::new(RTX_STORE_CAPACITY, RTX_STORE_WINDOW));
+            }
         }
     }
 

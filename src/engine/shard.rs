@@ -11,6 +11,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::command::Command;
 use super::core::ShardCore;
+use super::udp;
 
 pub(crate) const WAKER: Token = Token(0);
 const SOCKET: Token = Token(1);
@@ -71,6 +72,9 @@ impl Shard {
             let now = Instant::now();
             if self.socket_backlog || events.iter().any(|ev| ev.token() == SOCKET) {
                 self.receive(&mut buf, now);
+            } else {
+                // Edge-triggered: no event and no backlog means the socket is empty.
+                self.core.backlog_drained();
             }
             self.handle_commands(now);
             self.core.tick(now);
@@ -82,10 +86,23 @@ impl Shard {
 
     fn receive(&mut self, buf: &mut [u8], now: Instant) {
         self.socket_backlog = false;
-        for _ in 0..RECV_BUDGET {
-            match self.socket.recv_from(buf) {
-                Ok((n, source)) => self.core.handle_datagram(&buf[..n], source, now),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+        for i in 0..RECV_BUDGET {
+            match udp::recv(&self.socket, buf) {
+                Ok((n, source, waited)) => {
+                    if i == 0 {
+                        // The oldest datagram of the pass: how far behind the shard is.
+                        if let Some(w) = waited {
+                            self.core.note_backlog(w);
+                        }
+                    }
+                    self.core.handle_datagram(&buf[..n], source, now)
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if i == 0 {
+                        self.core.backlog_drained();
+                    }
+                    return;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     // ICMP errors (e.g. port unreachable) surface here; keep serving.

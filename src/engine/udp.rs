@@ -1,5 +1,9 @@
-//! The shard's UDP socket: creation with `socket2`, and sending the datagrams a batch
-//! produced.
+//! The shard's UDP socket: creation with `socket2`, receiving with the time a datagram
+//! waited in the socket buffer, and sending the datagrams a batch produced.
+//!
+//! On Linux (without `portable`) the socket has kernel receive timestamps
+//! (`SO_TIMESTAMPNS`) and [`recv`] reads them with `recvmsg(2)`: the shard's measure of how
+//! far behind it is, which decides overload shedding. Elsewhere [`recv`] reports no wait.
 //!
 //! Two send paths, chosen at compile time: on Linux, batches of up to 64 datagrams per
 //! `sendmmsg(2)` call (the tuned path); elsewhere, or with the `portable` feature, one
@@ -8,6 +12,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
@@ -22,8 +27,116 @@ pub(crate) fn bind(addr: SocketAddr) -> io::Result<mio::net::UdpSocket> {
     let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
     let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
     socket.bind(&SockAddr::from(addr))?;
+    #[cfg(all(target_os = "linux", not(feature = "portable")))]
+    stamped::enable(&socket)?;
     let std: std::net::UdpSocket = socket.into();
     Ok(mio::net::UdpSocket::from_std(std))
+}
+
+/// Receive one datagram into `buf`: its length, source, and how long it waited in the
+/// socket buffer (`None` where kernel timestamps are not available).
+pub(crate) fn recv(
+    socket: &mio::net::UdpSocket,
+    buf: &mut [u8],
+) -> io::Result<(usize, SocketAddr, Option<Duration>)> {
+    #[cfg(all(target_os = "linux", not(feature = "portable")))]
+    return stamped::recv(socket, buf);
+    #[cfg(not(all(target_os = "linux", not(feature = "portable"))))]
+    return socket.recv_from(buf).map(|(n, from)| (n, from, None));
+}
+
+/// Kernel receive timestamps (Linux): `SO_TIMESTAMPNS` and `recvmsg(2)`.
+#[cfg(all(target_os = "linux", not(feature = "portable")))]
+mod stamped {
+    use std::io;
+    use std::net::SocketAddr;
+    use std::os::fd::AsRawFd;
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use socket2::{SockAddr, Socket};
+
+    pub(super) fn enable(socket: &Socket) -> io::Result<()> {
+        let on: libc::c_int = 1;
+        // SAFETY: a valid socket, option and option length.
+        let rc = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_TIMESTAMPNS,
+                &on as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    pub(super) fn recv(
+        socket: &mio::net::UdpSocket,
+        buf: &mut [u8],
+    ) -> io::Result<(usize, SocketAddr, Option<Duration>)> {
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr() as *mut libc::c_void,
+            iov_len: buf.len(),
+        };
+        // Room for one SCM_TIMESTAMPNS message, aligned for cmsghdr.
+        let mut control = [0u64; 8];
+        // SAFETY: msghdr is plain old data; all-zero is a valid value.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+        msg.msg_controllen = std::mem::size_of_val(&control);
+        // SAFETY: try_init hands over zeroed address storage and its length; msg points
+        // to it, to iov (into buf) and to control, all alive for the call, and the kernel
+        // writes back the address length it used.
+        let (n, addr) = unsafe {
+            SockAddr::try_init(|storage, len| {
+                msg.msg_name = storage as *mut libc::c_void;
+                msg.msg_namelen = *len;
+                let n = libc::recvmsg(socket.as_raw_fd(), &mut msg, 0);
+                if n < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                *len = msg.msg_namelen;
+                Ok(n as usize)
+            })
+        }?;
+        let Some(source) = addr.as_socket() else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "datagram from a non-IP address",
+            ));
+        };
+        Ok((n, source, waited(&msg)))
+    }
+
+    /// How long ago the kernel received the datagram of `msg` (its SCM_TIMESTAMPNS).
+    fn waited(msg: &libc::msghdr) -> Option<Duration> {
+        // SAFETY: msg's control buffer was filled by recvmsg; the CMSG_* macros walk it
+        // within msg_controllen, and the timespec is read unaligned.
+        let stamp = unsafe {
+            let mut cmsg = libc::CMSG_FIRSTHDR(msg);
+            let mut found = None;
+            while !cmsg.is_null() {
+                if (*cmsg).cmsg_level == libc::SOL_SOCKET
+                    && (*cmsg).cmsg_type == libc::SCM_TIMESTAMPNS
+                {
+                    let ts =
+                        std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const libc::timespec);
+                    found = Some(Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32));
+                    break;
+                }
+                cmsg = libc::CMSG_NXTHDR(msg, cmsg);
+            }
+            found
+        }?;
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?;
+        Some(now.saturating_sub(stamp))
+    }
 }
 
 /// Outgoing datagrams collected during one loop iteration, sent in batches.

@@ -42,6 +42,7 @@ use super::slab::Slab;
 use super::timer::Timers;
 use super::udp::SendQueue;
 use super::{DownTrackId, SessionId, ShardId, TrackKey};
+use crate::forward::Backlog;
 use crate::stats::ShardStats;
 use crate::wire::{self, DatagramKind};
 
@@ -73,6 +74,8 @@ pub(crate) struct ShardCore {
     want_keyframe: Vec<TrackKey>,
     /// When the earliest keyframe request a publisher's throttle held back is due.
     keyframe_due: Option<Instant>,
+    /// The socket backlog as the driver measured it: overload shedding's signal.
+    backlog: Backlog,
     /// Gauges are filled in by `snapshot`; the counters are bumped in place.
     counters: ShardStats,
     /// Server-reflexive discovery, one probe per STUN server.
@@ -115,6 +118,7 @@ impl ShardCore {
             doomed: Vec::new(),
             want_keyframe: Vec::new(),
             keyframe_due: None,
+            backlog: Backlog::default(),
             counters: ShardStats {
                 shard: id,
                 local_addr: Some(local_addr),
@@ -154,6 +158,17 @@ impl ShardCore {
             .min(keyframes)
     }
 
+    /// How long the first datagram of a receive pass waited in the socket buffer (kernel
+    /// receive timestamp to now); see [`crate::forward::overload`].
+    pub(crate) fn note_backlog(&mut self, waited: Duration) {
+        self.backlog.observe(waited);
+    }
+
+    /// The socket was found empty.
+    pub(crate) fn backlog_drained(&mut self) {
+        self.backlog.drained();
+    }
+
     /// Datagrams waiting to be sent.
     pub(crate) fn outgoing(&mut self) -> &mut SendQueue {
         &mut self.out.send
@@ -172,7 +187,7 @@ impl ShardCore {
     /// End of a batch: ring input, due timers, housekeeping, flushes and teardowns.
     /// Afterwards [`ShardCore::outgoing`] holds everything to send.
     pub(crate) fn tick(&mut self, now: Instant) {
-        self.drain_rings();
+        self.drain_rings(now);
         self.run_timers(now);
         if now.saturating_duration_since(self.last_housekeeping) >= HOUSEKEEPING {
             self.last_housekeeping = now;

@@ -20,7 +20,7 @@
 //! ([`ShardCore::send_keyframe_requests`]): to the publisher's session here, or through the
 //! ring to the publisher's shard.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use str0m::media::MediaKind;
 use str0m::rtp::RtpWrite;
@@ -31,7 +31,7 @@ use crate::engine::route::{DownTrack, Route, NO_PT};
 use crate::engine::session::Session;
 use crate::engine::slab::Slab;
 use crate::engine::TrackKey;
-use crate::forward::{Decision, InPacket};
+use crate::forward::{overload, Decision, InPacket};
 use crate::stats::ShardStats;
 
 /// What writing a packet to down-tracks touches: the shard's down-tracks and sessions, the
@@ -78,19 +78,40 @@ impl ShardCore {
                 Err(_) => self.counters.ring_full_drops += 1,
             }
         }
-        delivery!(self).forward(&route.local, &pkt);
+        let overloaded = self.backlog.overloaded();
+        if !shed_fanout(
+            route,
+            &mut self.downs,
+            &mut self.counters,
+            &pkt,
+            overloaded,
+            Duration::ZERO,
+        ) {
+            delivery!(self).forward(&route.local, &pkt);
+        }
         keep(route, pkt);
     }
 
     /// Everything other shards sent us: media for our down-tracks, keyframe requests for
     /// our publishers.
-    pub(super) fn drain_rings(&mut self) {
+    pub(super) fn drain_rings(&mut self, now: Instant) {
         for from in 0..self.consumers.len() {
             while let Some(msg) = self.consumers[from].as_mut().and_then(|c| c.pop().ok()) {
                 match msg {
                     ShardMsg::Media(pkt) => {
                         if let Some(route) = self.routes.map.get_mut(&pkt.track) {
-                            delivery!(self).forward(&route.local, &pkt);
+                            let waited = now.saturating_duration_since(pkt.arrival);
+                            let overloaded = self.backlog.overloaded();
+                            if !shed_fanout(
+                                route,
+                                &mut self.downs,
+                                &mut self.counters,
+                                &pkt,
+                                overloaded,
+                                waited,
+                            ) {
+                                delivery!(self).forward(&route.local, &pkt);
+                            }
                             keep(route, pkt);
                         }
                     }
@@ -223,6 +244,33 @@ impl ShardCore {
         }
         self.want_keyframe = reqs;
     }
+}
+
+/// Whether a packet's fan-out on this shard is shed because the shard is `overloaded` or
+/// the packet `waited` too long in a ring ([`crate::forward::overload`]); if so, the
+/// route's down-tracks wait for the next keyframe and the drop is counted per subscriber.
+fn shed_fanout(
+    route: &mut Route,
+    downs: &mut Slab<DownTrack>,
+    counters: &mut ShardStats,
+    pkt: &MediaPacket,
+    overloaded: bool,
+    waited: Duration,
+) -> bool {
+    if !route.video {
+        return false;
+    }
+    let protected = route.keyframe.protects(pkt.keyframe, pkt.marker);
+    if !overload::shed(overloaded, waited, protected) {
+        return false;
+    }
+    for &d in &route.local {
+        if let Some(dt) = downs.get_mut(d) {
+            dt.rewriter.request_keyframe_gate();
+        }
+    }
+    counters.shed_video += route.local.len() as u64;
+    true
 }
 
 /// Keep a forwarded packet in its route's store, if the route has one (video with
