@@ -72,10 +72,10 @@ pub struct ShardStats {
     pub dropped_no_codec: u64,
     /// Packets dropped because a shard-to-shard ring was full.
     pub ring_full_drops: u64,
-    /// Video packets not forwarded (counted per subscriber) because the shard had fallen
-    /// behind by more than [`SHED_AFTER`](crate::forward::SHED_AFTER): the subscribers
-    /// resume at the next keyframe. Audio and keyframes are never shed.
-    pub shed_video: u64,
+    /// Times a subscriber's video was paused until the next keyframe because the shard was
+    /// overloaded ([`crate::forward::overload`]); the packets it then missed count in
+    /// `dropped_waiting_keyframe`. Audio and keyframes are never shed.
+    pub overload_pauses: u64,
     /// Keyframe requests sent to publishers.
     pub keyframe_requests_sent: u64,
     /// Retransmissions sent to subscribers: packets they NACKed, resent from the shared

@@ -513,7 +513,7 @@ async fn overload_sheds_late_video_keeps_audio_and_resumes_at_a_keyframe() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let s = worker.lock().await.stats().await.shards[0].clone();
-        if s.shed_video > 0 {
+        if s.overload_pauses > 0 {
             break;
         }
         assert!(

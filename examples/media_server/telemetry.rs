@@ -151,7 +151,7 @@ fn drops(s: &ShardStats) -> [(&'static str, u64); 10] {
         ("stale", s.dropped_stale),
         ("no_codec", s.dropped_no_codec),
         ("ring_full", s.ring_full_drops),
-        ("overload", s.shed_video),
+        ("overload_pause", s.overload_pauses),
     ]
 }
 

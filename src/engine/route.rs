@@ -93,6 +93,8 @@ pub(crate) struct Route {
     pub(crate) video: bool,
     /// Whether its packets belong to a keyframe (never shed).
     pub(crate) keyframe: KeyframeGuard,
+    /// Where in `local` overload shedding pauses the next down-track (they take turns).
+    pub(crate) shed_cursor: usize,
 }
 
 impl Route {

@@ -4,22 +4,24 @@
 //! timestamps; [`Backlog`] watches the first datagram of each receive pass). When that wait
 //! is above [`SHED_AFTER`] and still growing from one pass to the next, the shard is
 //! overloaded: instead of queueing more (and delivering everything later and later), it
-//! stops fanning out video that is not part of a keyframe, which is nearly all of its work
-//! (one decryption in, an encryption and a send per subscriber out). A transient stall
-//! (the backlog shrinks again) sheds nothing; a backlog beyond [`SHED_ALWAYS_AFTER`] (or a
-//! packet that waited that long in a ring) is shed in any case. Audio, keyframes,
-//! retransmissions, RTCP, ICE and DTLS keep flowing.
+//! sheds video fan-out, which is nearly all of its work (one decryption in, an encryption
+//! and a send per subscriber out): each video packet that is not part of a keyframe and
+//! arrives while overloaded pauses one more subscriber's video of that track, in turn, so
+//! the load drops by as many subscribers as the overload needs. A transient stall (the
+//! backlog shrinks again) sheds nothing; a backlog beyond [`SHED_ALWAYS_AFTER`] (or a packet
+//! that waited that long in a ring) sheds in any case. Audio, keyframes, retransmissions,
+//! RTCP, ICE and DTLS keep flowing.
 //!
-//! A subscriber whose video was shed waits for the next keyframe (its down-track is gated,
-//! so it sees no gap to NACK and no broken frame), which it asks for as usual; once the
-//! shard has caught up, video resumes from there. [`KeyframeGuard`] keeps a keyframe whole:
+//! A paused subscriber waits for the next keyframe (its down-track is gated, so it sees no
+//! gap to NACK and no broken frame), which it asks for as usual; once the shard has caught
+//! up, its video resumes from there. [`KeyframeGuard`] keeps a keyframe whole:
 //! once its first packet is forwarded, the rest of that frame (up to the marker bit) is
 //! too. Pure: no clock, no allocation, no panics.
 
 use std::time::Duration;
 
 /// Socket-buffer wait above which a growing backlog means overload.
-pub const SHED_AFTER: Duration = Duration::from_millis(20);
+pub const SHED_AFTER: Duration = Duration::from_millis(10);
 
 /// Wait (socket buffer or ring) beyond which late video is shed even if the backlog is
 /// shrinking: delivered this late it would only freeze the picture anyway.

@@ -79,16 +79,15 @@ impl ShardCore {
             }
         }
         let overloaded = self.backlog.overloaded();
-        if !shed_fanout(
+        shed_fanout(
             route,
             &mut self.downs,
             &mut self.counters,
             &pkt,
             overloaded,
             Duration::ZERO,
-        ) {
-            delivery!(self).forward(&route.local, &pkt);
-        }
+        );
+        delivery!(self).forward(&route.local, &pkt);
         keep(route, pkt);
     }
 
@@ -102,16 +101,15 @@ impl ShardCore {
                         if let Some(route) = self.routes.map.get_mut(&pkt.track) {
                             let waited = now.saturating_duration_since(pkt.arrival);
                             let overloaded = self.backlog.overloaded();
-                            if !shed_fanout(
+                            shed_fanout(
                                 route,
                                 &mut self.downs,
                                 &mut self.counters,
                                 &pkt,
                                 overloaded,
                                 waited,
-                            ) {
-                                delivery!(self).forward(&route.local, &pkt);
-                            }
+                            );
+                            delivery!(self).forward(&route.local, &pkt);
                             keep(route, pkt);
                         }
                     }
@@ -246,9 +244,10 @@ impl ShardCore {
     }
 }
 
-/// Whether a packet's fan-out on this shard is shed because the shard is `overloaded` or
-/// the packet `waited` too long in a ring ([`crate::forward::overload`]); if so, the
-/// route's down-tracks wait for the next keyframe and the drop is counted per subscriber.
+/// Shed load before a packet's fan-out if the shard is `overloaded` or the packet `waited`
+/// too long in a ring ([`crate::forward::overload`]): pause one more of the route's video
+/// down-tracks until the next keyframe (taking turns), so the work shrinks by as many
+/// subscribers as the overload needs, not by all of them.
 fn shed_fanout(
     route: &mut Route,
     downs: &mut Slab<DownTrack>,
@@ -256,21 +255,27 @@ fn shed_fanout(
     pkt: &MediaPacket,
     overloaded: bool,
     waited: Duration,
-) -> bool {
+) {
     if !route.video {
-        return false;
+        return;
     }
     let protected = route.keyframe.protects(pkt.keyframe, pkt.marker);
     if !overload::shed(overloaded, waited, protected) {
-        return false;
+        return;
     }
-    for &d in &route.local {
-        if let Some(dt) = downs.get_mut(d) {
-            dt.rewriter.request_keyframe_gate();
+    let n = route.local.len();
+    for i in 0..n {
+        let slot = route.local[(route.shed_cursor + i) % n];
+        let Some(d) = downs.get_mut(slot) else {
+            continue;
+        };
+        if d.active() && !d.rewriter.waiting_for_keyframe() {
+            d.rewriter.request_keyframe_gate();
+            counters.overload_pauses += 1;
+            route.shed_cursor = (route.shed_cursor + i + 1) % n;
+            return;
         }
     }
-    counters.shed_video += route.local.len() as u64;
-    true
 }
 
 /// Keep a forwarded packet in its route's store, if the route has one (video with
