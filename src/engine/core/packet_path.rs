@@ -46,6 +46,8 @@ pub(super) struct Delivery<'a> {
     pub(super) counters: &'a mut ShardStats,
     /// The shard's time origin, for the rewriter's arrival times.
     pub(super) epoch: Instant,
+    /// The shard is shedding load ([`crate::forward::overload`]).
+    pub(super) overloaded: bool,
 }
 
 /// The [`Delivery`] of a `ShardCore`: a macro, not a method, so that it borrows only the
@@ -59,6 +61,7 @@ macro_rules! delivery {
             want_keyframe: &mut $core.want_keyframe,
             counters: &mut $core.counters,
             epoch: $core.epoch,
+            overloaded: $core.backlog.overloaded(),
         }
     };
 }
@@ -363,7 +366,10 @@ impl Delivery<'_> {
             }
             Decision::DropWaitingKeyframe => {
                 c.dropped_waiting_keyframe += 1;
-                if d.keyframe_retry.try_request(pkt.arrival) {
+                // While overloaded, paused subscribers resume at keyframes that come anyway
+                // but do not ask for one: a keyframe is a burst of work for every waiting
+                // subscriber of the track at once.
+                if !self.overloaded && d.keyframe_retry.try_request(pkt.arrival) {
                     self.want_keyframe.push(d.track);
                 }
             }
