@@ -45,6 +45,11 @@ impl RtxBudget {
         self.credit = (self.credit + RTX_RATIO_PERCENT).min(RTX_BURST * 100);
     }
 
+    /// Whether a retransmission is left.
+    pub fn has_credit(&self) -> bool {
+        self.credit >= 100
+    }
+
     /// Take one retransmission from the budget; false if there is none left.
     pub fn try_spend(&mut self) -> bool {
         if self.credit < 100 {
@@ -54,6 +59,9 @@ impl RtxBudget {
         true
     }
 }
+
+/// How many entries around its expected position [`RtxStore::get`] looks at.
+pub const LOOKUP_SPAN: usize = 64;
 
 /// Recent packets of one published stream, by `(source, sequence number)`.
 #[derive(Debug)]
@@ -118,23 +126,27 @@ impl<T> RtxStore<T> {
     }
 
     /// Packet `seq` of `source` if it is kept and not older than the window at `now`.
+    ///
+    /// Costs at most [`LOOKUP_SPAN`] comparisons however the store is filled, so a NACK
+    /// flood cannot make lookups expensive: packets are kept in arrival order, which is
+    /// sequence order but for reordering and source switches, so `seq` is at (or near) the
+    /// position it would have if they all arrived in order; a packet further from it is
+    /// not found.
     pub fn get(&self, source: u64, seq: u64, now: Instant) -> Option<&T> {
         let newest = self.entries.back()?;
-        // Packets arrive mostly in order: try where `seq` would be if they all did, then
-        // look through the rest (a retransmission is rare; the store is small).
-        let guess = newest
-            .seq
-            .checked_sub(seq)
-            .and_then(|back| (self.entries.len() - 1).checked_sub(back as usize));
-        let found = guess
-            .and_then(|i| self.entries.get(i))
-            .filter(|e| e.source == source && e.seq == seq)
-            .or_else(|| {
-                self.entries
-                    .iter()
-                    .rev()
-                    .find(|e| e.source == source && e.seq == seq)
-            })?;
+        let last = self.entries.len() - 1;
+        let guess = match newest.seq.checked_sub(seq) {
+            Some(back) => last.checked_sub(usize::try_from(back).ok()?)?,
+            // Newer than the newest arrival: only a reordered packet can be it.
+            None if seq - newest.seq <= LOOKUP_SPAN as u64 => last,
+            None => return None,
+        };
+        let lo = guess.saturating_sub(LOOKUP_SPAN / 2);
+        let hi = (guess + LOOKUP_SPAN / 2).min(last);
+        let found = std::iter::once(guess)
+            .chain((lo..=hi).rev())
+            .filter_map(|i| self.entries.get(i))
+            .find(|e| e.source == source && e.seq == seq)?;
         (now.saturating_duration_since(found.at) <= self.window).then_some(&found.value)
     }
 
@@ -211,16 +223,44 @@ mod tests {
     }
 
     #[test]
+    fn lookups_stay_near_the_expected_position() {
+        let t0 = Instant::now();
+        let mut s = RtxStore::new(1024, Duration::from_secs(10));
+        // An old source's packets, then a switch to one numbered far below.
+        for i in 0..500u64 {
+            s.insert(1, 10_000 + i, t0, i);
+        }
+        for i in 0..500u64 {
+            s.insert(2, 100 + i, t0, 1000 + i);
+        }
+        assert_eq!(s.get(2, 100, t0), Some(&1000));
+        assert_eq!(s.get(2, 599, t0), Some(&1499));
+        // Source 1's packets sit 500 places from where their numbers point: not found,
+        // and the lookup gave up after a bounded look.
+        assert_eq!(s.get(1, 10_499, t0), None);
+        assert_eq!(s.get(2, 5_000_000, t0), None, "far in the future");
+        assert_eq!(s.get(2, 0, t0), None, "before the store");
+    }
+
+    #[test]
     fn finds_reordered_and_switched_sources() {
         let t0 = Instant::now();
         let mut s = RtxStore::new(16, Duration::from_secs(1));
-        for (src, seq) in [(1, 10), (1, 12), (1, 11), (2, 500), (2, 501)] {
+        for (src, seq) in [(1, 10), (1, 12), (1, 11)] {
             s.insert(src, seq, t0, (src, seq));
         }
-        for (src, seq) in [(1, 10), (1, 11), (1, 12), (2, 500), (2, 501)] {
-            assert_eq!(s.get(src, seq, t0), Some(&(src, seq)));
+        for (src, seq) in [(1, 10), (1, 11), (1, 12)] {
+            assert_eq!(s.get(src, seq, t0), Some(&(src, seq)), "reordered");
         }
         assert_eq!(s.get(1, 13, t0), None);
+        // After a switch the new source is found; the old one's numbers no longer point
+        // at their packets (its NACKs are not answered anyway: the rewriter maps only the
+        // current run).
+        for (src, seq) in [(2, 500), (2, 501)] {
+            s.insert(src, seq, t0, (src, seq));
+        }
+        assert_eq!(s.get(2, 500, t0), Some(&(2, 500)));
+        assert_eq!(s.get(2, 501, t0), Some(&(2, 501)));
         assert_eq!(s.get(2, 502, t0), None, "newer than anything stored");
         s.clear();
         assert!(s.is_empty());

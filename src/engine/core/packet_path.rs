@@ -177,6 +177,10 @@ impl ShardCore {
                     return;
                 };
                 for &seq in &req.seq_nos {
+                    if !d.rtx_budget.has_credit() {
+                        // Out of budget: the rest go unanswered without a lookup.
+                        break;
+                    }
                     let Some(origin) = d.rewriter.origin_of(*seq) else {
                         continue;
                     };
