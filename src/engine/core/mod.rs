@@ -470,7 +470,8 @@ impl ShardCore {
         let _ = s.drain(&mut out);
         out.media.clear();
         out.keyframe_requests.clear();
-        out.nacks.clear();
+        // Other sessions' NACKs wait for the batch's end: drop only this one's.
+        out.nacks.retain(|(from, _)| *from != slot);
         out.new_addrs.clear();
         self.out = out;
         let _ = s.events.send(SessionEvent::Closed(reason));

@@ -329,7 +329,8 @@ pub struct NackRequest {
     /// The send stream's (main) SSRC.
     pub ssrc: Ssrc,
     /// The sequence numbers asked for, extended as written with
-    /// [`RtpWrite`][crate::rtp::RtpWrite] (each at most once, oldest request first).
+    /// [`RtpWrite`][crate::rtp::RtpWrite] (in the order they were asked for; a number NACKed
+    /// again before the event was taken may repeat).
     pub seq_nos: Vec<SeqNo>,
 }
 

@@ -1164,7 +1164,10 @@ impl StreamTx {
                 if self.nacked.len() >= MAX_PENDING_NACKS {
                     break;
                 }
-                if seq_no <= last && !self.nacked.contains(&seq_no) {
+                // A NACK lists ascending numbers: skipping repeats of the last one keeps
+                // this linear (a scan for duplicates would let a NACK flood cost
+                // quadratic time); repeats across NACKs are bounded by the cap.
+                if seq_no <= last && self.nacked.last() != Some(&seq_no) {
                     self.nacked.push(seq_no);
                 }
             }
