@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::peer::PeerConfig;
@@ -131,82 +132,19 @@ async fn late_joiner_triggers_keyframe_request() {
     );
 }
 
-async fn loss_run(pub_cfg: PeerConfig, sub_cfg: PeerConfig) {
-    let (_worker, router) = setup(1).await;
+/// A publisher sends 500 video packets at 100 pps to one subscriber per `sub_cfgs` (over
+/// `shards` shards) with loss injected as configured; every subscriber must end with 99.5 %
+/// of them, intact. Returns the worker for its counters.
+async fn loss_run(
+    shards: usize,
+    pub_cfg: PeerConfig,
+    sub_cfgs: &[PeerConfig],
+) -> Arc<tokio::sync::Mutex<rheomesh::worker::Worker>> {
+    let (worker, router) = setup(shards).await;
     let publisher = connect_publisher(&router, None, Some("v"), pub_cfg).await;
-    let mut sub = connect_subscriber(&router, sub_cfg).await;
-    sub.subscribe("v").await;
-    publisher.peer.start_sending(100, 0, Duration::from_secs(1));
-    assert!(
-        wait_until(Duration::from_secs(20), || publisher
-            .peer
-            .stats()
-            .sent_video
-            >= 500)
-        .await
-    );
-    publisher.peer.stop_sending();
-    let sent = publisher.peer.stats().sent_video;
-    let need = (sent as f64 * 0.995).ceil() as u64;
-    let ok = wait_until(Duration::from_secs(10), || {
-        sub.peer.received("v").distinct_counters >= need
-    })
-    .await;
-    let got = sub.peer.received("v");
-    let dropped = publisher.peer.stats().dropped_out + sub.peer.stats().dropped_in;
-    assert!(dropped > 0, "loss was injected");
-    assert!(
-        ok,
-        "delivered {}/{} after repair (need {need})",
-        got.distinct_counters, sent
-    );
-    assert_eq!(got.corrupt, 0);
-}
-
-/// 4a. 5% loss publisher → server is repaired by the server's NACKs and the publisher's RTX.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn loss_publisher_to_server_is_repaired() {
-    loss_run(
-        PeerConfig {
-            loss_out: 0.05,
-            seed: 7,
-            ..Default::default()
-        },
-        PeerConfig::default(),
-    )
-    .await;
-}
-
-/// 4b. 5% loss server → subscriber is repaired from the server's RTX cache.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn loss_server_to_subscriber_is_repaired() {
-    loss_run(
-        PeerConfig::default(),
-        PeerConfig {
-            loss_in: 0.05,
-            seed: 11,
-            ..Default::default()
-        },
-    )
-    .await;
-}
-
-/// 4c. Three subscribers over two shards, each losing different packets (and numbered
-/// differently by the server), are all repaired from one store per track per shard. A
-/// retransmission under the wrong sequence number would leave the lost packet's counter
-/// missing at that subscriber; a damaged payload counts as corrupt.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn loss_to_many_subscribers_is_repaired_from_the_shared_store() {
-    let (worker, router) = setup(2).await;
-    let publisher = connect_publisher(&router, None, Some("v"), PeerConfig::default()).await;
     let mut subs = Vec::new();
-    for seed in [11, 12, 13] {
-        let cfg = PeerConfig {
-            loss_in: 0.05,
-            seed,
-            ..Default::default()
-        };
-        let mut sub = connect_subscriber(&router, cfg).await;
+    for cfg in sub_cfgs {
+        let mut sub = connect_subscriber(&router, cfg.clone()).await;
         sub.subscribe("v").await;
         subs.push(sub);
     }
@@ -228,7 +166,8 @@ async fn loss_to_many_subscribers_is_repaired_from_the_shared_store() {
         })
         .await;
         let got = sub.peer.received("v");
-        assert!(sub.peer.stats().dropped_in > 0, "loss was injected");
+        let dropped = publisher.peer.stats().dropped_out + sub.peer.stats().dropped_in;
+        assert!(dropped > 0, "subscriber {i}: loss was injected");
         assert!(
             ok,
             "subscriber {i}: delivered {}/{sent} after repair (need {need})",
@@ -236,6 +175,43 @@ async fn loss_to_many_subscribers_is_repaired_from_the_shared_store() {
         );
         assert_eq!(got.corrupt, 0, "subscriber {i}");
     }
+    worker
+}
+
+/// 4a. 5% loss publisher → server is repaired by the server's NACKs and the publisher's RTX.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loss_publisher_to_server_is_repaired() {
+    let lossy = PeerConfig {
+        loss_out: 0.05,
+        seed: 7,
+        ..Default::default()
+    };
+    loss_run(1, lossy, &[PeerConfig::default()]).await;
+}
+
+/// 4b. 5% loss server → subscriber is repaired from the server's retransmission store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loss_server_to_subscriber_is_repaired() {
+    let lossy = PeerConfig {
+        loss_in: 0.05,
+        seed: 11,
+        ..Default::default()
+    };
+    loss_run(1, PeerConfig::default(), &[lossy]).await;
+}
+
+/// 4c. Three subscribers over two shards, each losing different packets (and numbered
+/// differently by the server), are all repaired from one store per track per shard. A
+/// retransmission under the wrong sequence number would leave the lost packet's counter
+/// missing at that subscriber; a damaged payload counts as corrupt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loss_to_many_subscribers_is_repaired_from_the_shared_store() {
+    let lossy = |seed| PeerConfig {
+        loss_in: 0.05,
+        seed,
+        ..Default::default()
+    };
+    let worker = loss_run(2, PeerConfig::default(), &[lossy(11), lossy(12), lossy(13)]).await;
     let stats = worker.lock().await.stats().await;
     let rtx: Vec<u64> = stats.shards.iter().map(|s| s.rtx_sent).collect();
     assert!(

@@ -81,17 +81,7 @@ impl ShardCore {
                 Err(_) => self.counters.ring_full_drops += 1,
             }
         }
-        let overloaded = self.backlog.overloaded();
-        shed_fanout(
-            route,
-            &mut self.downs,
-            &mut self.counters,
-            &pkt,
-            overloaded,
-            Duration::ZERO,
-        );
-        delivery!(self).forward(&route.local, &pkt);
-        keep(route, pkt);
+        delivery!(self).fan_out(route, pkt, Duration::ZERO);
     }
 
     /// Everything other shards sent us: media for our down-tracks, keyframe requests for
@@ -103,17 +93,7 @@ impl ShardCore {
                     ShardMsg::Media(pkt) => {
                         if let Some(route) = self.routes.map.get_mut(&pkt.track) {
                             let waited = now.saturating_duration_since(pkt.arrival);
-                            let overloaded = self.backlog.overloaded();
-                            shed_fanout(
-                                route,
-                                &mut self.downs,
-                                &mut self.counters,
-                                &pkt,
-                                overloaded,
-                                waited,
-                            );
-                            delivery!(self).forward(&route.local, &pkt);
-                            keep(route, pkt);
+                            delivery!(self).fan_out(route, pkt, waited);
                         }
                     }
                     ShardMsg::KeyframeRequest(track) => self.want_keyframe.push(track),
@@ -251,50 +231,44 @@ impl ShardCore {
     }
 }
 
-/// Shed load before a packet's fan-out if the shard is `overloaded` or the packet `waited`
-/// too long in a ring ([`crate::forward::overload`]): pause one more of the route's video
-/// down-tracks until the next keyframe (taking turns), so the work shrinks by as many
-/// subscribers as the overload needs, not by all of them.
-fn shed_fanout(
-    route: &mut Route,
-    downs: &mut Slab<DownTrack>,
-    counters: &mut ShardStats,
-    pkt: &MediaPacket,
-    overloaded: bool,
-    waited: Duration,
-) {
-    if !route.video {
-        return;
-    }
-    let protected = route.keyframe.protects(pkt.keyframe, pkt.marker);
-    if !overload::shed(overloaded, waited, protected) {
-        return;
-    }
-    let n = route.local.len();
-    for i in 0..n {
-        let slot = route.local[(route.shed_cursor + i) % n];
-        let Some(d) = downs.get_mut(slot) else {
-            continue;
-        };
-        if d.active() && !d.rewriter.waiting_for_keyframe() {
-            d.rewriter.request_keyframe_gate();
-            counters.overload_pauses += 1;
-            route.shed_cursor = (route.shed_cursor + i + 1) % n;
-            return;
+impl Delivery<'_> {
+    /// One packet of `route`'s track on this shard: shed load if the shard is overloaded
+    /// (or the packet `waited` too long in a ring), forward it to the route's down-tracks,
+    /// keep it in the route's store.
+    pub(super) fn fan_out(&mut self, route: &mut Route, pkt: MediaPacket, waited: Duration) {
+        self.shed(route, &pkt, waited);
+        self.forward(&route.local, &pkt);
+        if let Some(store) = &mut route.store {
+            store.insert(pkt.source, pkt.seq, pkt.arrival, pkt);
         }
     }
-}
 
-/// Keep a forwarded packet in its route's store, if the route has one (video with
-/// subscribers on this shard).
-#[inline]
-fn keep(route: &mut Route, pkt: MediaPacket) {
-    if let Some(store) = &mut route.store {
-        store.insert(pkt.source, pkt.seq, pkt.arrival, pkt);
+    /// Under overload ([`crate::forward::overload`]), pause one more of `route`'s video
+    /// down-tracks until the next keyframe (they take turns), so the work shrinks by as
+    /// many subscribers as the overload needs, not by all of them.
+    fn shed(&mut self, route: &mut Route, pkt: &MediaPacket, waited: Duration) {
+        if !route.video {
+            return;
+        }
+        let protected = route.keyframe.protects(pkt.keyframe, pkt.marker);
+        if !overload::shed(self.overloaded, waited, protected) {
+            return;
+        }
+        let n = route.local.len();
+        for i in 0..n {
+            let slot = route.local[(route.shed_cursor + i) % n];
+            let Some(d) = self.downs.get_mut(slot) else {
+                continue;
+            };
+            if d.active() && !d.rewriter.waiting_for_keyframe() {
+                d.rewriter.request_keyframe_gate();
+                self.counters.overload_pauses += 1;
+                route.shed_cursor = (route.shed_cursor + i + 1) % n;
+                return;
+            }
+        }
     }
-}
 
-impl Delivery<'_> {
     /// Forward one packet to this shard's down-tracks `dslots` of its track.
     #[inline]
     pub(super) fn forward(&mut self, dslots: &[usize], pkt: &MediaPacket) {
