@@ -83,7 +83,8 @@ pub struct ShardStats {
     pub rtx_sent: u64,
     /// Packets subscribers NACKed that were not resent: older than the store's window
     /// ([`RTX_STORE_WINDOW`](crate::forward::RTX_STORE_WINDOW)), from before a source
-    /// switch or keyframe restart on their down-track, or beyond a full resend queue.
+    /// switch or keyframe restart on their down-track, beyond their retransmission budget
+    /// ([`RtxBudget`](crate::forward::RtxBudget)), or beyond a full resend queue.
     pub nacks_unanswered: u64,
     /// Sessions that panicked inside str0m and were closed.
     pub session_panics: u64,

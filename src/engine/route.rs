@@ -89,8 +89,6 @@ pub(crate) struct Route {
     /// Recent packets, for the NACKs of this shard's video subscribers (`None` while there
     /// are none).
     pub(crate) store: Option<RtxStore<MediaPacket>>,
-    /// A video track (its fan-out here may be shed under overload).
-    pub(crate) video: bool,
     /// Whether its packets belong to a keyframe (never shed).
     pub(crate) keyframe: KeyframeGuard,
     /// Where in `local` overload shedding pauses the next down-track (they take turns).
@@ -100,6 +98,12 @@ pub(crate) struct Route {
 impl Route {
     pub(crate) fn is_empty(&self) -> bool {
         self.local.is_empty() && self.remote.is_empty()
+    }
+
+    /// A video track with down-tracks on this shard (the ones that have a store): its
+    /// fan-out here may be shed under overload.
+    pub(crate) fn video(&self) -> bool {
+        self.store.is_some()
     }
 }
 
@@ -116,11 +120,8 @@ impl Routes {
         if !r.local.contains(&down_slot) {
             r.local.push(down_slot);
         }
-        if kind == MediaKind::Video {
-            r.video = true;
-            if r.store.is_none() {
-                r.store = Some(RtxStore::new(RTX_STORE_CAPACITY, RTX_STORE_WINDOW));
-            }
+        if kind == MediaKind::Video && r.store.is_none() {
+            r.store = Some(RtxStore::new(RTX_STORE_CAPACITY, RTX_STORE_WINDOW));
         }
     }
 

@@ -88,11 +88,11 @@ impl Shard {
         self.socket_backlog = false;
         for i in 0..RECV_BUDGET {
             match udp::recv(&self.socket, buf) {
-                Ok((n, source, waited)) => {
+                Ok((n, source, stamp)) => {
                     if i == 0 {
                         // The oldest datagram of the pass: how far behind the shard is.
-                        if let Some(w) = waited {
-                            self.core.note_backlog(w);
+                        if let Some(stamp) = stamp {
+                            self.core.note_backlog(udp::waited_since(stamp));
                         }
                     }
                     self.core.handle_datagram(&buf[..n], source, now)

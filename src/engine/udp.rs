@@ -33,8 +33,9 @@ pub(crate) fn bind(addr: SocketAddr) -> io::Result<mio::net::UdpSocket> {
     Ok(mio::net::UdpSocket::from_std(std))
 }
 
-/// Receive one datagram into `buf`: its length, source, and how long it waited in the
-/// socket buffer (`None` where kernel timestamps are not available).
+/// Receive one datagram into `buf`: its length, source, and when the kernel received it, as
+/// time since the UNIX epoch (`None` where kernel timestamps are not available). Reading it
+/// costs no clock read: [`waited_since`] does that, for the datagrams that need it.
 pub(crate) fn recv(
     socket: &mio::net::UdpSocket,
     buf: &mut [u8],
@@ -45,13 +46,21 @@ pub(crate) fn recv(
     return socket.recv_from(buf).map(|(n, from)| (n, from, None));
 }
 
+/// How long ago a datagram with kernel receive time `stamp` (from [`recv`]) arrived.
+pub(crate) fn waited_since(stamp: Duration) -> Duration {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    now.saturating_sub(stamp)
+}
+
 /// Kernel receive timestamps (Linux): `SO_TIMESTAMPNS` and `recvmsg(2)`.
 #[cfg(all(target_os = "linux", not(feature = "portable")))]
 mod stamped {
     use std::io;
     use std::net::SocketAddr;
     use std::os::fd::AsRawFd;
-    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+    use std::time::Duration;
 
     use socket2::{SockAddr, Socket};
 
@@ -111,14 +120,15 @@ mod stamped {
                 "datagram from a non-IP address",
             ));
         };
-        Ok((n, source, waited(&msg)))
+        Ok((n, source, kernel_stamp(&msg)))
     }
 
-    /// How long ago the kernel received the datagram of `msg` (its SCM_TIMESTAMPNS).
-    fn waited(msg: &libc::msghdr) -> Option<Duration> {
+    /// When the kernel received the datagram of `msg` (its SCM_TIMESTAMPNS), since the
+    /// UNIX epoch.
+    fn kernel_stamp(msg: &libc::msghdr) -> Option<Duration> {
         // SAFETY: msg's control buffer was filled by recvmsg; the CMSG_* macros walk it
         // within msg_controllen, and the timespec is read unaligned.
-        let stamp = unsafe {
+        unsafe {
             let mut cmsg = libc::CMSG_FIRSTHDR(msg);
             let mut found = None;
             while !cmsg.is_null() {
@@ -133,9 +143,7 @@ mod stamped {
                 cmsg = libc::CMSG_NXTHDR(msg, cmsg);
             }
             found
-        }?;
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?;
-        Some(now.saturating_sub(stamp))
+        }
     }
 }
 

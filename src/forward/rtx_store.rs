@@ -8,7 +8,8 @@
 //! of each packet's metadata per subscriber per packet; this costs one insertion per
 //! published packet.
 //!
-//! Entries leave after [`RtxStore::window`] or when [`RtxStore::capacity`] newer ones came.
+//! Entries leave once older than the store's window or when its capacity of newer ones came
+//! ([`RtxStore::new`]).
 //! The store grows to its working size (what the window holds at the stream's rate) and
 //! then inserting no longer allocates. Pure: no clock (the caller gives arrival times), no
 //! panics.
@@ -52,7 +53,7 @@ impl RtxBudget {
 
     /// Take one retransmission from the budget; false if there is none left.
     pub fn try_spend(&mut self) -> bool {
-        if self.credit < 100 {
+        if !self.has_credit() {
             return false;
         }
         self.credit -= 100;
@@ -88,16 +89,6 @@ impl<T> RtxStore<T> {
             capacity: capacity.max(1),
             window,
         }
-    }
-
-    /// Most entries kept.
-    pub fn capacity(&self) -> usize {
-        self.capacity
-    }
-
-    /// Longest an entry is kept.
-    pub fn window(&self) -> Duration {
-        self.window
     }
 
     /// Entries kept now.
@@ -148,11 +139,6 @@ impl<T> RtxStore<T> {
             .filter_map(|i| self.entries.get(i))
             .find(|e| e.source == source && e.seq == seq)?;
         (now.saturating_duration_since(found.at) <= self.window).then_some(&found.value)
-    }
-
-    /// Drop everything (the stream's publisher left).
-    pub fn clear(&mut self) {
-        self.entries.clear();
     }
 
     fn expire(&mut self, now: Instant) {
@@ -262,7 +248,5 @@ mod tests {
         assert_eq!(s.get(2, 500, t0), Some(&(2, 500)));
         assert_eq!(s.get(2, 501, t0), Some(&(2, 501)));
         assert_eq!(s.get(2, 502, t0), None, "newer than anything stored");
-        s.clear();
-        assert!(s.is_empty());
     }
 }

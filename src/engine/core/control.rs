@@ -8,7 +8,7 @@
 //! session only. The SDP text helpers are in [`crate::engine::sdp`].
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rand::distr::{Alphanumeric, SampleString};
 use str0m::change::{SdpAnswer, SdpOffer};
@@ -26,7 +26,6 @@ use crate::engine::sdp::{
 use crate::engine::session::{PendingOffer, Session, UpTrack};
 use crate::engine::{next_id, DownTrackId, SessionId, TrackKey};
 use crate::error::{NegotiationError, SubscribeError, TransportError};
-use crate::forward::RTX_STORE_WINDOW;
 
 impl ShardCore {
     /// One command from the API side.
@@ -527,7 +526,7 @@ impl ShardCore {
                 // subscriber: video NACKs come to the packet path, which answers them from
                 // the track's shared store within the down-track's `RtxBudget`.
                 if let Some(tx) = s.rtc.direct_api().stream_tx_by_mid(d.mid, None) {
-                    tx.set_rtx_cache(0, RTX_STORE_WINDOW, None);
+                    tx.set_rtx_cache(0, Duration::ZERO, None);
                     tx.set_external_rtx(d.kind == MediaKind::Video);
                 }
                 if d.kind == MediaKind::Video {

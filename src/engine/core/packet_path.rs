@@ -168,7 +168,7 @@ impl ShardCore {
                         continue;
                     };
                     let out_pt = d.pt_map[(p.pt & 0x7f) as usize];
-                    if out_pt == NO_PT || !d.rtx_budget.try_spend() {
+                    if out_pt == NO_PT {
                         continue;
                     }
                     let resend = RtpWrite::new(
@@ -180,7 +180,7 @@ impl ShardCore {
                     )
                     .marker(p.marker)
                     .ext_vals(p.ext.clone());
-                    if tx.write_resend(resend) {
+                    if tx.write_resend(resend) && d.rtx_budget.try_spend() {
                         sent += 1;
                     }
                 }
@@ -247,7 +247,7 @@ impl Delivery<'_> {
     /// down-tracks until the next keyframe (they take turns), so the work shrinks by as
     /// many subscribers as the overload needs, not by all of them.
     fn shed(&mut self, route: &mut Route, pkt: &MediaPacket, waited: Duration) {
-        if !route.video {
+        if !route.video() {
             return;
         }
         let protected = route.keyframe.protects(pkt.keyframe, pkt.marker);
