@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use str0m::change::SdpPendingOffer;
 use str0m::format::PayloadParams;
 use str0m::media::{MediaKind, Mid, NackRequest};
+use str0m::net::Transmit;
 use str0m::rtp::{ExtensionValues, RtpPacket, Ssrc};
 use str0m::{Event, IceConnectionState, Output, Rtc};
 use tokio::sync::mpsc::UnboundedSender;
@@ -210,19 +211,22 @@ impl Session {
             };
             match output {
                 Output::Timeout(t) => return Some(t),
-                Output::Transmit(t) => {
-                    if !self.addrs.contains(&t.destination) {
-                        self.addrs.push(t.destination);
-                        out.new_addrs.push((t.destination, self.slot));
-                    }
-                    self.traffic.datagrams_out += 1;
-                    self.traffic.bytes_out += t.contents.len() as u64;
-                    out.bytes_queued += t.contents.len() as u64;
-                    out.send.push(t.destination, t.contents.into());
-                }
+                Output::Transmit(t) => self.transmit(t, out),
                 Output::Event(e) => self.handle_event(e, out),
             }
         }
+    }
+
+    /// Queue a datagram of this session for the shard's next `sendmmsg`.
+    pub(crate) fn transmit(&mut self, t: Transmit, out: &mut DrainOut) {
+        if !self.addrs.contains(&t.destination) {
+            self.addrs.push(t.destination);
+            out.new_addrs.push((t.destination, self.slot));
+        }
+        self.traffic.datagrams_out += 1;
+        self.traffic.bytes_out += t.contents.len() as u64;
+        out.bytes_queued += t.contents.len() as u64;
+        out.send.push(t.destination, t.contents.into());
     }
 
     fn handle_event(&mut self, e: Event, out: &mut DrainOut) {

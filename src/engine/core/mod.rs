@@ -7,9 +7,10 @@
 //! One batch: datagrams (demux by address, then STUN ufrag) → each is fed to its session,
 //! which is drained → the media it produced is routed (local down-tracks directly, other
 //! shards through one ring entry per shard) → [`ShardCore::tick`]: drain the rings from
-//! other shards, run due timers, flush the sessions written in this batch (their RTP is
-//! encrypted and queued by `Rtc::flush_rtp`, a patch: no timeout pass unless due), tear
-//! down dead sessions. A session gets its timeout pass only when its deadline comes:
+//! other shards, run due timers, flush the sessions that had to queue forwarded RTP in
+//! this batch (`Rtc::flush_rtp`, a patch: no timeout pass unless due; most forwarded
+//! packets were already encrypted when written, see [`packet_path`]), tear down dead
+//! sessions. A session gets its timeout pass only when its deadline comes:
 //! datagrams are fed with `Rtc::handle_input_when_due`.
 //!
 //! This file is the driver: batches, timers, housekeeping, teardown. The rest of the core,
@@ -86,6 +87,9 @@ pub(crate) struct ShardCore {
     /// caller. `None` if it could not be made (each session then makes its own).
     dtls_cert: Option<DtlsCert>,
     epoch: Instant,
+    /// The current pass's time (set by `handle_datagram` and `tick`): forwarded packets
+    /// are sent with it.
+    now: Instant,
     last_housekeeping: Instant,
     running: bool,
 }
@@ -129,6 +133,7 @@ impl ShardCore {
                 .dtls_provider
                 .generate_certificate(),
             epoch: now,
+            now,
             last_housekeeping: now,
             running: true,
         }
@@ -187,6 +192,7 @@ impl ShardCore {
     /// End of a batch: ring input, due timers, housekeeping, flushes and teardowns.
     /// Afterwards [`ShardCore::outgoing`] holds everything to send.
     pub(crate) fn tick(&mut self, now: Instant) {
+        self.now = now;
         self.drain_rings(now);
         self.run_timers(now);
         if now.saturating_duration_since(self.last_housekeeping) >= HOUSEKEEPING {
@@ -210,6 +216,7 @@ impl ShardCore {
 
     /// One datagram from the network, addressed to this shard's socket.
     pub(crate) fn handle_datagram(&mut self, data: &[u8], source: SocketAddr, now: Instant) {
+        self.now = now;
         self.counters.datagrams_in += 1;
         self.counters.bytes_in += data.len() as u64;
         self.on_datagram(data, source, now);

@@ -7,8 +7,11 @@
 //! ([`ShardCore::drain_rings`]) and are written to this shard's down-tracks. Writing one
 //! down-track ([`Delivery::forward_one`]) translates the payload type, rewrites sequence
 //! number and timestamp ([`crate::forward::Rewriter`]) and hands the packet to the
-//! subscriber's str0m session, which encrypts it when the batch ends. No allocation per
-//! subscriber: the payload is reference-counted.
+//! subscriber's str0m session, which encrypts it at once into the batch's outgoing queue
+//! (`DirectApi::send_rtp_now`, str0m patch 9), or queues it to be flushed when the batch
+//! ends if the session's deadline has come or the stream has packets waiting. No
+//! allocation per subscriber: the payload is reference-counted and the encrypted datagram
+//! comes from str0m's buffer pool.
 //!
 //! Each video packet is then kept once in its route's store
 //! ([`crate::forward::RtxStore`]); a subscriber's NACK is answered from there with that
@@ -22,13 +25,14 @@
 
 use std::time::{Duration, Instant};
 
+use str0m::change::RtpSent;
 use str0m::media::MediaKind;
 use str0m::rtp::RtpWrite;
 
 use super::ShardCore;
 use crate::engine::ring::{MediaPacket, ShardMsg};
 use crate::engine::route::{DownTrack, Route, NO_PT};
-use crate::engine::session::Session;
+use crate::engine::session::{DrainOut, Session};
 use crate::engine::slab::Slab;
 use crate::engine::TrackKey;
 use crate::forward::{overload, Decision, InPacket};
@@ -39,13 +43,17 @@ use crate::stats::ShardStats;
 pub(super) struct Delivery<'a> {
     pub(super) downs: &'a mut Slab<DownTrack>,
     pub(super) sessions: &'a mut Slab<Session>,
-    /// Sessions written in this batch (flushed when it ends).
+    /// Sessions that queued RTP in this batch (flushed when it ends).
     pub(super) dirty: &'a mut Vec<usize>,
     /// Tracks whose publisher should be asked for a keyframe.
     pub(super) want_keyframe: &'a mut Vec<TrackKey>,
     pub(super) counters: &'a mut ShardStats,
+    /// Where packets sent at once go (the shard's next `sendmmsg`).
+    pub(super) out: &'a mut DrainOut,
     /// The shard's time origin, for the rewriter's arrival times.
     pub(super) epoch: Instant,
+    /// The pass's time: packets are sent with it.
+    pub(super) now: Instant,
     /// The shard is shedding load ([`crate::forward::overload`]).
     pub(super) overloaded: bool,
 }
@@ -60,7 +68,9 @@ macro_rules! delivery {
             dirty: &mut $core.dirty,
             want_keyframe: &mut $core.want_keyframe,
             counters: &mut $core.counters,
+            out: &mut $core.out,
             epoch: $core.epoch,
+            now: $core.now,
             overloaded: $core.backlog.overloaded(),
         }
     };
@@ -309,37 +319,45 @@ impl Delivery<'_> {
                     return;
                 };
                 let video = d.kind == MediaKind::Video;
-                let ok = s.guarded(|s| {
-                    if let Some(tx) = s.rtc.direct_api().stream_tx_to_flush(&ssrc) {
-                        tx.write_rtp(
-                            RtpWrite::new(
-                                out_pt.into(),
-                                seq.into(),
-                                ts,
-                                pkt.arrival,
-                                pkt.payload.clone(),
-                            )
-                            .marker(pkt.marker)
-                            .ext_vals(pkt.ext.clone())
-                            .nackable(video),
-                        );
-                        true
-                    } else {
+                let now = self.now;
+                let sent = s.guarded(|s| {
+                    let rtp = RtpWrite::new(
+                        out_pt.into(),
+                        seq.into(),
+                        ts,
+                        pkt.arrival,
+                        pkt.payload.clone(),
+                    )
+                    .marker(pkt.marker)
+                    .ext_vals(pkt.ext.clone())
+                    .nackable(video);
+                    s.rtc.direct_api().send_rtp_now(now, &ssrc, rtp)
+                });
+                let queued = match sent {
+                    // Encrypted at once (str0m patch 9): straight to the batch's sendmmsg.
+                    Some(Some(RtpSent::Transmit(t))) => {
+                        s.transmit(t, self.out);
                         false
                     }
-                });
-                match ok {
-                    Some(true) => {
-                        c.rtp_forwarded += 1;
-                        c.rtp_bytes_forwarded += pkt.payload.len() as u64;
-                        d.rtx_budget.on_forwarded();
-                        if !s.dirty {
-                            s.dirty = true;
-                            self.dirty.push(d.session);
-                        }
+                    // Queued behind other packets of the stream, or the session's
+                    // deadline has come: sent when the batch ends (`finish_batch`).
+                    Some(Some(RtpSent::Queued)) => true,
+                    Some(Some(RtpSent::Dropped)) => {
+                        c.dropped_no_codec += 1;
+                        return;
                     }
-                    Some(false) => {}
-                    None => c.session_panics += 1,
+                    Some(None) => return,
+                    None => {
+                        c.session_panics += 1;
+                        return;
+                    }
+                };
+                c.rtp_forwarded += 1;
+                c.rtp_bytes_forwarded += pkt.payload.len() as u64;
+                d.rtx_budget.on_forwarded();
+                if queued && !s.dirty {
+                    s.dirty = true;
+                    self.dirty.push(d.session);
                 }
             }
             Decision::DropWaitingKeyframe => {

@@ -684,7 +684,7 @@
 extern crate tracing;
 
 use bwe::{Bwe, BweKind};
-use change::{DirectApi, SdpApi};
+use change::{DirectApi, RtpSent, SdpApi};
 use rtp::RawPacket;
 use std::fmt;
 use std::net::SocketAddr;
@@ -2161,6 +2161,38 @@ impl Rtc {
             return Ok(());
         }
         self.advance_to(now)
+    }
+
+    /// (Rheomesh patch.) See [`DirectApi::send_rtp_now`][crate::change::DirectApi::send_rtp_now].
+    pub(crate) fn send_rtp_now(
+        &mut self,
+        now: Instant,
+        ssrc: &rtp_::Ssrc,
+        rtp: streams::RtpWrite,
+    ) -> Option<RtpSent> {
+        let direct = self.state == RtcState::Alive
+            && !self.need_init_time
+            && now >= self.last_now
+            && now < self.cached_timeout
+            && !self.readiness.wants_timeout();
+        let Some(send) = self.send_addr.as_ref().filter(|_| direct) else {
+            self.session.streams.stream_tx(ssrc)?.write_rtp(rtp);
+            return Some(RtpSent::Queued);
+        };
+        let (proto, source, destination) = (send.proto, send.source, send.destination);
+        let sent = self.session.send_rtp_now(now, *ssrc, rtp)?;
+        // Time moves as in `advance_to` before the deadline: no timeout pass is due.
+        self.last_now = now;
+        Some(match sent {
+            session::SentNow::Sent(contents) => RtpSent::Transmit(net::Transmit {
+                proto,
+                source,
+                destination,
+                contents,
+            }),
+            session::SentNow::Queued => RtpSent::Queued,
+            session::SentNow::Dropped => RtpSent::Dropped,
+        })
     }
 
     /// The timeout pass if `now` is at or past the deadline (or with BWE, or while closing);

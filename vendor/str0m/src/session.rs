@@ -34,11 +34,11 @@ use crate::rtp_::SeqNo;
 use crate::rtp_::SeqNoWindow;
 use crate::rtp_::{Bitrate, ExtensionMap, Goodbye, Mid, ReportList, Rtcp, RtcpFb};
 use crate::rtp_::{Dlrr, DlrrItem, ExtendedReport, ReportBlock};
-use crate::rtp_::{RtpHeader, SessionId, TwccPacketId, extend_u16};
+use crate::rtp_::{RtpHeader, SessionId, TwccClusterId, TwccPacketId, extend_u16};
 use crate::rtp_::{SrtpContext, Ssrc};
 use crate::rtp_::{TwccRecvRegister, TwccSendRegister};
 use crate::stats::StatsSnapshot;
-use crate::streams::{RtpPacket, StreamTimeoutConfig, Streams};
+use crate::streams::{RtpPacket, RtpWrite, StreamTimeoutConfig, Streams};
 use crate::util::{Soonest, SystemTimeExt, already_happened, not_happening};
 use crate::{Reason, net};
 use crate::{RtcConfig, RtcError};
@@ -55,6 +55,24 @@ const MAX_PENDING_RRTRS: usize = 300;
 
 /// Maximum number of DLRR items to include in a single ExtendedReport.
 const MAX_DLRR_PER_REPORT: usize = 50;
+
+/// (Rheomesh patch.) What [`Session::send_rtp_now`] did with a written packet.
+pub(crate) enum SentNow {
+    /// Encrypted, to be transmitted now.
+    Sent(DatagramSend),
+    /// Queued: the caller must flush (the stream had other packets waiting, or BWE paces).
+    Queued,
+    /// Not sendable (its payload type is not in the negotiated media); nothing to do.
+    Dropped,
+}
+
+/// (Rheomesh patch.) Which send stream [`Session::packet_of`] takes the next packet from.
+enum NextFrom {
+    /// The one the pacer picked (it is told about the send).
+    Pacer(MidRid, Option<TwccClusterId>),
+    /// The one a packet was just written to by [`Session::send_rtp_now`].
+    Direct(Ssrc),
+}
 
 pub(crate) struct Session {
     id: SessionId,
@@ -1270,14 +1288,52 @@ impl Session {
     }
 
     fn poll_packet(&mut self, now: Instant) -> Option<DatagramSend> {
-        let srtp_tx = self.srtp_tx.as_mut()?;
+        if self.srtp_tx.is_none() {
+            return None;
+        }
 
         // Figure out which, if any, queue to poll
         // The cluster_id is captured by the pacer at poll time, before register_send() might clear it
         let (midrid, cluster_id) = self.pacer.poll_queue()?;
-        let stream = self.streams.stream_tx_by_midrid(midrid)?;
+        self.packet_of(now, NextFrom::Pacer(midrid, cluster_id))
+    }
+
+    /// (Rheomesh patch.) Send an RTP packet written through the direct API at once: encrypt
+    /// it and hand it back, without the send queue snapshots, the pacer and `poll_output`.
+    /// Only without BWE (the null pacer has nothing to pace) and when the stream has nothing
+    /// else waiting, so the packet would have been the next one anyway; otherwise it is
+    /// queued as by [`StreamTx::write_rtp`] and `Queued` says the caller must flush.
+    pub fn send_rtp_now(&mut self, now: Instant, ssrc: Ssrc, rtp: RtpWrite) -> Option<SentNow> {
+        let direct = !self.rtp_closing
+            && self.bwe.is_none()
+            && self.raw_packets.is_none()
+            && self.srtp_tx.is_some();
+        let stream = self.streams.stream_tx(&ssrc)?;
+        if !direct || !stream.can_send_now() {
+            stream.write_rtp(rtp);
+            return Some(SentNow::Queued);
+        }
+        stream.write_rtp(rtp);
+        stream.stamp_send_queue(now);
+        Some(match self.packet_of(now, NextFrom::Direct(ssrc)) {
+            Some(datagram) => SentNow::Sent(datagram),
+            None => SentNow::Dropped,
+        })
+    }
+
+    /// The next packet of a send stream, encrypted.
+    fn packet_of(&mut self, now: Instant, from: NextFrom) -> Option<DatagramSend> {
+        let srtp_tx = self.srtp_tx.as_mut()?;
+        let (stream, paced, cluster_id) = match from {
+            NextFrom::Pacer(midrid, cluster_id) => (
+                self.streams.stream_tx_by_midrid(midrid)?,
+                Some(midrid),
+                cluster_id,
+            ),
+            NextFrom::Direct(ssrc) => (self.streams.stream_tx(&ssrc)?, None, None),
+        };
         let Some(media) = self.medias.iter().find(|m| m.mid() == stream.mid()) else {
-            trace!("Pacer pointed to mid {} which has no media", midrid.mid());
+            trace!("Send stream of mid {} has no media", stream.mid());
             return None;
         };
         let buf = &mut self.poll_packet_buf;
@@ -1309,10 +1365,15 @@ impl Session {
             crate::log_stat!("PACKET_SENT", header.ssrc, payload_size, kind);
         }
 
-        self.pacer.register_send(now, payload_size.into(), midrid);
+        if let Some(midrid) = paced {
+            self.pacer.register_send(now, payload_size.into(), midrid);
+        }
+
+        // (Rheomesh patch.) The buffer keeps its length: the packet is its head.
+        let buf = &buf[..header.header_len + payload_size];
 
         if let Some(raw_packets) = &mut self.raw_packets {
-            raw_packets.push_back(Box::new(RawPacket::RtpTx(header.clone(), buf.clone())));
+            raw_packets.push_back(Box::new(RawPacket::RtpTx(header.clone(), buf.to_vec())));
         }
 
         let protected = srtp_tx.protect_rtp(buf, &header, *seq_no);

@@ -14,6 +14,18 @@ use crate::rtp_::{Mid, Rid, Ssrc};
 use crate::sctp::{ChannelConfig, SctpInitData};
 use crate::streams::{DEFAULT_RTX_CACHE_DURATION, DEFAULT_RTX_RATIO_CAP, StreamRx, StreamTx};
 
+/// (Rheomesh patch.) What [`DirectApi::send_rtp_now`] did with a packet.
+#[derive(Debug)]
+pub enum RtpSent {
+    /// Built and encrypted: transmit it now. Nothing else of the instance changed, so
+    /// `poll_output` need not be called for it.
+    Transmit(crate::net::Transmit),
+    /// Queued in the send stream: send it with [`Rtc::flush_rtp`] and `poll_output`.
+    Queued,
+    /// Dropped: its payload type is not part of the stream's media.
+    Dropped,
+}
+
 /// Direct change strategy.
 ///
 /// Makes immediate changes to the Rtc session without any SDP OFFER/ANSWER. This
@@ -368,6 +380,28 @@ impl<'a> DirectApi<'a> {
     /// `handle_input` after) must go through [`DirectApi::stream_tx`].
     pub fn stream_tx_to_flush(&mut self, ssrc: &Ssrc) -> Option<&mut StreamTx> {
         self.rtc.unarmed().session.streams.stream_tx(ssrc)
+    }
+
+    /// Write one RTP packet to the send stream `ssrc` and, when it can go at once, get it
+    /// back encrypted, ready to transmit.
+    ///
+    /// (Rheomesh patch.) An SFU forwards each packet into many sessions; written with
+    /// [`StreamTx::write_rtp`], every one of them takes the send queue, queue snapshots
+    /// for the pacer and a [`Rtc::poll_output`] round to come out. When the instance's
+    /// deadline has not come, BWE is off (nothing to pace) and the stream has nothing else
+    /// waiting, this packet would have been the next out anyway: it is built, registered
+    /// (TWCC, stats, sender report state) and encrypted here, and returned as
+    /// [`RtpSent::Transmit`]. Otherwise it is queued as by `write_rtp` and the caller sends
+    /// it with [`Rtc::flush_rtp`] (or `handle_input`) and `poll_output` as usual
+    /// ([`RtpSent::Queued`]). `now` must not be earlier than the last time given to the
+    /// instance. `None`: no such stream.
+    pub fn send_rtp_now(
+        &mut self,
+        now: std::time::Instant,
+        ssrc: &Ssrc,
+        rtp: crate::rtp::RtpWrite,
+    ) -> Option<RtpSent> {
+        self.rtc.unarmed().send_rtp_now(now, ssrc, rtp)
     }
 
     /// Obtain a send stream by looking it up via mid/rid.

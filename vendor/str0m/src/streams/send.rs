@@ -630,6 +630,17 @@ impl StreamTx {
         }
     }
 
+    /// (Rheomesh patch.) Whether a packet written now could be sent at once, bypassing the
+    /// send queue and the pacer: the stream has had its first timeout and nothing of it is
+    /// waiting (regular packets, resends, padding), so the new packet would be next anyway.
+    pub(crate) fn can_send_now(&self) -> bool {
+        self.kind.is_some()
+            && self.send_queue.is_empty()
+            && self.resends.is_empty()
+            && self.external_resends.is_empty()
+            && self.padding == 0
+    }
+
     fn padding_enabled(&self) -> bool {
         (self.ssrc.is_probe() || self.rtx.is_some()) && self.pt_for_padding.is_some()
     }
@@ -800,7 +811,13 @@ impl StreamTx {
             *twcc += 1;
         }
 
-        buf.resize(DATAGRAM_MAX_PACKET_SIZE, 0);
+        // (Rheomesh patch.) The buffer keeps its full length between packets: every byte of
+        // the packet is written below (header, extensions and their padding, payload), so
+        // re-zeroing the tail for each packet was pure cost. The packet is
+        // `buf[..header_len + payload_size]` of the receipt.
+        if buf.len() < DATAGRAM_MAX_PACKET_SIZE {
+            buf.resize(DATAGRAM_MAX_PACKET_SIZE, 0);
+        }
 
         let header_len = header.write_to(buf, exts);
         assert!(header_len % 4 == 0, "RTP header must be multiple of 4");
@@ -848,8 +865,6 @@ impl StreamTx {
                 len
             }
         };
-
-        buf.truncate(header_len + body_len);
 
         #[cfg(feature = "_internal_dont_use_log_stats")]
         {
@@ -1620,9 +1635,10 @@ mod test {
         assert_eq!(second.header.sequence_number, 0);
         assert_eq!(second.header.ext_vals.transport_cc, Some(0));
         assert_eq!(second.payload_size, SRTP_BLOCK_SIZE);
-        assert_eq!(buf.len(), second.header.header_len + second.payload_size);
+        // (Rheomesh patch: the buffer keeps its length; the packet is its head.)
+        let packet = &buf[..second.header.header_len + second.payload_size];
         assert!(
-            RtpHeader::unpad_payload(&buf[second.header.header_len..])
+            RtpHeader::unpad_payload(&packet[second.header.header_len..])
                 .unwrap()
                 .is_empty()
         );
