@@ -19,12 +19,6 @@ const SOCKET: Token = Token(1);
 /// Datagrams read per socket event before other work gets a turn.
 const RECV_BUDGET: usize = 256;
 
-/// Outgoing datagrams queued during a receive pass that are sent before the pass ends. A
-/// pass of 256 datagrams fanned out to 25 subscribers each would otherwise hold 6400
-/// encrypted buffers at once, and str0m's buffer pool keeps what it once needed; this
-/// keeps both to a few hundred while `sendmmsg` batches stay large.
-const FLUSH_AT: usize = 256;
-
 /// A shard core with its socket, poll, inbox and the other shards' wakers.
 pub(crate) struct Shard {
     core: ShardCore,
@@ -101,11 +95,7 @@ impl Shard {
                             self.core.note_backlog(udp::waited_since(stamp));
                         }
                     }
-                    self.core.handle_datagram(&buf[..n], source, now);
-                    let out = self.core.outgoing();
-                    if out.len() >= FLUSH_AT {
-                        out.flush(&self.socket);
-                    }
+                    self.core.handle_datagram(&buf[..n], source, now)
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     if i == 0 {

@@ -166,10 +166,6 @@ impl SendQueue {
         self.items.is_empty()
     }
 
-    pub(crate) fn len(&self) -> usize {
-        self.items.len()
-    }
-
     /// Hand every queued datagram to `f` instead of a socket (the in-memory harness).
     #[cfg(feature = "testing")]
     pub(crate) fn drain(&mut self, mut f: impl FnMut(SocketAddr, &[u8])) -> usize {

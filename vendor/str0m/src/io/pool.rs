@@ -7,10 +7,8 @@
 
 use std::cell::RefCell;
 
-/// Buffers kept per thread at most (1 MB): enough for a caller that sends in batches of a
-/// few hundred datagrams; buffers beyond it are freed when recycled, so a burst does not
-/// stay resident.
-const MAX_POOLED: usize = 512;
+/// Buffers kept per thread at most.
+const MAX_POOLED: usize = 4096;
 /// Capacity of fresh buffers: any RTP packet under the MTU plus SRTP overhead fits, so a
 /// recycled buffer never has to grow.
 const BUFFER_CAPACITY: usize = super::DATAGRAM_MAX_PACKET_SIZE;
