@@ -77,6 +77,10 @@ pub enum NegotiationError {
     /// An answer arrived but no offer is outstanding.
     #[error("no offer is outstanding")]
     NoPendingOffer,
+    /// A new offer was asked for (an ICE restart) while an earlier offer still waits for
+    /// its answer: answer that one first (it expires after 20 s unanswered).
+    #[error("an earlier offer is still waiting for its answer")]
+    OfferOutstanding,
     /// The media session failed internally and was closed.
     #[error("session failed: {0}")]
     SessionFailed(String),

@@ -101,6 +101,21 @@ fn sdp_offer_seeds_are_answered() {
     assert!(!checks::sdp_offer_answered(b"not sdp"));
 }
 
+/// Hostile offers found by the `sdp_offer` fuzz target are refused with an error, without
+/// a session panic (each is also in the corpus).
+#[test]
+fn hostile_offers_are_refused() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/sdp_offer");
+    // An audio m-line carrying a stray `a=rtpmap:100 VP9/90000`, then a video m-line that
+    // maps PT 100 to VP9 profile-id=2: stock str0m asserts "Pt locked multiple times".
+    let data = std::fs::read(dir.join("pt_locked_twice")).expect("input exists");
+    assert!(
+        !checks::sdp_offer_answered(&data),
+        "pt_locked_twice answered"
+    );
+    checks::sdp_check_stats();
+}
+
 /// A freshly made str0m publisher offer (Opus + VP8, sendonly) — what the `str0m_offer` seed
 /// was made from — is answered too. Print it to refresh the seed with
 /// `cargo test --test fuzz_corpus -- --nocapture fresh_str0m_offer_is_answered`.

@@ -137,9 +137,10 @@ pub enum ServerMessage {
 }
 
 impl ServerMessage {
+    /// An `Error` frame; the message is cut to [`MAX_ERROR_LEN`] bytes (and `…`).
     pub fn error(message: impl Into<String>) -> Self {
         ServerMessage::Error {
-            message: message.into(),
+            message: clip(message.into()),
         }
     }
 
@@ -148,8 +149,30 @@ impl ServerMessage {
     }
 }
 
-/// Parse one text frame. The error is the message to send back in an `Error` frame.
+/// Longest error message sent back for a bad frame: names and values from the frame are
+/// echoed in it, and a frame may be large (a 400 KiB action name was echoed whole).
+pub const MAX_ERROR_LEN: usize = 256;
+
+/// `message`, cut to [`MAX_ERROR_LEN`] bytes (on a character boundary) with `…` appended.
+pub fn clip(mut message: String) -> String {
+    if message.len() > MAX_ERROR_LEN {
+        let mut end = MAX_ERROR_LEN;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+        message.push('…');
+    }
+    message
+}
+
+/// Parse one text frame. The error is the message to send back in an `Error` frame (at
+/// most [`MAX_ERROR_LEN`] bytes and `…`).
 pub fn parse(text: &str) -> Result<ClientMessage, String> {
+    parse_unclipped(text).map_err(clip)
+}
+
+fn parse_unclipped(text: &str) -> Result<ClientMessage, String> {
     let value: serde_json::Value =
         serde_json::from_str(text).map_err(|e| format!("malformed JSON: {e}"))?;
     let action = match value.get("action") {
@@ -250,6 +273,27 @@ mod tests {
             .contains("invalid Publish"));
         // Field names are camelCase only.
         assert!(parse(r#"{"action":"Publish","publisher_id":"x"}"#).is_err());
+    }
+
+    /// Names and values echoed from a frame are cut: a 400 KiB action name came back whole.
+    #[test]
+    fn errors_echo_at_most_a_bounded_prefix() {
+        let huge = "é".repeat(200_000);
+        for frame in [
+            format!(r#"{{"action":"{huge}"}}"#),
+            format!(r#"{{"action":"Publish","publisherId":["{huge}"]}}"#),
+            format!("{{\"{huge}"),
+        ] {
+            let e = parse(&frame).unwrap_err();
+            assert!(
+                e.len() <= MAX_ERROR_LEN + '…'.len_utf8(),
+                "{} bytes",
+                e.len()
+            );
+        }
+        assert!(parse(&format!(r#"{{"action":"{huge}"}}"#))
+            .unwrap_err()
+            .starts_with("unknown action"));
     }
 
     #[test]

@@ -347,14 +347,17 @@ impl SubscribeTransport {
         r
     }
 
-    /// Restart ICE: returns an offer with fresh ICE credentials (waits for any outstanding
-    /// offer to be answered first).
+    /// Restart ICE: returns an offer with fresh ICE credentials. While an earlier offer
+    /// still waits for its answer, refuses at once with
+    /// [`NegotiationError::OfferOutstanding`] (a client repeating restarts would otherwise
+    /// queue a wait per request).
     pub async fn restart_ice(&self) -> Result<SessionDescription, NegotiationError> {
         let inner = &self.inner;
         let permit = inner
-            .acquire()
-            .await
-            .ok_or(NegotiationError::NoPendingOffer)?;
+            .negotiation
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| NegotiationError::OfferOutstanding)?;
         let (tx, rx) = oneshot::channel();
         if !inner.core.send(Command::CreateOffer {
             id: inner.core.id,

@@ -1153,10 +1153,16 @@ fn add_new_lines(
             let is_rejected = m.disabled && !is_in_bundle;
             media.need_open_event = is_offer && !is_rejected;
 
-            // Match/remap remote params.
-            session
+            // Match/remap remote params. (Rheomesh patch: conflicting payload types are
+            // an error, and the codec config is left as it was.)
+            let before = session.codec_config.clone();
+            if let Err(e) = session
                 .codec_config
-                .update_params(&m.rtp_params(), m.direction());
+                .update_params(&m.rtp_params(), m.direction())
+            {
+                session.codec_config = before;
+                return Err(e);
+            }
 
             // Remap the extension to that of the answer.
             session.exts.remap(&m.extmaps());

@@ -26,7 +26,9 @@ pub(crate) const PREFERED_RANGES: &[RangeInclusive<usize>] = &[
 ];
 
 pub(crate) trait Claimed {
-    fn assert_claim_once(&mut self, pt: Pt);
+    /// (Rheomesh patch.) Claim `pt`. An error, not a panic, if it is claimed already: a
+    /// hostile offer can map one PT to two codecs across m-lines.
+    fn claim_once(&mut self, pt: Pt) -> Result<(), String>;
     fn is_claimed(&self, pt: Pt) -> bool;
     fn find_unclaimed(
         &self,
@@ -36,14 +38,20 @@ pub(crate) trait Claimed {
 }
 
 impl Claimed for [bool; 128] {
-    fn assert_claim_once(&mut self, pt: Pt) {
-        let idx = *pt as usize;
-        assert!(!self[idx], "Pt locked multiple times: {}", pt);
-        self[idx] = true;
+    fn claim_once(&mut self, pt: Pt) -> Result<(), String> {
+        match self.get_mut(*pt as usize) {
+            Some(claimed) if !*claimed => {
+                *claimed = true;
+                Ok(())
+            }
+            Some(_) => Err(format!(
+                "payload type {pt} is mapped to more than one codec"
+            )),
+            None => Err(format!("payload type {pt} is out of range")),
+        }
     }
     fn is_claimed(&self, pt: Pt) -> bool {
-        let idx = *pt as usize;
-        self[idx]
+        self.get(*pt as usize).copied().unwrap_or(true)
     }
     fn find_unclaimed(
         &self,
@@ -639,7 +647,7 @@ impl PayloadParams {
         claimed: &mut [bool; 128],
         local_is_controlling: bool,
         unlocked: &mut HashSet<Pt>,
-    ) {
+    ) -> Result<(), String> {
         let Some((first, _)) = remote_pts
             .iter()
             // One unrestricted AMR-WB payload can match several local mode sets.
@@ -653,7 +661,7 @@ impl PayloadParams {
             .filter_map(|p| self.match_score(p).map(|s| (p, s)))
             .max_by_key(|(_, s)| *s)
         else {
-            return;
+            return Ok(());
         };
 
         // The first negotiated m-line determines TWCC support for this PT.
@@ -761,7 +769,7 @@ impl PayloadParams {
             // This can happen if the incoming PTs are suggestions (send-direction) rather than demanded
             // (receive-direction). We only want to warn if we get receive direction changes.
             if local_is_controlling {
-                return;
+                return Ok(());
             }
             // Just verify it's still the same. We should validate this in apply_offer/answer instead
             // of ever seeing this error message.
@@ -800,13 +808,13 @@ impl PayloadParams {
                     remote_pt = new_pt;
                     unlocked.remove(&new_pt);
                 } else {
-                    panic!("Exhausted all PT ranges, inconsistent PayloadParam state");
+                    return Err("no free payload type left".into());
                 }
             }
 
             // Lock down the PT
             self.pt = remote_pt;
-            claimed.assert_claim_once(remote_pt);
+            claimed.claim_once(remote_pt)?;
 
             // Check if RTX PT also conflicts
             if local_is_controlling {
@@ -822,7 +830,7 @@ impl PayloadParams {
                             remote_rtx = Some(new_rtx);
                             unlocked.remove(&new_rtx);
                         } else {
-                            panic!("Exhausted all PT ranges, inconsistent PayloadParam state");
+                            return Err("no free payload type left".into());
                         }
                     }
                 }
@@ -831,7 +839,7 @@ impl PayloadParams {
             // Lock down the RTX PT
             self.resend = remote_rtx;
             if let Some(rtx) = remote_rtx {
-                claimed.assert_claim_once(rtx);
+                claimed.claim_once(rtx)?;
             }
 
             // RED is opt-in on our side and audio-only: keep it only if the matched remote also
@@ -867,12 +875,13 @@ impl PayloadParams {
             }
             self.red = remote_red;
             if let Some(red) = remote_red {
-                claimed.assert_claim_once(red);
+                claimed.claim_once(red)?;
             }
 
             // This is now locked.
             self.locked = true;
         }
+        Ok(())
     }
 }
 
@@ -923,7 +932,9 @@ mod test {
         let mut unlocked = HashSet::new();
 
         // local_is_controlling = true: we allocate PTs and may remap the conflict.
-        local.update_param(&[remote], &mut claimed, true, &mut unlocked);
+        local
+            .update_param(&[remote], &mut claimed, true, &mut unlocked)
+            .unwrap();
 
         let got = local.red.expect("RED is kept, remapped to a free PT");
         assert_ne!(
@@ -1444,12 +1455,14 @@ mod test {
             // Simulate SDP negotiation (update_param merges remote into local)
             let mut claimed = [false; 128];
             let mut unlocked = std::collections::HashSet::new();
-            local_params.update_param(
-                &[remote_params],
-                &mut claimed,
-                false, // remote is controlling (we're answering)
-                &mut unlocked,
-            );
+            local_params
+                .update_param(
+                    &[remote_params],
+                    &mut claimed,
+                    false, // remote is controlling (we're answering)
+                    &mut unlocked,
+                )
+                .unwrap();
 
             // Verify sprop-max-don-diff was adopted from remote
             assert_eq!(
@@ -1527,7 +1540,9 @@ mod test {
 
             let mut claimed = [false; 128];
             let mut unlocked = std::collections::HashSet::new();
-            local_params.update_param(&[remote_params], &mut claimed, false, &mut unlocked);
+            local_params
+                .update_param(&[remote_params], &mut claimed, false, &mut unlocked)
+                .unwrap();
 
             assert_eq!(local_params.spec.format.sprop_max_don_diff, Some(0));
             let donl_enabled = local_params.spec.format.sprop_max_don_diff.unwrap_or(0) > 0;
@@ -1574,7 +1589,9 @@ mod test {
 
             let mut claimed = [false; 128];
             let mut unlocked = std::collections::HashSet::new();
-            local_params.update_param(&[remote_params], &mut claimed, false, &mut unlocked);
+            local_params
+                .update_param(&[remote_params], &mut claimed, false, &mut unlocked)
+                .unwrap();
 
             // Local value should be preserved (remote didn't override)
             assert_eq!(
@@ -1914,12 +1931,14 @@ mod test {
             // Simulate SDP negotiation (update_param merges remote into local)
             let mut claimed = [false; 128];
             let mut unlocked = std::collections::HashSet::new();
-            local_params.update_param(
-                &[remote_params],
-                &mut claimed,
-                false, // remote is controlling (we're answering)
-                &mut unlocked,
-            );
+            local_params
+                .update_param(
+                    &[remote_params],
+                    &mut claimed,
+                    false, // remote is controlling (we're answering)
+                    &mut unlocked,
+                )
+                .unwrap();
 
             // Verify sprop-max-don-diff was adopted from remote
             assert_eq!(
@@ -1999,7 +2018,9 @@ mod test {
 
             let mut claimed = [false; 128];
             let mut unlocked = std::collections::HashSet::new();
-            local_params.update_param(&[remote_params], &mut claimed, false, &mut unlocked);
+            local_params
+                .update_param(&[remote_params], &mut claimed, false, &mut unlocked)
+                .unwrap();
 
             // Local value should be preserved (remote didn't override)
             assert_eq!(
@@ -2030,7 +2051,9 @@ mod test {
 
             let mut claimed = [false; 128];
             let mut unlocked = std::collections::HashSet::new();
-            local_params.update_param(&[remote_params], &mut claimed, false, &mut unlocked);
+            local_params
+                .update_param(&[remote_params], &mut claimed, false, &mut unlocked)
+                .unwrap();
 
             assert_eq!(local_params.spec.format.sprop_max_don_diff, Some(0));
             let donl_enabled = local_params.spec.format.sprop_max_don_diff.unwrap_or(0) > 0;
@@ -2117,7 +2140,9 @@ mod test {
             };
             let remote = amr_wb(None, remote_format);
 
-            local.update_param(&[remote], &mut [false; 128], false, &mut HashSet::new());
+            local
+                .update_param(&[remote], &mut [false; 128], false, &mut HashSet::new())
+                .unwrap();
 
             assert_eq!(local.spec.channels, None);
             assert_eq!(local.spec.format, remote_format);

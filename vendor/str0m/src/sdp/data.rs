@@ -26,6 +26,33 @@ pub struct Sdp {
     pub media_lines: Vec<MediaLine>,
 }
 
+/// (Rheomesh patch.) A parse error as a line number and what was expected there. The
+/// parser's own `Display` names the position as a pointer into the input
+/// (`Parse error at PointerOffset(0x7fa3…)`): a heap address, which must not reach a
+/// remote peer. At most 200 bytes: the unexpected token may be long.
+fn parse_error_message(
+    input: &str,
+    e: &combine::easy::Errors<char, &str, combine::stream::PointerOffset<str>>,
+) -> String {
+    let offset = e.position.translate_position(input);
+    let line = input.as_bytes().get(..offset).map_or(1, |before| {
+        before.iter().filter(|b| **b == b'\n').count() + 1
+    });
+    let mut msg = format!("line {line}");
+    for err in &e.errors {
+        msg.push_str(&format!(": {err}"));
+    }
+    if msg.len() > 200 {
+        let mut end = 200;
+        while !msg.is_char_boundary(end) {
+            end -= 1;
+        }
+        msg.truncate(end);
+        msg.push('…');
+    }
+    msg
+}
+
 impl Sdp {
     pub(crate) fn parse(input: &str) -> Result<Sdp, SdpError> {
         // `easy_parse` builds (allocates, merges, dedups) an error for every alternative tried,
@@ -37,7 +64,7 @@ impl Sdp {
         sdp_parser()
             .easy_parse(input)
             .map(|(sdp, _)| sdp)
-            .map_err(|e| SdpError::ParseError(e.to_string()))
+            .map_err(|e| SdpError::ParseError(parse_error_message(input, &e)))
     }
 
     /// Get the MIDs listed in the BUNDLE group, if any.
@@ -1787,7 +1814,9 @@ mod test {
         let Err(SdpError::ParseError(msg)) = Sdp::parse(&input) else {
             panic!("a bad version line parses");
         };
-        assert!(msg.contains("Parse error at"), "{msg}");
+        // (Rheomesh patch: a line number, no pointer.)
+        assert!(msg.starts_with("line 1"), "{msg}");
+        assert!(!msg.contains("PointerOffset"), "{msg}");
     }
 
     #[test]
