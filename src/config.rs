@@ -9,6 +9,23 @@ use std::time::Duration;
 use str0m::rtp::{Extension, ExtensionMap};
 use str0m::RtcConfig;
 
+/// Remote addresses a transport's session may have. An ICE-lite server only answers the
+/// browser's checks, one per candidate pair it tries: a browser has a few host and
+/// server-reflexive candidates per interface, and a network change or ICE restart adds a
+/// few more. Checks from further new addresses are refused and counted
+/// ([`ShardStats::stun_addr_limit`](crate::stats::ShardStats::stun_addr_limit)): each
+/// answered address would become a peer-reflexive candidate in the session, which an
+/// attacker could otherwise add without bound.
+pub const MAX_REMOTE_ADDRS: usize = 16;
+
+/// Remote candidates a transport accepts through
+/// [`add_ice_candidate`](crate::transport::PublishTransport::add_ice_candidate) over its
+/// life (a browser trickles a handful per ICE round). Beyond it the call fails with
+/// [`TransportError::TooManyCandidates`](crate::error::TransportError::TooManyCandidates)
+/// and [`ShardStats::candidates_refused`](crate::stats::ShardStats::candidates_refused)
+/// counts it: every candidate costs the session memory and candidate pairs.
+pub const MAX_REMOTE_CANDIDATES: usize = 32;
+
 /// Configuration of a [`Worker`](crate::worker::Worker): its shards and their sockets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]

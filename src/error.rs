@@ -43,6 +43,10 @@ pub enum TransportError {
     /// The candidate could not be parsed.
     #[error("invalid ICE candidate: {0}")]
     InvalidCandidate(String),
+    /// The transport already has [`MAX_REMOTE_CANDIDATES`](crate::config::MAX_REMOTE_CANDIDATES)
+    /// trickled candidates; this one is ignored.
+    #[error("too many ICE candidates (at most {0} per transport)")]
+    TooManyCandidates(usize),
 }
 
 /// Errors from SDP negotiation (`get_answer`, `set_answer`).

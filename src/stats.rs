@@ -56,6 +56,14 @@ pub struct ShardStats {
     pub stun_rejected: u64,
     /// STUN requests delivered to a session that did not answer them (bad integrity).
     pub stun_unanswered: u64,
+    /// STUN requests from a new address of a session that already has
+    /// [`MAX_REMOTE_ADDRS`](crate::config::MAX_REMOTE_ADDRS) remote addresses: refused, so
+    /// a client cannot grow its session's ICE state without bound (each new address
+    /// becomes a peer-reflexive candidate and candidate pairs in str0m).
+    pub stun_addr_limit: u64,
+    /// Trickled remote candidates refused because their transport had
+    /// [`MAX_REMOTE_CANDIDATES`](crate::config::MAX_REMOTE_CANDIDATES) already.
+    pub candidates_refused: u64,
     /// Datagrams a session refused (str0m input errors).
     pub session_input_errors: u64,
     /// RTP packets received from publishers.

@@ -140,12 +140,14 @@ fn describe() {
 }
 
 /// Counters of `ShardStats` that count drops, as the `reason` label of `rheomesh_dropped_total`.
-fn drops(s: &ShardStats) -> [(&'static str, u64); 10] {
+fn drops(s: &ShardStats) -> [(&'static str, u64); 12] {
     [
         ("malformed", s.dropped_malformed),
         ("unknown_source", s.dropped_unknown_source),
         ("stun_rejected", s.stun_rejected),
         ("stun_unanswered", s.stun_unanswered),
+        ("stun_addr_limit", s.stun_addr_limit),
+        ("candidates_refused", s.candidates_refused),
         ("session_input_error", s.session_input_errors),
         ("waiting_keyframe", s.dropped_waiting_keyframe),
         ("stale", s.dropped_stale),

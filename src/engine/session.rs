@@ -143,6 +143,9 @@ pub(crate) struct Session {
     /// The deadline last scheduled in the timer heap.
     pub(crate) deadline: Instant,
     pub(crate) addrs: Vec<SocketAddr>,
+    /// Remote candidates trickled through the API (at most
+    /// [`MAX_REMOTE_CANDIDATES`](crate::config::MAX_REMOTE_CANDIDATES)).
+    pub(crate) remote_candidates: usize,
     pub(crate) created: Instant,
     pub(crate) last_rx: Instant,
     pub(crate) connected: bool,

@@ -171,6 +171,7 @@ impl ShardCore {
             events: spec.events,
             deadline: now,
             addrs: Vec::new(),
+            remote_candidates: 0,
             created: now,
             last_rx: now,
             connected: false,
@@ -221,6 +222,13 @@ impl ShardCore {
         let c = Candidate::from_sdp_string(text)
             .map_err(|e| TransportError::InvalidCandidate(e.to_string()))?;
         let s = self.sessions.get_mut(slot).ok_or(TransportError::Closed)?;
+        if s.remote_candidates >= crate::config::MAX_REMOTE_CANDIDATES {
+            self.counters.candidates_refused += 1;
+            return Err(TransportError::TooManyCandidates(
+                crate::config::MAX_REMOTE_CANDIDATES,
+            ));
+        }
+        s.remote_candidates += 1;
         s.guarded(|s| s.rtc.add_remote_candidate(c));
         self.after_mutation(slot);
         Ok(())

@@ -255,6 +255,11 @@ impl ShardCore {
         let Some(session) = self.sessions.get_mut(slot) else {
             return;
         };
+        if via_ufrag && session.addrs.len() >= crate::config::MAX_REMOTE_ADDRS {
+            // A new source for a session that has all the addresses it may have.
+            self.counters.stun_addr_limit += 1;
+            return;
+        }
         session.last_rx = now;
         session.traffic.datagrams_in += 1;
         session.traffic.bytes_in += data.len() as u64;
