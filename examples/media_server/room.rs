@@ -9,12 +9,50 @@ use std::sync::{Arc, Mutex as StdMutex};
 use rheomesh::config::MediaConfig;
 use rheomesh::router::Router;
 use rheomesh::worker::Worker;
-use tokio::sync::{mpsc, Mutex};
+use tokio::sync::{mpsc, Mutex, Notify};
 
 use crate::protocol::ServerMessage;
 
-/// Where a participant's outgoing messages go (drained by its WebSocket writer).
-pub type Outbox = mpsc::UnboundedSender<ServerMessage>;
+/// Messages a participant's WebSocket writer may have waiting. The browser page never has
+/// more than a few in flight; a client that stops reading its socket fills the queue (the
+/// writer then waits on TCP) and is disconnected.
+pub const OUTBOX_CAPACITY: usize = 256;
+
+/// Where a participant's outgoing messages go (drained by its WebSocket writer). Bounded:
+/// when a message does not fit, the participant is told to leave ([`Outbox::overflowed`])
+/// instead of the server buffering for a client that does not read.
+#[derive(Clone)]
+pub struct Outbox {
+    tx: mpsc::Sender<ServerMessage>,
+    overflow: Arc<Notify>,
+}
+
+impl Outbox {
+    /// An outbox and the receiver its writer drains.
+    pub fn new() -> (Outbox, mpsc::Receiver<ServerMessage>) {
+        let (tx, rx) = mpsc::channel(OUTBOX_CAPACITY);
+        let overflow = Arc::new(Notify::new());
+        (Outbox { tx, overflow }, rx)
+    }
+
+    /// Queue `msg`. False if it was dropped: the queue is full (the participant is then
+    /// disconnected) or the participant is gone.
+    pub fn send(&self, msg: ServerMessage) -> bool {
+        match self.tx.try_send(msg) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.overflow.notify_one();
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Resolves once a message did not fit (at once if that happened already).
+    pub async fn overflowed(&self) {
+        self.overflow.notified().await
+    }
+}
 
 /// A participant id, unique in the process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

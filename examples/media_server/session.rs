@@ -15,10 +15,10 @@ use rheomesh::config::WebRTCTransportConfig;
 use rheomesh::publisher::Publisher;
 use rheomesh::transport::{PublishTransport, SubscribeTransport};
 use rheomesh::SdpType;
-use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::sync::{oneshot, watch, Notify};
 
 use crate::protocol::{self, ClientMessage, ServerMessage};
-use crate::room::{Outbox, ParticipantId, Room, Rooms};
+use crate::room::{Outbox, ParticipantId, Room, Rooms, OUTBOX_CAPACITY};
 
 /// The sessions that are running, so that shutdown can wait for them to end.
 #[derive(Clone, Default)]
@@ -74,7 +74,8 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let (mut sink, mut stream) = socket.split();
-    let (outbox, mut outgoing) = mpsc::unbounded_channel::<ServerMessage>();
+    let (outbox, mut outgoing) = Outbox::new();
+    let overflow = outbox.clone();
     let (room, id) = rooms.join(&room_name, outbox.clone()).await;
     tracing::info!(room = room.name, participant = %id, "joined");
 
@@ -118,6 +119,16 @@ pub async fn run(
             frame = stream.next() => frame,
             _ = shutdown.wait_for(|stop| *stop) => {
                 going_away = true;
+                break;
+            }
+            _ = overflow.overflowed() => {
+                // The client does not read what it is sent: let it go rather than buffer.
+                tracing::warn!(
+                    participant = %id,
+                    "disconnected: {OUTBOX_CAPACITY} messages waiting, the client does not read"
+                );
+                metrics::counter!("rheomesh_ws_disconnected_total", "reason" => "not_reading")
+                    .increment(1);
                 break;
             }
         };

@@ -128,6 +128,10 @@ fn describe() {
             "rheomesh_sessions_closed_total",
             "Sessions closed (any reason).",
         ),
+        (
+            "rheomesh_ws_disconnected_total",
+            "WebSocket clients the server disconnected, by reason (not_reading: its outgoing queue was full).",
+        ),
     ];
     for (name, help) in counters {
         let unit = if name.contains("bytes") {

@@ -70,7 +70,7 @@ process.on("exit", () => {
 
 /**
  * Starts the example server on a free port (`--port <free> --shards 2`, bound to 127.0.0.1)
- * and resolves once `GET /` answers 200. Returns { base, port, output(), stop() }.
+ * and resolves once `GET /` answers 200. Returns { base, port, pid, output(), stop() }.
  */
 export async function startServer({ timeoutMs = 20000 } = {}) {
   const bin = serverBinary();
@@ -116,6 +116,7 @@ export async function startServer({ timeoutMs = 20000 } = {}) {
   return {
     base,
     port,
+    pid: child.pid,
     output: () => output,
     async stop() {
       if (exited) return exited;

@@ -1,0 +1,105 @@
+// 6. Hostile and careless clients against the example server, while a browser call runs in
+//    another room of the same server: a WebSocket client that floods malformed frames and never
+//    reads its socket is disconnected (and counted in /metrics) instead of making the server
+//    buffer replies without limit; the server's memory stays bounded; the call keeps decoding.
+//    The attacker speaks WebSocket by hand (raw TCP), so it can stop reading.
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { connect } from "node:net";
+import { randomBytes } from "node:crypto";
+import { test } from "node:test";
+import {
+  closePage, expectGrowth, expectNoAppError, openPage, uniqueRoom, useSuite, waitPublished,
+} from "./helpers.mjs";
+
+const suite = useSuite();
+
+/** The server's resident memory, KiB. */
+function rssKiB(pid) {
+  const m = readFileSync(`/proc/${pid}/status`, "utf8").match(/VmRSS:\s+(\d+)/);
+  return Number(m[1]);
+}
+
+/** A masked client text frame (RFC 6455 §5.2), payload under 126 bytes. */
+function textFrame(payload) {
+  const data = Buffer.from(payload);
+  const mask = randomBytes(4);
+  const frame = Buffer.alloc(6 + data.length);
+  frame[0] = 0x81;
+  frame[1] = 0x80 | data.length;
+  mask.copy(frame, 2);
+  for (let i = 0; i < data.length; i++) frame[6 + i] = data[i] ^ mask[i % 4];
+  return frame;
+}
+
+/** Raw TCP to the server's WebSocket endpoint; resolves once the 101 response arrived. */
+function openRawSocket(port, room) {
+  return new Promise((resolve, reject) => {
+    const sock = connect(port, "127.0.0.1");
+    let head = "";
+    const onData = (chunk) => {
+      head += chunk.toString("latin1");
+      if (!head.includes("\r\n\r\n")) return;
+      sock.off("data", onData);
+      if (!head.startsWith("HTTP/1.1 101")) reject(new Error(`no upgrade: ${head.split("\r\n")[0]}`));
+      else resolve(sock);
+    };
+    sock.on("data", onData);
+    sock.on("error", reject);
+    sock.write(
+      `GET /socket?room=${room} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\n` +
+        `Connection: Upgrade\r\nSec-WebSocket-Key: ${randomBytes(16).toString("base64")}\r\n` +
+        `Sec-WebSocket-Version: 13\r\n\r\n`,
+    );
+  });
+}
+
+test("a client that floods and never reads is disconnected; the call goes on", { timeout: 120000 }, async () => {
+  const room = uniqueRoom("call");
+  const a = await openPage(suite.browser, suite.base, `/?room=${room}&autopublish=1`, "A");
+  const v = await openPage(suite.browser, suite.base, `/?room=${room}`, "V");
+  try {
+    const ids = await waitPublished(a);
+    await expectGrowth(v, ids.video, "framesDecoded", { minDelta: 10, timeoutMs: 15000 });
+    const pid = suite.server.pid;
+    const before = rssKiB(pid);
+
+    // Flood: malformed frames (each would get an Error reply), never reading a byte.
+    const sock = await openRawSocket(suite.server.port, uniqueRoom("attacker"));
+    sock.pause();
+    const batch = Buffer.concat(Array.from({ length: 1000 }, () => textFrame("{not json")));
+    let closed = false;
+    let sent = 0;
+    sock.on("close", () => (closed = true));
+    sock.on("error", () => (closed = true));
+    const deadline = Date.now() + 60000;
+    let peak = before;
+    while (!closed && Date.now() < deadline) {
+      if (!sock.write(batch)) {
+        await new Promise((r) => {
+          const t = setTimeout(r, 200);
+          sock.once("drain", () => { clearTimeout(t); r(); });
+        });
+      }
+      sent += 1000;
+      peak = Math.max(peak, rssKiB(pid));
+      await new Promise((r) => setImmediate(r));
+    }
+    sock.destroy();
+    assert.ok(closed, `the server kept a non-reading client for 60 s (${sent} frames sent)`);
+    const growthMiB = (peak - before) / 1024;
+    console.log(`attacker sent ${sent} frames before being disconnected; server RSS ${before} KiB -> peak ${peak} KiB`);
+    assert.ok(growthMiB < 64, `server RSS grew ${growthMiB.toFixed(1)} MiB under the flood`);
+
+    const metrics = await (await fetch(`${suite.base}/metrics`)).text();
+    const m = metrics.match(/rheomesh_ws_disconnected_total\{reason="not_reading"\} (\d+)/);
+    assert.ok(m && Number(m[1]) >= 1, "the disconnect is counted in /metrics");
+
+    // The call in the other room still decodes.
+    await expectGrowth(v, ids.video, "framesDecoded", { minDelta: 10, timeoutMs: 15000 });
+    await expectNoAppError(v);
+  } finally {
+    await closePage(v);
+    await closePage(a);
+  }
+});
