@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
+use std::time::Duration;
 
 use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket};
 use futures_util::{SinkExt, StreamExt};
@@ -19,6 +20,12 @@ use tokio::sync::{oneshot, watch, Notify};
 
 use crate::protocol::{self, ClientMessage, ServerMessage};
 use crate::room::{Outbox, ParticipantId, Room, Rooms, OUTBOX_CAPACITY};
+
+/// The server pings every participant this often (browsers answer pings by themselves).
+const PING_EVERY: Duration = Duration::from_secs(5);
+/// A participant from whom nothing (not even a pong) arrived for this long is removed: its
+/// network is gone, and TCP alone would take minutes to notice.
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The sessions that are running, so that shutdown can wait for them to end.
 #[derive(Clone, Default)]
@@ -81,10 +88,18 @@ pub async fn run(
 
     // Sent when the session ends: true if the server is shutting down.
     let (done, mut writer_done) = oneshot::channel::<bool>();
-    let writer = tokio::spawn(async move {
+    let mut writer = tokio::spawn(async move {
+        let mut ping = tokio::time::interval(PING_EVERY);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let going_away = loop {
             let msg = tokio::select! {
                 msg = outgoing.recv() => msg,
+                _ = ping.tick() => {
+                    if sink.send(Message::Ping(Default::default())).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
                 done = &mut writer_done => break done.unwrap_or(false),
             };
             let Some(msg) = msg else { break false };
@@ -114,9 +129,20 @@ pub async fn run(
     };
 
     let mut going_away = false;
+    let mut last_heard = tokio::time::Instant::now();
+    let mut keepalive = tokio::time::interval(PING_EVERY);
     loop {
         let frame = tokio::select! {
             frame = stream.next() => frame,
+            _ = keepalive.tick() => {
+                if last_heard.elapsed() > KEEPALIVE_TIMEOUT {
+                    tracing::info!(participant = %id, "disconnected: no pong for {KEEPALIVE_TIMEOUT:?}");
+                    metrics::counter!("rheomesh_ws_disconnected_total", "reason" => "keepalive")
+                        .increment(1);
+                    break;
+                }
+                continue;
+            }
             _ = shutdown.wait_for(|stop| *stop) => {
                 going_away = true;
                 break;
@@ -132,6 +158,7 @@ pub async fn run(
                 break;
             }
         };
+        last_heard = tokio::time::Instant::now();
         match frame {
             Some(Ok(Message::Text(text))) => match protocol::parse(&text) {
                 Ok(msg) => participant.handle(msg).await,
@@ -154,7 +181,14 @@ pub async fn run(
     // Outbox clones may live on in callbacks and tasks: stop the writer explicitly (it sends
     // a Close frame if the socket is still open, e.g. on server shutdown).
     let _ = done.send(going_away);
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), writer).await;
+    // A client that does not read can keep the writer waiting on TCP (or on the closing
+    // handshake) forever: after a second, end it, which closes the connection.
+    if tokio::time::timeout(Duration::from_secs(1), &mut writer)
+        .await
+        .is_err()
+    {
+        writer.abort();
+    }
     tracing::info!(room = room.name, participant = %id, "left");
 }
 

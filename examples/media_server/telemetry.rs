@@ -130,7 +130,7 @@ fn describe() {
         ),
         (
             "rheomesh_ws_disconnected_total",
-            "WebSocket clients the server disconnected, by reason (not_reading: its outgoing queue was full).",
+            "WebSocket clients the server disconnected, by reason (not_reading: its outgoing queue was full; keepalive: no pong for 15 s).",
         ),
     ];
     for (name, help) in counters {

@@ -103,3 +103,34 @@ test("a client that floods and never reads is disconnected; the call goes on", {
     await closePage(a);
   }
 });
+
+test("a participant whose network vanished is removed within 20 s", { timeout: 60000 }, async () => {
+  const participants = async () => {
+    const text = await (await fetch(`${suite.base}/metrics`)).text();
+    return Number(text.match(/^rheomesh_participants (\d+)/m)?.[1] ?? NaN);
+  };
+  const base = await participants();
+  // Joins, then neither reads nor writes: no pong will ever come, and no FIN either.
+  const sock = await openRawSocket(suite.server.port, uniqueRoom("vanished"));
+  sock.pause();
+  let closed = false;
+  sock.on("close", () => (closed = true));
+  sock.on("error", () => (closed = true));
+  const start = Date.now();
+  assert.equal(await participants(), base + 1, "the silent client joined");
+  while ((await participants()) !== base && Date.now() - start < 25000) {
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  const took = Date.now() - start;
+  console.log(`silent participant removed after ${took} ms`);
+  assert.equal(await participants(), base, "the server kept a silent participant for 25 s");
+  // The connection is closed too: reading now finds the server's pings, then the end.
+  sock.resume();
+  const end = Date.now() + 5000;
+  while (!closed && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
+  sock.destroy();
+  assert.ok(closed, "the server left the connection open");
+  const metrics = await (await fetch(`${suite.base}/metrics`)).text();
+  const m = metrics.match(/rheomesh_ws_disconnected_total\{reason="keepalive"\} (\d+)/);
+  assert.ok(m && Number(m[1]) >= 1, "the keepalive disconnect is counted in /metrics");
+});
