@@ -11,6 +11,7 @@
 //! the rooms, `session.rs` handles one WebSocket, `protocol.rs` defines its messages,
 //! `telemetry.rs` renders the metrics, `tls.rs` holds the TLS options.
 
+mod limits;
 mod protocol;
 mod room;
 mod session;
@@ -95,6 +96,15 @@ struct Args {
     /// PEM private key of --tls-cert.
     #[arg(long, env = "RHEOMESH_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Most HTTP/WebSocket connections open at once; further ones are closed on accept (and
+    /// logged). Keep it under the process's descriptor limit (`ulimit -n`), which the media
+    /// shards and the runtime also use.
+    #[arg(long, env = "RHEOMESH_MAX_CONNECTIONS", default_value_t = 4096)]
+    max_connections: usize,
+    /// Seconds a new connection has to send a complete HTTP request; one that sends half a
+    /// request and waits is closed then.
+    #[arg(long, env = "RHEOMESH_HEADER_TIMEOUT_SECS", default_value_t = 10)]
+    header_timeout_secs: u64,
 }
 
 /// `stun:host[:port]`, as the library understands it (it ignores other schemes).
@@ -243,10 +253,18 @@ async fn run(args: Args) -> Result<std::process::ExitCode, Box<dyn std::error::E
         _ => "",
     };
     println!("Rheomesh media server: open {scheme}://{http_addr}/?room=demo{note}");
+    let limits = limits::Limits::new(
+        args.max_connections.max(1),
+        Duration::from_secs(args.header_timeout_secs.max(1)),
+    );
     let mut server = tokio::spawn(async move {
         match tls {
-            Some(config) => tls::serve(listener, config, app, stop_http_future).await,
+            Some(config) => tls::serve(listener, config, limits, app, stop_http_future).await,
             None => {
+                let listener = limits::CappedListener {
+                    inner: listener,
+                    limits,
+                };
                 axum::serve(listener, app)
                     .with_graceful_shutdown(stop_http_future)
                     .await

@@ -4,8 +4,13 @@
 
 use std::net::IpAddr;
 use std::path::Path;
+use std::sync::Arc;
 
-use axum_server::tls_rustls::RustlsConfig;
+use axum_server::accept::Accept;
+use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
+use tokio::net::TcpStream;
+
+use crate::limits::{Guarded, Limits};
 
 /// A self-signed certificate for `localhost` and the given addresses.
 pub async fn self_signed(ips: &[IpAddr]) -> Result<RustlsConfig, Box<dyn std::error::Error>> {
@@ -45,6 +50,7 @@ pub async fn from_files(cert: &Path, key: &Path) -> Result<RustlsConfig, String>
 pub async fn serve(
     listener: tokio::net::TcpListener,
     config: RustlsConfig,
+    limits: Arc<Limits>,
     app: axum::Router,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -54,8 +60,26 @@ pub async fn serve(
         stop.await;
         on_stop.graceful_shutdown(None);
     });
-    axum_server::from_tcp_rustls(listener.into_std()?, config)?
+    axum_server::from_tcp(listener.into_std()?)?
+        .acceptor(RustlsAcceptor::new(config).acceptor(LimitAcceptor(limits)))
         .handle(handle)
         .serve(app.into_make_service())
         .await
+}
+
+/// Admits each accepted TCP stream under the connection [`Limits`] before TLS.
+#[derive(Clone)]
+struct LimitAcceptor(Arc<Limits>);
+
+impl<S> Accept<TcpStream, S> for LimitAcceptor {
+    type Stream = Guarded<TcpStream>;
+    type Service = S;
+    type Future = std::future::Ready<std::io::Result<(Self::Stream, S)>>;
+
+    fn accept(&self, stream: TcpStream, service: S) -> Self::Future {
+        std::future::ready(match self.0.admit(stream) {
+            Some(stream) => Ok((stream, service)),
+            None => Err(std::io::Error::other("connection limit reached")),
+        })
+    }
 }

@@ -9,7 +9,7 @@ import { connect } from "node:net";
 import { randomBytes } from "node:crypto";
 import { test } from "node:test";
 import {
-  closePage, expectGrowth, expectNoAppError, openPage, uniqueRoom, useSuite, waitPublished,
+  closePage, expectGrowth, expectNoAppError, openPage, startServer, uniqueRoom, useSuite, waitPublished,
 } from "./helpers.mjs";
 
 const suite = useSuite();
@@ -133,4 +133,36 @@ test("a participant whose network vanished is removed within 20 s", { timeout: 6
   const metrics = await (await fetch(`${suite.base}/metrics`)).text();
   const m = metrics.match(/rheomesh_ws_disconnected_total\{reason="keepalive"\} (\d+)/);
   assert.ok(m && Number(m[1]) >= 1, "the keepalive disconnect is counted in /metrics");
+});
+
+test("half-sent requests time out, and connections past the cap are closed and logged", { timeout: 60000 }, async () => {
+  const server = await startServer({ args: ["--max-connections", "20", "--header-timeout-secs", "2"] });
+  try {
+    const N = 25;
+    const start = Date.now();
+    const closedAt = await Promise.all(
+      Array.from({ length: N }, () => new Promise((resolve) => {
+        const sock = connect(server.port, "127.0.0.1");
+        // Half a request: the headers never end.
+        sock.on("connect", () => sock.write("GET /socket?room=half HTTP/1.1\r\nHost: 127.0.0.1\r\n"));
+        sock.on("data", () => {});
+        sock.on("close", () => resolve(Date.now() - start));
+        sock.on("error", () => {});
+        setTimeout(() => { sock.destroy(); resolve(Infinity); }, 15000);
+      })),
+    );
+    const early = closedAt.filter((t) => t < 1500).length;
+    const timedOut = closedAt.filter((t) => t >= 1500 && t < 8000).length;
+    console.log(`closed at once (over the cap): ${early}; closed by the request deadline: ${timedOut}; ms: ${closedAt.join(",")}`);
+    assert.ok(early >= N - 20, `only ${early} connections were refused over the cap`);
+    assert.equal(early + timedOut, N, "a half-sent request kept its connection past the deadline");
+    assert.match(server.output(), /connection limit reached/, "the cap is logged");
+    // Descriptors are back: the server serves again and counted both.
+    const metrics = await (await fetch(`${server.base}/metrics`)).text();
+    const count = (name) => Number(metrics.match(new RegExp(`^${name} (\\d+)`, "m"))?.[1] ?? 0);
+    assert.ok(count("rheomesh_http_connections_refused_total") >= N - 20, "refusals are counted");
+    assert.ok(count("rheomesh_http_request_timeouts_total") >= timedOut, "timeouts are counted");
+  } finally {
+    await server.stop();
+  }
 });

@@ -69,13 +69,14 @@ process.on("exit", () => {
 });
 
 /**
- * Starts the example server on a free port (`--port <free> --shards 2`, bound to 127.0.0.1)
+ * Starts the example server on a free port (`--port <free> --shards 2`, bound to 127.0.0.1,
+ * then `args`)
  * and resolves once `GET /` answers 200. Returns { base, port, pid, output(), stop() }.
  */
-export async function startServer({ timeoutMs = 20000 } = {}) {
+export async function startServer({ timeoutMs = 20000, args = [] } = {}) {
   const bin = serverBinary();
   const port = await freePort();
-  const child = spawn(bin, ["--bind", "127.0.0.1", "--port", String(port), "--shards", "2"], {
+  const child = spawn(bin, ["--bind", "127.0.0.1", "--port", String(port), "--shards", "2", ...args], {
     cwd: ROOT,
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? "warn" },
     stdio: ["ignore", "pipe", "pipe"],
