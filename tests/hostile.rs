@@ -253,3 +253,123 @@ async fn endless_trickled_candidates_are_refused() {
     assert_eq!(stats.total(|s| s.candidates_refused), refused as u64);
     publish.close().await;
 }
+
+/// A valid Chrome-like offer of `pairs` audio + video m-line pairs (`pairs` = 64: 128
+/// m-lines, ≈ 230 KB), made from the `chrome_audio_video` fuzz seed.
+fn big_offer(pairs: usize) -> String {
+    let seed = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fuzz/corpus/sdp_offer/chrome_audio_video"),
+    )
+    .expect("seed");
+    let lines: Vec<&str> = seed.lines().map(str::trim_end).collect();
+    let m = |kind: &str| lines.iter().position(|l| l.starts_with(kind)).unwrap();
+    let (audio, video) = (m("m=audio"), m("m=video"));
+    let mut out: Vec<String> = Vec::new();
+    let mids: Vec<String> = (0..pairs)
+        .flat_map(|i| [format!("a{i}"), format!("v{i}")])
+        .collect();
+    for l in &lines[..audio] {
+        if l.starts_with("a=group:BUNDLE") {
+            out.push(format!("a=group:BUNDLE {}", mids.join(" ")));
+        } else {
+            out.push(l.to_string());
+        }
+    }
+    for i in 0..pairs {
+        for (section, name) in [(&lines[audio..video], "a"), (&lines[video..], "v")] {
+            for l in section {
+                if l.starts_with("a=ssrc") {
+                    continue;
+                } else if l.starts_with("a=mid:") {
+                    out.push(format!("a=mid:{name}{i}"));
+                } else if l.starts_with("a=msid:") {
+                    out.push(format!("a=msid:stream0 {name}{i}"));
+                } else {
+                    out.push(l.to_string());
+                }
+            }
+        }
+    }
+    out.join("\r\n") + "\r\n"
+}
+
+/// Ten clients sending large valid offers (128 m-lines) as fast as they are answered: a call
+/// on the same (only) shard keeps its packets flowing: all delivered, p99 latency ≤ 20 ms
+/// (optimized build). Before, the shard parsed every offer itself and ran its whole command
+/// queue before reading its socket again: the call got no packet at all for the attack's
+/// 3 s. Now offers are parsed on low-priority threads and the shard spends at most 2 ms per
+/// pass on commands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_offers_do_not_freeze_media() {
+    let (worker, router) = sfu::setup(1).await;
+    let publisher =
+        sfu::connect_publisher(&router, Some("a"), Some("v"), PeerConfig::default()).await;
+    let mut sub = sfu::connect_subscriber(&router, PeerConfig::default()).await;
+    sub.subscribe("a").await;
+    sub.subscribe("v").await;
+    publisher
+        .peer
+        .start_sending(150, 50, Duration::from_secs(1));
+    assert!(
+        sfu::wait_until(Duration::from_secs(5), || sub.peer.received("v").intact
+            > 100)
+        .await,
+        "the call flows"
+    );
+    let before = sub.peer.received("v");
+
+    let offer = big_offer(64);
+    assert!(offer.len() > 200_000, "offer of {} bytes", offer.len());
+    let stop = tokio::time::Instant::now() + Duration::from_secs(3);
+    let attackers = (0..10).map(|_| {
+        let router = router.clone();
+        let offer = offer.clone();
+        tokio::spawn(async move {
+            let mut answered = 0;
+            while tokio::time::Instant::now() < stop {
+                let t = router
+                    .create_publish_transport(WebRTCTransportConfig::default())
+                    .await;
+                if t.get_answer(SessionDescription::offer(offer.clone()))
+                    .await
+                    .is_ok()
+                {
+                    answered += 1;
+                }
+                t.close().await;
+            }
+            answered
+        })
+    });
+    let answered: usize = futures_util::future::join_all(attackers)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .sum();
+    let after = sub.peer.received("v");
+    let p99 = after
+        .latency_quantile_ms(&before, 0.99)
+        .expect("packets during the attack");
+    let max = after.latency_quantile_ms(&before, 1.0).unwrap();
+    eprintln!(
+        "{answered} large offers answered in 3 s; the call's video during them: {} packets, \
+         p99 < {p99} ms, max < {max} ms",
+        after.intact - before.intact
+    );
+    assert!(answered >= 10, "only {answered} offers answered");
+    // The issue's bound (≤ 20 ms; the histogram's bucket is < 16 ms) holds for an optimized
+    // build, which CI runs this file as too (`cargo test --release --test hostile`). A debug
+    // build applies one 128-m-line offer on the shard in tens of milliseconds (≈ 5
+    // optimized), so there the bound only catches a frozen shard.
+    let bound = if cfg!(debug_assertions) { 128 } else { 16 };
+    assert!(
+        p99 <= bound,
+        "the call's p99 latency was up to {p99} ms under large offers (bound {bound})"
+    );
+    sfu::expect_complete_delivery(&publisher.peer, &sub.peer, "a", "v", 0)
+        .await
+        .expect("the live call delivers everything");
+    let stats = worker.lock().await.stats().await;
+    assert_eq!(stats.total(|s| s.session_panics), 0);
+}

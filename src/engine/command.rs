@@ -4,6 +4,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::format::PayloadParams;
 use str0m::media::MediaKind;
 use tokio::sync::{mpsc, oneshot};
@@ -86,7 +87,9 @@ pub(crate) enum Command {
     /// Publish side: accept an offer, reply with the answer and the current tracks.
     AcceptOffer {
         id: SessionId,
+        /// The offer's text and its parse (parsed off the shard).
         sdp: String,
+        offer: Box<SdpOffer>,
         reply: oneshot::Sender<Result<(String, Vec<TrackInfo>), NegotiationError>>,
     },
     AddRemoteCandidate {
@@ -114,7 +117,9 @@ pub(crate) enum Command {
     /// Subscribe side: apply the answer to the outstanding offer.
     AcceptAnswer {
         id: SessionId,
+        /// The answer's text and its parse (parsed off the shard).
         sdp: String,
+        answer: Box<SdpAnswer>,
         reply: oneshot::Sender<Result<(), NegotiationError>>,
     },
     /// Publisher's shard: shard `dest` has (one more) subscriber of `track`.

@@ -5,7 +5,7 @@
 
 use std::io;
 use std::sync::{mpsc, Arc};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token, Waker};
 
@@ -19,6 +19,11 @@ const SOCKET: Token = Token(1);
 /// Datagrams read per socket event before other work gets a turn.
 const RECV_BUDGET: usize = 256;
 
+/// Time a pass spends on commands from the API before media gets its turn again. Applying
+/// a large SDP takes milliseconds and a client can send many: commands left over wait for
+/// the next pass (media first), instead of the whole queue running while datagrams wait.
+const COMMAND_BUDGET: Duration = Duration::from_millis(2);
+
 /// A shard core with its socket, poll, inbox and the other shards' wakers.
 pub(crate) struct Shard {
     core: ShardCore,
@@ -30,6 +35,8 @@ pub(crate) struct Shard {
     /// edge-triggered: no new event comes for data already queued (and none at all once
     /// the kernel buffer is full and drops arrivals), so the loop must read again itself.
     socket_backlog: bool,
+    /// The last pass stopped at its command budget with commands left.
+    commands_pending: bool,
 }
 
 impl Shard {
@@ -49,6 +56,7 @@ impl Shard {
             commands,
             peers,
             socket_backlog: false,
+            commands_pending: false,
         })
     }
 
@@ -59,7 +67,7 @@ impl Shard {
         let mut events = Events::with_capacity(64);
         let mut buf = vec![0u8; 2048];
         while self.core.running() {
-            let wait = if self.socket_backlog {
+            let wait = if self.socket_backlog || self.commands_pending {
                 std::time::Duration::ZERO
             } else {
                 self.core.wait(Instant::now())
@@ -117,7 +125,13 @@ impl Shard {
     }
 
     fn handle_commands(&mut self, now: Instant) {
+        self.commands_pending = false;
+        let started = Instant::now();
         loop {
+            if started.elapsed() >= COMMAND_BUDGET {
+                self.commands_pending = true;
+                return;
+            }
             match self.commands.try_recv() {
                 #[cfg(feature = "testing")]
                 Ok(Command::Pause(d)) => {

@@ -143,10 +143,12 @@ impl MemoryShards {
         now: Instant,
     ) -> Result<(String, Vec<TrackRef>), NegotiationError> {
         let sdp = offer.to_string();
+        let offer = Box::new(crate::engine::sdp::parse_offer_here(&sdp)?);
         let (answer, tracks) = self
             .command(s.shard, now, |reply| Command::AcceptOffer {
                 id: s.id,
                 sdp,
+                offer,
                 reply,
             })
             .unwrap_or(Err(NegotiationError::Closed))?;
@@ -200,9 +202,11 @@ impl MemoryShards {
         now: Instant,
     ) -> Result<(), NegotiationError> {
         let sdp = answer.to_string();
+        let answer = Box::new(crate::engine::sdp::parse_answer_here(&sdp)?);
         self.command(s.shard, now, |reply| Command::AcceptAnswer {
             id: s.id,
             sdp,
+            answer,
             reply,
         })
         .unwrap_or(Err(NegotiationError::Closed))

@@ -116,10 +116,12 @@ impl PublishTransport {
         if core.is_closed() {
             return Err(NegotiationError::Closed);
         }
+        let (sdp, parsed) = crate::engine::sdp::parse_offer(offer.sdp).await?;
         let (tx, rx) = oneshot::channel();
         if !core.send(Command::AcceptOffer {
             id: core.id,
-            sdp: offer.sdp,
+            sdp,
+            offer: Box::new(parsed),
             reply: tx,
         }) {
             return Err(NegotiationError::Closed);

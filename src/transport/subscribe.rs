@@ -321,10 +321,12 @@ impl SubscribeTransport {
         if core.is_closed() {
             return Err(NegotiationError::Closed);
         }
+        let (sdp, parsed) = crate::engine::sdp::parse_answer(answer.sdp).await?;
         let (tx, rx) = oneshot::channel();
         if !core.send(Command::AcceptAnswer {
             id: core.id,
-            sdp: answer.sdp,
+            sdp,
+            answer: Box::new(parsed),
             reply: tx,
         }) {
             return Err(NegotiationError::Closed);

@@ -20,9 +20,7 @@ use crate::engine::command::{
     CloseReason, Command, DownTrackSpec, SessionCreated, SessionEvent, SessionSpec, TrackInfo,
 };
 use crate::engine::route::DownTrack;
-use crate::engine::sdp::{
-    answer_in_offer_order, check_sdp_limits, sdp_mids, sdp_msids, stop_m_lines,
-};
+use crate::engine::sdp::{answer_in_offer_order, sdp_mids, sdp_msids, stop_m_lines};
 use crate::engine::session::{PendingOffer, Session, UpTrack};
 use crate::engine::{next_id, DownTrackId, SessionId, TrackKey};
 use crate::error::{NegotiationError, SubscribeError, TransportError};
@@ -47,8 +45,13 @@ impl ShardCore {
                 let created = self.create_session(*spec, now);
                 let _ = reply.send(created);
             }
-            Command::AcceptOffer { id, sdp, reply } => {
-                let r = self.accept_offer(id, &sdp);
+            Command::AcceptOffer {
+                id,
+                sdp,
+                offer,
+                reply,
+            } => {
+                let r = self.accept_offer(id, &sdp, *offer);
                 let _ = reply.send(r);
             }
             Command::AddRemoteCandidate {
@@ -72,8 +75,13 @@ impl ShardCore {
                 let r = self.create_offer(id, ice_restart);
                 let _ = reply.send(r);
             }
-            Command::AcceptAnswer { id, sdp, reply } => {
-                let r = self.accept_answer(id, &sdp, now);
+            Command::AcceptAnswer {
+                id,
+                sdp,
+                answer,
+                reply,
+            } => {
+                let r = self.accept_answer(id, &sdp, *answer, now);
                 let _ = reply.send(r);
             }
             Command::AddRemoteRoute { track, dest } => self.routes.add_remote(track, dest),
@@ -238,11 +246,9 @@ impl ShardCore {
         &mut self,
         id: SessionId,
         sdp: &str,
+        offer: SdpOffer,
     ) -> Result<(String, Vec<TrackInfo>), NegotiationError> {
         let slot = self.slot_of(id).ok_or(NegotiationError::Closed)?;
-        check_sdp_limits(sdp)?;
-        let offer = SdpOffer::from_sdp_string(sdp)
-            .map_err(|e| NegotiationError::InvalidSdp(e.to_string()))?;
         let shard = self.id;
         let s = self
             .sessions
@@ -456,12 +462,10 @@ impl ShardCore {
         &mut self,
         id: SessionId,
         sdp: &str,
+        answer: SdpAnswer,
         now: Instant,
     ) -> Result<(), NegotiationError> {
         let slot = self.slot_of(id).ok_or(NegotiationError::Closed)?;
-        check_sdp_limits(sdp)?;
-        let answer = SdpAnswer::from_sdp_string(sdp)
-            .map_err(|e| NegotiationError::InvalidSdp(e.to_string()))?;
         let s = self
             .sessions
             .get_mut(slot)

@@ -20,7 +20,7 @@ use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Pt};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 
-pub use recv::{Arrival, ReceivedTrack, MAX_COUNTER};
+pub use recv::{Arrival, ReceivedTrack, LATENCY_BUCKETS, MAX_COUNTER};
 pub use send::{SendStats, DEFAULT_AUDIO_LEN, DEFAULT_VIDEO_LEN};
 
 /// How a [`ClientPeer`] is set up.

@@ -41,6 +41,9 @@ pub struct ReceivedTrack {
     pub ssrcs: Vec<u32>,
     /// Sum over intact packets of (receive time − send time) in µs.
     pub latency_us_sum: u64,
+    /// Intact packets by one-way latency: bucket 0 under 1 ms, bucket `i` from 2^(i−1) to
+    /// 2^i ms, the last one everything above (see [`ReceivedTrack::latency_quantile_ms`]).
+    pub latency_hist: [u64; LATENCY_BUCKETS],
     /// RTCP sender reports received for this track.
     pub sender_reports: u64,
     /// The last sender report: (NTP wallclock, RTP time in the codec clock).
@@ -64,6 +67,7 @@ impl Default for ReceivedTrack {
             keyframes: 0,
             ssrcs: Vec::new(),
             latency_us_sum: 0,
+            latency_hist: [0; LATENCY_BUCKETS],
             sender_reports: 0,
             last_sr: None,
             last_rtp_ts: None,
@@ -71,10 +75,43 @@ impl Default for ReceivedTrack {
     }
 }
 
+/// Buckets of [`ReceivedTrack::latency_hist`].
+pub const LATENCY_BUCKETS: usize = 16;
+
+/// The latency bucket of `us`.
+fn latency_bucket(us: u64) -> usize {
+    let ms = us / 1000;
+    ((u64::BITS - ms.leading_zeros()) as usize).min(LATENCY_BUCKETS - 1)
+}
+
 impl ReceivedTrack {
     /// Mean one-way latency over intact packets, in µs.
     pub fn mean_latency_us(&self) -> Option<u64> {
         (self.intact > 0).then(|| self.latency_us_sum / self.intact)
+    }
+
+    /// An upper bound (ms, a power of two) of the `q` quantile of the one-way latency of the
+    /// packets received since the snapshot `earlier` of this track (`None` if none were).
+    pub fn latency_quantile_ms(&self, earlier: &ReceivedTrack, q: f64) -> Option<u64> {
+        let counts: Vec<u64> = self
+            .latency_hist
+            .iter()
+            .zip(&earlier.latency_hist)
+            .map(|(now, then)| now.saturating_sub(*then))
+            .collect();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let wanted = ((total as f64) * q).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, c) in counts.iter().enumerate() {
+            seen += c;
+            if seen >= wanted {
+                return Some(1 << i);
+            }
+        }
+        Some(1 << (LATENCY_BUCKETS - 1))
     }
 }
 
@@ -228,7 +265,9 @@ impl Receiver {
         }
         let s = &mut t.stats;
         s.intact += 1;
-        s.latency_us_sum += now_us.saturating_sub(stamp.send_us);
+        let latency = now_us.saturating_sub(stamp.send_us);
+        s.latency_us_sum += latency;
+        s.latency_hist[latency_bucket(latency)] += 1;
         if t.last_counter.is_some_and(|last| stamp.counter <= last) {
             s.in_order = false;
         }
