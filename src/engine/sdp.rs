@@ -78,7 +78,14 @@ async fn parse_off_shard<T: Send + 'static>(
     check_sdp_limits(&sdp)?;
     let (tx, rx) = tokio::sync::oneshot::channel();
     let job: ParseJob = Box::new(move || {
-        let _ = tx.send(parse(&sdp).map(|parsed| (sdp, parsed)));
+        // A parser panic (a str0m bug a hostile SDP found) fails this negotiation only, and
+        // the parse thread lives on.
+        let parsed = std::panic::catch_unwind(|| parse(&sdp)).unwrap_or_else(|_| {
+            Err(NegotiationError::SessionFailed(
+                "the SDP parser panicked".into(),
+            ))
+        });
+        let _ = tx.send(parsed.map(|parsed| (sdp, parsed)));
     });
     if parse_threads().send(job).is_err() {
         return Err(NegotiationError::SessionFailed(
