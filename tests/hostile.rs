@@ -5,8 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use rheomesh::config::{MediaConfig, WebRTCTransportConfig, WorkerConfig, MAX_REMOTE_ADDRS};
-use rheomesh::worker::Worker;
+use rheomesh::config::{WebRTCTransportConfig, MAX_REMOTE_ADDRS};
 use rheomesh::{IceCandidateInit, SessionDescription};
 use str0m::ice::{StunMessage, TransId};
 
@@ -32,10 +31,7 @@ fn assert_written_for_clients(what: &str, message: &str) {
 /// parser's pointers into server memory (`Parse error at PointerOffset(0x7fa3…)` before).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_for_bad_sdp_do_not_leak_internals() {
-    let mut config = WorkerConfig::default();
-    config.shards = 1;
-    let worker = Worker::new(config).await.unwrap();
-    let router = worker.lock().await.new_router(MediaConfig::default());
+    let (_worker, router) = sfu::setup(1).await;
     let publish = router
         .create_publish_transport(WebRTCTransportConfig::default())
         .await;
@@ -89,10 +85,7 @@ async fn errors_for_bad_sdp_do_not_leak_internals() {
 /// of each request waiting 21 s and then answering "no offer is outstanding".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ice_restart_storm_is_refused_promptly() {
-    let mut config = WorkerConfig::default();
-    config.shards = 1;
-    let worker = Worker::new(config).await.unwrap();
-    let router = worker.lock().await.new_router(MediaConfig::default());
+    let (_worker, router) = sfu::setup(1).await;
     let subscribe = router
         .create_subscribe_transport(WebRTCTransportConfig::default())
         .await;
