@@ -28,6 +28,9 @@ pub(crate) struct PublishInner {
     negotiating: AtomicUsize,
     negotiated: AtomicBool,
     published: Mutex<Vec<String>>,
+    /// One offer of this transport is parsed and applied at a time: a client sending
+    /// offers faster than they are answered waits its turn, and costs the shard no more.
+    one_offer_at_a_time: tokio::sync::Mutex<()>,
 }
 
 impl PublishInner {
@@ -96,11 +99,33 @@ impl PublishTransport {
             negotiating: AtomicUsize::new(0),
             negotiated: AtomicBool::new(false),
             published: Mutex::new(Vec::new()),
+            one_offer_at_a_time: tokio::sync::Mutex::new(()),
         });
         if !closed_at_birth {
             super::spawn_event_loop(events, &inner);
         }
         PublishTransport { inner }
+    }
+
+    /// Parse `sdp` off the shard and have the shard apply it, one offer of this transport
+    /// at a time.
+    async fn apply_offer(
+        &self,
+        sdp: String,
+    ) -> Result<(String, Vec<TrackInfo>), NegotiationError> {
+        let _turn = self.inner.one_offer_at_a_time.lock().await;
+        let (sdp, parsed) = crate::engine::sdp::parse_offer(sdp).await?;
+        let core = &self.inner.core;
+        let (tx, rx) = oneshot::channel();
+        if !core.send(Command::AcceptOffer {
+            id: core.id,
+            sdp,
+            offer: Box::new(parsed),
+            reply: tx,
+        }) {
+            return Err(NegotiationError::Closed);
+        }
+        rx.await.unwrap_or(Err(NegotiationError::Closed))
     }
 
     /// Apply the browser's offer and return the answer. Call again with each new offer
@@ -116,18 +141,10 @@ impl PublishTransport {
         if core.is_closed() {
             return Err(NegotiationError::Closed);
         }
-        let (sdp, parsed) = crate::engine::sdp::parse_offer(offer.sdp).await?;
-        let (tx, rx) = oneshot::channel();
-        if !core.send(Command::AcceptOffer {
-            id: core.id,
-            sdp,
-            offer: Box::new(parsed),
-            reply: tx,
-        }) {
-            return Err(NegotiationError::Closed);
-        }
+        // Counted from here (waiting for its turn and parsing included): `publish` waits
+        // for a track while an offer that may carry it is on its way.
         self.inner.negotiating.fetch_add(1, Ordering::AcqRel);
-        let result = rx.await.unwrap_or(Err(NegotiationError::Closed));
+        let result = self.apply_offer(offer.sdp).await;
         self.inner.negotiating.fetch_sub(1, Ordering::AcqRel);
         let (answer, tracks) = match result {
             Ok(r) => r,
