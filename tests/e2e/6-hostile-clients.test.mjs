@@ -109,7 +109,11 @@ test("a participant whose network vanished is removed within 20 s", { timeout: 6
     const text = await (await fetch(`${suite.base}/metrics`)).text();
     return Number(text.match(/^rheomesh_participants (\d+)/m)?.[1] ?? NaN);
   };
+  // Earlier tests' pages leave asynchronously: start from an empty server.
+  const settle = Date.now() + 15000;
+  while ((await participants()) !== 0 && Date.now() < settle) await new Promise((r) => setTimeout(r, 100));
   const base = await participants();
+  assert.equal(base, 0, "participants of earlier tests are still there");
   // Joins, then neither reads nor writes: no pong will ever come, and no FIN either.
   const sock = await openRawSocket(suite.server.port, uniqueRoom("vanished"));
   sock.pause();
