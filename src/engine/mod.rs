@@ -11,6 +11,7 @@ pub(crate) mod demux;
 pub(crate) mod ring;
 pub(crate) mod route;
 pub(crate) mod sdp;
+pub(crate) mod sdp_parse;
 pub(crate) mod session;
 pub(crate) mod shard;
 pub(crate) mod slab;

@@ -6,8 +6,6 @@
 //! What str0m 0.25 does not expose, and why each helper exists:
 //! - [`check_sdp_limits`]: str0m parses whatever it is given; the size and m-line limits
 //!   are checked on the text first, so a hostile SDP costs no parsing.
-//! - [`parse_offer`] / [`parse_answer`]: the parse itself, on low-priority parse threads
-//!   (one per two cores), so the shard only applies the result.
 //! - [`answer_in_offer_order`]: str0m orders an answer's payload types by its own codec
 //!   configuration, not by the offerer's preference; we reorder the `m=` lines.
 //! - [`sdp_mids`]: the m-line order of an offer or answer (str0m's `SdpOffer`/`SdpAnswer`
@@ -17,106 +15,9 @@
 //! - [`stop_m_lines`]: removing m-lines while keeping the BUNDLE tag alive (str0m would
 //!   reject the tagged m-line like any other, and browsers then tear the transport down).
 
-use std::sync::OnceLock;
-
-use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::media::{Direction, Mid};
 
 use crate::error::NegotiationError;
-
-/// A job for the parse threads.
-type ParseJob = Box<dyn FnOnce() + Send>;
-
-/// The SDP parse threads: one per two cores, started on first use, at a lower scheduling
-/// priority than everything else (nice 10 on Linux). A 200 KB offer takes milliseconds
-/// to parse and a client may send many: the shards, one per core, keep the CPU for
-/// everybody's media, and the parses get what is left.
-fn parse_threads() -> &'static std::sync::mpsc::Sender<ParseJob> {
-    static JOBS: OnceLock<std::sync::mpsc::Sender<ParseJob>> = OnceLock::new();
-    JOBS.get_or_init(|| {
-        let (tx, rx) = std::sync::mpsc::channel::<ParseJob>();
-        let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        for i in 0..(cores / 2).max(1) {
-            let rx = rx.clone();
-            let spawned = std::thread::Builder::new()
-                .name(format!("rheomesh-sdp-{i}"))
-                .spawn(move || {
-                    lower_priority();
-                    loop {
-                        let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
-                        match job {
-                            Ok(job) => job(),
-                            Err(_) => return,
-                        }
-                    }
-                });
-            if let Err(e) = spawned {
-                tracing::error!("starting an SDP parse thread: {e}");
-            }
-        }
-        tx
-    })
-}
-
-/// Lower the calling thread's scheduling priority (Linux: per thread).
-fn lower_priority() {
-    #[cfg(target_os = "linux")]
-    // SAFETY: setpriority with PRIO_PROCESS and id 0 changes the calling thread's nice
-    // value on Linux; it reads no memory of ours.
-    unsafe {
-        libc::setpriority(libc::PRIO_PROCESS, 0, 10);
-    }
-}
-
-/// Check `sdp`'s limits and parse it on the parse threads ([`parse_threads`]): parsing is
-/// the costliest part of accepting a large SDP, and a shard is busy with everybody's media.
-async fn parse_off_shard<T: Send + 'static>(
-    sdp: String,
-    parse: fn(&str) -> Result<T, NegotiationError>,
-) -> Result<(String, T), NegotiationError> {
-    check_sdp_limits(&sdp)?;
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let job: ParseJob = Box::new(move || {
-        // A parser panic (a str0m bug a hostile SDP found) fails this negotiation only, and
-        // the parse thread lives on.
-        let parsed = std::panic::catch_unwind(|| parse(&sdp)).unwrap_or_else(|_| {
-            Err(NegotiationError::SessionFailed(
-                "the SDP parser panicked".into(),
-            ))
-        });
-        let _ = tx.send(parsed.map(|parsed| (sdp, parsed)));
-    });
-    if parse_threads().send(job).is_err() {
-        return Err(NegotiationError::SessionFailed(
-            "no SDP parse thread".into(),
-        ));
-    }
-    rx.await
-        .map_err(|_| NegotiationError::SessionFailed("SDP parsing failed".into()))?
-}
-
-/// Parse an offer (its limits checked first), where the caller is.
-pub(crate) fn parse_offer_here(sdp: &str) -> Result<SdpOffer, NegotiationError> {
-    check_sdp_limits(sdp)?;
-    SdpOffer::from_sdp_string(sdp).map_err(|e| NegotiationError::InvalidSdp(e.to_string()))
-}
-
-/// Parse an answer (its limits checked first), where the caller is.
-pub(crate) fn parse_answer_here(sdp: &str) -> Result<SdpAnswer, NegotiationError> {
-    check_sdp_limits(sdp)?;
-    SdpAnswer::from_sdp_string(sdp).map_err(|e| NegotiationError::InvalidSdp(e.to_string()))
-}
-
-/// An offer's text and its parse, made on a parse thread (see [`parse_off_shard`]).
-pub(crate) async fn parse_offer(sdp: String) -> Result<(String, SdpOffer), NegotiationError> {
-    parse_off_shard(sdp, parse_offer_here).await
-}
-
-/// An answer's text and its parse, made on a parse thread (see [`parse_off_shard`]).
-pub(crate) async fn parse_answer(sdp: String) -> Result<(String, SdpAnswer), NegotiationError> {
-    parse_off_shard(sdp, parse_answer_here).await
-}
 
 /// Largest SDP accepted (bytes). Browser offers with dozens of tracks stay far below.
 pub(crate) const MAX_SDP_LEN: usize = 256 * 1024;

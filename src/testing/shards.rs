@@ -143,7 +143,7 @@ impl MemoryShards {
         now: Instant,
     ) -> Result<(String, Vec<TrackRef>), NegotiationError> {
         let sdp = offer.to_string();
-        let offer = Box::new(crate::engine::sdp::parse_offer_here(&sdp)?);
+        let offer = Box::new(crate::engine::sdp_parse::parse_offer_here(&sdp)?);
         let (answer, tracks) = self
             .command(s.shard, now, |reply| Command::AcceptOffer {
                 id: s.id,
@@ -202,7 +202,7 @@ impl MemoryShards {
         now: Instant,
     ) -> Result<(), NegotiationError> {
         let sdp = answer.to_string();
-        let answer = Box::new(crate::engine::sdp::parse_answer_here(&sdp)?);
+        let answer = Box::new(crate::engine::sdp_parse::parse_answer_here(&sdp)?);
         self.command(s.shard, now, |reply| Command::AcceptAnswer {
             id: s.id,
             sdp,

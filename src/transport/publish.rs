@@ -109,12 +109,9 @@ impl PublishTransport {
 
     /// Parse `sdp` off the shard and have the shard apply it, one offer of this transport
     /// at a time.
-    async fn apply_offer(
-        &self,
-        sdp: String,
-    ) -> Result<(String, Vec<TrackInfo>), NegotiationError> {
+    async fn apply_offer(&self, sdp: String) -> Result<(String, Vec<TrackInfo>), NegotiationError> {
         let _turn = self.inner.one_offer_at_a_time.lock().await;
-        let (sdp, parsed) = crate::engine::sdp::parse_offer(sdp).await?;
+        let (sdp, parsed) = crate::engine::sdp_parse::parse_offer(sdp).await?;
         let core = &self.inner.core;
         let (tx, rx) = oneshot::channel();
         if !core.send(Command::AcceptOffer {

@@ -321,7 +321,7 @@ impl SubscribeTransport {
         if core.is_closed() {
             return Err(NegotiationError::Closed);
         }
-        let (sdp, parsed) = crate::engine::sdp::parse_answer(answer.sdp).await?;
+        let (sdp, parsed) = crate::engine::sdp_parse::parse_answer(answer.sdp).await?;
         let (tx, rx) = oneshot::channel();
         if !core.send(Command::AcceptAnswer {
             id: core.id,
