@@ -16,6 +16,8 @@ root=$(pwd)
 echo "cargo package --workspace (packages and verifies rheomesh-str0m and rheomesh)"
 cargo package --workspace --allow-dirty --quiet
 ls -l target/package/*.crate
+# The verify builds (a full dependency tree each) are not needed again: give the disk back.
+find target/package -mindepth 1 -maxdepth 1 ! -name '*.crate' -exec rm -rf {} +
 
 dir=$(mktemp -d /tmp/rheomesh-consumer.XXXXXX)
 trap 'rm -rf "$dir"' EXIT
@@ -37,8 +39,12 @@ tokio = { version = "1", features = ["macros", "rt-multi-thread", "time"] }
 [workspace]
 
 # The repository's dev profile, so the dependencies it built are reused.
+[profile.dev]
+debug = "line-tables-only"
+
 [profile.dev.package."*"]
 opt-level = 2
+debug = "line-tables-only"
 TOML
 target_dir=${CONSUMER_TARGET_DIR:-$root/target}
 echo "building the outside consumer in $dir (target $target_dir)"

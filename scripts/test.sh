@@ -8,7 +8,11 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 
 t0=$(date +%s)
-step() { printf '\n==> [%ss] %s\n' "$(( $(date +%s) - t0 ))" "$*"; }
+# A CI run builds everything once, cold: incremental caches would only cost disk.
+export CARGO_INCREMENTAL=0
+# Each step says how much disk is left: a run that fills a small disk says where.
+disk() { df -Pm . | awk 'NR==2 { printf "%d MB free", $4 }'; }
+step() { printf '\n==> [%ss, %s] %s\n' "$(( $(date +%s) - t0 ))" "$(disk)" "$*"; }
 apt_install() {
   if [ "$(id -u)" != 0 ]; then
     echo "missing $*: install it (apt-get install $*) or run as root" >&2
