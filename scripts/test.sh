@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the project: Rust (format, lints, docs, unit and integration tests with
-# real peers, once more through the portable send path, packaging and an outside consumer), the TypeScript client (unit tests, bundle), and the browser end-to-end tests
-# (headless Chromium against the example server). Installs what a test needs when it is
+# real peers, once more through the portable send path, packaging and an outside consumer), the TypeScript client (unit tests, bundle), the browser end-to-end tests
+# (headless Chromium against the example server), the loadgen smoke test and a join storm
+# beside a live call. Installs what a test needs when it is
 # missing (Chromium, Node.js, the npm packages). `.ci/run` calls exactly this script.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -72,4 +73,7 @@ fi
 
 step "loadgen smoke test (example server + loadgen on 127.0.0.1)"
 ./scripts/loadgen_smoke.sh
+
+step "join storm: 2000 participants join and leave beside a live call (release build)"
+./scripts/join_storm.sh 2000
 step "done"

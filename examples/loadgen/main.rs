@@ -64,6 +64,11 @@ struct Args {
     /// Room name (default: loadgen-PID, a fresh room per run).
     #[arg(long, env = "LOADGEN_ROOM")]
     room: Option<String>,
+    /// Spread the publishers over this many rooms (`ROOM-0` …): publisher `i` and its
+    /// subscribers join `ROOM-(i % rooms)`. With 1 (the default) everyone is in `ROOM`.
+    /// Many rooms make a join storm without the room-wide `Published` fan-out of one big room.
+    #[arg(long, default_value_t = 1)]
+    rooms: u32,
     /// Number of publishers (one VP8 track each).
     #[arg(short = 'p', long, default_value_t = 1)]
     publishers: u32,
@@ -154,6 +159,9 @@ fn main() -> ExitCode {
 fn validate(a: &Args) -> Result<(), String> {
     if a.publishers == 0 {
         return Err("--publishers must be at least 1".into());
+    }
+    if a.rooms == 0 || a.rooms > a.publishers {
+        return Err("--rooms must be 1..=--publishers".into());
     }
     if a.pps == 0 || a.pps > 100_000 {
         return Err("--pps must be 1..=100000".into());
@@ -406,7 +414,13 @@ async fn run(args: Args) -> Result<(), String> {
     let engine = Arc::new(Engine::start(args.media_threads)?);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let ctx = Arc::new(signaling::Ctx {
-        url: url.clone(),
+        urls: if args.rooms == 1 {
+            vec![url.clone()]
+        } else {
+            (0..args.rooms)
+                .map(|r| room_url(&args.url, &format!("{room}-{r}")))
+                .collect::<Result<_, _>>()?
+        },
         tls,
         bind,
         engine: engine.clone(),

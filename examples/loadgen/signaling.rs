@@ -70,7 +70,8 @@ fn describe(url: &str, e: tungstenite::Error) -> String {
 
 /// Shared by all participants.
 pub struct Ctx {
-    pub url: String,
+    /// One URL per room (`--rooms`); publisher `i` and its subscribers use `urls[i % len]`.
+    pub urls: Vec<String>,
     /// TLS for `wss://` (`None`: verify with the web PKI roots).
     pub tls: Option<Connector>,
     /// Address of the peers' UDP sockets (their host candidates).
@@ -84,6 +85,15 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    /// The signaling URL (and so the room) of `spec`: its publisher's room.
+    fn url_for(&self, spec: &Spec) -> &str {
+        let publisher = match spec {
+            Spec::Publisher { index, .. } => *index,
+            Spec::Subscriber { publisher, .. } => *publisher,
+        };
+        &self.urls[publisher as usize % self.urls.len()]
+    }
+
     fn incident(&self, what: String) {
         self.incidents.fetch_add(1, Relaxed);
         let mut s = self
@@ -231,7 +241,7 @@ pub async fn run(
         }
     };
 
-    let mut ws = match connect(&ctx.url, ctx.tls.as_ref(), deadline).await {
+    let mut ws = match connect(ctx.url_for(&spec), ctx.tls.as_ref(), deadline).await {
         Ok(ws) => ws,
         Err(e) => return fail(&mut ready, e),
     };

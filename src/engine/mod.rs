@@ -8,6 +8,7 @@
 pub(crate) mod command;
 pub(crate) mod core;
 pub(crate) mod demux;
+pub(crate) mod dtls;
 pub(crate) mod ring;
 pub(crate) mod route;
 pub(crate) mod sdp;

@@ -153,6 +153,9 @@ pub(crate) struct Session {
     pub(crate) idle_timeout: Duration,
     /// Set when the session must be torn down by the shard.
     pub(crate) dead: Option<CloseReason>,
+    /// In the shard's teardown queue (at most once: the queue is worked off under a time
+    /// budget, and a session may be touched again before its turn).
+    pub(crate) doomed: bool,
     /// RTP was written this batch: flush with a timeout input at the end of the batch.
     pub(crate) dirty: bool,
     // Publish side.

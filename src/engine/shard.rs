@@ -19,6 +19,13 @@ const SOCKET: Token = Token(1);
 /// Datagrams read per socket event before other work gets a turn.
 const RECV_BUDGET: usize = 256;
 
+/// Time a receive pass may take before the datagrams it forwarded are sent. A media packet
+/// costs microseconds, but a DTLS handshake message costs a few hundred (key agreement,
+/// signatures): in a join storm a pass of 256 datagrams could hold a call's packets for tens
+/// of milliseconds. The clock is read every [`RECV_CLOCK_EVERY`] datagrams.
+const RECV_TIME_BUDGET: Duration = Duration::from_millis(1);
+const RECV_CLOCK_EVERY: usize = 4;
+
 /// Time a pass spends on commands from the API before media gets its turn again. Applying
 /// a large SDP takes milliseconds and a client can send many: commands left over wait for
 /// the next pass (media first), instead of the whole queue running while datagrams wait.
@@ -95,12 +102,15 @@ impl Shard {
     fn receive(&mut self, buf: &mut [u8], now: Instant) {
         self.socket_backlog = false;
         for i in 0..RECV_BUDGET {
+            if i > 0 && i.is_multiple_of(RECV_CLOCK_EVERY) && now.elapsed() >= RECV_TIME_BUDGET {
+                break;
+            }
             match udp::recv(&self.socket, buf) {
                 Ok((n, source, stamp)) => {
                     if i == 0 {
                         // The oldest datagram of the pass: how far behind the shard is.
                         if let Some(stamp) = stamp {
-                            self.core.note_backlog(udp::waited_since(stamp));
+                            self.core.note_backlog(udp::waited_since(stamp), now);
                         }
                     }
                     self.core.handle_datagram(&buf[..n], source, now)

@@ -20,6 +20,12 @@ function rssKiB(pid) {
   return Number(m[1]);
 }
 
+/** The example server's participant count, from /metrics. */
+async function participantsOf(base) {
+  const text = await (await fetch(`${base}/metrics`)).text();
+  return Number(text.match(/^rheomesh_participants (\d+)/m)?.[1] ?? NaN);
+}
+
 /** A masked client text frame (RFC 6455 §5.2), payload under 126 bytes. */
 function textFrame(payload) {
   const data = Buffer.from(payload);
@@ -63,6 +69,7 @@ test("a client that floods and never reads is disconnected; the call goes on", {
     await expectGrowth(v, ids.video, "framesDecoded", { minDelta: 10, timeoutMs: 15000 });
     const pid = suite.server.pid;
     const before = rssKiB(pid);
+    const participantsBefore = await participantsOf(suite.base);
 
     // Flood: malformed frames (each would get an Error reply), never reading a byte.
     const sock = await openRawSocket(suite.server.port, uniqueRoom("attacker"));
@@ -95,6 +102,19 @@ test("a client that floods and never reads is disconnected; the call goes on", {
     const m = metrics.match(/rheomesh_ws_disconnected_total\{reason="not_reading"\} (\d+)/);
     assert.ok(m && Number(m[1]) >= 1, "the disconnect is counted in /metrics");
 
+    // Back to baseline: the attacker's participant is gone and its memory returned.
+    const settle = Date.now() + 10000;
+    let after = rssKiB(pid);
+    while (Date.now() < settle) {
+      after = rssKiB(pid);
+      if ((await participantsOf(suite.base)) <= participantsBefore && after - before < 16 * 1024) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    console.log(`after the disconnect: server RSS ${after} KiB, participants ${await participantsOf(suite.base)}`);
+    // (≤: pages of earlier test files may still be leaving.)
+    assert.ok((await participantsOf(suite.base)) <= participantsBefore, "the attacker is still a participant");
+    assert.ok(after - before < 16 * 1024, `server RSS stayed ${((after - before) / 1024).toFixed(1)} MiB above the baseline`);
+
     // The call in the other room still decodes.
     await expectGrowth(v, ids.video, "framesDecoded", { minDelta: 10, timeoutMs: 15000 });
     await expectNoAppError(v);
@@ -105,10 +125,7 @@ test("a client that floods and never reads is disconnected; the call goes on", {
 });
 
 test("a participant whose network vanished is removed within 20 s", { timeout: 60000 }, async () => {
-  const participants = async () => {
-    const text = await (await fetch(`${suite.base}/metrics`)).text();
-    return Number(text.match(/^rheomesh_participants (\d+)/m)?.[1] ?? NaN);
-  };
+  const participants = () => participantsOf(suite.base);
   // Earlier tests' pages leave asynchronously: start from an empty server.
   const settle = Date.now() + 15000;
   while ((await participants()) !== 0 && Date.now() < settle) await new Promise((r) => setTimeout(r, 100));

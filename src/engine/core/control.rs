@@ -95,9 +95,7 @@ impl ShardCore {
                         }
                     }
                     self.after_mutation(slot);
-                    if !self.doomed.contains(&slot) {
-                        self.doomed.push(slot);
-                    }
+                    self.doom(slot);
                 }
             }
             #[cfg(feature = "testing")]
@@ -107,7 +105,7 @@ impl ShardCore {
                         let r: Option<()> = s.guarded(|_| panic!("injected by a test"));
                         if r.is_none() {
                             self.counters.session_panics += 1;
-                            self.doomed.push(slot);
+                            self.doom(slot);
                         }
                     }
                 }
@@ -136,6 +134,7 @@ impl ShardCore {
         let mut cfg = Rtc::builder()
             .set_rtp_mode(true)
             .set_ice_lite(true)
+            .set_crypto_provider(crate::engine::dtls::crypto_provider())
             .set_local_ice_credentials(IceCreds {
                 ufrag: ufrag.clone(),
                 pass,
@@ -187,6 +186,7 @@ impl ShardCore {
             idle_timeout: spec.idle_timeout,
             dead: None,
             dirty: false,
+            doomed: false,
             up: Vec::new(),
             up_by_ssrc: Vec::new(),
             pending_offer: None,
@@ -262,13 +262,13 @@ impl ShardCore {
                 // str0m may have given up on the session (e.g. missing fingerprint).
                 if !s.rtc.is_alive() {
                     s.dead = Some(CloseReason::Failed(e.to_string()));
-                    self.doomed.push(slot);
+                    self.doom(slot);
                 }
                 return Err(err);
             }
             None => {
                 self.counters.session_panics += 1;
-                self.doomed.push(slot);
+                self.doom(slot);
                 return Err(NegotiationError::SessionFailed(
                     "panic in accept_offer".into(),
                 ));
@@ -375,7 +375,7 @@ impl ShardCore {
             Some(None) => return Err(SubscribeError::SessionFailed("no offer produced".into())),
             None => {
                 self.counters.session_panics += 1;
-                self.doomed.push(slot);
+                self.doom(slot);
                 return Err(SubscribeError::SessionFailed("panic creating offer".into()));
             }
         };
@@ -447,7 +447,7 @@ impl ShardCore {
             Some(None) => None,
             None => {
                 self.counters.session_panics += 1;
-                self.doomed.push(slot);
+                self.doom(slot);
                 return Err(NegotiationError::SessionFailed(
                     "panic creating offer".into(),
                 ));
@@ -499,7 +499,7 @@ impl ShardCore {
             }
             None => {
                 self.counters.session_panics += 1;
-                self.doomed.push(slot);
+                self.doom(slot);
                 return Err(NegotiationError::SessionFailed(
                     "panic in accept_answer".into(),
                 ));

@@ -50,6 +50,16 @@ use crate::wire::{self, DatagramKind};
 /// Housekeeping period (liveness checks, keyframe retries, STUN retries).
 const HOUSEKEEPING: Duration = Duration::from_millis(100);
 
+/// Time a pass spends on session timeouts before media gets its turn again. Sessions made
+/// together have timers due together (a join storm's 2000 handshakes): the rest stay due
+/// and run in the next pass, after the socket has been read.
+const TIMER_BUDGET: Duration = Duration::from_millis(1);
+
+/// Time a pass spends tearing sessions down (≈ 25 µs each: the str0m session's memory, the
+/// demux entries, the close events). When 2000 participants leave at once the rest wait for
+/// the next passes instead of holding a live call's packets for 40 ms.
+const TEARDOWN_BUDGET: Duration = Duration::from_millis(1);
+
 /// The state of one shard, without its socket and thread.
 pub(crate) struct ShardCore {
     id: ShardId,
@@ -151,6 +161,9 @@ impl ShardCore {
 
     /// How long the driver may sleep before [`ShardCore::tick`] has work.
     pub(crate) fn wait(&self, now: Instant) -> Duration {
+        if !self.doomed.is_empty() {
+            return Duration::ZERO;
+        }
         let housekeeping = (self.last_housekeeping + HOUSEKEEPING).saturating_duration_since(now);
         let keyframes = self
             .keyframe_due
@@ -165,8 +178,8 @@ impl ShardCore {
 
     /// How long the first datagram of a receive pass waited in the socket buffer (kernel
     /// receive timestamp to now); see [`crate::forward::overload`].
-    pub(crate) fn note_backlog(&mut self, waited: Duration) {
-        self.backlog.observe(waited);
+    pub(crate) fn note_backlog(&mut self, waited: Duration, now: Instant) {
+        self.backlog.observe(waited, now);
     }
 
     /// The socket was found empty.
@@ -307,7 +320,8 @@ impl ShardCore {
                 self.timers.schedule(deadline, slot);
             }
         }
-        if session.dead.is_some() {
+        if session.dead.is_some() && !session.doomed {
+            session.doomed = true;
             self.doomed.push(slot);
         }
         for (addr, s) in self.out.new_addrs.drain(..) {
@@ -325,6 +339,8 @@ impl ShardCore {
     }
 
     fn run_timers(&mut self, now: Instant) {
+        let started = Instant::now();
+        let mut ran = 0u32;
         while let Some((at, slot)) = self.timers.pop_due(now) {
             let Some(s) = self.sessions.get_mut(slot) else {
                 continue;
@@ -341,6 +357,10 @@ impl ShardCore {
             }
             s.dirty = false;
             self.after_mutation(slot);
+            ran += 1;
+            if ran.is_multiple_of(8) && started.elapsed() >= TIMER_BUDGET {
+                break; // the rest stay due: `wait` is zero until they ran
+            }
         }
         if self.timers.len() > 4 * self.sessions.len() + 1024 {
             let sessions = &self.sessions;
@@ -369,6 +389,8 @@ impl ShardCore {
             }
             self.after_mutation(slot);
         }
+        let started = Instant::now();
+        let mut torn = 0u32;
         while let Some(slot) = self.doomed.pop() {
             let reason = self
                 .sessions
@@ -376,6 +398,10 @@ impl ShardCore {
                 .and_then(|s| s.dead.clone())
                 .unwrap_or(CloseReason::Requested);
             self.teardown(slot, reason);
+            torn += 1;
+            if torn.is_multiple_of(8) && started.elapsed() >= TEARDOWN_BUDGET {
+                break; // the rest next pass: `wait` is zero while any are left
+            }
         }
     }
 
@@ -388,9 +414,11 @@ impl ShardCore {
             }
             if !s.connected && now.saturating_duration_since(s.created) > s.connect_timeout {
                 s.dead = Some(CloseReason::ConnectTimeout);
+                s.doomed = true;
                 self.doomed.push(slot);
             } else if s.connected && now.saturating_duration_since(s.last_rx) > s.idle_timeout {
                 s.dead = Some(CloseReason::IdleTimeout);
+                s.doomed = true;
                 self.doomed.push(slot);
             }
         }
@@ -448,6 +476,16 @@ impl ShardCore {
         let slot = *self.by_id.get(&id)?;
         let s = self.sessions.get(slot)?;
         s.dead.is_none().then_some(slot)
+    }
+
+    /// Queue the session in `slot` for teardown at the end of the batch (once).
+    fn doom(&mut self, slot: usize) {
+        if let Some(s) = self.sessions.get_mut(slot) {
+            if !s.doomed {
+                s.doomed = true;
+                self.doomed.push(slot);
+            }
+        }
     }
 
     /// Remove a session and everything hanging off it on this shard, and tell the API.

@@ -38,7 +38,7 @@ impl ShardCore {
         let s = self.sessions.get_mut(slot).ok_or(TransportError::Closed)?;
         let Some(report) = s.guarded(|s| s.rtc.stats_report()) else {
             self.counters.session_panics += 1;
-            self.doomed.push(slot);
+            self.doom(slot);
             return Err(TransportError::Closed);
         };
         let traffic = &s.traffic;
