@@ -49,7 +49,11 @@ async fn errors_for_bad_sdp_do_not_leak_internals() {
             .expect_err("garbage is refused");
         let message = err.to_string();
         assert_written_for_clients("offer", &message);
-        assert!(message.contains("line"), "no position in {message:?}");
+        // Says where: "line N: …" (not just any mention of "m-lines").
+        let at_line = message
+            .match_indices("line ")
+            .any(|(i, m)| message[i + m.len()..].starts_with(|c: char| c.is_ascii_digit()));
+        assert!(at_line, "no line number in {message:?}");
     }
 
     for candidate in [

@@ -53,13 +53,35 @@ fn parse_error_message(
     msg
 }
 
+/// The error for input the parser left unparsed: the line it stopped at.
+fn unparsed_rest_message(input: &str, rest: &str) -> String {
+    let offset = input.len() - rest.len();
+    let line = input.as_bytes()[..offset]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1;
+    let text = rest.trim_start().lines().next().unwrap_or("").trim_end();
+    let mut end = text.len().min(80);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let ellipsis = if end < text.len() { "…" } else { "" };
+    format!("line {line}: cannot parse {:?}{ellipsis}", &text[..end])
+}
+
 impl Sdp {
     pub(crate) fn parse(input: &str) -> Result<Sdp, SdpError> {
         // `easy_parse` builds (allocates, merges, dedups) an error for every alternative tried,
         // which is most of the cost of parsing a valid SDP. Plain `&str` errors cost nothing; the
         // detailed message is only needed when the input is invalid, so parse again for it then.
-        if let Ok((sdp, _)) = sdp_parser().parse(input) {
-            return Ok(sdp);
+        if let Ok((sdp, rest)) = sdp_parser().parse(input) {
+            if rest.trim().is_empty() {
+                return Ok(sdp);
+            }
+            // The parser stops at the first line it cannot take and returns what it had:
+            // an offer with a broken m-line would lose it and every m-line after it.
+            return Err(SdpError::ParseError(unparsed_rest_message(input, rest)));
         }
         sdp_parser()
             .easy_parse(input)
