@@ -683,3 +683,51 @@ pub fn sdp_offer_answered(data: &[u8]) -> bool {
     }
     answered
 }
+
+// ---------------------------------------------------------------------------------------
+// 6. dependency_descriptor: rheomesh::wire::dependency_descriptor
+// ---------------------------------------------------------------------------------------
+
+/// Input: a sequence of extensions of one track, each as a length byte (`% 48`) and that
+/// many bytes (fewer at the end). Each is parsed against the structure the earlier ones
+/// left. Invariants: no panic; a refused extension leaves the structure as it was; a read
+/// frame's layers are within the structure's; a structure stays within the documented
+/// limits.
+pub fn dependency_descriptor(data: &[u8]) {
+    use rheomesh::wire::dependency_descriptor::{
+        parse, MAX_DECODE_TARGETS, MAX_SPATIAL_LAYERS, MAX_TEMPLATES, MAX_TEMPORAL_LAYERS,
+    };
+    let mut structure = None;
+    let mut rest = data;
+    while let Some((&len, tail)) = rest.split_first() {
+        let len = usize::from(len % 48).min(tail.len());
+        let (ext, tail) = tail.split_at(len);
+        rest = tail;
+        let before = structure;
+        match parse(ext, &mut structure) {
+            Ok(frame) => {
+                let s = structure.expect("a frame was read against a structure");
+                assert!(s.templates() >= 1 && s.templates() <= MAX_TEMPLATES);
+                assert!(s.decode_targets() >= 1 && s.decode_targets() <= MAX_DECODE_TARGETS);
+                let (sp, tp) = s.max_layers();
+                assert!(usize::from(sp) < MAX_SPATIAL_LAYERS);
+                assert!(usize::from(tp) < MAX_TEMPORAL_LAYERS);
+                assert!(
+                    frame.spatial <= sp && frame.temporal <= tp,
+                    "{frame:?} {s:?}"
+                );
+                if !frame.new_structure {
+                    assert_eq!(structure, before, "only a new structure replaces it");
+                }
+                for dt in 0..s.decode_targets() {
+                    let (dsp, dtp) = s.decode_target_layers(dt).expect("in range");
+                    assert!(dsp <= sp && dtp <= tp);
+                }
+            }
+            Err(_) => assert_eq!(
+                structure, before,
+                "a refused extension changed the structure"
+            ),
+        }
+    }
+}

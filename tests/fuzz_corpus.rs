@@ -64,6 +64,16 @@ fn rtp_payload_corpus() {
 }
 
 #[test]
+fn dependency_descriptor_corpus() {
+    replay(
+        "dependency_descriptor",
+        4,
+        usize::MAX,
+        checks::dependency_descriptor,
+    );
+}
+
+#[test]
 fn rewrite_corpus() {
     replay("rewrite", 3, usize::MAX, checks::rewrite);
 }

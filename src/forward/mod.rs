@@ -2,17 +2,21 @@
 //! sequence numbers and timestamps so that each down-track is one continuous stream
 //! ([`rewrite`]), the throttling of keyframe requests ([`keyframe`]), the store of a
 //! published stream's recent packets that answers its subscribers' NACKs ([`rtx_store`]),
-//! and what a shard that has fallen behind stops forwarding ([`overload`]).
+//! what a shard that has fallen behind stops forwarding ([`overload`]), and which layer of
+//! a simulcast or SVC track a subscriber gets ([`layer`]; issue 12, not on the packet path
+//! yet).
 //!
 //! Everything here is std-only, allocation-free and panic-free, so it can run on the
 //! shard's hot path and be tested in isolation.
 
 pub mod keyframe;
+pub mod layer;
 pub mod overload;
 pub mod rewrite;
 pub mod rtx_store;
 
 pub use keyframe::*;
+pub use layer::*;
 pub use overload::*;
 pub use rewrite::*;
 pub use rtx_store::*;

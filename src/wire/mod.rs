@@ -10,7 +10,10 @@
 //! - a minimal STUN client for server-reflexive discovery: [`stun_binding_request`],
 //!   [`stun_binding_response`], [`BindingError`];
 //! - RTP payload descriptor inspection per codec (keyframes, frame starts, layer ids):
-//!   [`codec`] (VP8, VP9, H.264, AV1).
+//!   [`codec`] (VP8, VP9, H.264, AV1);
+//! - the dependency descriptor header extension (AV1 SVC, and libwebrtc's other codecs):
+//!   frame, layer ids and decode targets against the track's template structure,
+//!   [`dependency_descriptor`]. The one parser here with state, which the caller keeps.
 //!
 //! Everything here is pure and allocation-free: no I/O, no state, no `unsafe`. Every parser
 //! returns an error on bad input and never panics; each has unit tests over every truncation
@@ -18,6 +21,7 @@
 
 mod classify;
 pub mod codec;
+pub mod dependency_descriptor;
 mod stun;
 mod stun_client;
 
