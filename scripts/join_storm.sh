@@ -48,18 +48,6 @@ fail() {
   echo "join storm: FAILED: $*" >&2
   exit 1
 }
-now_ms() { echo $(($(date +%s%N) / 1000000)); }
-poll() {
-  local deadline=$(($(now_ms) + $1 * 1000)) what=$2
-  shift 2
-  until "$@"; do
-    [ "$(now_ms)" -lt "$deadline" ] || fail "no $what within the deadline"
-    sleep 0.1
-  done
-}
-metric() {
-  awk -v n="$1" '$1 == n || index($1, n "{") == 1 { s += $NF } END { printf "%.0f\n", s }' "$2"
-}
 http="http://127.0.0.1:$port"
 
 # As scripts/perf.sh: the server on CPU 0, the load generators on CPU 1 (on a one-CPU host

@@ -30,3 +30,22 @@ wait_for_server() {
   echo "the media server did not listen on $host:$port within 30 s" >&2
   return 1
 }
+
+# Time in milliseconds.
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+
+# poll SECONDS WHAT COMMAND...: run COMMAND every 0.1 s until it succeeds; after SECONDS,
+# `fail "no WHAT within the deadline"` (each script defines `fail`).
+poll() {
+  local deadline=$(($(now_ms) + $1 * 1000)) what=$2
+  shift 2
+  until "$@"; do
+    [ "$(now_ms)" -lt "$deadline" ] || fail "no $what within the deadline"
+    sleep 0.1
+  done
+}
+
+# metric NAME FILE: the sum of NAME's samples over all its label sets (0 when absent).
+metric() {
+  awk -v n="$1" '$1 == n || index($1, n "{") == 1 { s += $NF } END { printf "%.0f\n", s }' "$2"
+}

@@ -40,20 +40,6 @@ fail() {
   echo "loadgen smoke: FAILED: $*" >&2
   exit 1
 }
-now_ms() { echo $(($(date +%s%N) / 1000000)); }
-# poll SECONDS WHAT COMMAND...: run COMMAND every 0.1 s until it succeeds; fail after SECONDS.
-poll() {
-  local deadline=$(($(now_ms) + $1 * 1000)) what=$2
-  shift 2
-  until "$@"; do
-    [ "$(now_ms)" -lt "$deadline" ] || fail "no $what within the deadline"
-    sleep 0.1
-  done
-}
-# metric NAME FILE: the sum of NAME's samples over all its label sets (0 when absent).
-metric() {
-  awk -v n="$1" '$1 == n || index($1, n "{") == 1 { s += $NF } END { printf "%.0f\n", s }' "$2"
-}
 scrape() { curl -fsS --max-time 5 "$http/metrics" >"$1"; }
 exited() { ! kill -0 "$1" 2>/dev/null || grep -q '^[0-9]* (.*) Z' "/proc/$1/stat" 2>/dev/null; }
 # stop_server PID SIGNAL LOG: send SIGNAL, expect exit code 0 within 6 s (the server's own
