@@ -50,15 +50,16 @@ use crate::wire::{self, DatagramKind};
 /// Housekeeping period (liveness checks, keyframe retries, STUN retries).
 const HOUSEKEEPING: Duration = Duration::from_millis(100);
 
-/// Time a pass spends on session timeouts before media gets its turn again. Sessions made
-/// together have timers due together (a join storm's 2000 handshakes): the rest stay due
-/// and run in the next pass, after the socket has been read.
-const TIMER_BUDGET: Duration = Duration::from_millis(1);
+/// Session timeouts run per pass before media gets its turn again. Sessions made together
+/// have timers due together (a join storm's 2000 handshakes): the rest stay due and run in
+/// the next pass, after the socket has been read. A count, not a time: the core never reads
+/// the clock (a timeout costs ≈ 5–20 µs, so this is about a millisecond).
+const TIMEOUTS_PER_PASS: u32 = 64;
 
-/// Time a pass spends tearing sessions down (≈ 25 µs each: the str0m session's memory, the
-/// demux entries, the close events). When 2000 participants leave at once the rest wait for
-/// the next passes instead of holding a live call's packets for 40 ms.
-const TEARDOWN_BUDGET: Duration = Duration::from_millis(1);
+/// Sessions torn down per pass (≈ 25 µs each: the str0m session's memory, the demux
+/// entries, the close events). When 2000 participants leave at once the rest wait for the
+/// next passes instead of holding a live call's packets for 40 ms.
+const TEARDOWNS_PER_PASS: u32 = 32;
 
 /// The state of one shard, without its socket and thread.
 pub(crate) struct ShardCore {
@@ -320,9 +321,8 @@ impl ShardCore {
                 self.timers.schedule(deadline, slot);
             }
         }
-        if session.dead.is_some() && !session.doomed {
-            session.doomed = true;
-            self.doomed.push(slot);
+        if session.dead.is_some() {
+            queue_teardown(&mut self.doomed, session, slot);
         }
         for (addr, s) in self.out.new_addrs.drain(..) {
             self.demux.bind_addr(addr, s);
@@ -339,7 +339,6 @@ impl ShardCore {
     }
 
     fn run_timers(&mut self, now: Instant) {
-        let started = Instant::now();
         let mut ran = 0u32;
         while let Some((at, slot)) = self.timers.pop_due(now) {
             let Some(s) = self.sessions.get_mut(slot) else {
@@ -358,7 +357,7 @@ impl ShardCore {
             s.dirty = false;
             self.after_mutation(slot);
             ran += 1;
-            if ran.is_multiple_of(8) && started.elapsed() >= TIMER_BUDGET {
+            if ran == TIMEOUTS_PER_PASS {
                 break; // the rest stay due: `wait` is zero until they ran
             }
         }
@@ -389,7 +388,6 @@ impl ShardCore {
             }
             self.after_mutation(slot);
         }
-        let started = Instant::now();
         let mut torn = 0u32;
         while let Some(slot) = self.doomed.pop() {
             let reason = self
@@ -399,7 +397,7 @@ impl ShardCore {
                 .unwrap_or(CloseReason::Requested);
             self.teardown(slot, reason);
             torn += 1;
-            if torn.is_multiple_of(8) && started.elapsed() >= TEARDOWN_BUDGET {
+            if torn == TEARDOWNS_PER_PASS {
                 break; // the rest next pass: `wait` is zero while any are left
             }
         }
@@ -414,12 +412,10 @@ impl ShardCore {
             }
             if !s.connected && now.saturating_duration_since(s.created) > s.connect_timeout {
                 s.dead = Some(CloseReason::ConnectTimeout);
-                s.doomed = true;
-                self.doomed.push(slot);
+                queue_teardown(&mut self.doomed, s, slot);
             } else if s.connected && now.saturating_duration_since(s.last_rx) > s.idle_timeout {
                 s.dead = Some(CloseReason::IdleTimeout);
-                s.doomed = true;
-                self.doomed.push(slot);
+                queue_teardown(&mut self.doomed, s, slot);
             }
         }
         for (_, d) in self.downs.iter_mut() {
@@ -481,10 +477,7 @@ impl ShardCore {
     /// Queue the session in `slot` for teardown at the end of the batch (once).
     fn doom(&mut self, slot: usize) {
         if let Some(s) = self.sessions.get_mut(slot) {
-            if !s.doomed {
-                s.doomed = true;
-                self.doomed.push(slot);
-            }
+            queue_teardown(&mut self.doomed, s, slot);
         }
     }
 
@@ -525,6 +518,14 @@ impl ShardCore {
         out.new_addrs.clear();
         self.out = out;
         let _ = s.events.send(SessionEvent::Closed(reason));
+    }
+}
+
+/// Put session `s` (in `slot`) on the teardown queue, unless it is there already.
+fn queue_teardown(doomed: &mut Vec<usize>, s: &mut Session, slot: usize) {
+    if !s.doomed {
+        s.doomed = true;
+        doomed.push(slot);
     }
 }
 
