@@ -417,6 +417,7 @@ pub fn rewrite_run(data: &[u8]) -> RewriteRun {
             ts: ts[si],
             keyframe_start,
             arrival_us: arrival,
+            aligned: false,
         };
 
         let waiting_before = r.waiting_for_keyframe();

@@ -76,6 +76,9 @@ pub struct ShardStats {
     pub dropped_waiting_keyframe: u64,
     /// Packets dropped as stale by a down-track's rewriter.
     pub dropped_stale: u64,
+    /// Packets of a simulcast encoding or temporal layer a down-track does not forward
+    /// (deliberate: the subscriber's sequence numbers close up over them).
+    pub dropped_layer: u64,
     /// Packets dropped because the subscriber cannot receive their payload type.
     pub dropped_no_codec: u64,
     /// Packets dropped because a shard-to-shard ring was full.

@@ -9,6 +9,8 @@ use std::sync::{Arc, Weak};
 use tokio::sync::watch;
 
 use crate::engine::DownTrackId;
+use crate::error::SubscribeError;
+pub use crate::forward::Layer;
 use crate::publisher::MediaKind;
 use crate::transport::SubscribeInner;
 
@@ -18,6 +20,31 @@ pub(crate) struct SubscriberInner {
     pub(crate) kind: MediaKind,
     pub(crate) transport: Weak<SubscribeInner>,
     pub(crate) closed: watch::Sender<bool>,
+    pub(crate) layers: watch::Sender<LayerState>,
+}
+
+/// The layers of a simulcast track as one subscriber sees them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayerState {
+    /// The layer being forwarded: `spatial` is the encoding's rank (0 = lowest
+    /// resolution, whatever its rid), `temporal` the highest temporal layer forwarded
+    /// (`u8::MAX`: all of them). `None` before the first keyframe, for a track without
+    /// simulcast, and while video is paused.
+    pub current: Option<Layer>,
+    /// How many encodings the publisher sends now (0 for a track without simulcast).
+    pub available: u8,
+    /// The ceiling set by [`Subscriber::set_preferred_layer`] (`u8::MAX`: none).
+    pub preferred: Layer,
+}
+
+impl Default for LayerState {
+    fn default() -> Self {
+        LayerState {
+            current: None,
+            available: 0,
+            preferred: Layer::new(u8::MAX, u8::MAX),
+        }
+    }
 }
 
 impl SubscriberInner {
@@ -68,6 +95,49 @@ impl Subscriber {
     pub async fn closed(&self) {
         let mut rx = self.inner.closed.subscribe();
         let _ = rx.wait_for(|c| *c).await;
+    }
+
+    /// Receive at most spatial layer `spatial` and temporal layer `temporal` (`None`: all)
+    /// of a simulcast track. A ceiling: the best layer at or below it that the publisher
+    /// sends is forwarded (the lowest one if none is at or below), and it follows the
+    /// publisher's encodings as they start and stop. Spatial switches wait for a keyframe
+    /// of the new layer, which is requested at once; the subscriber's stream stays one
+    /// continuous RTP stream across them. Has no effect on a track without simulcast.
+    pub async fn set_preferred_layer(
+        &self,
+        spatial: u8,
+        temporal: Option<u8>,
+    ) -> Result<(), SubscribeError> {
+        let t = self
+            .inner
+            .transport
+            .upgrade()
+            .ok_or(SubscribeError::Closed)?;
+        if self.is_closed() {
+            return Err(SubscribeError::Closed);
+        }
+        let layer = Layer::new(spatial, temporal.unwrap_or(u8::MAX));
+        if !t.set_preferred_layer(self.inner.id, layer) {
+            return Err(SubscribeError::Closed);
+        }
+        self.inner.layers.send_modify(|l| l.preferred = layer);
+        Ok(())
+    }
+
+    /// The layers as last reported by the forwarding shard.
+    pub fn layers(&self) -> LayerState {
+        *self.inner.layers.borrow()
+    }
+
+    /// Wait until the forwarded layer, the number of encodings or the preference changes;
+    /// returns the new state (`None` once the subscriber is closed).
+    pub async fn layer_changed(&self) -> Option<LayerState> {
+        let mut rx = self.inner.layers.subscribe();
+        let mut closed = self.inner.closed.subscribe();
+        tokio::select! {
+            r = rx.changed() => r.ok().map(|_| *rx.borrow()),
+            _ = closed.wait_for(|c| *c) => None,
+        }
     }
 
     /// Stop forwarding; the transport renegotiates the m-line away

@@ -144,7 +144,7 @@ fn describe() {
 }
 
 /// Counters of `ShardStats` that count drops, as the `reason` label of `rheomesh_dropped_total`.
-fn drops(s: &ShardStats) -> [(&'static str, u64); 12] {
+fn drops(s: &ShardStats) -> [(&'static str, u64); 13] {
     [
         ("malformed", s.dropped_malformed),
         ("unknown_source", s.dropped_unknown_source),
@@ -155,6 +155,7 @@ fn drops(s: &ShardStats) -> [(&'static str, u64); 12] {
         ("session_input_error", s.session_input_errors),
         ("waiting_keyframe", s.dropped_waiting_keyframe),
         ("stale", s.dropped_stale),
+        ("layer", s.dropped_layer),
         ("no_codec", s.dropped_no_codec),
         ("ring_full", s.ring_full_drops),
         ("overload_pause", s.overload_pauses),

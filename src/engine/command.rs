@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{DownTrackId, SessionId, ShardId, TrackKey};
 use crate::error::{NegotiationError, SubscribeError, TransportError};
+use crate::forward::Layer;
 use crate::stats::{ShardStats, TransportStats};
 
 /// Whether a session receives media from its peer or sends media to it.
@@ -103,6 +104,12 @@ pub(crate) enum Command {
         spec: Box<DownTrackSpec>,
         reply: oneshot::Sender<Result<String, SubscribeError>>,
     },
+    /// Subscribe side: the ceiling on the layer a down-track forwards.
+    SetPreferredLayer {
+        id: SessionId,
+        down: DownTrackId,
+        layer: Layer,
+    },
     /// Subscribe side: stop forwarding a down-track; its m-line is stopped at the next offer.
     RemoveDownTrack {
         id: SessionId,
@@ -174,5 +181,12 @@ pub(crate) enum SessionEvent {
     /// A down-track of this (subscribe) session could not be activated after the answer
     /// (the subscriber refused every codec of the publisher).
     DownTrackRejected(DownTrackId),
+    /// A down-track of a simulcast track forwards another layer, or other encodings flow.
+    Layers {
+        down: DownTrackId,
+        current: Option<Layer>,
+        /// Bit per rank: the encodings flowing.
+        active: u8,
+    },
     Closed(CloseReason),
 }

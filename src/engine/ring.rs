@@ -26,10 +26,31 @@ pub(crate) struct MediaPacket {
     pub(crate) marker: bool,
     /// First packet of a keyframe, per payload inspection at ingress.
     pub(crate) keyframe: bool,
+    /// Its layer, for down-tracks that choose one.
+    pub(crate) layer: PacketLayer,
     pub(crate) arrival: Instant,
     /// Header extension values worth forwarding (ids are the subscriber session's own).
     pub(crate) ext: ExtensionValues,
     pub(crate) payload: Arc<[u8]>,
+}
+
+/// Where a packet sits among its track's layers, as ingress saw it.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct PacketLayer {
+    /// Rank of its simulcast encoding (0 = lowest); 0 without simulcast.
+    pub(crate) spatial: u8,
+    /// Its temporal layer id (0 when the codec says none).
+    pub(crate) temporal: u8,
+    /// Bit per rank: the track's encodings flowing when it arrived; 0 for a track
+    /// without simulcast (no layer choice).
+    pub(crate) active: u8,
+    /// First packet of a frame.
+    pub(crate) frame_start: bool,
+    /// A temporal switching point.
+    pub(crate) switch_point: bool,
+    /// `ts` is on the track's clock shared by all its encodings (sender reports aligned
+    /// them).
+    pub(crate) aligned: bool,
 }
 
 /// A message on a shard-to-shard ring. Media travels by value in the ring slot on
@@ -37,7 +58,8 @@ pub(crate) struct MediaPacket {
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum ShardMsg {
     Media(MediaPacket),
-    KeyframeRequest(TrackKey),
+    /// A keyframe of the track's encoding of this rank.
+    KeyframeRequest(TrackKey, u8),
 }
 
 /// Producers indexed by destination shard (`None` at our own index).

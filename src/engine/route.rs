@@ -10,8 +10,9 @@ use str0m::rtp::Ssrc;
 use super::ring::MediaPacket;
 use super::{DownTrackId, ShardId, TrackKey};
 use crate::forward::{
-    KeyframeGuard, KeyframeThrottle, Rewriter, RewriterConfig, RtxBudget, RtxStore,
-    GATED_RETRY_INTERVAL, RTX_STORE_CAPACITY, RTX_STORE_WINDOW,
+    spatial_for, KeyframeGuard, KeyframeThrottle, Layer, LayerMode, LayerSelector, Rewriter,
+    RewriterConfig, RtxBudget, RtxStore, GATED_RETRY_INTERVAL, RTX_STORE_CAPACITY,
+    RTX_STORE_WINDOW,
 };
 
 /// Payload-type translation table: publisher PT → subscriber PT (`NO_PT` if none).
@@ -35,6 +36,15 @@ pub(crate) struct DownTrack {
     pub(crate) keyframe_retry: KeyframeThrottle,
     /// Retransmissions this subscriber may still get (its NACKs are answered within it).
     pub(crate) rtx_budget: RtxBudget,
+    /// Which layer of a simulcast track it gets ([`crate::forward::layer`]).
+    pub(crate) selector: LayerSelector,
+    /// The subscriber's ceiling (`set_preferred_layer`); `u8::MAX`: no limit.
+    pub(crate) preferred: Layer,
+    /// The encodings flowing (bit per rank) when the target was last set; 0 until the
+    /// first packet of a simulcast track.
+    pub(crate) seen_active: u8,
+    /// What the API was last told: current layer and flowing encodings.
+    pub(crate) reported: (Option<Layer>, u8),
 }
 
 impl DownTrack {
@@ -71,7 +81,42 @@ impl DownTrack {
             }),
             keyframe_retry: KeyframeThrottle::new(GATED_RETRY_INTERVAL),
             rtx_budget: RtxBudget::default(),
+            selector: LayerSelector::new(LayerMode::Simulcast),
+            preferred: Layer::new(u8::MAX, u8::MAX),
+            seen_active: 0,
+            reported: (None, 0),
         }
+    }
+
+    /// Forwards one encoding of a simulcast track (it has seen one's packet).
+    pub(crate) fn layered(&self) -> bool {
+        self.seen_active != 0
+    }
+
+    /// Set the selector's target from the ceiling and the encodings flowing.
+    pub(crate) fn retarget(&mut self) {
+        if !self.layered() {
+            return;
+        }
+        let spatial = spatial_for(self.preferred.spatial, self.seen_active);
+        let target = spatial.map(|s| Layer::new(s, self.preferred.temporal));
+        if target != self.selector.target() {
+            self.selector.set_target(target);
+        }
+    }
+
+    /// The rank of the encoding a keyframe is wanted from: the one being switched to, the
+    /// one being forwarded, or (before a simulcast packet was seen) the ceiling, which
+    /// the publisher side clamps to what flows.
+    pub(crate) fn keyframe_rank(&self) -> u8 {
+        if !self.layered() {
+            return self.preferred.spatial;
+        }
+        self.selector
+            .wants_keyframe()
+            .or(self.selector.current().map(|c| c.spatial))
+            .or(self.selector.target().map(|t| t.spatial))
+            .unwrap_or(0)
     }
 
     pub(crate) fn active(&self) -> bool {

@@ -6,22 +6,81 @@
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use str0m::change::SdpPendingOffer;
 use str0m::format::PayloadParams;
-use str0m::media::{MediaKind, Mid, NackRequest};
+use str0m::media::{MediaKind, Mid, NackRequest, Rid};
 use str0m::net::Transmit;
 use str0m::rtp::{ExtensionValues, RtpPacket, Ssrc};
 use str0m::{Event, IceConnectionState, Output, Rtc};
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::command::{CloseReason, Role, SessionEvent, TrackInfo};
-use super::ring::MediaPacket;
+use super::ring::{MediaPacket, PacketLayer};
 use super::udp::SendQueue;
 use super::{DownTrackId, SessionId};
-use crate::forward::{KeyframeThrottle, PUBLISHER_KEYFRAME_INTERVAL, PUBLISHER_KEYFRAME_SPACING};
-use crate::wire::codec::{self, CodecKind};
+use crate::forward::{
+    spatial_for, KeyframeThrottle, Observed, Ranking, MAX_LAYERS, PUBLISHER_KEYFRAME_INTERVAL,
+    PUBLISHER_KEYFRAME_SPACING,
+};
+use crate::wire::codec::{self, CodecKind, PayloadInfo};
+
+/// One encoding of a received track: a simulcast layer (by rid), or the track's only one.
+pub(crate) struct UpLayer {
+    pub(crate) rid: Option<Rid>,
+    /// Its SSRC, once a packet arrived.
+    pub(crate) ssrc: Option<Ssrc>,
+    /// What ranking looks at: size from keyframes, bitrate, last packet.
+    pub(crate) obs: Observed,
+    bytes: u64,
+    /// Start of the bitrate window and the byte count then.
+    window: Option<(Instant, u64)>,
+    /// Keyframe requests (PLI) towards the publisher for this encoding.
+    pub(crate) keyframe_requests: KeyframeThrottle,
+    /// Its latest sender report: NTP time and RTP timestamp.
+    sr: Option<(SystemTime, u32)>,
+    /// Added to its timestamps to put them on the track's clock (the reference
+    /// encoding's), once sender reports of both are known.
+    pub(crate) ts_offset: Option<u32>,
+}
+
+impl UpLayer {
+    fn new(rid: Option<Rid>) -> UpLayer {
+        UpLayer {
+            rid,
+            ssrc: None,
+            obs: Observed::default(),
+            bytes: 0,
+            window: None,
+            keyframe_requests: KeyframeThrottle::with_spacing(
+                PUBLISHER_KEYFRAME_INTERVAL,
+                PUBLISHER_KEYFRAME_SPACING,
+            ),
+            sr: None,
+            ts_offset: None,
+        }
+    }
+
+    /// Close the bitrate window if it is complete (housekeeping, not per packet).
+    fn update_bitrate(&mut self, now: Instant) {
+        let Some((start, bytes)) = self.window else {
+            self.window = Some((now, self.bytes));
+            return;
+        };
+        let elapsed = now.saturating_duration_since(start);
+        if elapsed >= RATE_WINDOW {
+            let bits = u128::from(self.bytes.saturating_sub(bytes)) * 8_000_000;
+            self.obs.bitrate = (bits / elapsed.as_micros().max(1)) as u64;
+            self.window = Some((now, self.bytes));
+        }
+    }
+}
+
+/// Largest change (ms) of a simulcast encoding's clock offset that is ignored: sender
+/// reports of one capture clock agree to a tick or two, and moving the offset for that
+/// would jitter the forwarded timestamps.
+const TS_OFFSET_TOLERANCE_MS: u64 = 2;
 
 /// A received track of a publish session.
 pub(crate) struct UpTrack {
@@ -29,12 +88,20 @@ pub(crate) struct UpTrack {
     pub(crate) info: TrackInfo,
     /// Codec family per publisher payload type, for keyframe detection at ingress.
     pub(crate) codec_by_pt: [CodecKind; 128],
-    /// Keyframe requests (PLI) towards the publisher for this track.
-    pub(crate) keyframe_requests: KeyframeThrottle,
+    /// Its encodings: the simulcast layers in the order of `a=simulcast`, or one.
+    pub(crate) layers: Vec<UpLayer>,
+    /// Ranks of the encodings, from what they send ([`crate::forward::ranking`]).
+    pub(crate) ranking: Ranking,
+    /// Bit per rank: the encodings flowing (simulcast only; 0 otherwise).
+    pub(crate) active: u8,
+    /// RTP clock rate of the track.
+    clock_rate: u32,
 }
 
 impl UpTrack {
-    pub(crate) fn new(mid: Mid, info: TrackInfo) -> Self {
+    /// A track received on `mid`, with the simulcast `rids` the offer announced (none:
+    /// one encoding).
+    pub(crate) fn new(mid: Mid, info: TrackInfo, rids: &[Rid]) -> Self {
         let mut codec_by_pt = [CodecKind::Other; 128];
         for p in &info.params {
             let pt = *p.pt() as usize;
@@ -42,14 +109,95 @@ impl UpTrack {
                 codec_by_pt[pt] = codec_kind(p);
             }
         }
+        let layers: Vec<UpLayer> = if rids.len() > 1 && info.kind == MediaKind::Video {
+            rids.iter()
+                .take(MAX_LAYERS)
+                .map(|r| UpLayer::new(Some(*r)))
+                .collect()
+        } else {
+            vec![UpLayer::new(rids.first().copied())]
+        };
+        let clock_rate = info
+            .params
+            .first()
+            .map_or(90_000, |p| p.spec().clock_rate.get());
         UpTrack {
             mid,
-            info,
             codec_by_pt,
-            keyframe_requests: KeyframeThrottle::with_spacing(
-                PUBLISHER_KEYFRAME_INTERVAL,
-                PUBLISHER_KEYFRAME_SPACING,
-            ),
+            ranking: Ranking::new(layers.len()),
+            layers,
+            active: 0,
+            info,
+            clock_rate,
+        }
+    }
+
+    /// More than one encoding.
+    pub(crate) fn simulcast(&self) -> bool {
+        self.layers.len() > 1
+    }
+
+    /// The encoding of `rid` (none, or an unknown rid: the only encoding, if one).
+    fn layer_of(&self, rid: Option<Rid>) -> Option<usize> {
+        match rid {
+            Some(r) if self.simulcast() => self.layers.iter().position(|l| l.rid == Some(r)),
+            _ => (!self.simulcast()).then_some(0),
+        }
+    }
+
+    /// Bitrates, ranks and which encodings flow (housekeeping). Returns whether ranks
+    /// changed.
+    pub(crate) fn update_layers(&mut self, now: Instant) -> bool {
+        if !self.simulcast() {
+            return false;
+        }
+        for l in &mut self.layers {
+            l.update_bitrate(now);
+        }
+        let obs: [Observed; MAX_LAYERS] =
+            std::array::from_fn(|i| self.layers.get(i).map(|l| l.obs).unwrap_or_default());
+        let changed = self.ranking.update(&obs[..self.layers.len()]);
+        self.active = self.ranking.active_mask(&obs[..self.layers.len()], now);
+        changed
+    }
+
+    /// A sender report for encoding `li`: re-derive the encodings' clock offsets. The
+    /// reference clock is the first encoding with a report; each other one's offset maps
+    /// its RTP time at the reference report's NTP time onto the reference's.
+    fn on_sender_report(&mut self, li: usize, ntp: SystemTime, rtp: u32) {
+        if !self.simulcast() {
+            return;
+        }
+        self.layers[li].sr = Some((ntp, rtp));
+        let Some(reference) = self.layers.iter().position(|l| l.sr.is_some()) else {
+            return;
+        };
+        let Some((ref_ntp, ref_rtp)) = self.layers[reference].sr else {
+            return;
+        };
+        let rate = i128::from(self.clock_rate);
+        let tolerance = (u64::from(self.clock_rate) * TS_OFFSET_TOLERANCE_MS / 1000) as i32;
+        for (i, l) in self.layers.iter_mut().enumerate() {
+            let Some((ntp, rtp)) = l.sr else {
+                continue;
+            };
+            if i == reference {
+                l.ts_offset = Some(0);
+                continue;
+            }
+            // Its RTP time at the reference report's instant.
+            let dt_ns: i128 = match ref_ntp.duration_since(ntp) {
+                Ok(d) => d.as_nanos() as i128,
+                Err(e) => -(e.duration().as_nanos() as i128),
+            };
+            let at_ref = i128::from(rtp) + dt_ns * rate / 1_000_000_000;
+            let offset = (i128::from(ref_rtp) - at_ref) as u32;
+            let moved = l
+                .ts_offset
+                .is_none_or(|o| (offset.wrapping_sub(o) as i32).abs() > tolerance);
+            if moved {
+                l.ts_offset = Some(offset);
+            }
         }
     }
 }
@@ -160,7 +308,8 @@ pub(crate) struct Session {
     pub(crate) dirty: bool,
     // Publish side.
     pub(crate) up: Vec<UpTrack>,
-    pub(crate) up_by_ssrc: Vec<(Ssrc, usize)>,
+    /// (SSRC, track index, encoding index) of received streams seen so far.
+    pub(crate) up_by_ssrc: Vec<(Ssrc, usize, usize)>,
     // Subscribe side.
     pub(crate) pending_offer: Option<PendingOffer>,
     /// The peer's ICE ufrag from the last applied answer.
@@ -249,6 +398,14 @@ impl Session {
                     out.media.push(m);
                 }
             }
+            Event::SenderFeedback(f) if self.role == Role::Publish => {
+                if let Some(up) = self.up.iter_mut().find(|u| u.mid == f.mid) {
+                    if let Some(li) = up.layer_of(f.rid) {
+                        let rtp = f.sender_info.rtp_time.numer() as u32;
+                        up.on_sender_report(li, f.sender_info.ntp_time, rtp);
+                    }
+                }
+            }
             Event::KeyframeRequest(r) if self.role == Role::Subscribe => {
                 out.keyframe_requests.push((self.slot, r.mid));
             }
@@ -262,28 +419,58 @@ impl Session {
         }
     }
 
-    fn up_index_for(&mut self, ssrc: Ssrc) -> Option<usize> {
-        if let Some((_, i)) = self.up_by_ssrc.iter().find(|(s, _)| *s == ssrc) {
-            return Some(*i);
+    /// The track and encoding of received SSRC `ssrc`.
+    fn up_index_for(&mut self, ssrc: Ssrc) -> Option<(usize, usize)> {
+        if let Some(&(_, i, li)) = self.up_by_ssrc.iter().find(|(s, _, _)| *s == ssrc) {
+            return Some((i, li));
         }
-        let mid = self.rtc.direct_api().stream_rx(&ssrc).map(|s| s.mid())?;
+        let (mid, rid) = self
+            .rtc
+            .direct_api()
+            .stream_rx(&ssrc)
+            .map(|s| (s.mid(), s.rid()))?;
         let i = self.up.iter().position(|u| u.mid == mid)?;
-        self.up_by_ssrc.push((ssrc, i));
-        Some(i)
+        let li = self.up[i].layer_of(rid)?;
+        self.up[i].layers[li].ssrc = Some(ssrc);
+        self.up_by_ssrc.push((ssrc, i, li));
+        Some((i, li))
     }
 
     fn ingress_packet(&mut self, p: RtpPacket) -> Option<MediaPacket> {
-        let i = self.up_index_for(p.header.ssrc)?;
+        let (i, li) = self.up_index_for(p.header.ssrc)?;
         let up = &mut self.up[i];
         if !up.info.active {
             return None;
         }
         let pt = *p.header.payload_type;
         let codec = up.codec_by_pt.get(pt as usize).copied()?;
-        let keyframe = up.info.kind == MediaKind::Video && codec::is_keyframe(codec, &p.payload);
-        if keyframe {
-            up.keyframe_requests.satisfied();
+        let info = if up.info.kind == MediaKind::Video {
+            codec::inspect(codec, &p.payload).unwrap_or_default()
+        } else {
+            PayloadInfo::default()
+        };
+        let simulcast = up.simulcast();
+        let layer = &mut up.layers[li];
+        layer.bytes += p.payload.len() as u64;
+        layer.obs.last_packet = Some(p.timestamp);
+        if info.keyframe {
+            layer.keyframe_requests.satisfied();
+            if let Some((w, h)) = info.size {
+                layer.obs.pixels = u32::from(w) * u32::from(h);
+            }
         }
+        let (ts, aligned) = match layer.ts_offset {
+            Some(o) if simulcast => (p.header.timestamp.wrapping_add(o), true),
+            _ => (p.header.timestamp, false),
+        };
+        let (spatial, layers) = if simulcast {
+            let rank = up.ranking.rank_of(li).unwrap_or(0);
+            // Flowing again: known at once, not at the next housekeeping.
+            up.active |= 1 << rank;
+            (rank, up.active)
+        } else {
+            (0, 0)
+        };
         let e = &p.header.ext_vals;
         // Forward only values that describe the media; transport-level ones (twcc, mid,
         // rid, send times) belong to each subscriber session.
@@ -301,28 +488,50 @@ impl Session {
             track: up.info.key,
             source: *p.header.ssrc as u64,
             seq: *p.seq_no,
-            ts: p.header.timestamp,
+            ts,
             pt,
             marker: p.header.marker,
-            keyframe,
+            keyframe: info.keyframe,
+            layer: PacketLayer {
+                spatial,
+                temporal: info.temporal_id.unwrap_or(0),
+                active: layers,
+                frame_start: info.start_of_frame,
+                switch_point: info.switch_point,
+                aligned,
+            },
             arrival: p.timestamp,
             ext,
             payload: Arc::clone(&p.payload),
         })
     }
 
-    /// Ask the publisher for a keyframe on track `mid`, unless its throttle holds the request
+    /// Ask the publisher for a keyframe on track `mid`, of the encoding ranked `rank`
+    /// (simulcast; the only encoding otherwise), unless its throttle holds the request
     /// back (see [`crate::forward::keyframe`]; it is then sent by
     /// [`Session::send_held_back_keyframe_requests`] once due, at
     /// [`Session::keyframe_request_due`]).
-    pub(crate) fn request_keyframe(&mut self, mid: Mid, now: Instant) -> bool {
-        let Some(up) = self.up.iter_mut().find(|u| u.mid == mid) else {
+    pub(crate) fn request_keyframe(&mut self, mid: Mid, rank: u8, now: Instant) -> bool {
+        let Some(i) = self.up.iter().position(|u| u.mid == mid) else {
             return false;
         };
-        if !up.keyframe_requests.try_request(now) {
+        let up = &mut self.up[i];
+        let li = if up.simulcast() {
+            // The best flowing encoding at or below the rank asked for: what the
+            // subscriber's selector will target once it sees the same encodings flow.
+            let top = up.layers.len() as u8 - 1;
+            let rank = spatial_for(rank, up.active).unwrap_or(rank.min(top));
+            match up.ranking.index_of(rank) {
+                Some(li) => li,
+                None => return false,
+            }
+        } else {
+            0
+        };
+        if !up.layers[li].keyframe_requests.try_request(now) {
             return false;
         }
-        self.send_pli(mid)
+        self.send_pli(i, li)
     }
 
     /// Send the keyframe requests the throttle held back and that are due now. Returns how
@@ -330,26 +539,43 @@ impl Session {
     pub(crate) fn send_held_back_keyframe_requests(&mut self, now: Instant) -> u64 {
         let mut sent = 0;
         for i in 0..self.up.len() {
-            if self.up[i].keyframe_requests.take_due(now) {
-                let mid = self.up[i].mid;
-                sent += u64::from(self.send_pli(mid));
+            for li in 0..self.up[i].layers.len() {
+                if self.up[i].layers[li].keyframe_requests.take_due(now) {
+                    sent += u64::from(self.send_pli(i, li));
+                }
             }
         }
         sent
+    }
+
+    /// Whether a keyframe request is held back on any of this session's tracks.
+    pub(crate) fn keyframe_request_pending(&self) -> bool {
+        self.up
+            .iter()
+            .flat_map(|u| &u.layers)
+            .any(|l| l.keyframe_requests.pending())
     }
 
     /// When the earliest keyframe request held back on this session's tracks is due.
     pub(crate) fn keyframe_request_due(&self) -> Option<Instant> {
         self.up
             .iter()
-            .filter_map(|u| u.keyframe_requests.due_at())
+            .flat_map(|u| &u.layers)
+            .filter_map(|l| l.keyframe_requests.due_at())
             .min()
     }
 
-    fn send_pli(&mut self, mid: Mid) -> bool {
+    /// A PLI to encoding `li` of track `i`: by its SSRC once known, else by mid and rid.
+    fn send_pli(&mut self, i: usize, li: usize) -> bool {
+        let mid = self.up[i].mid;
+        let (ssrc, rid) = (self.up[i].layers[li].ssrc, self.up[i].layers[li].rid);
         let done = self.guarded(|s| {
             let mut api = s.rtc.direct_api();
-            match api.stream_rx_by_mid(mid, None) {
+            let rx = match ssrc {
+                Some(ssrc) => api.stream_rx(&ssrc),
+                None => api.stream_rx_by_mid(mid, rid),
+            };
+            match rx {
                 Some(rx) => {
                     rx.request_keyframe(str0m::media::KeyframeRequestKind::Pli);
                     true

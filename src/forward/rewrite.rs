@@ -39,6 +39,10 @@ pub const MAX_FORWARD_JUMP: u64 = 3000;
 /// forward.
 pub const MAX_TS_ADVANCE: u32 = 0x7fff_ffff;
 
+/// Largest difference (ms) between a timestamp carried over a switch of aligned sources
+/// ([`InPacket::aligned`]) and the estimate from arrival times before the estimate wins.
+pub const MAX_ALIGNED_ERROR_MS: u64 = 200;
+
 /// Span (in packets) within which a second far-behind packet confirms a backward reset of
 /// the same source (the first far-behind packet alone is treated as stale).
 pub const RESET_CONFIRM_SPAN: u64 = 64;
@@ -77,6 +81,10 @@ pub struct InPacket {
     pub keyframe_start: bool,
     /// Arrival time in microseconds on a monotonic clock chosen by the caller.
     pub arrival_us: u64,
+    /// The timestamp is on a clock every source of the track shares (simulcast layers
+    /// aligned with their sender reports): a switch between two aligned sources keeps the
+    /// timestamp mapping instead of estimating the advance from arrival times.
+    pub aligned: bool,
 }
 
 /// What to do with an [`InPacket`] on this down-track.
@@ -118,6 +126,8 @@ pub struct RewriteStats {
     pub dropped_stale: u64,
     /// Runs started after the first one (source switches, discontinuities, gate exits).
     pub rebases: u64,
+    /// Packets dropped on purpose ([`Rewriter::skip`]) that the output closed up over.
+    pub skipped: u64,
 }
 
 /// The current run: a constant offset mapping for one contiguous stretch of one source.
@@ -133,6 +143,8 @@ struct Run {
     seq_delta: u64,
     /// `out_ts = in_ts.wrapping_add(ts_delta)`.
     ts_delta: u32,
+    /// Its packets' timestamps are on the track's shared clock ([`InPacket::aligned`]).
+    aligned: bool,
 }
 
 impl Run {
@@ -169,6 +181,97 @@ struct PrevRun {
     hi_in: u64,
 }
 
+/// Packets dropped on purpose ([`Rewriter::skip`]) keep the output contiguous: each
+/// stretch of them shifts the sequence offset of the packets after it by its length. How
+/// many such shifts of the current run are remembered, to map late packets and NACKs from
+/// before them (older ones are stale).
+pub const SKIP_HISTORY: usize = 32;
+
+/// One stretch of packets dropped on purpose: inputs `from..resume` are gone, and the
+/// offset before `from` was `delta_before`.
+#[derive(Debug, Clone, Copy, Default)]
+struct Skip {
+    from: u64,
+    resume: u64,
+    delta_before: u64,
+}
+
+/// The current run's skips, oldest first, in a ring of [`SKIP_HISTORY`].
+#[derive(Debug, Clone)]
+struct Skips {
+    ring: [Skip; SKIP_HISTORY],
+    /// Index of the oldest entry.
+    head: usize,
+    len: usize,
+    /// Inputs below this cannot be mapped any more (their offset was forgotten).
+    floor: u64,
+}
+
+impl Skips {
+    fn new() -> Skips {
+        Skips {
+            ring: [Skip::default(); SKIP_HISTORY],
+            head: 0,
+            len: 0,
+            floor: 0,
+        }
+    }
+
+    fn clear(&mut self, floor: u64) {
+        self.head = 0;
+        self.len = 0;
+        self.floor = floor;
+    }
+
+    /// The `i`th entry counted from the newest (0 = newest).
+    fn newest(&self, i: usize) -> Option<&Skip> {
+        (i < self.len).then(|| &self.ring[(self.head + self.len - 1 - i) % SKIP_HISTORY])
+    }
+
+    fn push(&mut self, s: Skip) {
+        if self.len == SKIP_HISTORY {
+            // Forget the oldest: inputs before its end no longer have a known offset.
+            self.floor = self.ring[self.head].resume;
+            self.head = (self.head + 1) % SKIP_HISTORY;
+            self.len -= 1;
+        }
+        self.ring[(self.head + self.len) % SKIP_HISTORY] = s;
+        self.len += 1;
+    }
+
+    /// The offset of input `seq` of a run whose newest offset is `delta`, or `None` if it
+    /// was dropped on purpose or is older than what is remembered.
+    fn delta_of(&self, seq: u64, delta: u64) -> Option<u64> {
+        let mut delta = delta;
+        for i in 0..self.len {
+            let s = self.newest(i)?;
+            if seq >= s.resume {
+                return Some(delta);
+            }
+            if seq >= s.from {
+                return None;
+            }
+            delta = s.delta_before;
+        }
+        (seq >= self.floor).then_some(delta)
+    }
+
+    /// The input behind output `out` of a run whose newest offset is `delta`.
+    fn input_of(&self, out: u64, delta: u64) -> Option<u64> {
+        let mut delta = delta;
+        for i in 0..self.len {
+            let s = self.newest(i)?;
+            let seq = out.wrapping_sub(delta);
+            if seq >= s.resume {
+                return Some(seq);
+            }
+            delta = s.delta_before;
+        }
+        let seq = out.wrapping_sub(delta);
+        (seq >= self.floor).then_some(seq)
+    }
+}
+
 /// Per-down-track rewrite state: maps input `(seq, ts)` to output `(seq, ts)`.
 ///
 /// Feed every packet of the subscribed source(s) to [`Rewriter::rewrite`] in arrival
@@ -188,6 +291,8 @@ pub struct Rewriter {
     ref_ts: u32,
     /// Arrival time of the packet that set `highest_out`.
     ref_arrival_us: u64,
+    /// Packets of the current run dropped on purpose.
+    skips: Skips,
     stats: RewriteStats,
 }
 
@@ -203,6 +308,7 @@ impl Rewriter {
             highest_out: None,
             ref_ts: cfg.initial_ts,
             ref_arrival_us: 0,
+            skips: Skips::new(),
             stats: RewriteStats::default(),
         }
     }
@@ -246,7 +352,11 @@ impl Rewriter {
         let behind = run.hi_in - p.seq;
         if behind <= REORDER_WINDOW {
             if p.seq >= run.start_in {
-                let (seq, ts) = run.map(p);
+                let Some(delta) = self.skips.delta_of(p.seq, run.seq_delta) else {
+                    return self.drop_stale();
+                };
+                let seq = p.seq.wrapping_add(delta);
+                let ts = p.ts.wrapping_add(run.ts_delta);
                 self.stats.forwarded = self.stats.forwarded.wrapping_add(1);
                 return Decision::Forward { seq, ts };
             }
@@ -269,6 +379,38 @@ impl Rewriter {
         }
     }
 
+    /// `p` is dropped on purpose (a layer above the subscriber's choice): the packets after
+    /// it move down by one, so the subscriber sees no gap there, while a packet lost
+    /// upstream still leaves one. Only a packet of the current run's source ahead of its
+    /// highest counts; anything else changes nothing (its number was already given away,
+    /// or the next forwarded packet rebases anyway).
+    pub fn skip(&mut self, p: &InPacket) {
+        let Some(run) = self.run.as_mut() else {
+            return;
+        };
+        if p.source != run.source || p.seq <= run.hi_in || p.seq - run.hi_in > MAX_FORWARD_JUMP {
+            return;
+        }
+        let delta_before = run.seq_delta;
+        run.hi_in = p.seq;
+        run.seq_delta = run.seq_delta.wrapping_sub(1);
+        self.stats.skipped = self.stats.skipped.wrapping_add(1);
+        // A drop right after a drop extends it.
+        let last = self
+            .skips
+            .len
+            .checked_sub(1)
+            .map(|i| (self.skips.head + i) % SKIP_HISTORY);
+        match last {
+            Some(i) if self.skips.ring[i].resume == p.seq => self.skips.ring[i].resume = p.seq + 1,
+            _ => self.skips.push(Skip {
+                from: p.seq,
+                resume: p.seq + 1,
+                delta_before,
+            }),
+        }
+    }
+
     /// Whether video gating is active: packets are dropped until a keyframe start arrives.
     /// The engine should keep requesting a keyframe from the publisher while this is true.
     pub fn waiting_for_keyframe(&self) -> bool {
@@ -287,7 +429,7 @@ impl Rewriter {
     /// unless it lies in the current run (between its first and its highest packet).
     pub fn origin_of(&self, out_seq: u64) -> Option<Origin> {
         let run = self.run?;
-        let seq = out_seq.wrapping_sub(run.seq_delta);
+        let seq = self.skips.input_of(out_seq, run.seq_delta)?;
         (seq >= run.start_in && seq <= run.hi_in).then_some(Origin {
             source: run.source,
             seq,
@@ -356,8 +498,7 @@ impl Rewriter {
             ),
             Some(h) => {
                 self.stats.rebases = self.stats.rebases.wrapping_add(1);
-                let adv = self.ts_advance(p.arrival_us);
-                (h.wrapping_add(1), self.ref_ts.wrapping_add(adv))
+                (h.wrapping_add(1), self.rebase_ts(p))
             }
         };
         if let Some(r) = self.run {
@@ -372,7 +513,9 @@ impl Rewriter {
             hi_in: p.seq,
             seq_delta: seq.wrapping_sub(p.seq),
             ts_delta: ts.wrapping_sub(p.ts),
+            aligned: p.aligned,
         });
+        self.skips.clear(p.seq);
         self.needs_keyframe = false;
         self.reset_candidate = None;
         self.highest_out = Some(seq);
@@ -380,6 +523,25 @@ impl Rewriter {
         self.ref_arrival_us = p.arrival_us;
         self.stats.forwarded = self.stats.forwarded.wrapping_add(1);
         Decision::Forward { seq, ts }
+    }
+
+    /// The output timestamp of `p`, the first packet of a new run. Between two sources on
+    /// the track's shared clock the mapping carries over, unless that would not move
+    /// forward or strays more than [`MAX_ALIGNED_ERROR_MS`] from the arrival-time estimate
+    /// (a clock that is not what it claims); otherwise the advance is estimated from
+    /// arrival times.
+    fn rebase_ts(&self, p: &InPacket) -> u32 {
+        let estimate = self.ref_ts.wrapping_add(self.ts_advance(p.arrival_us));
+        if let Some(run) = self.run.filter(|r| r.aligned && p.aligned) {
+            let aligned = p.ts.wrapping_add(run.ts_delta);
+            let ahead = aligned.wrapping_sub(self.ref_ts) as i32;
+            let error = (aligned.wrapping_sub(estimate) as i32).unsigned_abs();
+            let max_error = u64::from(self.cfg.clock_rate) * MAX_ALIGNED_ERROR_MS / 1000;
+            if ahead > 0 && u64::from(error) <= max_error {
+                return aligned;
+            }
+        }
+        estimate
     }
 
     /// Timestamp advance for a rebase at `arrival_us`: elapsed time since the last new
@@ -426,6 +588,7 @@ mod tests {
             ts,
             keyframe_start: key,
             arrival_us,
+            aligned: false,
         }
     }
 
@@ -750,5 +913,98 @@ mod tests {
                 n += 1;
             }
         }
+    }
+
+    /// Video packet `seq` of source `src`, a frame of three packets every 33 ms.
+    fn v(src: u64, seq: u64, key: bool) -> InPacket {
+        pkt(src, seq, (seq / 3) as u32 * 3000, key, seq * 11_000)
+    }
+
+    #[test]
+    fn skipped_packets_leave_no_gap_but_losses_do() {
+        let mut r = Rewriter::new(VIDEO);
+        let (s0, _) = fwd(r.rewrite(&v(1, 100, true)));
+        let (s1, _) = fwd(r.rewrite(&v(1, 101, false)));
+        assert_eq!(s1, s0 + 1);
+        // 102 and 103 dropped on purpose: 104 follows 101 directly.
+        r.skip(&v(1, 102, false));
+        r.skip(&v(1, 103, false));
+        let (s4, _) = fwd(r.rewrite(&v(1, 104, false)));
+        assert_eq!(s4, s1 + 1);
+        // 105 lost upstream, 106 dropped on purpose, 107 arrives: one gap, for 105.
+        r.skip(&v(1, 106, false));
+        let (s7, _) = fwd(r.rewrite(&v(1, 107, false)));
+        assert_eq!(s7, s4 + 2);
+        // 105 arrives late (a retransmission): it fills the gap exactly.
+        let (s5, _) = fwd(r.rewrite(&v(1, 105, false)));
+        assert_eq!(s5, s4 + 1);
+        // A late copy of a dropped packet would collide: stale.
+        assert_eq!(r.rewrite(&v(1, 103, false)), Decision::DropStale);
+        assert_eq!(r.rewrite(&v(1, 106, false)), Decision::DropStale);
+        // NACKs map back across the skips.
+        assert_eq!(r.origin_of(s1).map(|o| o.seq), Some(101));
+        assert_eq!(r.origin_of(s4).map(|o| o.seq), Some(104));
+        assert_eq!(r.origin_of(s5).map(|o| o.seq), Some(105));
+        assert_eq!(r.origin_of(s7).map(|o| o.seq), Some(107));
+        assert_eq!(r.origin_of(s7 + 1), None);
+        assert_eq!(r.stats().skipped, 3);
+        // Skips of late packets, other sources or before any run change nothing.
+        r.skip(&v(1, 50, false));
+        r.skip(&v(2, 500, false));
+        let (s8, _) = fwd(r.rewrite(&v(1, 108, false)));
+        assert_eq!(s8, s7 + 1);
+        let mut fresh = Rewriter::new(VIDEO);
+        fresh.skip(&v(1, 1, false));
+        assert_eq!(fresh.stats().skipped, 0);
+    }
+
+    #[test]
+    fn skip_history_is_bounded_and_old_inputs_become_stale() {
+        let mut r = Rewriter::new(VIDEO);
+        fwd(r.rewrite(&v(1, 0, true)));
+        // Forward one, skip one, many times: more skips than the history holds.
+        let mut last = 0;
+        for i in 0..(SKIP_HISTORY as u64 + 10) {
+            last = fwd(r.rewrite(&v(1, 1 + 2 * i, false))).0;
+            r.skip(&v(1, 2 + 2 * i, false));
+        }
+        let n = SKIP_HISTORY as u64 + 10;
+        let (s, _) = fwd(r.rewrite(&v(1, 1 + 2 * n, false)));
+        assert_eq!(s, last + 1, "contiguous across every skip");
+        // The newest stretches still map; the oldest inputs are forgotten: stale, never
+        // a reused number.
+        assert_eq!(r.origin_of(s).map(|o| o.seq), Some(1 + 2 * n));
+        assert_eq!(r.origin_of(last).map(|o| o.seq), Some(1 + 2 * (n - 1)));
+        assert_eq!(r.rewrite(&v(1, 1, false)), Decision::DropStale);
+        assert_eq!(r.origin_of(s - n), None);
+    }
+
+    #[test]
+    fn aligned_sources_keep_the_timestamp_mapping_across_a_switch() {
+        let mut r = Rewriter::new(VIDEO);
+        let aligned = |src, seq, ts, key, at| InPacket {
+            aligned: true,
+            ..pkt(src, seq, ts, key, at)
+        };
+        let (_, t0) = fwd(r.rewrite(&aligned(1, 10, 90_000, true, 1_000_000)));
+        // Source 2 on the same clock, 100 ms later, arriving 130 ms later (jitter): the
+        // mapping carries over (100 ms = 9000 ticks), not the 130 ms estimate.
+        let (_, t1) = fwd(r.rewrite(&aligned(2, 5000, 99_000, true, 1_130_000)));
+        assert_eq!(t1.wrapping_sub(t0), 9000);
+        // A claimed clock far from arrival times (1 s ahead) loses to the estimate.
+        let (_, t2) = fwd(r.rewrite(&aligned(1, 11, 99_000 + 90_000 + 3000, true, 1_163_000)));
+        assert_eq!(t2.wrapping_sub(t1), 2970);
+        // Same timestamp as the last one (a frame of the same instant): the estimate.
+        let (_, t3) = fwd(r.rewrite(&aligned(
+            2,
+            5001,
+            99_000 + 3000 + 2970 - 9000,
+            true,
+            1_196_000,
+        )));
+        assert!(t3.wrapping_sub(t2) as i32 > 0);
+        // Not aligned: the estimate.
+        let (_, t4) = fwd(r.rewrite(&v(3, 7, true)));
+        assert!(t4.wrapping_sub(t3) as i32 > 0);
     }
 }

@@ -5,7 +5,8 @@
 //! video (VP8, RFC 7741):
 //! [0]      payload descriptor 0x10 (X=0, N=0, S=1, PID=0)                §4.2
 //! [1..4]   frame tag, P bit 0 = keyframe (10 00 00 / 11 00 00)           §4.3
-//! [4..11]  keyframe: start code 9d 01 2a, width 320, height 240 (LE u16);
+//! [4..11]  keyframe: start code 9d 01 2a, width and height (LE u16; 320×240 unless the
+//!          sender sets another size);
 //!          inter frame: zeros
 //! [11..]   body
 //! audio (Opus): the body only
@@ -109,6 +110,16 @@ pub fn stamp(p: &mut [u8], kind: MediaKind, s: &Stamp) {
     p[b + 20..b + 24].copy_from_slice(&check.to_be_bytes());
 }
 
+/// Make a stamped video keyframe announce picture size `(width, height)` instead of the
+/// template's 320×240 (the server ranks simulcast encodings by it). Not covered by the
+/// check: [`parse`] accepts any size.
+pub fn set_key_size(p: &mut [u8], (w, h): (u16, u16)) {
+    if p.len() >= VP8_HEADER {
+        p[7..9].copy_from_slice(&(w & 0x3fff).to_le_bytes());
+        p[9..11].copy_from_slice(&(h & 0x3fff).to_le_bytes());
+    }
+}
+
 /// A stamped payload of `len` bytes (a fresh [`template`] with [`stamp`] applied).
 pub fn build(kind: MediaKind, len: usize, s: &Stamp) -> Vec<u8> {
     let mut p = template(kind, len);
@@ -146,8 +157,14 @@ pub fn parse(p: &[u8], kind: MediaKind) -> Option<Stamp> {
             let at = vp8_header_at(p)?;
             let header = p.get(at..at + VP8_HEADER - 1)?;
             let keyframe = header[0] & 0x01 == 0;
-            let want = if keyframe { &VP8_KEY } else { &VP8_INTER };
-            if header != want || keyframe != str0m::format::detect_vp8_keyframe(p) {
+            // A keyframe's size (the last four header bytes) may be any
+            // ([`set_key_size`]).
+            let same = if keyframe {
+                header[..6] == VP8_KEY[..6]
+            } else {
+                header == VP8_INTER
+            };
+            if !same || keyframe != str0m::format::detect_vp8_keyframe(p) {
                 return None;
             }
             (keyframe, &p[at + VP8_HEADER - 1..])
@@ -239,10 +256,21 @@ mod tests {
             let mut longer = p.clone();
             longer.push(filler(120 - min_len(kind)));
             assert_eq!(parse(&longer, kind), None);
-            for i in 0..p.len() {
+            // S is a keyframe: its announced size (bytes 7..11) may be anything.
+            let size = if kind == MediaKind::Video {
+                7..11
+            } else {
+                0..0
+            };
+            for i in (0..p.len()).filter(|i| !size.contains(i)) {
                 let mut bad = p.clone();
                 bad[i] ^= 0x04;
                 assert_eq!(parse(&bad, kind), None, "{kind:?} byte {i} flipped");
+            }
+            if kind == MediaKind::Video {
+                let mut sized = p.clone();
+                set_key_size(&mut sized, (1280, 720));
+                assert_eq!(parse(&sized, kind), Some(S), "any keyframe size");
             }
             // Arbitrary bytes never panic.
             for n in 0..64 {

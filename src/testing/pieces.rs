@@ -31,6 +31,7 @@ impl RingPair {
             pt: 96,
             marker: true,
             keyframe: false,
+            layer: Default::default(),
             arrival: Instant::now(),
             ext: ExtensionValues::default(),
             payload: Arc::from(vec![0u8; 1100]),

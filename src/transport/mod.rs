@@ -306,6 +306,14 @@ pub(crate) trait SessionHandler: Send + Sync + 'static {
     fn core(&self) -> &Core;
     /// A down-track was refused by the peer (subscribe transports only).
     fn down_track_rejected(&self, _down: crate::engine::DownTrackId) {}
+    /// A down-track's layer or its track's flowing encodings changed (subscribe only).
+    fn layers_changed(
+        &self,
+        _down: crate::engine::DownTrackId,
+        _current: Option<crate::forward::Layer>,
+        _active: u8,
+    ) {
+    }
     /// The session is gone: release everything.
     fn session_closed(&self);
 }
@@ -354,6 +362,11 @@ async fn event_loop<T: SessionHandler>(
             }
             SessionEvent::LocalCandidate(c) => i.core().add_local_candidate(c),
             SessionEvent::DownTrackRejected(down) => i.down_track_rejected(down),
+            SessionEvent::Layers {
+                down,
+                current,
+                active,
+            } => i.layers_changed(down, current, active),
             SessionEvent::Closed(_) => {}
         }
     }

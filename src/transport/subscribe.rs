@@ -101,6 +101,19 @@ impl SubscribeInner {
         }
     }
 
+    /// Send a down-track's layer ceiling to its shard; false if the session is gone.
+    pub(crate) fn set_preferred_layer(
+        &self,
+        down: DownTrackId,
+        layer: crate::forward::Layer,
+    ) -> bool {
+        self.core.send(Command::SetPreferredLayer {
+            id: self.core.id,
+            down,
+            layer,
+        })
+    }
+
     fn on_session_closed(&self) {
         if self.core.mark_closed() {
             let downs: Vec<DownTrackId> = self.subs().keys().copied().collect();
@@ -122,6 +135,20 @@ impl super::SessionHandler for SubscribeInner {
             "subscriber refused every codec of the publisher"
         );
         self.remove_subscription(down, true);
+    }
+    fn layers_changed(
+        &self,
+        down: DownTrackId,
+        current: Option<crate::forward::Layer>,
+        active: u8,
+    ) {
+        let handle = self.subs().get(&down).map(|e| e.handle.clone());
+        if let Some(h) = handle {
+            h.layers.send_modify(|l| {
+                l.current = current;
+                l.available = active.count_ones() as u8;
+            });
+        }
     }
     fn session_closed(&self) {
         self.on_session_closed();
@@ -283,6 +310,7 @@ impl SubscribeTransport {
             kind: MediaKind::from(info.kind),
             transport: inner.weak.clone(),
             closed: watch::channel(false).0,
+            layers: watch::channel(crate::subscriber::LayerState::default()).0,
         });
         let route = Subscription {
             publisher_id: track_id.clone(),

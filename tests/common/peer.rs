@@ -15,7 +15,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, Once, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rheomesh::testing::{ClientConfig, ClientPeer, DEFAULT_AUDIO_LEN, DEFAULT_VIDEO_LEN};
+use rheomesh::testing::{
+    ClientConfig, ClientPeer, SendStats, DEFAULT_AUDIO_LEN, DEFAULT_VIDEO_LEN,
+};
 use str0m::media::MediaKind;
 use str0m::Candidate;
 
@@ -102,6 +104,8 @@ struct Sending {
     keyframe_interval: Duration,
     /// Next send time per local track.
     next_due: Vec<Instant>,
+    /// Local tracks not sending for now.
+    paused: Vec<bool>,
 }
 
 /// The peer and everything its driver keeps, behind one lock.
@@ -160,6 +164,9 @@ impl State {
                 _ => s.video_interval,
             };
             let Some(interval) = interval else { continue };
+            if s.paused.get(i).copied().unwrap_or(false) {
+                continue;
+            }
             if self.peer.payload_type(i).is_none() {
                 continue;
             }
@@ -321,6 +328,39 @@ impl TestPeer {
             .expect("publish_offer")
     }
 
+    /// Publisher side: an offer for one simulcast VP8 track with `encodings` (rid and the
+    /// picture size its keyframes announce), local tracks 0.. in that order.
+    pub fn publish_simulcast_offer(
+        &self,
+        track_id: &str,
+        encodings: &[(&str, (u16, u16))],
+    ) -> String {
+        let stream_id = format!("stream-{:016x}", rand::random::<u64>());
+        self.shared
+            .with(|s| {
+                s.peer
+                    .publish_simulcast_offer(&stream_id, track_id, encodings)
+            })
+            .expect("publish_simulcast_offer")
+    }
+
+    /// What local track `i` (a simulcast encoding, in offer order) has sent.
+    pub fn sent(&self, i: usize) -> SendStats {
+        self.shared.lock().peer.sent(i)
+    }
+
+    /// Stop or resume sending on local track `i` only (a publisher pausing an encoding).
+    pub fn set_track_paused(&self, i: usize, paused: bool) {
+        self.shared.with(|s| {
+            if let Some(sending) = &mut s.sending {
+                if sending.paused.len() <= i {
+                    sending.paused.resize(i + 1, false);
+                }
+                sending.paused[i] = paused;
+            }
+        });
+    }
+
     pub fn accept_answer(&self, sdp: &str) -> Result<(), String> {
         self.shared.with(|s| s.peer.accept_answer(sdp))
     }
@@ -372,6 +412,7 @@ impl TestPeer {
                 audio_interval: iv(audio_pps),
                 keyframe_interval,
                 next_due: vec![now; s.peer.local_tracks()],
+                paused: vec![false; s.peer.local_tracks()],
             });
         });
     }

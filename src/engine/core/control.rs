@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use rand::distr::{Alphanumeric, SampleString};
 use str0m::change::{SdpAnswer, SdpOffer};
-use str0m::media::{Direction, MediaKind};
+use str0m::media::{Direction, MediaKind, Rids};
 use str0m::{Candidate, IceCreds, Rtc};
 
 use super::ShardCore;
@@ -33,6 +33,7 @@ impl ShardCore {
             | Command::AddRemoteCandidate { id, .. }
             | Command::AddDownTrack { id, .. }
             | Command::RemoveDownTrack { id, .. }
+            | Command::SetPreferredLayer { id, .. }
             | Command::CreateOffer { id, .. }
             | Command::AcceptAnswer { id, .. }
             | Command::CloseSession { id }
@@ -67,6 +68,16 @@ impl ShardCore {
                 let _ = reply.send(r);
             }
             Command::RemoveDownTrack { id, down } => self.remove_down_track(id, down),
+            Command::SetPreferredLayer { id: _, down, layer } => {
+                if let Some(d) = self
+                    .down_by_id
+                    .get(&down)
+                    .and_then(|&d| self.downs.get_mut(d))
+                {
+                    d.preferred = layer;
+                    d.retarget();
+                }
+            }
             Command::CreateOffer {
                 id,
                 ice_restart,
@@ -302,6 +313,10 @@ impl ShardCore {
                 None => (media.stream_id().to_string(), media.track_id().to_string()),
             };
             let active = receiving && !params.is_empty();
+            let rids = match media.rids_rx() {
+                Rids::Specific(r) => r.clone(),
+                _ => Vec::new(),
+            };
             match s.up.iter_mut().find(|u| u.mid == mid) {
                 Some(u) => {
                     u.info.active = active;
@@ -312,6 +327,7 @@ impl ShardCore {
                                 params,
                                 ..u.info.clone()
                             },
+                            &rids,
                         );
                     }
                 }
@@ -325,7 +341,7 @@ impl ShardCore {
                         active: true,
                     };
                     new_ups.push(info.key);
-                    s.up.push(UpTrack::new(mid, info));
+                    s.up.push(UpTrack::new(mid, info, &rids));
                 }
                 None => {}
             }
@@ -544,7 +560,7 @@ impl ShardCore {
                 if d.kind == MediaKind::Video {
                     // Ask for a keyframe now; repeats are throttled from here.
                     d.keyframe_retry.record(now);
-                    self.want_keyframe.push(d.track);
+                    self.want_keyframe.push((d.track, d.keyframe_rank()));
                 }
             } else {
                 let _ = s.events.send(SessionEvent::DownTrackRejected(did));

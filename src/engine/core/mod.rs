@@ -83,7 +83,8 @@ pub(crate) struct ShardCore {
     dirty: Vec<usize>,
     doomed: Vec<usize>,
     /// Tracks whose publisher should be asked for a keyframe.
-    want_keyframe: Vec<TrackKey>,
+    /// Keyframes to ask publishers for: track and rank of the encoding.
+    want_keyframe: Vec<(TrackKey, u8)>,
     /// When the earliest keyframe request a publisher's throttle held back is due.
     keyframe_due: Option<Instant>,
     /// The socket backlog as the driver measured it: overload shedding's signal.
@@ -410,6 +411,11 @@ impl ShardCore {
             if s.dead.is_some() {
                 continue;
             }
+            for up in &mut s.up {
+                if up.update_layers(now) {
+                    tracing::debug!(track = ?up.info.key, "simulcast encodings re-ranked");
+                }
+            }
             if !s.connected && now.saturating_duration_since(s.created) > s.connect_timeout {
                 s.dead = Some(CloseReason::ConnectTimeout);
                 queue_teardown(&mut self.doomed, s, slot);
@@ -419,9 +425,10 @@ impl ShardCore {
             }
         }
         for (_, d) in self.downs.iter_mut() {
-            if d.active() && d.rewriter.waiting_for_keyframe() && d.keyframe_retry.try_request(now)
-            {
-                self.want_keyframe.push(d.track);
+            let waiting =
+                d.rewriter.waiting_for_keyframe() || d.selector.wants_keyframe().is_some();
+            if d.active() && waiting && d.keyframe_retry.try_request(now) {
+                self.want_keyframe.push((d.track, d.keyframe_rank()));
             }
         }
         self.send_held_back_keyframe_requests(now);
@@ -434,7 +441,7 @@ impl ShardCore {
         let held_back: Vec<usize> = self
             .sessions
             .iter()
-            .filter(|(_, s)| s.up.iter().any(|u| u.keyframe_requests.pending()))
+            .filter(|(_, s)| s.keyframe_request_pending())
             .map(|(slot, _)| slot)
             .collect();
         for slot in held_back {

@@ -30,12 +30,13 @@ use str0m::media::MediaKind;
 use str0m::rtp::RtpWrite;
 
 use super::ShardCore;
+use crate::engine::command::SessionEvent;
 use crate::engine::ring::{MediaPacket, ShardMsg};
 use crate::engine::route::{DownTrack, Route, NO_PT};
 use crate::engine::session::{DrainOut, Session};
 use crate::engine::slab::Slab;
 use crate::engine::TrackKey;
-use crate::forward::{overload, Decision, InPacket};
+use crate::forward::{overload, Decision, InPacket, LayerPacket, LayerVerdict};
 use crate::stats::ShardStats;
 
 /// What writing a packet to down-tracks touches: the shard's down-tracks and sessions, the
@@ -45,8 +46,9 @@ pub(super) struct Delivery<'a> {
     pub(super) sessions: &'a mut Slab<Session>,
     /// Sessions that queued RTP in this batch (flushed when it ends).
     pub(super) dirty: &'a mut Vec<usize>,
-    /// Tracks whose publisher should be asked for a keyframe.
-    pub(super) want_keyframe: &'a mut Vec<TrackKey>,
+    /// Tracks whose publisher should be asked for a keyframe, with the rank of the
+    /// encoding wanted.
+    pub(super) want_keyframe: &'a mut Vec<(TrackKey, u8)>,
     pub(super) counters: &'a mut ShardStats,
     /// Where packets sent at once go (the shard's next `sendmmsg`).
     pub(super) out: &'a mut DrainOut,
@@ -106,7 +108,9 @@ impl ShardCore {
                             delivery!(self).fan_out(route, pkt, waited);
                         }
                     }
-                    ShardMsg::KeyframeRequest(track) => self.want_keyframe.push(track),
+                    ShardMsg::KeyframeRequest(track, rank) => {
+                        self.want_keyframe.push((track, rank))
+                    }
                 }
             }
         }
@@ -123,7 +127,7 @@ impl ShardCore {
                 for &d in &s.downs {
                     if let Some(dt) = self.downs.get(d) {
                         if dt.mid == mid {
-                            self.want_keyframe.push(dt.track);
+                            self.want_keyframe.push((dt.track, dt.keyframe_rank()));
                         }
                     }
                 }
@@ -206,7 +210,7 @@ impl ShardCore {
     }
 
     /// Keyframe requests: to the local publisher session or to the publisher's shard, once
-    /// per track per batch (the publisher session throttles further).
+    /// per track and encoding per batch (the publisher session throttles further).
     pub(super) fn send_keyframe_requests(&mut self, now: Instant) {
         if self.want_keyframe.is_empty() {
             return;
@@ -214,13 +218,13 @@ impl ShardCore {
         let mut reqs = std::mem::take(&mut self.want_keyframe);
         reqs.sort_unstable();
         reqs.dedup();
-        for track in reqs.drain(..) {
+        for (track, rank) in reqs.drain(..) {
             if track.shard() == self.id {
                 if let Some(&(slot, mid)) = self.ups.get(&track) {
                     if let Some(s) = self.sessions.get_mut(slot) {
                         let span = s.span.clone();
                         let _entered = span.enter();
-                        if s.request_keyframe(mid, now) {
+                        if s.request_keyframe(mid, rank, now) {
                             self.counters.keyframe_requests_sent += 1;
                             self.after_mutation(slot);
                         } else {
@@ -230,7 +234,7 @@ impl ShardCore {
                     }
                 }
             } else if let Some(Some(p)) = self.producers.get_mut(track.shard()) {
-                if p.push(ShardMsg::KeyframeRequest(track)).is_ok() {
+                if p.push(ShardMsg::KeyframeRequest(track, rank)).is_ok() {
                     self.wake_peer[track.shard()] = true;
                 } else {
                     self.counters.ring_full_drops += 1;
@@ -287,8 +291,9 @@ impl Delivery<'_> {
         }
     }
 
-    /// Forward one packet to one down-track: translate PT, rewrite seq/ts, write into the
-    /// subscriber's session. No allocation: the payload is reference-counted.
+    /// Forward one packet to one down-track: choose the layer (simulcast), translate PT,
+    /// rewrite seq/ts, write into the subscriber's session. No allocation: the payload is
+    /// reference-counted.
     #[inline]
     fn forward_one(&mut self, dslot: usize, pkt: &MediaPacket) {
         let c = &mut *self.counters;
@@ -298,12 +303,7 @@ impl Delivery<'_> {
         let Some(ssrc) = d.ssrc else {
             return;
         };
-        let out_pt = d.pt_map[(pkt.pt & 0x7f) as usize];
-        if out_pt == NO_PT {
-            c.dropped_no_codec += 1;
-            return;
-        }
-        let decision = d.rewriter.rewrite(&InPacket {
+        let input = InPacket {
             source: pkt.source,
             seq: pkt.seq,
             ts: pkt.ts,
@@ -312,8 +312,50 @@ impl Delivery<'_> {
                 .arrival
                 .saturating_duration_since(self.epoch)
                 .as_micros() as u64,
-        });
-        match decision {
+            aligned: pkt.layer.aligned,
+        };
+        if pkt.layer.active != 0 {
+            if pkt.layer.active != d.seen_active {
+                d.seen_active = pkt.layer.active;
+                d.retarget();
+            }
+            let verdict = d.selector.select(&LayerPacket {
+                spatial: pkt.layer.spatial,
+                temporal: pkt.layer.temporal,
+                keyframe_start: pkt.keyframe,
+                frame_start: pkt.layer.frame_start,
+                frame_end: pkt.marker,
+                switch_point: pkt.layer.switch_point,
+            });
+            let now_layers = (d.selector.current(), d.seen_active);
+            if now_layers != d.reported {
+                d.reported = now_layers;
+                if let Some(s) = self.sessions.get(d.session) {
+                    let _ = s.events.send(SessionEvent::Layers {
+                        down: d.id,
+                        current: now_layers.0,
+                        active: now_layers.1,
+                    });
+                }
+            }
+            if verdict == LayerVerdict::Drop {
+                c.dropped_layer += 1;
+                // Dropped on purpose: the subscriber must not see a gap for it.
+                d.rewriter.skip(&input);
+                if let Some(rank) = d.selector.wants_keyframe() {
+                    if !self.overloaded && d.keyframe_retry.try_request(pkt.arrival) {
+                        self.want_keyframe.push((d.track, rank));
+                    }
+                }
+                return;
+            }
+        }
+        let out_pt = d.pt_map[(pkt.pt & 0x7f) as usize];
+        if out_pt == NO_PT {
+            c.dropped_no_codec += 1;
+            return;
+        }
+        match d.rewriter.rewrite(&input) {
             Decision::Forward { seq, ts } => {
                 let Some(s) = self.sessions.get_mut(d.session) else {
                     return;
@@ -366,7 +408,7 @@ impl Delivery<'_> {
                 // but do not ask for one: a keyframe is a burst of work for every waiting
                 // subscriber of the track at once.
                 if !self.overloaded && d.keyframe_retry.try_request(pkt.arrival) {
-                    self.want_keyframe.push(d.track);
+                    self.want_keyframe.push((d.track, d.keyframe_rank()));
                 }
             }
             Decision::DropStale => c.dropped_stale += 1,

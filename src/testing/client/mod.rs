@@ -16,12 +16,12 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
-use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Pt};
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Pt, Rid, Simulcast, SimulcastLayer};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 
 pub use recv::{Arrival, ReceivedTrack, LATENCY_BUCKETS, MAX_COUNTER};
-pub use send::{SendStats, DEFAULT_AUDIO_LEN, DEFAULT_VIDEO_LEN};
+pub use send::{SendStats, DEFAULT_AUDIO_LEN, DEFAULT_VIDEO_LEN, LAYER_COUNTER_SPAN};
 
 /// How a [`ClientPeer`] is set up.
 #[derive(Debug, Clone)]
@@ -52,6 +52,9 @@ impl ClientConfig {
     }
 }
 
+/// A simulcast encoding offered: its rid and the picture size its keyframes announce.
+type Encoding = (Rid, (u16, u16));
+
 /// A sans-IO client peer. Feed it datagrams with [`ClientPeer::receive`] and time with
 /// [`ClientPeer::timeout`]; take what it sends with [`ClientPeer::take_outgoing`].
 pub struct ClientPeer {
@@ -59,8 +62,9 @@ pub struct ClientPeer {
     addr: SocketAddr,
     cfg: ClientConfig,
     pending: Option<SdpPendingOffer>,
-    /// Tracks of the outstanding offer, until its answer.
-    offered: Vec<(str0m::media::Mid, MediaKind)>,
+    /// Tracks of the outstanding offer, until its answer: m-line, kind, and the simulcast
+    /// encodings (rid and keyframe size, lowest first) of a simulcast one.
+    offered: Vec<(str0m::media::Mid, MediaKind, Vec<Encoding>)>,
     local: Vec<send::LocalTrack>,
     recv: recv::Receiver,
     connected: bool,
@@ -157,13 +161,48 @@ impl ClientPeer {
         for (kind, id) in tracks {
             let sid = Some(stream_id.to_string());
             let mid = api.add_media(*kind, Direction::SendOnly, sid, Some(id.to_string()), None);
-            offered.push((mid, *kind));
+            offered.push((mid, *kind, Vec::new()));
         }
         let applied = api.apply();
         self.drain();
         let (offer, pending) = applied.ok_or("no changes to offer")?;
         self.pending = Some(pending);
         self.offered = offered;
+        Ok(offer.to_sdp_string())
+    }
+
+    /// An offer to publish one simulcast video track `track_id` in stream `stream_id` with
+    /// `encodings` (rid and the picture size its keyframes announce), listed in the
+    /// `a=simulcast` line in the order given. Each encoding becomes a local track of the
+    /// later calls once answered (in the order given), its packet counters starting at
+    /// `i * LAYER_COUNTER_SPAN`.
+    pub fn publish_simulcast_offer(
+        &mut self,
+        stream_id: &str,
+        track_id: &str,
+        encodings: &[(&str, (u16, u16))],
+    ) -> Result<String, String> {
+        let mut sim = Simulcast::new();
+        for (rid, _) in encodings {
+            sim.add_send_layer(SimulcastLayer::new(rid));
+        }
+        let mut api = self.rtc.sdp_api();
+        let mid = api.add_media(
+            MediaKind::Video,
+            Direction::SendOnly,
+            Some(stream_id.to_string()),
+            Some(track_id.to_string()),
+            Some(sim),
+        );
+        let applied = api.apply();
+        self.drain();
+        let (offer, pending) = applied.ok_or("no changes to offer")?;
+        self.pending = Some(pending);
+        let layers = encodings
+            .iter()
+            .map(|(rid, size)| (Rid::from(*rid), *size))
+            .collect();
+        self.offered = vec![(mid, MediaKind::Video, layers)];
         Ok(offer.to_sdp_string())
     }
 
@@ -175,9 +214,17 @@ impl ClientPeer {
         self.drain();
         r.map_err(|e| format!("str0m rejected the answer: {e}"))?;
         self.recv.record_remote(sdp);
-        for (mid, kind) in std::mem::take(&mut self.offered) {
-            if !self.local.iter().any(|t| t.mid == mid) {
+        for (mid, kind, layers) in std::mem::take(&mut self.offered) {
+            if self.local.iter().any(|t| t.mid == mid) {
+                continue;
+            }
+            if layers.is_empty() {
                 let mut t = send::LocalTrack::new(mid, kind, self.now);
+                t.payload_type(&self.rtc);
+                self.local.push(t);
+            }
+            for (i, (rid, size)) in layers.into_iter().enumerate() {
+                let mut t = send::LocalTrack::simulcast(mid, rid, i, size, self.now);
                 t.payload_type(&self.rtc);
                 self.local.push(t);
             }
@@ -392,7 +439,9 @@ impl ClientPeer {
             }
             Event::KeyframeRequest(kr) => {
                 self.keyframe_requests += 1;
-                for t in self.local.iter_mut().filter(|t| t.mid == kr.mid) {
+                let of =
+                    |t: &send::LocalTrack| t.mid == kr.mid && (kr.rid.is_none() || t.rid == kr.rid);
+                for t in self.local.iter_mut().filter(|t| of(t)) {
                     t.force_keyframe = true;
                     t.stats.keyframe_requests += 1;
                 }

@@ -50,6 +50,14 @@ pub struct ReceivedTrack {
     pub last_sr: Option<(SystemTime, u64)>,
     /// RTP timestamp of the newest packet received.
     pub last_rtp_ts: Option<u32>,
+    /// Intact packets by the sender's simulcast encoding (counter / `LAYER_COUNTER_SPAN`;
+    /// everything else counts as encoding 0).
+    pub by_layer: [u64; 4],
+    /// Times the RTP sequence number moved forward by more than one (a gap the receiver
+    /// would NACK).
+    pub seq_gaps: u64,
+    /// Highest (extended) RTP sequence number received.
+    pub max_seq: Option<u64>,
 }
 
 impl Default for ReceivedTrack {
@@ -71,6 +79,9 @@ impl Default for ReceivedTrack {
             sender_reports: 0,
             last_sr: None,
             last_rtp_ts: None,
+            by_layer: [0; 4],
+            seq_gaps: 0,
+            max_seq: None,
         }
     }
 }
@@ -249,6 +260,12 @@ impl Receiver {
         let ssrc = *p.header.ssrc;
         t.stats.packets += 1;
         t.stats.last_rtp_ts = Some(p.header.timestamp);
+        let seq = *p.seq_no;
+        match t.stats.max_seq {
+            Some(m) if seq > m + 1 => t.stats.seq_gaps += 1,
+            _ => {}
+        }
+        t.stats.max_seq = Some(t.stats.max_seq.map_or(seq, |m| m.max(seq)));
         if !t.stats.ssrcs.contains(&ssrc) {
             t.stats.ssrcs.push(ssrc);
         }
@@ -265,6 +282,8 @@ impl Receiver {
         }
         let s = &mut t.stats;
         s.intact += 1;
+        let layer = (stamp.counter / super::LAYER_COUNTER_SPAN) as usize;
+        s.by_layer[layer.min(3)] += 1;
         let latency = now_us.saturating_sub(stamp.send_us);
         s.latency_us_sum += latency;
         s.latency_hist[latency_bucket(latency)] += 1;

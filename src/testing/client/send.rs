@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use str0m::format::Codec;
-use str0m::media::{MediaKind, Mid, Pt};
+use str0m::media::{MediaKind, Mid, Pt, Rid};
 use str0m::rtp::RtpWrite;
 use str0m::Rtc;
 
@@ -31,8 +31,17 @@ pub struct SendStats {
     pub keyframe_requests: u64,
 }
 
+/// How far apart the packet counters of a simulcast track's encodings start: encoding
+/// `i` counts from `i * LAYER_COUNTER_SPAN`, so a receiver tells them apart by counter
+/// ([`ReceivedTrack::by_layer`](super::ReceivedTrack::by_layer)).
+pub const LAYER_COUNTER_SPAN: u64 = 1 << 20;
+
 pub(super) struct LocalTrack {
     pub mid: Mid,
+    /// The simulcast encoding it is (none: the m-line's only stream).
+    pub rid: Option<Rid>,
+    /// Picture size its keyframes announce (default: the template's 320×240).
+    key_size: Option<(u16, u16)>,
     pub kind: MediaKind,
     pt: Option<Pt>,
     counter: u64,
@@ -47,6 +56,22 @@ pub(super) struct LocalTrack {
 }
 
 impl LocalTrack {
+    /// Encoding `layer` (`rid`) of a simulcast video track on `mid`, its keyframes
+    /// announcing `key_size`.
+    pub fn simulcast(
+        mid: Mid,
+        rid: Rid,
+        layer: usize,
+        key_size: (u16, u16),
+        now: Instant,
+    ) -> LocalTrack {
+        let mut t = LocalTrack::new(mid, MediaKind::Video, now);
+        t.rid = Some(rid);
+        t.key_size = Some(key_size);
+        t.counter = layer as u64 * LAYER_COUNTER_SPAN;
+        t
+    }
+
     pub fn new(mid: Mid, kind: MediaKind, now: Instant) -> LocalTrack {
         let len = match kind {
             MediaKind::Video => DEFAULT_VIDEO_LEN,
@@ -54,6 +79,8 @@ impl LocalTrack {
         };
         LocalTrack {
             mid,
+            rid: None,
+            key_size: None,
             kind,
             pt: None,
             counter: 0,
@@ -131,7 +158,7 @@ impl LocalTrack {
             .ts_base
             .wrapping_add((elapsed * clock / 1_000_000) as u32);
         let mut api = rtc.direct_api();
-        let Some(tx) = api.stream_tx_by_mid(self.mid, None) else {
+        let Some(tx) = api.stream_tx_by_mid(self.mid, self.rid) else {
             return false;
         };
         let mut data = self.template.clone();
@@ -142,6 +169,9 @@ impl LocalTrack {
             keyframe,
         };
         payload::stamp(&mut data, self.kind, &stamp);
+        if let (true, Some(size)) = (keyframe, self.key_size) {
+            payload::set_key_size(&mut data, size);
+        }
         tx.write_rtp(
             RtpWrite::new(pt, self.seq.into(), ts, now, data)
                 .marker(video)

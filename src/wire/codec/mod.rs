@@ -81,6 +81,11 @@ pub struct PayloadInfo {
     pub spatial_id: Option<u8>,
     /// VP8/VP9 picture id (7- or 15-bit) when present.
     pub picture_id: Option<u16>,
+    /// A temporal switching point: a receiver may start decoding this packet's temporal
+    /// layer from this frame on (VP8 `Y`, VP9 `U`).
+    pub switch_point: bool,
+    /// Picture width and height a keyframe announces (VP8 keyframes), when present.
+    pub size: Option<(u16, u16)>,
 }
 
 /// Errors from payload inspection.

@@ -48,6 +48,7 @@ pub(super) fn inspect_vp8(payload: &[u8]) -> Result<PayloadInfo, InspectError> {
             let tk = r.u8()?;
             if t {
                 info.temporal_id = Some(tk >> 6);
+                info.switch_point = tk & 0x20 != 0;
             }
         }
     }
@@ -58,6 +59,17 @@ pub(super) fn inspect_vp8(payload: &[u8]) -> Result<PayloadInfo, InspectError> {
         // §4.3: |Size0|H| VER |P| — P is inverse key frame flag.
         let hdr = r.u8()?;
         info.keyframe = hdr & 0x01 == 0;
+        if info.keyframe {
+            // §4.3 / RFC 6386 §9.1: the rest of the frame tag, the start code 9d 01 2a,
+            // then 14-bit width and height (little endian, 2 scaling bits on top). A
+            // keyframe cut short here still is one; its size stays unknown.
+            let rest = r.rest();
+            if rest.len() >= 9 && rest[2..5] == [0x9d, 0x01, 0x2a] {
+                let w = u16::from_le_bytes([rest[5], rest[6]]) & 0x3fff;
+                let h = u16::from_le_bytes([rest[7], rest[8]]) & 0x3fff;
+                info.size = Some((w, h));
+            }
+        }
     } else if r.rest().is_empty() {
         // §4.2: the descriptor is followed by at least one octet of VP8 data.
         return Err(InspectError::Truncated);
@@ -87,6 +99,7 @@ mod tests {
         assert!(info.start_of_frame);
         assert_eq!(info.picture_id, Some(0x1234));
         assert_eq!(info.temporal_id, None);
+        assert_eq!(info.size, Some((640, 480)));
         assert!(is_keyframe(CodecKind::Vp8, VP8_KEY));
         all_prefixes(CodecKind::Vp8, VP8_KEY);
         // Descriptor only, header byte missing.
@@ -111,6 +124,8 @@ mod tests {
         assert!(info.start_of_frame);
         assert_eq!(info.picture_id, Some(0x1235));
         assert_eq!(info.temporal_id, Some(1));
+        assert!(!info.switch_point);
+        assert_eq!(info.size, None);
         all_prefixes(CodecKind::Vp8, VP8_INTER);
     }
 

@@ -44,6 +44,7 @@ pub(super) fn inspect_vp9(payload: &[u8]) -> Result<PayloadInfo, InspectError> {
         let layer = r.u8()?;
         info.temporal_id = Some(layer >> 5);
         info.spatial_id = Some((layer >> 1) & 0x07);
+        info.switch_point = layer & 0x10 != 0;
         if !f {
             // TL0PICIDX, non-flexible mode only.
             r.skip(1)?;
