@@ -57,6 +57,8 @@ export class FakeTransceiver {
   mid: string | null = null;
   stopped = false;
   codecPreferences: FakeCodec[] | null = null;
+  /** The `sendEncodings` given to addTransceiver (simulcast rids or an SVC mode). */
+  sendEncodings: RTCRtpEncodingParameters[] = [];
   readonly receiver: { track: FakeTrack };
   readonly sender: FakeRtpSender;
   constructor(
@@ -114,8 +116,12 @@ export class FakePeerConnection {
     return FakePeerConnection.instances[FakePeerConnection.instances.length - 1];
   }
 
-  addTransceiver(track: FakeTrack, init: { direction: string; streams?: FakeMediaStream[] }) {
+  addTransceiver(
+    track: FakeTrack,
+    init: { direction: string; streams?: FakeMediaStream[]; sendEncodings?: RTCRtpEncodingParameters[] },
+  ) {
     const t = new FakeTransceiver(track.kind, init.direction, track, init.streams ?? []);
+    t.sendEncodings = (init.sendEncodings ?? []).map((e) => ({ ...e }));
     this.transceivers.push(t);
     this.log.push(`addTransceiver:${track.id}`);
     return t;
@@ -235,6 +241,13 @@ export class FakePeerConnection {
         const [, name] = c.mimeType.split("/");
         lines.push(`a=rtpmap:${96 + n} ${name}/${c.clockRate}${t.kind === "audio" && name === "opus" ? "/2" : ""}`);
       });
+      // Simulcast as Chrome writes it: one a=rid per encoding, then a=simulcast.
+      const rids = t.stopped ? [] : t.sendEncodings.map((e) => e.rid).filter((r): r is string => !!r);
+      if (rids.length > 0) {
+        lines.push("a=extmap:10 urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id");
+        for (const rid of rids) lines.push(`a=rid:${rid} send`);
+        lines.push(`a=simulcast:send ${rids.join(";")}`);
+      }
     });
     return lines.join("\r\n") + "\r\n";
   }

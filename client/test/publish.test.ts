@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { beforeEach, test } from "node:test";
-import { PublishTransport, preferCodec } from "../src/index.js";
+import { PublishTransport, preferCodec, simulcastEncodings } from "../src/index.js";
 import { parseMediaSections } from "../src/sdp.js";
 import { FakePeerConnection, FakeTrack, FakeTransceiver, VIDEO_CODECS, delay, installFakeWebRTC } from "./fake-webrtc.js";
 
@@ -79,6 +79,31 @@ test("encodings are passed as sendEncodings (options object or bare array)", asy
   await transport.setAnswer(ANSWER);
   await transport.publish(asTrack(new FakeTrack("video")), [{ scalabilityMode: "L1T3" } as RTCRtpEncodingParameters]);
   assert.deepEqual(seen, [[{ rid: "h" }], [{ scalabilityMode: "L1T3" }]]);
+});
+
+test("simulcast: simulcastEncodings() reach addTransceiver and the offer keeps its a=rid / a=simulcast lines", async () => {
+  const encodings = simulcastEncodings();
+  assert.deepEqual(encodings.map((e) => e.rid), ["low", "mid", "high"], "lowest layer first");
+  assert.deepEqual(encodings.map((e) => e.scaleResolutionDownBy), [4, 2, 1]);
+  const bitrates = encodings.map((e) => e.maxBitrate!);
+  assert.ok(bitrates[0] < bitrates[1] && bitrates[1] < bitrates[2], `bitrates grow with the layer: ${bitrates}`);
+  assert.notEqual(simulcastEncodings(), encodings, "a fresh array each call (callers may edit it)");
+
+  const transport = new PublishTransport();
+  const pc = FakePeerConnection.last;
+  const track = new FakeTrack("video");
+  const publisher = await transport.publish(asTrack(track), { codec: "VP8", encodings });
+  const transceiver = pc.transceivers[0];
+  assert.deepEqual(transceiver.sendEncodings, encodings, "sendEncodings given to addTransceiver as is");
+  assert.equal(transceiver.codecPreferences?.[0].mimeType, "video/VP8");
+  // The offer handed back is the browser's own, unmodified: nothing strips the simulcast lines.
+  assert.equal(publisher.offer.sdp, pc.localDescription?.sdp);
+  const lines = publisher.offer.sdp!.split("\r\n");
+  assert.deepEqual(lines.filter((l) => l.startsWith("a=rid:")), ["a=rid:low send", "a=rid:mid send", "a=rid:high send"]);
+  assert.ok(lines.includes("a=simulcast:send low;mid;high"));
+  assert.ok(lines.some((l) => l.endsWith(" urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id")));
+  assert.equal(publisher.id, track.id);
+  assert.equal(parseMediaSections(publisher.offer.sdp!)[0].msid?.trackId, track.id, "msid still found among the rid lines");
 });
 
 test("concurrent publishes are serialized: the second offer is made after the first answer", async () => {

@@ -122,6 +122,15 @@ pub enum ServerMessage {
     },
     Subscribed {
         subscriber_id: String,
+        /// Extension: the publisher this subscription receives.
+        publisher_id: String,
+    },
+    /// Extension: the layer forwarded to a subscriber of a simulcast track changed.
+    LayerChanged {
+        subscriber_id: String,
+        sid: u8,
+        /// `None`: every temporal layer.
+        tid: Option<u8>,
     },
     #[serde(rename = "RecordingSDP")]
     #[allow(dead_code)] // recording is not supported by the library yet

@@ -35,6 +35,11 @@ impl Outbox {
         (Outbox { tx, overflow }, rx)
     }
 
+    /// The participant's writer is gone.
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
     /// Queue `msg`. False if it was dropped: the queue is full (the participant is then
     /// disconnected) or the participant is gone.
     pub fn send(&self, msg: ServerMessage) -> bool {

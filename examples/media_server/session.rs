@@ -14,6 +14,7 @@ use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket};
 use futures_util::{SinkExt, StreamExt};
 use rheomesh::config::WebRTCTransportConfig;
 use rheomesh::publisher::Publisher;
+use rheomesh::subscriber::Subscriber;
 use rheomesh::transport::{PublishTransport, SubscribeTransport};
 use rheomesh::SdpType;
 use tokio::sync::{oneshot, watch, Notify};
@@ -297,10 +298,22 @@ impl Participant {
                 subscriber_id,
                 sid,
                 tid,
-            } => self.send(ServerMessage::error(format!(
-                "SetPreferredLayer (subscriber {subscriber_id:?}, sid {sid:?}, tid {tid:?}): \
-                 simulcast/SVC layer selection is not supported by this server yet"
-            ))),
+            } => {
+                let found = self.subscribe_transport().and_then(|t| {
+                    t.subscribers()
+                        .into_iter()
+                        .find(|s| s.id() == subscriber_id)
+                });
+                let Some(s) = found else {
+                    return self.send(ServerMessage::error(format!(
+                        "SetPreferredLayer: no subscriber {subscriber_id:?} on your transport"
+                    )));
+                };
+                // No sid: no ceiling (the best layer the publisher sends).
+                if let Err(e) = s.set_preferred_layer(sid.unwrap_or(u8::MAX), tid).await {
+                    self.send(ServerMessage::error(format!("SetPreferredLayer: {e}")));
+                }
+            }
             ClientMessage::RestartIce => {
                 if let Some(t) = self.subscribe_transport() {
                     let t = t.clone();
@@ -441,7 +454,9 @@ impl Participant {
                     let _ = outbox.send(ServerMessage::Offer { sdp: offer });
                     let _ = outbox.send(ServerMessage::Subscribed {
                         subscriber_id: subscriber.id(),
+                        publisher_id: publisher_id.clone(),
                     });
+                    tokio::spawn(report_layers(subscriber, outbox));
                 }
                 Err(e) => {
                     let _ = outbox.send(ServerMessage::error(format!(
@@ -460,6 +475,30 @@ impl Participant {
         }
         if let Some(t) = self.subscribe.take() {
             t.close().await;
+        }
+    }
+}
+
+/// Tell the participant each time the layer forwarded to `subscriber` changes
+/// (`LayerChanged`, an extension), until it closes.
+async fn report_layers(subscriber: Subscriber, outbox: Outbox) {
+    let mut last = None;
+    while let Some(state) = subscriber.layer_changed().await {
+        let Some(layer) = state.current else {
+            continue;
+        };
+        if last == Some(layer) {
+            continue;
+        }
+        last = Some(layer);
+        let tid = (layer.temporal != u8::MAX).then_some(layer.temporal);
+        let msg = ServerMessage::LayerChanged {
+            subscriber_id: subscriber.id(),
+            sid: layer.spatial,
+            tid,
+        };
+        if !outbox.send(msg) && outbox.is_closed() {
+            return;
         }
     }
 }

@@ -140,10 +140,13 @@ export function launchBrowser() {
   });
 }
 
-// Runs in every page before app.js: records every server → client WebSocket message.
+// Runs in every page before app.js: records every server → client WebSocket message, and
+// every client → server one (window.__e2eSent).
 function recordSocket() {
   const log = [];
+  const sent = [];
   window.__e2eSocket = log;
+  window.__e2eSent = sent;
   const Native = window.WebSocket;
   window.WebSocket = class extends Native {
     constructor(...args) {
@@ -155,6 +158,14 @@ function recordSocket() {
           log.push({ raw: String(event.data) });
         }
       });
+    }
+    send(data) {
+      try {
+        sent.push(JSON.parse(data));
+      } catch {
+        sent.push({ raw: String(data) });
+      }
+      return super.send(data);
     }
   };
 }
@@ -223,6 +234,11 @@ export function appState(page) {
 /** All server messages this page's socket received so far. */
 export function socketMessages(page) {
   return page.evaluate(() => window.__e2eSocket ?? []);
+}
+
+/** All messages this page sent to the server so far. */
+export function sentMessages(page) {
+  return page.evaluate(() => window.__e2eSent ?? []);
 }
 
 /**
@@ -353,4 +369,146 @@ export async function setupSuite() {
       if (/\b(ERROR|panicked)\b/.test(out)) console.log(`server output:\n${out}`);
     },
   };
+}
+
+/**
+ * Polls the Node-side `fn` (every 100 ms) until it returns a truthy value, which it returns.
+ * Throws after `timeoutMs` with the last value seen. For conditions that combine several pages.
+ */
+export async function until(fn, timeoutMs, what = fn.toString()) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  for (;;) {
+    try {
+      last = await fn();
+      if (last) return last;
+    } catch (e) {
+      last = `threw: ${e.message}`;
+    }
+    if (Date.now() > deadline) {
+      throw new Error(`timed out after ${timeoutMs} ms waiting for: ${what}\nlast value: ${JSON.stringify(last)}`);
+    }
+    await delay(100);
+  }
+}
+
+/**
+ * Video outbound-rtp stats of the page's publish transport straight from getStats(), one entry
+ * per encoding (simulcast: per rid), sorted by frameWidth (lowest first):
+ * [{ rid, mid, ssrc, frameWidth, frameHeight, framesSent, framesEncoded, keyFramesEncoded,
+ *    pliCount, firCount, nackCount, active, qualityLimitationReason, scalabilityMode }].
+ */
+export function outboundVideoStats(page) {
+  return page.evaluate(async () => {
+    const pub = window.rheomeshControls.transports().publish;
+    if (!pub) return [];
+    const report = await pub.getStats();
+    const out = [];
+    for (const r of report.values()) {
+      if (r.type !== "outbound-rtp" || r.kind !== "video") continue;
+      out.push({
+        rid: r.rid ?? null,
+        mid: r.mid ?? null,
+        ssrc: r.ssrc,
+        frameWidth: r.frameWidth ?? 0,
+        frameHeight: r.frameHeight ?? 0,
+        framesSent: r.framesSent ?? 0,
+        framesEncoded: r.framesEncoded ?? 0,
+        keyFramesEncoded: r.keyFramesEncoded ?? 0,
+        pliCount: r.pliCount ?? 0,
+        firCount: r.firCount ?? 0,
+        nackCount: r.nackCount ?? 0,
+        active: r.active ?? true,
+        qualityLimitationReason: r.qualityLimitationReason ?? null,
+        scalabilityMode: r.scalabilityMode ?? null,
+      });
+    }
+    return out.sort((x, y) => x.frameWidth - y.frameWidth);
+  });
+}
+
+/**
+ * Starts sampling, inside the page, the inbound-rtp of the track received from `publisherId`
+ * every `intervalMs` (getStats of that receiver; one sample in flight at a time). Samples:
+ * { at (Date.now()), framesDecoded, frameWidth, frameHeight, freezeCount, totalFreezesDuration,
+ *   nackCount, pliCount, firCount, keyFramesDecoded, packetsLost }. Read them with
+ * `inboundSamples`, stop with `stopInboundSampler`.
+ */
+export function startInboundSampler(page, publisherId, intervalMs = 100) {
+  return page.evaluate(
+    ({ id, intervalMs }) => {
+      window.__e2eSamplers ??= {};
+      if (window.__e2eSamplers[id]) return;
+      const sampler = { samples: [], stopped: false };
+      window.__e2eSamplers[id] = sampler;
+      const tick = async () => {
+        while (!sampler.stopped) {
+          try {
+            const sub = window.rheomeshControls.transports().subscribe;
+            const track = sub?.trackOf(id);
+            if (track) {
+              const report = await sub.getStats(track);
+              for (const r of report.values()) {
+                if (r.type !== "inbound-rtp" || r.kind !== "video") continue;
+                sampler.samples.push({
+                  at: Date.now(),
+                  framesDecoded: r.framesDecoded ?? 0,
+                  frameWidth: r.frameWidth ?? 0,
+                  frameHeight: r.frameHeight ?? 0,
+                  freezeCount: r.freezeCount ?? 0,
+                  totalFreezesDuration: r.totalFreezesDuration ?? 0,
+                  nackCount: r.nackCount ?? 0,
+                  pliCount: r.pliCount ?? 0,
+                  firCount: r.firCount ?? 0,
+                  keyFramesDecoded: r.keyFramesDecoded ?? 0,
+                  packetsLost: r.packetsLost ?? 0,
+                });
+                if (sampler.samples.length > 5000) sampler.samples.splice(0, 1000);
+                break;
+              }
+            }
+          } catch {
+            // transport closed meanwhile: the test notices missing samples
+          }
+          await new Promise((resolve) => setTimeout(resolve, intervalMs));
+        }
+      };
+      void tick();
+    },
+    { id: publisherId, intervalMs },
+  );
+}
+
+/** The samples `startInboundSampler` took for `publisherId` at or after `sinceMs` (Date.now()). */
+export function inboundSamples(page, publisherId, sinceMs = 0) {
+  return page.evaluate(
+    ({ id, sinceMs }) => (window.__e2eSamplers?.[id]?.samples ?? []).filter((s) => s.at >= sinceMs),
+    { id: publisherId, sinceMs },
+  );
+}
+
+export function stopInboundSampler(page, publisherId) {
+  return page.evaluate((id) => {
+    const sampler = window.__e2eSamplers?.[id];
+    if (sampler) sampler.stopped = true;
+  }, publisherId);
+}
+
+/**
+ * The longest time (ms) during which `samples` (from `startInboundSampler`) saw framesDecoded
+ * stand still: from a sample where it had grown to the last sample before it grows again. A
+ * lower bound of the real stall (by up to one sampling interval), so that a sampler that was
+ * itself held up is not taken for a stall; pair it with inbound-rtp's own freeze statistics.
+ */
+export function longestDecodeStall(samples) {
+  if (samples.length === 0) return Infinity;
+  let since = samples[0].at;
+  let longest = 0;
+  for (let i = 1; i < samples.length; i++) {
+    if (samples[i].framesDecoded > samples[i - 1].framesDecoded) {
+      longest = Math.max(longest, samples[i - 1].at - since);
+      since = samples[i].at;
+    }
+  }
+  return Math.max(longest, samples[samples.length - 1].at - since);
 }

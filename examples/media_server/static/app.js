@@ -1,7 +1,11 @@
 // Rheomesh example page: joins a room over the example server's WebSocket protocol
 // (PROTOCOL.md), publishes camera/microphone or screen, and shows every remote track.
 // Plain ES module, no build step. State for tests: window.rheomeshApp.
-import { PublishTransport, SubscribeTransport } from "/rheomesh.js";
+//
+// URL parameters: room=NAME (join at load), autopublish=1, codec=VP8|VP9|H264|AV1,
+// simulcast=1 (publish the camera as three simulcast layers; prefers VP8 unless codec= is
+// given), video=WIDTHxHEIGHT (camera resolution to ask for; simulcast asks for 1280x720).
+import { PublishTransport, SubscribeTransport, simulcastEncodings } from "/rheomesh.js";
 
 const params = new URLSearchParams(location.search);
 const rtcConfig = { iceServers: [] }; // the server announces its own reachable candidates
@@ -14,7 +18,18 @@ const state = {
   subscribed: [], // remote publisher ids whose track we receive
   subscriberIds: [], // server subscriber ids (Subscribed)
   tiles: 0, // remote tiles
-  stats: {}, // publisherId -> { kind, codec, width, height, kbps, lossPct, framesDecoded, packetsReceived }
+  // publisherId -> { kind, codec, width, height, fps, kbps, lossPct, framesDecoded, packetsReceived,
+  //   freezeCount, totalFreezesDuration, nackCount, pliCount, firCount, keyFramesDecoded }
+  stats: {},
+  simulcast: false, // the camera was published as simulcast
+  subscriberIdOf: {}, // remote publisherId -> our subscriberId (from Subscribed)
+  preferredLayers: {}, // publisherId -> { sid, tid, sentAt } last SetPreferredLayer sent (sentAt: Date.now())
+  layers: {}, // publisherId -> { sid, tid, at } layer the server forwards (LayerChanged)
+  layerChanges: [], // every LayerChanged: { publisherId, subscriberId, sid, tid, at } (last 200)
+  // our video publisherId -> { [rid, or "-" without simulcast]: { rid, frameWidth, frameHeight,
+  //   framesSent, framesEncoded, keyFramesEncoded, pliCount, firCount, nackCount, active,
+  //   qualityLimitationReason, kbps } } from the publish transport's outbound-rtp
+  outbound: {},
   publishState: "new",
   subscribeState: "new",
   lastError: null,
@@ -26,9 +41,11 @@ let ws = null;
 let pub = null;
 let sub = null;
 let statsTimer = null;
-const remote = new Map(); // publisherId -> { tile, track, stats: overlay element, prev }
+const remote = new Map(); // publisherId -> { tile, track, stats: overlay element, layer: element, picker, prev }
 const pending = new Set(); // publisher ids being subscribed
 const local = new Map(); // publisherId -> { track, tile }
+const layerBySubscriber = new Map(); // subscriberId -> last LayerChanged, until it is mapped
+const outboundPrev = new Map(); // outbound-rtp id -> { timestamp, bytesSent }
 
 function send(msg) {
   if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(msg));
@@ -81,7 +98,15 @@ function join(room) {
       history.replaceState(null, "", u);
       send({ action: "PublisherInit" });
       send({ action: "SubscriberInit" });
-      statsTimer = setInterval(() => updateStats().catch((e) => console.warn("stats", e)), 1000);
+      let busy = false; // a slow getStats must not pile up calls
+      statsTimer = setInterval(() => {
+        if (busy) return;
+        busy = true;
+        Promise.all([
+          updateStats().catch((e) => console.warn("stats", e)),
+          updateOutboundStats().catch((e) => console.warn("outbound stats", e)),
+        ]).finally(() => (busy = false));
+      }, STATS_INTERVAL_MS);
       resolve();
     };
     socket.onmessage = (event) => {
@@ -119,6 +144,8 @@ function leave() {
   $("local").replaceChildren();
   for (const id of [...remote.keys()]) removeRemote(id);
   pending.clear();
+  layerBySubscriber.clear();
+  outboundPrev.clear();
   Object.assign(state, {
     joined: false,
     published: [],
@@ -126,6 +153,12 @@ function leave() {
     subscriberIds: [],
     tiles: 0,
     stats: {},
+    simulcast: false,
+    subscriberIdOf: {},
+    preferredLayers: {},
+    layers: {},
+    layerChanges: [],
+    outbound: {},
     publishState: "new",
     subscribeState: "new",
   });
@@ -159,7 +192,10 @@ async function handle(msg) {
       return;
     case "Subscribed":
       state.subscriberIds.push(msg.subscriberId);
+      mapSubscriber(msg.subscriberId, msg.publisherId);
       return;
+    case "LayerChanged":
+      return layerChanged(msg);
     case "Error":
       return fail("server", msg.message);
     case "RecordingError":
@@ -199,12 +235,21 @@ function addRemote(id, track) {
   const stats = document.createElement("div");
   stats.className = "stats";
   tile.append(stats);
+  let picker = null;
+  let layer = null;
+  if (track.kind === "video") {
+    picker = layerPicker(id);
+    layer = document.createElement("div");
+    layer.className = "layer";
+    tile.append(picker, layer);
+  }
   $("remote").append(tile);
   el.play?.().catch(() => setStatus("Click the page to start audio playback"));
   track.addEventListener("ended", () => removeRemote(id));
-  remote.set(id, { tile, track, stats, prev: null });
+  remote.set(id, { tile, track, stats, layer, picker, prev: null });
   state.subscribed.push(id);
   state.tiles = remote.size;
+  showLayer(id);
 }
 
 function removeRemote(id) {
@@ -218,7 +263,96 @@ function removeRemote(id) {
   remote.delete(id);
   state.subscribed = state.subscribed.filter((x) => x !== id);
   delete state.stats[id];
+  delete state.subscriberIdOf[id];
+  delete state.preferredLayers[id];
+  delete state.layers[id];
   state.tiles = remote.size;
+}
+
+// ---- simulcast / SVC layers of what we receive ----
+
+// Picker value -> SetPreferredLayer ceiling. "auto" is no ceiling below the top layer, so
+// the server's bandwidth estimation alone chooses.
+const LAYER_CHOICES = {
+  auto: { sid: 2, tid: null },
+  low: { sid: 0, tid: null },
+  mid: { sid: 1, tid: null },
+  high: { sid: 2, tid: null },
+};
+const LAYER_NAMES = ["low", "mid", "high"];
+
+function layerPicker(id) {
+  const picker = document.createElement("select");
+  picker.className = "layer-picker";
+  picker.title = "Preferred layer (a ceiling: the server may forward a lower one)";
+  picker.dataset.publisherId = id;
+  for (const value of Object.keys(LAYER_CHOICES)) {
+    const option = document.createElement("option");
+    option.value = value;
+    option.textContent = value;
+    picker.append(option);
+  }
+  picker.addEventListener("change", () => {
+    const { sid, tid } = LAYER_CHOICES[picker.value];
+    setPreferredLayer(id, sid, tid);
+  });
+  return picker;
+}
+
+/**
+ * Asks the server to forward at most spatial layer `sid` (0 = lowest resolution) and temporal
+ * layer `tid` (null = all) of publisher `id`. Sent as soon as our subscriber id for it is known.
+ */
+function setPreferredLayer(id, sid, tid = null) {
+  if (!Number.isInteger(sid) || sid < 0) throw new Error(`setPreferredLayer: bad sid ${sid}`);
+  if (tid !== null && (!Number.isInteger(tid) || tid < 0)) throw new Error(`setPreferredLayer: bad tid ${tid}`);
+  state.preferredLayers[id] = { sid, tid, sentAt: null };
+  const picker = remote.get(id)?.picker;
+  if (picker && LAYER_CHOICES[picker.value]?.sid !== sid) picker.value = LAYER_NAMES[sid] ?? "auto";
+  flushPreferredLayer(id);
+}
+
+function flushPreferredLayer(id) {
+  const preferred = state.preferredLayers[id];
+  const subscriberId = state.subscriberIdOf[id];
+  if (!preferred || preferred.sentAt !== null || subscriberId === undefined) return;
+  preferred.sentAt = Date.now();
+  send({ action: "SetPreferredLayer", subscriberId, sid: preferred.sid, tid: preferred.tid });
+}
+
+/** Which of our outstanding Subscribe requests a `Subscribed` answers. */
+/** `Subscribed` names the publisher too (this server's extension of the protocol). */
+function mapSubscriber(subscriberId, id) {
+  if (typeof id !== "string" || !(remote.has(id) || pending.has(id))) return; // unpublished meanwhile
+  state.subscriberIdOf[id] = subscriberId;
+  const early = layerBySubscriber.get(subscriberId);
+  if (early) {
+    layerBySubscriber.delete(subscriberId);
+    applyLayer(id, early);
+  }
+  flushPreferredLayer(id);
+}
+
+function layerChanged(msg) {
+  const change = { sid: msg.sid, tid: msg.tid ?? null, at: Date.now() };
+  const id = Object.keys(state.subscriberIdOf).find((p) => state.subscriberIdOf[p] === msg.subscriberId) ?? null;
+  state.layerChanges.push({ publisherId: id, subscriberId: msg.subscriberId, ...change });
+  if (state.layerChanges.length > 200) state.layerChanges.splice(0, state.layerChanges.length - 200);
+  if (id === null) layerBySubscriber.set(msg.subscriberId, change);
+  else applyLayer(id, change);
+}
+
+function applyLayer(id, change) {
+  state.layers[id] = change;
+  showLayer(id);
+}
+
+function showLayer(id) {
+  const el = remote.get(id)?.layer;
+  if (!el) return;
+  const layer = state.layers[id];
+  el.textContent = layer ? `layer ${LAYER_NAMES[layer.sid] ?? `s${layer.sid}`} (s${layer.sid} t${layer.tid ?? "*"})` : "";
+  el.classList.toggle("hidden", !layer);
 }
 
 function label(text) {
@@ -240,6 +374,7 @@ async function publishStream(stream, what) {
   const transport = pub;
   const tile = document.createElement("div");
   const video = stream.getVideoTracks()[0];
+  const simulcast = video !== undefined && what === "camera + microphone" && $("simulcast").checked;
   tile.className = `tile local ${video ? "video" : "audio"}`;
   if (video) {
     const el = document.createElement("video");
@@ -249,16 +384,24 @@ async function publishStream(stream, what) {
     el.srcObject = new MediaStream([video]);
     tile.append(el);
   }
-  tile.append(label(`you: ${what}`));
+  tile.append(label(`you: ${what}${simulcast ? " (simulcast)" : ""}`));
+  if (video) {
+    const stats = document.createElement("div");
+    stats.className = "stats hidden"; // per-encoding send stats (updateOutboundStats)
+    tile.append(stats);
+  }
   $("local").append(tile);
   for (const track of stream.getTracks()) {
     const codec = track.kind === "video" ? $("codec").value : undefined;
-    const { id, offer } = await transport.publish(track, codec ? { codec } : {});
+    const options = codec ? { codec } : {};
+    if (track.kind === "video" && simulcast) options.encodings = simulcastEncodings();
+    const { id, offer } = await transport.publish(track, options);
     if (transport !== pub) return;
     send({ action: "Offer", sdp: offer });
     send({ action: "Publish", publisherId: id });
     local.set(id, { track, tile });
     state.published.push(id);
+    if (track.kind === "video" && simulcast) state.simulcast = true;
     track.addEventListener("ended", () => unpublish(id).catch((e) => fail("unpublish", e)));
   }
 }
@@ -278,12 +421,21 @@ async function unpublish(id) {
 async function publishCamera() {
   $("publish").disabled = true;
   try {
-    const stream = await navigator.mediaDevices.getUserMedia({ video: true, audio: true });
+    const stream = await navigator.mediaDevices.getUserMedia({ video: cameraConstraints(), audio: true });
     await publishStream(stream, "camera + microphone");
   } catch (e) {
     $("publish").disabled = false;
     fail("publish camera", e);
   }
+}
+
+// The camera size asked for: `video=WIDTHxHEIGHT`, else 1280x720 for simulcast (three layers
+// need a large enough picture), else the browser's default.
+function cameraConstraints() {
+  const size = /^(\d{2,4})x(\d{2,4})$/.exec(params.get("video") ?? "");
+  if (size) return { width: { ideal: Number(size[1]) }, height: { ideal: Number(size[2]) } };
+  if ($("simulcast").checked) return { width: { ideal: 1280 }, height: { ideal: 720 } };
+  return true;
 }
 
 async function shareScreen() {
@@ -296,6 +448,8 @@ async function shareScreen() {
 }
 
 // ---- stats overlay ----
+
+const STATS_INTERVAL_MS = 500;
 
 async function updateStats() {
   if (!sub || remote.size === 0) return;
@@ -326,10 +480,71 @@ async function updateStats() {
       lossPct,
       framesDecoded: r.framesDecoded ?? 0,
       packetsReceived: r.packetsReceived ?? 0,
+      freezeCount: r.freezeCount ?? 0,
+      totalFreezesDuration: r.totalFreezesDuration ?? 0,
+      nackCount: r.nackCount ?? 0,
+      pliCount: r.pliCount ?? 0,
+      firCount: r.firCount ?? 0,
+      keyFramesDecoded: r.keyFramesDecoded ?? 0,
     };
     state.stats[id] = s;
     const size = s.kind === "video" ? `${s.width}x${s.height} ${Math.round(s.fps)}fps` : "audio";
     entry.stats.textContent = `${codec} ${size}\n${kbps} kbit/s  loss ${lossPct.toFixed(1)}%`;
+  }
+}
+
+// Per-encoding (rid) send statistics of our published video, for the console and tests.
+async function updateOutboundStats() {
+  const transport = pub;
+  if (!transport || ![...local.values()].some((e) => e.track.kind === "video")) {
+    state.outbound = {};
+    return;
+  }
+  const report = await transport.getStats();
+  if (transport !== pub) return;
+  const byMid = new Map();
+  for (const t of transport.peerConnection.getTransceivers()) {
+    const track = t.sender.track;
+    if (t.mid !== null && track?.kind === "video") {
+      const id = [...local].find(([, e]) => e.track === track)?.[0];
+      if (id) byMid.set(t.mid, id);
+    }
+  }
+  const outbound = {};
+  for (const r of report.values()) {
+    if (r.type !== "outbound-rtp" || r.kind !== "video") continue;
+    const id = byMid.get(r.mid);
+    if (!id) continue;
+    const prev = outboundPrev.get(r.id);
+    const kbps =
+      prev && r.timestamp > prev.timestamp
+        ? Math.round(((r.bytesSent - prev.bytesSent) * 8) / (r.timestamp - prev.timestamp))
+        : 0;
+    outboundPrev.set(r.id, { timestamp: r.timestamp, bytesSent: r.bytesSent ?? 0 });
+    (outbound[id] ??= {})[r.rid ?? "-"] = {
+      rid: r.rid ?? null,
+      frameWidth: r.frameWidth ?? 0,
+      frameHeight: r.frameHeight ?? 0,
+      framesSent: r.framesSent ?? 0,
+      framesEncoded: r.framesEncoded ?? 0,
+      keyFramesEncoded: r.keyFramesEncoded ?? 0,
+      pliCount: r.pliCount ?? 0,
+      firCount: r.firCount ?? 0,
+      nackCount: r.nackCount ?? 0,
+      active: r.active ?? true,
+      qualityLimitationReason: r.qualityLimitationReason ?? null,
+      kbps,
+    };
+  }
+  state.outbound = outbound;
+  for (const [id, encodings] of Object.entries(outbound)) {
+    const el = local.get(id)?.tile.querySelector(".stats");
+    if (!el) continue;
+    const lines = Object.values(encodings)
+      .sort((x, y) => x.frameWidth - y.frameWidth)
+      .map((e) => `${e.rid ?? "sending"} ${e.frameWidth}x${e.frameHeight} ${e.kbps} kbit/s${e.active ? "" : " (off)"}`);
+    el.textContent = lines.join("\n");
+    el.classList.toggle("hidden", lines.length === 0);
   }
 }
 
@@ -343,6 +558,11 @@ $("join-form").addEventListener("submit", (event) => {
 $("publish").addEventListener("click", () => publishCamera());
 $("share").addEventListener("click", () => shareScreen());
 $("leave").addEventListener("click", () => leave());
+// Simulcast is sent as VP8 by default (the codec every browser simulcasts); another codec may
+// still be picked afterwards.
+$("simulcast").addEventListener("change", () => {
+  if ($("simulcast").checked) $("codec").value = "VP8";
+});
 
 // ICE restart of the publish transport: a new offer with fresh credentials; the server answers.
 async function restartPublisherIce() {
@@ -359,9 +579,14 @@ window.rheomeshControls = {
   shareScreen,
   unpublish,
   restartPublisherIce,
+  setPreferredLayer,
   transports: () => ({ publish: pub, subscribe: sub }),
 };
 
+if (params.get("simulcast") === "1") {
+  $("simulcast").checked = true;
+  $("codec").value = "VP8";
+}
 const codecParam = params.get("codec");
 if (codecParam && [...$("codec").options].some((o) => o.value === codecParam)) {
   $("codec").value = codecParam;

@@ -1,0 +1,235 @@
+// 7. Simulcast layer selection. A publishes its fake camera at 1280x720 as VP8 simulcast (rids
+//    low/mid/high); B subscribes and, with its tile's layer picker (SetPreferredLayer), goes
+//    low (sid 0) -> high (sid 2) -> low. After each switch, within 2 s, B decodes frames of the
+//    chosen layer's width (the width A's encoder currently sends on that rid) and stays on it,
+//    the server reports the layer (LayerChanged), and A's outbound-rtp for that rid counted a
+//    keyframe request (pliCount: exactly one, the issue's bar; the count is printed). Across
+//    the switches B's decoding never stalls for 500 ms and B sends no NACK (loopback loses
+//    nothing, so a NACK would be for a packet the server dropped on purpose).
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import {
+  closePage, expectNoAppError, inboundSamples, longestDecodeStall, openPage, outboundVideoStats, sentMessages,
+  socketMessages, startInboundSampler, stopInboundSampler, until, useSuite, uniqueRoom, waitFor, waitPublished,
+} from "./helpers.mjs";
+
+const suite = useSuite();
+
+const SWITCH_WITHIN_MS = 2000; // the new layer is decoded this soon after SetPreferredLayer
+const HOLD_MS = 1000; // and B stays on it at least this long
+const MAX_STALL_MS = 500; // no freeze this long while switching
+const RAMP_UP_MS = 45000; // Chromium's bandwidth estimate must grow before it sends the top rid
+
+// Picker value and the spatial layer it asks for (0 = lowest resolution).
+const SWITCHES = [
+  { choice: "low", sid: 0 },
+  { choice: "high", sid: 2 },
+  { choice: "low", sid: 0 },
+];
+
+test("simulcast: the viewer switches layers within 2 s, without stalls or NACKs, one PLI per switch", { timeout: 180000 }, async (t) => {
+  const room = uniqueRoom("simulcast");
+  const a = await openPage(suite.browser, suite.base, `/?room=${room}&autopublish=1&simulcast=1&video=1280x720`, "A");
+  let b = null;
+  try {
+    const ids = await waitPublished(a);
+    assert.equal(await a.evaluate(() => window.rheomeshApp.simulcast), true, "A published its camera as simulcast");
+    const camera = await a.evaluate(() => {
+      const track = window.rheomeshControls.transports().publish.peerConnection.getSenders().find((s) => s.track?.kind === "video")?.track;
+      const { width, height } = track?.getSettings() ?? {};
+      return `${width}x${height}`;
+    });
+    assert.equal(camera, "1280x720", "A's camera (video=1280x720)");
+    // Once the server's answer to the last offer (the one with the video) is applied:
+    const sdp = await waitFor(
+      a,
+      () => {
+        const pc = window.rheomeshControls.transports().publish.peerConnection;
+        const count = (d) => (d?.sdp.match(/\r\nm=/g) ?? []).length;
+        const done = pc.signalingState === "stable" && count(pc.remoteDescription) === count(pc.localDescription);
+        return done ? { offer: pc.localDescription.sdp, answer: pc.remoteDescription.sdp } : null;
+      },
+      10000,
+      "A applied the server's answer",
+    );
+    assert.match(sdp.offer, /\r\na=simulcast:send low;mid;high\r\n/, "A's offer is a simulcast offer");
+    const accepted = /\r\na=simulcast:recv (\S+)\r\n/.exec(sdp.answer)?.[1].split(";").sort() ?? [];
+    assert.deepEqual(accepted, ["high", "low", "mid"], "the server's answer accepts the three rids (a=simulcast:recv)");
+
+    // Chromium starts below the top layer's bitrate: wait until every rid sends (frames grow
+    // over a second).
+    let previous = null;
+    const sending = await until(
+      async () => {
+        const now = { at: Date.now(), stats: await outboundVideoStats(a) };
+        if (!previous) previous = now;
+        if (now.at - previous.at < 1000) return null;
+        const before = previous;
+        previous = now;
+        const rids = now.stats.map((s) => s.rid).sort();
+        if (rids.join() !== "high,low,mid") return null;
+        const grew = now.stats.every((s) => s.framesSent >= (before.stats.find((p) => p.rid === s.rid)?.framesSent ?? 0) + 10);
+        return grew ? now.stats : null;
+      },
+      RAMP_UP_MS,
+      "A sends frames on all three rids (low, mid, high)",
+    );
+    t.diagnostic(`A sends ${sending.map((s) => `${s.rid} ${s.frameWidth}x${s.frameHeight}`).join(", ")}`);
+    const [low, mid, high] = sending;
+    assert.deepEqual([low.rid, mid.rid, high.rid], ["low", "mid", "high"], "rids ranked by width");
+    assert.ok(low.frameWidth < mid.frameWidth && mid.frameWidth < high.frameWidth, "three distinct widths");
+    assert.ok(high.frameWidth >= 640, `the top layer is large (camera at 1280x720): ${high.frameWidth}`);
+    // The page shows the same per rid.
+    await waitFor(
+      a,
+      (id) => Object.keys(window.rheomeshApp.outbound[id] ?? {}).sort().join() === "high,low,mid",
+      3000,
+      "rheomeshApp.outbound has A's three rids",
+      ids.video,
+    );
+
+    b = await openPage(suite.browser, suite.base, `/?room=${room}`, "B");
+    await waitFor(b, () => window.rheomeshApp.tiles === 2, 15000, "B has A's 2 tiles");
+    const subscriberId = await waitFor(
+      b,
+      (id) => window.rheomeshApp.subscriberIdOf[id] ?? null,
+      10000,
+      "B knows its subscriberId for A's video",
+      ids.video,
+    );
+    const subscribed = (await socketMessages(b)).filter((m) => m.action === "Subscribed").map((m) => m.subscriberId);
+    assert.ok(subscribed.includes(subscriberId), `${subscriberId} came in a Subscribed: ${subscribed}`);
+    const picker = `#remote .tile.video[data-publisher-id="${ids.video}"] select.layer-picker`;
+    assert.equal(await b.locator(picker).inputValue(), "auto", "the picker starts at auto");
+    await startInboundSampler(b, ids.video);
+
+    // The width A currently sends for spatial layer `sid` (rids ranked by width, as the server does).
+    const widthOf = async (sid) => {
+      const stats = (await outboundVideoStats(a)).filter((s) => s.framesSent > 0);
+      return stats.length === 3 ? { rid: stats[sid].rid, width: stats[sid].frameWidth } : null;
+    };
+    const latest = async () => (await inboundSamples(b, ids.video, Date.now() - 1000)).at(-1) ?? null;
+
+    // Under auto, B gets the top layer once the server's estimate of B's link allows it; the
+    // switching starts from there, after a second or so of steady decoding.
+    await until(
+      async () => {
+        const [s, top] = [await latest(), await widthOf(2)];
+        return s && top && s.framesDecoded >= 30 && s.frameWidth === top.width;
+      },
+      30000,
+      "B decodes A's top layer under auto",
+    );
+
+    const start = Date.now();
+    const decoded = [];
+    for (const [i, step] of SWITCHES.entries()) {
+      const label = `switch ${i + 1} to sid ${step.sid}`;
+      const pliBefore = Object.fromEntries((await outboundVideoStats(a)).map((s) => [s.rid, s.pliCount]));
+      const clicked = Date.now();
+      await b.selectOption(picker, step.choice);
+      const sentAt = await waitFor(
+        b,
+        ({ id, sid, clicked }) => {
+          const p = window.rheomeshApp.preferredLayers[id];
+          return p && p.sid === sid && p.tid === null && p.sentAt >= clicked ? p.sentAt : null;
+        },
+        2000,
+        `B sends SetPreferredLayer sid ${step.sid}`,
+        { id: ids.video, sid: step.sid, clicked },
+      );
+
+      // The first sample decoded at the target width (A's current width for that layer; the
+      // encoder may adapt, so every width seen for it meanwhile counts).
+      const targetWidths = new Set();
+      let targetRid = null;
+      const hit = await until(
+        async () => {
+          const target = await widthOf(step.sid);
+          if (target) {
+            targetWidths.add(target.width);
+            targetRid = target.rid;
+          }
+          return (await inboundSamples(b, ids.video, sentAt)).find((s) => targetWidths.has(s.frameWidth)) ?? null;
+        },
+        SWITCH_WITHIN_MS + 3000,
+        `${label}: B decodes the ${step.choice} layer's width`,
+      );
+      const tookMs = hit.at - sentAt;
+      assert.ok(tookMs <= SWITCH_WITHIN_MS, `${label}: B decoded width ${hit.frameWidth} after ${tookMs} ms (limit ${SWITCH_WITHIN_MS})`);
+
+      // B stays there (no flip back) for HOLD_MS.
+      await until(
+        async () => {
+          const target = await widthOf(step.sid);
+          if (target) targetWidths.add(target.width);
+          return (await latest())?.at >= hit.at + HOLD_MS;
+        },
+        HOLD_MS + 3000,
+        `${label}: B keeps decoding`,
+      );
+      const held = await inboundSamples(b, ids.video, hit.at);
+      const off = held.filter((s) => s.at <= hit.at + HOLD_MS && !targetWidths.has(s.frameWidth));
+      assert.deepEqual(off, [], `${label}: B stays on width ${[...targetWidths]} for ${HOLD_MS} ms`);
+
+      // The server says which layer it forwards.
+      const layer = await waitFor(
+        b,
+        ({ id, sid, sentAt }) => {
+          const l = window.rheomeshApp.layers[id];
+          return l && l.sid === sid && l.at >= sentAt ? l : null;
+        },
+        1000,
+        `${label}: LayerChanged to sid ${step.sid}`,
+        { id: ids.video, sid: step.sid, sentAt },
+      );
+
+      // A's encoder for the target rid was asked for a keyframe.
+      const pliAfter = Object.fromEntries((await outboundVideoStats(a)).map((s) => [s.rid, s.pliCount]));
+      const plis = Object.fromEntries(Object.keys(pliAfter).map((rid) => [rid, pliAfter[rid] - (pliBefore[rid] ?? 0)]));
+      const note =
+        `${label} (${targetRid}): decoded ${hit.frameWidth}x${hit.frameHeight} after ${tookMs} ms, ` +
+        `LayerChanged after ${layer.at - sentAt} ms (sid ${layer.sid} tid ${layer.tid}), ` +
+        `PLIs at A: ${plis[targetRid]} on ${targetRid} (exactly 1 wanted), all rids ${JSON.stringify(plis)}`;
+      t.diagnostic(note);
+      console.log(note);
+      assert.equal(plis[targetRid], 1, `${label}: A's rid ${targetRid} got exactly one keyframe request (pliCount +${plis[targetRid]})`);
+      decoded.push(hit.frameWidth);
+    }
+
+    const layerRequests = (await sentMessages(b)).filter((m) => m.action === "SetPreferredLayer");
+    assert.deepEqual(
+      layerRequests,
+      SWITCHES.map(({ sid }) => ({ action: "SetPreferredLayer", subscriberId, sid, tid: null })),
+      "B sent one SetPreferredLayer per switch, for its video subscriber",
+    );
+    assert.ok(decoded[0] < decoded[1] && decoded[2] < decoded[1], `decoded widths low < high > low: ${decoded}`);
+    const samples = await inboundSamples(b, ids.video, start);
+    await stopInboundSampler(b, ids.video);
+    const stall = longestDecodeStall(samples);
+    const first = samples[0];
+    const last = samples.at(-1);
+    const freezes = [];
+    for (let i = 1; i < samples.length; i++) {
+      if (samples[i].freezeCount > samples[i - 1].freezeCount) {
+        freezes.push(Math.round(1000 * (samples[i].totalFreezesDuration - samples[i - 1].totalFreezesDuration)));
+      }
+    }
+    const summary =
+      `B over ${last.at - first.at} ms of switching: ${samples.length} samples, longest decode stall ${stall} ms, ` +
+      `framesDecoded ${first.framesDecoded} -> ${last.framesDecoded}, freezes (ms) ${JSON.stringify(freezes)}, ` +
+      `nackCount ${last.nackCount}, pliCount ${first.pliCount} -> ${last.pliCount}, subscriberId ${subscriberId}`;
+    t.diagnostic(summary);
+    console.log(summary);
+    assert.ok(stall < MAX_STALL_MS, `B's decoding stalled ${stall} ms (limit ${MAX_STALL_MS})`);
+    assert.ok(freezes.every((ms) => ms < MAX_STALL_MS), `B froze for ${JSON.stringify(freezes)} ms`);
+    assert.equal(last.nackCount, 0, "B sent no NACK");
+    const overlay = await b.evaluate((id) => window.rheomeshApp.stats[id], ids.video);
+    assert.equal(overlay?.nackCount, 0, "rheomeshApp.stats nackCount");
+    await expectNoAppError(a);
+    await expectNoAppError(b);
+  } finally {
+    await closePage(a);
+    if (b) await closePage(b);
+  }
+});
