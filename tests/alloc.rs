@@ -45,8 +45,13 @@ const BATCHES: usize = 20;
 
 /// Allocations per forwarded packet for a fan-out of `subs` over `shards` shards, and
 /// the number of packets forwarded (datagrams the shards queued).
-fn measure(shards: usize, subs: usize) -> (f64, u64) {
-    let mut f = Fanout::new(shards, subs).expect("fan-out connects");
+fn measure(shards: usize, subs: usize, simulcast: bool) -> (f64, u64) {
+    let mut f = if simulcast {
+        Fanout::with_simulcast(shards, subs)
+    } else {
+        Fanout::new(shards, subs)
+    }
+    .expect("fan-out connects");
     // Warm up: let queues, maps and buffers reach their steady size.
     for _ in 0..10 {
         f.stage(BATCH, 1100);
@@ -61,6 +66,9 @@ fn measure(shards: usize, subs: usize) -> (f64, u64) {
         sent += f.forward_staged() as u64;
         total += allocs() - before;
         f.pump();
+    }
+    if std::env::var("ALLOC_DEBUG").is_ok() {
+        eprintln!("{:#?}", f.shards().stats());
     }
     let packets = (BATCH * BATCHES) as f64;
     (total as f64 / packets, sent)
@@ -89,10 +97,23 @@ fn allocations_per_forwarded_packet_per_subscriber_with_spans_enabled() {
     });
 }
 
+/// With three simulcast encodings and subscribers spread over them: every packet goes
+/// through layer selection, and two thirds of them are dropped at each down-track (which
+/// closes up its sequence numbers over them). A subscriber still gets `BATCH` packets per
+/// batch (its encoding's), so the per-subscriber figure compares with the one above.
+#[test]
+fn allocations_per_forwarded_packet_per_subscriber_with_simulcast() {
+    check_with("simulcast", true);
+}
+
 fn check(label: &str) {
+    check_with(label, false);
+}
+
+fn check_with(label: &str, simulcast: bool) {
     for shards in [1, 2] {
-        let (one, sent1) = measure(shards, 1);
-        let (many, sent10) = measure(shards, 10);
+        let (one, sent1) = measure(shards, 1, simulcast);
+        let (many, sent10) = measure(shards, 10, simulcast);
         let per_sub = (many - one) / 9.0;
         eprintln!(
             "{label}, shards {shards}: {one:.2} allocations per packet with 1 subscriber, {many:.2} \

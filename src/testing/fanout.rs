@@ -1,5 +1,7 @@
 //! [`Fanout`]: one publisher forwarded to N subscribers over in-memory shards, with the
-//! publisher on shard 0 and the subscribers spread round-robin over all shards.
+//! publisher on shard 0 and the subscribers spread round-robin over all shards. The
+//! publisher sends one VP8 stream, or ([`Fanout::with_simulcast`]) three simulcast
+//! encodings, subscriber `i` preferring encoding `i % 3`.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -10,6 +12,10 @@ use str0m::media::MediaKind;
 use super::client::ClientPeer;
 use super::shards::{MemoryShards, SessionRef};
 use crate::config::MediaConfig;
+
+/// The simulcast encodings of [`Fanout::with_simulcast`]: rid and keyframe size.
+const SIMULCAST: [(&str, (u16, u16)); 3] =
+    [("q", (320, 180)), ("h", (640, 360)), ("f", (1280, 720))];
 
 /// How long [`Fanout::new`] waits for every peer to connect.
 const CONNECT_DEADLINE: Duration = Duration::from_secs(20);
@@ -25,6 +31,8 @@ pub struct Fanout {
     counter: u64,
     epoch: Instant,
     staged: Vec<Vec<u8>>,
+    /// The publisher's local tracks: 1, or the simulcast encodings.
+    encodings: usize,
     /// Time spent in the shards' work (not the peers'), for real-rate measurements.
     server_time: Duration,
 }
@@ -34,13 +42,30 @@ impl Fanout {
     /// wait (bounded) until every session is connected and every subscriber has decoded
     /// a first packet.
     pub fn new(shards: usize, subscribers: usize) -> Result<Fanout, String> {
+        Self::build(shards, subscribers, 1)
+    }
+
+    /// Like [`Fanout::new`], with a publisher sending three simulcast encodings (320×180,
+    /// 640×360, 1280×720) and subscriber `i` preferring encoding `i % 3`: each subscriber
+    /// gets a third of what the shards receive, and every packet goes through layer
+    /// selection.
+    pub fn with_simulcast(shards: usize, subscribers: usize) -> Result<Fanout, String> {
+        Self::build(shards, subscribers, 3)
+    }
+
+    fn build(shards: usize, subscribers: usize, encodings: usize) -> Result<Fanout, String> {
         let now = Instant::now();
         let mut net = MemoryShards::new(shards, 4096, MediaConfig::default());
         let peer_addr =
             |i: usize| SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 30000 + i as u16);
         let mut publisher = ClientPeer::new(peer_addr(0), now);
         let pub_session = net.create_session(0, true, now);
-        let offer = publisher.publish_offer("stream-fanout", &[(MediaKind::Video, "fanout")])?;
+        let offer = if encodings > 1 {
+            let layers: Vec<(&str, (u16, u16))> = SIMULCAST[..encodings].to_vec();
+            publisher.publish_simulcast_offer("stream-fanout", "fanout", &layers)?
+        } else {
+            publisher.publish_offer("stream-fanout", &[(MediaKind::Video, "fanout")])?
+        };
         let (answer, tracks) = net
             .accept_offer(pub_session, &offer, now)
             .map_err(|e| format!("publish offer refused: {e}"))?;
@@ -63,6 +88,9 @@ impl Fanout {
             let answer = peer.accept_offer(&offer)?;
             net.accept_answer(s, &answer, now)
                 .map_err(|e| format!("subscriber answer refused: {e}"))?;
+            if encodings > 1 {
+                net.set_preferred_layer(s, (i % encodings) as u8, u8::MAX, now);
+            }
             net.add_remote_candidate(s, &peer.candidate(), now)
                 .map_err(|e| e.to_string())?;
             by_addr.insert(peer.addr(), i + 1);
@@ -77,6 +105,7 @@ impl Fanout {
             counter: 0,
             epoch: now,
             staged: Vec::new(),
+            encodings,
             server_time: Duration::ZERO,
         };
         let deadline = Instant::now() + CONNECT_DEADLINE;
@@ -139,7 +168,8 @@ impl Fanout {
     }
 
     /// Have the publisher encrypt `packets` VP8 packets of `payload_len` bytes (every
-    /// 100th a keyframe) and keep the datagrams for [`Fanout::forward_staged`].
+    /// 100th a keyframe) on each of its encodings and keep the datagrams for
+    /// [`Fanout::forward_staged`].
     pub fn stage(&mut self, packets: usize, payload_len: usize) {
         self.stage_at(packets, payload_len, Instant::now());
     }
@@ -147,11 +177,15 @@ impl Fanout {
     /// [`Fanout::stage`] at a time of the caller's choosing (never earlier than the last
     /// one): real-rate benchmarks advance a clock of their own between packets.
     pub fn stage_at(&mut self, packets: usize, payload_len: usize, now: Instant) {
-        self.publisher.set_payload_len(0, payload_len);
+        for e in 0..self.encodings {
+            self.publisher.set_payload_len(e, payload_len);
+        }
         for _ in 0..packets {
             let sent_us = now.saturating_duration_since(self.epoch).as_micros() as u64;
             let keyframe = self.counter.is_multiple_of(100);
-            self.publisher.write_media(0, keyframe, sent_us, now);
+            for e in 0..self.encodings {
+                self.publisher.write_media(e, keyframe, sent_us, now);
+            }
             self.counter += 1;
         }
         let _ = self.publisher.timeout(now);
@@ -187,11 +221,18 @@ impl Fanout {
         let shard = self.pub_session.shard();
         let from = self.publisher.addr();
         let started = Instant::now();
-        for d in self.staged.drain(..) {
-            self.net.receive(shard, from, &d, now);
+        for d in &self.staged {
+            self.net.receive(shard, from, d, now);
         }
         self.net.tick(now);
         self.server_time += started.elapsed();
+        // The publisher encrypted these on this thread, with buffers from the thread's
+        // SRTP buffer pool that the shards' sends use too: hand them back, as if the
+        // publisher were elsewhere (three simulcast encodings would otherwise drain the
+        // pool faster than the shards refill it, and the shards would allocate).
+        for d in self.staged.drain(..) {
+            str0m::net::recycle_datagram(d);
+        }
     }
 
     /// The CPU time the shards spent (receiving, forwarding, timers, batch ends, taking the

@@ -46,6 +46,8 @@ pub struct MemoryShards {
     cores: Vec<ShardCore>,
     media: MediaConfig,
     events: Vec<(SessionId, mpsc::UnboundedReceiver<SessionEvent>, bool)>,
+    /// Down-tracks made by [`MemoryShards::subscribe`], by session.
+    downs: Vec<(SessionId, DownTrackId)>,
 }
 
 impl MemoryShards {
@@ -64,6 +66,7 @@ impl MemoryShards {
             cores,
             media,
             events: Vec::new(),
+            downs: Vec::new(),
         }
     }
 
@@ -166,8 +169,10 @@ impl MemoryShards {
         now: Instant,
     ) -> Result<String, SubscribeError> {
         let info = &track.info;
+        let down = DownTrackId(next_id());
+        self.downs.push((s.id, down));
         let spec = DownTrackSpec {
-            id: DownTrackId(next_id()),
+            id: down,
             track: info.key,
             track_id: info.track_id.clone(),
             stream_id: info.stream_id.clone(),
@@ -192,6 +197,27 @@ impl MemoryShards {
             );
         }
         Ok(offer)
+    }
+
+    /// Subscribe side: the layer ceiling (`spatial`, `temporal`; `u8::MAX`: none) of every
+    /// down-track of session `s`, as `Subscriber::set_preferred_layer` sets it.
+    pub fn set_preferred_layer(&mut self, s: SessionRef, spatial: u8, temporal: u8, now: Instant) {
+        let downs: Vec<DownTrackId> = self
+            .downs
+            .iter()
+            .filter(|(id, _)| *id == s.id)
+            .map(|(_, d)| *d)
+            .collect();
+        for down in downs {
+            self.cores[s.shard].handle_command(
+                Command::SetPreferredLayer {
+                    id: s.id,
+                    down,
+                    layer: crate::forward::Layer::new(spatial, temporal),
+                },
+                now,
+            );
+        }
     }
 
     /// Subscribe side: apply the peer's answer to the outstanding offer.
