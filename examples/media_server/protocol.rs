@@ -350,9 +350,18 @@ mod tests {
         );
         assert_eq!(
             to_value(&ServerMessage::Subscribed {
-                subscriber_id: "9".into()
+                subscriber_id: "9".into(),
+                publisher_id: "a".into(),
             }),
-            json!({"action":"Subscribed","subscriberId":"9"})
+            json!({"action":"Subscribed","subscriberId":"9","publisherId":"a"})
+        );
+        assert_eq!(
+            to_value(&ServerMessage::LayerChanged {
+                subscriber_id: "9".into(),
+                sid: 1,
+                tid: None,
+            }),
+            json!({"action":"LayerChanged","subscriberId":"9","sid":1,"tid":null})
         );
         assert_eq!(
             to_value(&ServerMessage::RecordingSdp { sdp: "v=0".into() }),
