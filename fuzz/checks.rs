@@ -732,3 +732,156 @@ pub fn dependency_descriptor(data: &[u8]) {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// 7. layer_selection: rheomesh::forward::layer with the rewriter's skips
+// ---------------------------------------------------------------------------------------
+
+/// Input: byte 0 picks the mode (bit 0: SVC, else simulcast) and the first target; then
+/// 2-byte operations. Operation `a, b`, by `a % 8`:
+/// - 0..=3: the next packet of stream `a >> 6` (simulcast: its own sequence; SVC: the one
+///   stream, spatial id `a >> 6`), temporal id `b & 3`, keyframe start `b & 4`, frame start
+///   `b & 8`, frame end `b & 16`, switching point `b & 32`;
+/// - 4: the same, but the stream's next sequence number is lost first (`b >> 6` + 1 of them);
+/// - 5: a late copy of the stream's packet `b % 8 + 1` behind (reordered or retransmitted);
+/// - 6: a new target (`b & 3`, `b >> 2 & 3`), or none (`b & 0x80`);
+/// - 7: 2 s pass (rebases then estimate a timestamp advance).
+///
+/// Every packet goes through the selector; a dropped one is skipped by the rewriter, a
+/// forwarded one rewritten, as the packet path does. Invariants: no panic; an output
+/// sequence number is never used for two inputs; a forwarded packet is within the current
+/// layer (simulcast: exactly its stream); the marker is only set at the end of the current
+/// top spatial layer's frame; a keyframe is only wanted of the target; and between two
+/// packets forwarded in order from one run, the output advances by one plus the packets
+/// lost upstream in between, never by the packets dropped on purpose.
+pub fn layer_selection(data: &[u8]) {
+    use rheomesh::forward::{Layer, LayerMode, LayerPacket, LayerSelector, LayerVerdict};
+
+    let Some((&first, ops)) = data.split_first() else {
+        return;
+    };
+    let svc = first & 1 != 0;
+    let mode = if svc {
+        LayerMode::Svc
+    } else {
+        LayerMode::Simulcast
+    };
+    let mut sel = LayerSelector::new(mode);
+    sel.set_target(Some(Layer::new((first >> 1) & 3, (first >> 3) & 3)));
+    let mut r = Rewriter::new(RewriterConfig {
+        video: true,
+        clock_rate: 90_000,
+        initial_seq: 100,
+        initial_ts: 1000,
+    });
+    let mut next_seq = [1000u64, 5000, 9000, 13000];
+    let mut now_us = 1_000_000u64;
+    let mut used: HashMap<u64, (u64, u64)> = HashMap::new();
+    // Since the last packet forwarded in order: (its source, input seq, output seq,
+    // packets lost upstream since on that source, still clean (no reordering)).
+    let mut last: Option<(u64, u64, u64, u64, bool)> = None;
+
+    for op in ops.chunks_exact(2) {
+        let (a, b) = (op[0], op[1]);
+        now_us += 5_000;
+        let stream = usize::from(a >> 6);
+        let source = if svc { 0 } else { stream };
+        let (seq, late) = match a % 8 {
+            0..=3 => {
+                let s = next_seq[source];
+                next_seq[source] += 1;
+                (s, false)
+            }
+            4 => {
+                let lost = u64::from(b >> 6) + 1;
+                next_seq[source] += lost;
+                if let Some(l) = last.as_mut().filter(|l| l.0 == source as u64) {
+                    l.3 += lost;
+                }
+                let s = next_seq[source];
+                next_seq[source] += 1;
+                (s, false)
+            }
+            5 => (next_seq[source].saturating_sub(u64::from(b % 8) + 1), true),
+            6 => {
+                let target = (b & 0x80 == 0).then(|| Layer::new(b & 3, (b >> 2) & 3));
+                sel.set_target(target);
+                continue;
+            }
+            _ => {
+                now_us += 2_000_000;
+                continue;
+            }
+        };
+        if late {
+            if let Some(l) = last.as_mut().filter(|l| l.0 == source as u64) {
+                l.4 = false;
+            }
+        }
+        let p = LayerPacket {
+            spatial: stream as u8,
+            temporal: b & 3,
+            keyframe_start: b & 4 != 0,
+            frame_start: b & 8 != 0,
+            frame_end: b & 16 != 0,
+            switch_point: b & 32 != 0,
+        };
+        let input = InPacket {
+            source: source as u64,
+            seq,
+            ts: (seq as u32).wrapping_mul(3000),
+            keyframe_start: p.keyframe_start,
+            arrival_us: now_us,
+            aligned: false,
+        };
+        let verdict = sel.select(&p);
+        if let Some(s) = sel.wants_keyframe() {
+            assert_eq!(
+                Some(s),
+                sel.target().map(|t| t.spatial),
+                "keyframe of the target"
+            );
+        }
+        let set_marker = match verdict {
+            LayerVerdict::Drop => {
+                r.skip(&input);
+                continue;
+            }
+            LayerVerdict::Forward { set_marker } => set_marker,
+        };
+        let c = sel.current().expect("forwarding means a current layer");
+        if svc {
+            assert!(p.spatial <= c.spatial, "{p:?} above {c:?}");
+        } else {
+            assert_eq!(p.spatial, c.spatial, "{p:?} not the current stream {c:?}");
+        }
+        assert!(p.temporal <= c.temporal, "{p:?} above {c:?}");
+        if set_marker {
+            assert!(
+                svc && p.frame_end && p.spatial == c.spatial,
+                "marker on {p:?}"
+            );
+        }
+        let rebases = r.stats().rebases;
+        let Decision::Forward { seq: out, .. } = r.rewrite(&input) else {
+            continue;
+        };
+        if let Some(prev) = used.insert(out, (input.source, seq)) {
+            assert_eq!(prev, (input.source, seq), "output {out} reused");
+        }
+        if late {
+            continue;
+        }
+        if let Some((src, in_seq, out_seq, lost, clean)) = last {
+            let same_run = r.stats().rebases == rebases;
+            if same_run && clean && src == input.source && seq > in_seq {
+                assert_eq!(
+                    out,
+                    out_seq + 1 + lost,
+                    "in {in_seq} -> {seq} (lost {lost}) went out {out_seq} -> {out}"
+                );
+            }
+        }
+        last = Some((input.source, seq, out, 0, true));
+    }
+}

@@ -74,6 +74,11 @@ fn dependency_descriptor_corpus() {
 }
 
 #[test]
+fn layer_selection_corpus() {
+    replay("layer_selection", 3, usize::MAX, checks::layer_selection);
+}
+
+#[test]
 fn rewrite_corpus() {
     replay("rewrite", 3, usize::MAX, checks::rewrite);
 }

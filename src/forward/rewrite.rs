@@ -392,6 +392,12 @@ impl Rewriter {
             return;
         }
         let delta_before = run.seq_delta;
+        if p.seq > run.hi_in + 1 {
+            // Packets before it are missing (lost, or late): their numbers stay reserved,
+            // so a late one lands on its own, and a rebase goes past them.
+            let reserved = (p.seq - 1).wrapping_add(delta_before);
+            self.highest_out = Some(self.highest_out.map_or(reserved, |h| h.max(reserved)));
+        }
         run.hi_in = p.seq;
         run.seq_delta = run.seq_delta.wrapping_sub(1);
         self.stats.skipped = self.stats.skipped.wrapping_add(1);
@@ -956,6 +962,20 @@ mod tests {
         let mut fresh = Rewriter::new(VIDEO);
         fresh.skip(&v(1, 1, false));
         assert_eq!(fresh.stats().skipped, 0);
+    }
+
+    #[test]
+    fn a_rebase_after_a_skip_goes_past_the_numbers_of_missing_packets() {
+        let mut r = Rewriter::new(VIDEO);
+        let (s0, _) = fwd(r.rewrite(&v(1, 10, true)));
+        // 11 and 12 missing, 13 dropped on purpose: 11 and 12 keep their numbers.
+        r.skip(&v(1, 13, false));
+        let (s11, _) = fwd(r.rewrite(&v(1, 11, false)));
+        assert_eq!(s11, s0 + 1);
+        // A switch now must not reuse 12's number (found by the layer_selection fuzzer).
+        let (s, _) = fwd(r.rewrite(&v(2, 500, true)));
+        assert_eq!(s, s0 + 3);
+        assert_eq!(r.highest_out_seq(), Some(s0 + 3));
     }
 
     #[test]
