@@ -6,6 +6,12 @@
 //! time is the CPU the shards spend together. Throughput is in forwarded packets
 //! (one publisher packet forwarded to N subscribers counts N).
 //!
+//! The `_simulcast` cases: the publisher sends three simulcast encodings (a packet on each
+//! per packet time, so the shards receive three times as much) and the subscribers prefer
+//! them in turn; each subscriber still gets one packet per packet time, and every packet
+//! goes through each down-track's layer selection (two thirds are dropped there, closing up
+//! the subscriber's sequence numbers).
+//!
 //! Two groups:
 //! - `forwarding`: bursts of 32 publisher packets per batch, with no time passing between
 //!   them: the cost of forwarding itself, the best case.
@@ -40,13 +46,30 @@ fn group<'a>(
     g
 }
 
+/// A fan-out of one VP8 publisher, or of three simulcast encodings with the subscribers
+/// spread over them (each still receives one packet per publisher packet time).
+fn fanout(shards: usize, subs: usize, simulcast: bool) -> Fanout {
+    if simulcast {
+        Fanout::with_simulcast(shards, subs)
+    } else {
+        Fanout::new(shards, subs)
+    }
+    .expect("fan-out connects")
+}
+
 fn forwarding(c: &mut Criterion) {
     let mut g = group(c, "forwarding");
-    for shards in [1usize, 2] {
-        for subs in [1usize, 10, 100] {
-            let mut f = Fanout::new(shards, subs).expect("fan-out connects");
-            g.throughput(Throughput::Elements(subs as u64));
-            g.bench_function(BenchmarkId::new(format!("{shards}_shards"), subs), |b| {
+    let cases = [1usize, 2]
+        .into_iter()
+        .flat_map(|shards| [1usize, 10, 100].map(|subs| (shards, subs, false)))
+        .chain([(1, 100, true)]);
+    for (shards, subs, simulcast) in cases {
+        let mut f = fanout(shards, subs, simulcast);
+        let sim = if simulcast { "_simulcast" } else { "" };
+        g.throughput(Throughput::Elements(subs as u64));
+        g.bench_function(
+            BenchmarkId::new(format!("{shards}_shards{sim}"), subs),
+            |b| {
                 b.iter_custom(|iters| {
                     let mut spent = Duration::ZERO;
                     let mut left = iters;
@@ -67,8 +90,8 @@ fn forwarding(c: &mut Criterion) {
                     }
                     spent
                 })
-            });
-        }
+            },
+        );
     }
     g.finish();
 }
@@ -80,21 +103,27 @@ fn forwarding_real_rate(c: &mut Criterion) {
     let mut g = group(c, "forwarding_real_rate");
     let interval = Duration::from_secs(1) / REAL_RATE_PPS;
     let mut evictor = CacheEvictor::new();
-    for (shards, subs, cold) in [
-        (1usize, 25usize, false),
-        (1, 100, false),
-        (2, 100, false),
-        (1, 25, true),
-        (1, 100, true),
+    for (shards, subs, cold, simulcast) in [
+        (1usize, 25usize, false, false),
+        (1, 100, false, false),
+        (2, 100, false, false),
+        (1, 25, true, false),
+        (1, 100, true, false),
+        (1, 25, false, true),
+        (1, 25, true, true),
     ] {
-        let mut f = Fanout::new(shards, subs).expect("fan-out connects");
+        let mut f = fanout(shards, subs, simulcast);
         // The fan-out's own clock: it starts now and advances 1/150 s per packet, faster
         // than the wall clock (the bench does a second of traffic in far less).
         let mut now = Instant::now();
         let cold = if cold { "_cold" } else { "" };
+        let sim = if simulcast { "_simulcast" } else { "" };
         g.throughput(Throughput::Elements(subs as u64));
         g.bench_function(
-            BenchmarkId::new(format!("{shards}_shards_{REAL_RATE_PPS}pps{cold}"), subs),
+            BenchmarkId::new(
+                format!("{shards}_shards_{REAL_RATE_PPS}pps{sim}{cold}"),
+                subs,
+            ),
             |b| {
                 b.iter_custom(|iters| {
                     f.take_server_time();

@@ -75,9 +75,15 @@ struct Args {
     /// Subscribers per publisher (each subscribes to one publisher's track).
     #[arg(short = 's', long, default_value_t = 1)]
     subscribers_per_publisher: u32,
-    /// RTP packets per second per publisher.
+    /// RTP packets per second per publisher (with `--simulcast`, per encoding).
     #[arg(long, default_value_t = 100)]
     pps: u32,
+    /// Publishers send three simulcast encodings (rids `l`, `m`, `h`; keyframes announcing
+    /// 320x180, 640x360, 1280x720), and subscriber `i` asks for layer `i % 3`
+    /// (`SetPreferredLayer`). Each subscriber then receives one encoding: the delivery
+    /// figures count against one encoding's packets.
+    #[arg(long)]
+    simulcast: bool,
     /// RTP payload size in bytes.
     #[arg(long, default_value_t = 1100)]
     payload: usize,
@@ -423,6 +429,7 @@ async fn run(args: Args) -> Result<(), String> {
         },
         tls,
         bind,
+        simulcast: args.simulcast,
         engine: engine.clone(),
         timeout: Duration::from_secs_f64(args.connect_timeout),
         shutdown: shutdown_rx,

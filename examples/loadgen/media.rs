@@ -98,11 +98,17 @@ fn new_peer(ip: Ipv4Addr, cfg: ClientConfig) -> Result<(StdUdpSocket, ClientPeer
     ))
 }
 
-/// Create a publisher peer with an offer for one sendonly VP8 track `track_id`.
+/// The simulcast encodings of `--simulcast`: rid and the size their keyframes announce.
+const SIMULCAST: [(&str, (u16, u16)); 3] =
+    [("l", (320, 180)), ("m", (640, 360)), ("h", (1280, 720))];
+
+/// Create a publisher peer with an offer for one sendonly VP8 track `track_id` (three
+/// simulcast encodings if `simulcast`).
 pub fn new_publisher(
     bind: Ipv4Addr,
     index: u32,
     track_id: &str,
+    simulcast: bool,
     events: tmpsc::UnboundedSender<PeerEvent>,
 ) -> Result<PeerSetup, String> {
     let cfg = ClientConfig {
@@ -112,9 +118,12 @@ pub fn new_publisher(
     };
     let (socket, mut client) = new_peer(bind, cfg)?;
     let stream_id = format!("loadgen-stream-{index}");
-    let offer = client
-        .publish_offer(&stream_id, &[(MediaKind::Video, track_id)])
-        .map_err(|_| "str0m made no offer")?;
+    let offer = if simulcast {
+        client.publish_simulcast_offer(&stream_id, track_id, &SIMULCAST)
+    } else {
+        client.publish_offer(&stream_id, &[(MediaKind::Video, track_id)])
+    }
+    .map_err(|_| "str0m made no offer")?;
     Ok(PeerSetup {
         candidate: client.candidate(),
         peer: NewPeer {

@@ -237,9 +237,17 @@ impl Peer {
         let mut wrote = false;
         while next <= now {
             next += interval;
-            let keyframe = self.client.keyframe_due(0, now, keyframe_interval);
             let send_us = now_us();
-            if !self.client.write_media(0, keyframe, send_us, now) {
+            // One packet on each encoding (one without simulcast); `sent` counts ticks, as
+            // each subscriber receives one encoding.
+            let mut written = true;
+            let mut keyframe = false;
+            for track in 0..self.client.local_tracks() {
+                let key = self.client.keyframe_due(track, now, keyframe_interval);
+                keyframe |= key;
+                written &= self.client.write_media(track, key, send_us, now);
+            }
+            if !written {
                 break;
             }
             if keyframe && debug() {

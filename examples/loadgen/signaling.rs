@@ -76,6 +76,8 @@ pub struct Ctx {
     pub tls: Option<Connector>,
     /// Address of the peers' UDP sockets (their host candidates).
     pub bind: Ipv4Addr,
+    /// Publishers send three simulcast encodings; subscriber `i` prefers layer `i % 3`.
+    pub simulcast: bool,
     pub engine: Arc<Engine>,
     pub timeout: Duration,
     pub shutdown: watch::Receiver<bool>,
@@ -248,7 +250,7 @@ pub async fn run(
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let setup = match &spec {
         Spec::Publisher { index, track_id } => {
-            media::new_publisher(ctx.bind, *index, track_id, events_tx)
+            media::new_publisher(ctx.bind, *index, track_id, ctx.simulcast, events_tx)
         }
         Spec::Subscriber { publisher, .. } => {
             media::new_subscriber(ctx.bind, *publisher, events_tx)
@@ -330,7 +332,7 @@ pub async fn run(
                         return;
                     }
                 };
-                if let Err(e) = handle(&mut ws, &spec, &peer, &mut st, &candidate, text.as_str()).await {
+                if let Err(e) = handle(&mut ws, &spec, &peer, &mut st, &candidate, text.as_str(), ctx.simulcast).await {
                     if ready.is_some() {
                         fail(&mut ready, e);
                         break;
@@ -385,6 +387,7 @@ async fn handle(
     st: &mut State,
     candidate: &str,
     text: &str,
+    simulcast: bool,
 ) -> Result<(), String> {
     let v: Value = serde_json::from_str(text).map_err(|e| format!("bad JSON from server: {e}"))?;
     let action = v.get("action").and_then(Value::as_str).unwrap_or("");
@@ -472,6 +475,17 @@ async fn handle(
             st.subscriber_id = v
                 .get("subscriberId")
                 .map(|s| s.as_str().map_or_else(|| s.to_string(), str::to_string));
+            if let (true, Spec::Subscriber { index, .. }, Some(id)) =
+                (simulcast, spec, st.subscriber_id.as_ref())
+            {
+                let msg = json!({
+                    "action": "SetPreferredLayer",
+                    "subscriberId": id,
+                    "sid": index % 3,
+                    "tid": null,
+                });
+                send(ws, msg).await?;
+            }
         }
         "Unpublished"
             if !spec.is_publisher()
