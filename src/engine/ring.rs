@@ -37,15 +37,20 @@ pub(crate) struct MediaPacket {
 /// Where a packet sits among its track's layers, as ingress saw it.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct PacketLayer {
-    /// Rank of its simulcast encoding (0 = lowest); 0 without simulcast.
+    /// Rank of its simulcast encoding (0 = lowest), or its SVC spatial layer id; 0
+    /// otherwise.
     pub(crate) spatial: u8,
     /// Its temporal layer id (0 when the codec says none).
     pub(crate) temporal: u8,
-    /// Bit per rank: the track's encodings flowing when it arrived; 0 for a track
-    /// without simulcast (no layer choice).
+    /// Bit per layer: the track's simulcast encodings (by rank) or SVC spatial layers
+    /// flowing when it arrived; 0 for a track without either (no layer choice).
     pub(crate) active: u8,
+    /// SVC: `spatial` is the packet's spatial layer id in the one stream.
+    pub(crate) svc: bool,
     /// First packet of a frame.
     pub(crate) frame_start: bool,
+    /// Last packet of its (layer) frame (SVC: VP9 `E`; otherwise the marker bit).
+    pub(crate) frame_end: bool,
     /// A temporal switching point.
     pub(crate) switch_point: bool,
     /// `ts` is on the track's clock shared by all its encodings (sender reports aligned

@@ -88,9 +88,26 @@ impl DownTrack {
         }
     }
 
-    /// Forwards one encoding of a simulcast track (it has seen one's packet).
+    /// Forwards layers of a simulcast or SVC track (it has seen one's packet).
     pub(crate) fn layered(&self) -> bool {
         self.seen_active != 0
+    }
+
+    /// Its track's layers are SVC layers of one stream (else simulcast encodings).
+    pub(crate) fn svc(&self) -> bool {
+        self.selector.mode() == LayerMode::Svc
+    }
+
+    /// Select SVC layers (or simulcast encodings): a new selector if the mode changes.
+    pub(crate) fn set_svc(&mut self, svc: bool) {
+        if svc != self.svc() {
+            let mode = if svc {
+                LayerMode::Svc
+            } else {
+                LayerMode::Simulcast
+            };
+            self.selector = LayerSelector::new(mode);
+        }
     }
 
     /// Set the selector's target from the ceiling and the encodings flowing.

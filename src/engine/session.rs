@@ -21,8 +21,8 @@ use super::ring::{MediaPacket, PacketLayer};
 use super::udp::SendQueue;
 use super::{DownTrackId, SessionId};
 use crate::forward::{
-    spatial_for, KeyframeThrottle, Observed, Ranking, MAX_LAYERS, PUBLISHER_KEYFRAME_INTERVAL,
-    PUBLISHER_KEYFRAME_SPACING,
+    spatial_for, KeyframeThrottle, Observed, Ranking, LAYER_IDLE, MAX_LAYERS,
+    PUBLISHER_KEYFRAME_INTERVAL, PUBLISHER_KEYFRAME_SPACING,
 };
 use crate::wire::codec::{self, CodecKind, PayloadInfo};
 
@@ -94,6 +94,9 @@ pub(crate) struct UpTrack {
     pub(crate) ranking: Ranking,
     /// Bit per rank: the encodings flowing (simulcast only; 0 otherwise).
     pub(crate) active: u8,
+    /// SVC: when each spatial layer id last arrived, and the ids flowing (bit per id).
+    svc_seen: [Option<Instant>; MAX_LAYERS],
+    pub(crate) svc_active: u8,
     /// RTP clock rate of the track.
     clock_rate: u32,
 }
@@ -127,6 +130,8 @@ impl UpTrack {
             ranking: Ranking::new(layers.len()),
             layers,
             active: 0,
+            svc_seen: [None; MAX_LAYERS],
+            svc_active: 0,
             info,
             clock_rate,
         }
@@ -148,6 +153,15 @@ impl UpTrack {
     /// Bitrates, ranks and which encodings flow (housekeeping). Returns whether ranks
     /// changed.
     pub(crate) fn update_layers(&mut self, now: Instant) -> bool {
+        if self.svc_active != 0 {
+            let mut mask = 0;
+            for (sid, seen) in self.svc_seen.iter().enumerate() {
+                if seen.is_some_and(|t| now.saturating_duration_since(t) < LAYER_IDLE) {
+                    mask |= 1 << sid;
+                }
+            }
+            self.svc_active = mask;
+        }
         if !self.simulcast() {
             return false;
         }
@@ -463,13 +477,20 @@ impl Session {
             Some(o) if simulcast => (p.header.timestamp.wrapping_add(o), true),
             _ => (p.header.timestamp, false),
         };
-        let (spatial, layers) = if simulcast {
+        let svc_sid = info
+            .spatial_id
+            .filter(|_| !simulcast && codec == CodecKind::Vp9);
+        let (spatial, layers, frame_end) = if simulcast {
             let rank = up.ranking.rank_of(li).unwrap_or(0);
             // Flowing again: known at once, not at the next housekeeping.
             up.active |= 1 << rank;
-            (rank, up.active)
+            (rank, up.active, p.header.marker)
+        } else if let Some(sid) = svc_sid.filter(|s| usize::from(*s) < MAX_LAYERS) {
+            up.svc_seen[usize::from(sid)] = Some(p.timestamp);
+            up.svc_active |= 1 << sid;
+            (sid, up.svc_active, info.end_of_frame)
         } else {
-            (0, 0)
+            (0, 0, p.header.marker)
         };
         let e = &p.header.ext_vals;
         // Forward only values that describe the media; transport-level ones (twcc, mid,
@@ -496,7 +517,9 @@ impl Session {
                 spatial,
                 temporal: info.temporal_id.unwrap_or(0),
                 active: layers,
+                svc: svc_sid.is_some(),
                 frame_start: info.start_of_frame,
+                frame_end,
                 switch_point: info.switch_point,
                 aligned,
             },

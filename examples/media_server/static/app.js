@@ -4,8 +4,10 @@
 //
 // URL parameters: room=NAME (join at load), autopublish=1, codec=VP8|VP9|H264|AV1,
 // simulcast=1 (publish the camera as three simulcast layers; prefers VP8 unless codec= is
-// given), video=WIDTHxHEIGHT (camera resolution to ask for; simulcast asks for 1280x720).
-import { PublishTransport, SubscribeTransport, simulcastEncodings } from "/rheomesh.js";
+// given), svc=MODE (publish the camera as one SVC encoding with that scalability mode, e.g.
+// L3T3_KEY; VP9 unless codec= is given), video=WIDTHxHEIGHT (camera resolution to ask for;
+// simulcast and SVC ask for 1280x720).
+import { PublishTransport, SubscribeTransport, SVCEncodings, simulcastEncodings } from "/rheomesh.js";
 
 const params = new URLSearchParams(location.search);
 const rtcConfig = { iceServers: [] }; // the server announces its own reachable candidates
@@ -395,6 +397,9 @@ async function publishStream(stream, what) {
     const codec = track.kind === "video" ? $("codec").value : undefined;
     const options = codec ? { codec } : {};
     if (track.kind === "video" && simulcast) options.encodings = simulcastEncodings();
+    else if (track.kind === "video" && svcMode && what === "camera + microphone") {
+      options.encodings = SVCEncodings(svcMode);
+    }
     const { id, offer } = await transport.publish(track, options);
     if (transport !== pub) return;
     send({ action: "Offer", sdp: offer });
@@ -434,7 +439,7 @@ async function publishCamera() {
 function cameraConstraints() {
   const size = /^(\d{2,4})x(\d{2,4})$/.exec(params.get("video") ?? "");
   if (size) return { width: { ideal: Number(size[1]) }, height: { ideal: Number(size[2]) } };
-  if ($("simulcast").checked) return { width: { ideal: 1280 }, height: { ideal: 720 } };
+  if ($("simulcast").checked || svcMode) return { width: { ideal: 1280 }, height: { ideal: 720 } };
   return true;
 }
 
@@ -587,6 +592,9 @@ if (params.get("simulcast") === "1") {
   $("simulcast").checked = true;
   $("codec").value = "VP8";
 }
+// SVC (a scalability mode such as L3T3_KEY): one encoding carrying every layer, VP9 by default.
+const svcMode = /^L\dT\d(_KEY)?$/.test(params.get("svc") ?? "") ? params.get("svc") : null;
+if (svcMode) $("codec").value = "VP9";
 const codecParam = params.get("codec");
 if (codecParam && [...$("codec").options].some((o) => o.value === codecParam)) {
   $("codec").value = codecParam;

@@ -314,9 +314,11 @@ impl Delivery<'_> {
                 .as_micros() as u64,
             aligned: pkt.layer.aligned,
         };
+        let mut marker = pkt.marker;
         if pkt.layer.active != 0 {
-            if pkt.layer.active != d.seen_active {
+            if pkt.layer.active != d.seen_active || pkt.layer.svc != d.svc() {
                 d.seen_active = pkt.layer.active;
+                d.set_svc(pkt.layer.svc);
                 d.retarget();
             }
             let verdict = d.selector.select(&LayerPacket {
@@ -324,7 +326,7 @@ impl Delivery<'_> {
                 temporal: pkt.layer.temporal,
                 keyframe_start: pkt.keyframe,
                 frame_start: pkt.layer.frame_start,
-                frame_end: pkt.marker,
+                frame_end: pkt.layer.frame_end,
                 switch_point: pkt.layer.switch_point,
             });
             let now_layers = (d.selector.current(), d.seen_active);
@@ -337,6 +339,10 @@ impl Delivery<'_> {
                         active: now_layers.1,
                     });
                 }
+            }
+            if let LayerVerdict::Forward { set_marker: true } = verdict {
+                // SVC: the end of the top layer this subscriber gets ends its picture.
+                marker = true;
             }
             if verdict == LayerVerdict::Drop {
                 c.dropped_layer += 1;
@@ -370,7 +376,7 @@ impl Delivery<'_> {
                         pkt.arrival,
                         pkt.payload.clone(),
                     )
-                    .marker(pkt.marker)
+                    .marker(marker)
                     .ext_vals(pkt.ext.clone())
                     .nackable(video);
                     s.rtc.direct_api().send_rtp_now(now, &ssrc, rtp)

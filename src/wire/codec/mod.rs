@@ -86,6 +86,9 @@ pub struct PayloadInfo {
     pub switch_point: bool,
     /// Picture width and height a keyframe announces (VP8 keyframes), when present.
     pub size: Option<(u16, u16)>,
+    /// This packet ends its (layer) frame (VP9 `E`); `false` where the descriptor cannot
+    /// say (the RTP marker bit tells the end of a picture).
+    pub end_of_frame: bool,
 }
 
 /// Errors from payload inspection.

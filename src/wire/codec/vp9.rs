@@ -69,6 +69,7 @@ pub(super) fn inspect_vp9(payload: &[u8]) -> Result<PayloadInfo, InspectError> {
     }
 
     info.start_of_frame = b;
+    info.end_of_frame = b0 & 0x04 != 0;
     info.keyframe = b && !p && info.spatial_id.is_none_or(|sid| sid == 0);
     Ok(info)
 }

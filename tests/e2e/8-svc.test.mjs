@@ -1,0 +1,90 @@
+// 8. VP9 SVC layer selection. A publishes its fake camera at 1280x720 as one VP9 encoding with
+//    scalability mode L3T3_KEY (three spatial, three temporal layers in one RTP stream); B
+//    subscribes and first decodes the top layers (full size, full frame rate). B then asks for
+//    spatial 1, temporal 1 (SetPreferredLayer): within 3 s B decodes the middle resolution (half
+//    the top width) at about half the frame rate, the server reports the layer (LayerChanged),
+//    and B keeps decoding without a 500 ms stall and without a NACK (the server drops the upper
+//    layers' packets on purpose and closes up the sequence numbers over them).
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import {
+  closePage, expectNoAppError, inboundSamples, longestDecodeStall, openPage, startInboundSampler, stopInboundSampler,
+  until, useSuite, uniqueRoom, waitFor, waitPublished,
+} from "./helpers.mjs";
+
+const suite = useSuite();
+
+const SWITCH_WITHIN_MS = 3000;
+const MAX_STALL_MS = 500;
+
+/** Frames decoded per second over the samples of the last `ms`, and the last sample. */
+async function rate(page, id, ms) {
+  const samples = await inboundSamples(page, id, Date.now() - ms);
+  if (samples.length < 2) return null;
+  const [first, last] = [samples[0], samples.at(-1)];
+  const secs = (last.at - first.at) / 1000;
+  if (secs < ms / 2000) return null;
+  return { fps: (last.framesDecoded - first.framesDecoded) / secs, last };
+}
+
+test("VP9 SVC: spatial 1 / temporal 1 decodes at the middle size and about half the frame rate", { timeout: 180000 }, async (t) => {
+  const room = uniqueRoom("svc");
+  const a = await openPage(suite.browser, suite.base, `/?room=${room}&autopublish=1&svc=L3T3_KEY&video=1280x720`, "A");
+  let b = null;
+  try {
+    const ids = await waitPublished(a);
+    b = await openPage(suite.browser, suite.base, `/?room=${room}`, "B");
+    await waitFor(b, () => window.rheomeshApp.tiles === 2, 15000, "B has A's 2 tiles");
+    await waitFor(b, (id) => window.rheomeshApp.subscriberIdOf[id] ?? null, 10000, "B knows its subscriberId", ids.video);
+    await startInboundSampler(b, ids.video);
+
+    // The top layers first: Chromium's estimate must grow before A sends all three spatial layers.
+    const top = await until(
+      async () => {
+        const r = await rate(b, ids.video, 2000);
+        return r && r.last.frameWidth >= 1280 && r.fps >= 20 ? r : null;
+      },
+      60000,
+      "B decodes A's top spatial layer (1280 wide) at full frame rate",
+    );
+    t.diagnostic(`top: ${top.last.frameWidth}x${top.last.frameHeight} at ${top.fps.toFixed(1)} fps`);
+
+    const asked = Date.now();
+    await b.evaluate((id) => window.rheomeshControls.setPreferredLayer(id, 1, 1), ids.video);
+    const switched = await until(
+      async () => {
+        const s = (await inboundSamples(b, ids.video, Date.now() - 300)).at(-1);
+        return s && s.frameWidth === top.last.frameWidth / 2 ? s : null;
+      },
+      SWITCH_WITHIN_MS,
+      `B decodes the middle layer (${top.last.frameWidth / 2} wide) within ${SWITCH_WITHIN_MS} ms`,
+    );
+    const tookMs = switched.at - asked;
+    const layer = await waitFor(b, (id) => window.rheomeshApp.layers[id] ?? null, 3000, "LayerChanged arrived", ids.video);
+    assert.equal(layer.sid, 1, "LayerChanged names spatial layer 1");
+    // Measure the frame rate over 3 s on the middle layer.
+    await until(async () => Date.now() - switched.at >= 3500, 5000, "3 s on the middle layer");
+    const mid = await rate(b, ids.video, 3000);
+    assert.ok(mid, "samples over the last 3 s");
+    const note =
+      `(1, 1): ${mid.last.frameWidth}x${mid.last.frameHeight} after ${tookMs} ms at ${mid.fps.toFixed(1)} fps ` +
+      `(top ${top.fps.toFixed(1)} fps), LayerChanged sid ${layer.sid} tid ${layer.tid}`;
+    t.diagnostic(note);
+    console.log(note);
+    assert.equal(mid.last.frameWidth, top.last.frameWidth / 2, "middle resolution");
+    const ratio = mid.fps / top.fps;
+    assert.ok(ratio > 0.35 && ratio < 0.7, `about half the frame rate: ${mid.fps.toFixed(1)} of ${top.fps.toFixed(1)} fps`);
+
+    const samples = await inboundSamples(b, ids.video, asked - 1000);
+    const stall = longestDecodeStall(samples);
+    const last = samples.at(-1);
+    t.diagnostic(`longest decode stall ${stall} ms, nackCount ${last.nackCount}, freezes ${last.freezeCount}`);
+    assert.ok(stall < MAX_STALL_MS, `no decode stall of ${MAX_STALL_MS} ms: ${stall} ms`);
+    assert.equal(last.nackCount, 0, "B sent no NACK (nothing was lost; dropped layers leave no gap)");
+    await stopInboundSampler(b, ids.video);
+    await expectNoAppError(b);
+  } finally {
+    if (b) await closePage(b);
+    await closePage(a);
+  }
+});
