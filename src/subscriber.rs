@@ -50,6 +50,8 @@ impl Default for LayerState {
 impl SubscriberInner {
     pub(crate) fn mark_closed(&self) {
         self.closed.send_replace(true);
+        // Wake `layer_changed` waiters: they return `None` once closed.
+        self.layers.send_modify(|_| {});
     }
 }
 
@@ -133,11 +135,16 @@ impl Subscriber {
     /// returns the new state (`None` once the subscriber is closed).
     pub async fn layer_changed(&self) -> Option<LayerState> {
         let mut rx = self.inner.layers.subscribe();
-        let mut closed = self.inner.closed.subscribe();
-        tokio::select! {
-            r = rx.changed() => r.ok().map(|_| *rx.borrow()),
-            _ = closed.wait_for(|c| *c) => None,
+        if self.is_closed() {
+            return None;
         }
+        // Closing wakes this too (`mark_closed`).
+        rx.changed().await.ok()?;
+        if self.is_closed() {
+            return None;
+        }
+        let state = *rx.borrow();
+        Some(state)
     }
 
     /// Stop forwarding; the transport renegotiates the m-line away

@@ -159,6 +159,12 @@ async fn main() {
         .await
         .expect("failed to set answer");
     assert_eq!(subscriber.publisher_id(), "camera");
+    // Simulcast layer preference (a no-op for this single-encoding track).
+    subscriber
+        .set_preferred_layer(1, None)
+        .await
+        .expect("set_preferred_layer");
+    assert_eq!(subscriber.layers().current, None, "no simulcast layers");
 
     // Media: the camera sends VP8 (a keyframe first, then every 30 packets) until the viewer
     // has received 20 RTP packets through the server.
