@@ -477,9 +477,17 @@ impl Session {
             Some(o) if simulcast => (p.header.timestamp.wrapping_add(o), true),
             _ => (p.header.timestamp, false),
         };
-        let svc_sid = info
-            .spatial_id
-            .filter(|_| !simulcast && codec == CodecKind::Vp9);
+        // One stream with layers: VP9 SVC (spatial ids), or VP8 with temporal layers (L1T3:
+        // temporal ids, one spatial layer).
+        let svc_sid = if simulcast {
+            None
+        } else {
+            match codec {
+                CodecKind::Vp9 => info.spatial_id,
+                CodecKind::Vp8 => info.temporal_id.map(|_| 0),
+                _ => None,
+            }
+        };
         let (spatial, layers, frame_end) = if simulcast {
             let rank = up.ranking.rank_of(li).unwrap_or(0);
             // Flowing again: known at once, not at the next housekeeping.
@@ -488,7 +496,9 @@ impl Session {
         } else if let Some(sid) = svc_sid.filter(|s| usize::from(*s) < MAX_LAYERS) {
             up.svc_seen[usize::from(sid)] = Some(p.timestamp);
             up.svc_active |= 1 << sid;
-            (sid, up.svc_active, info.end_of_frame)
+            // VP8 has no end-of-frame bit: its frames end at the marker.
+            let end = info.end_of_frame || (codec == CodecKind::Vp8 && p.header.marker);
+            (sid, up.svc_active, end)
         } else {
             (0, 0, p.header.marker)
         };
