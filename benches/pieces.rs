@@ -143,7 +143,7 @@ fn rewrite(c: &mut Criterion) {
                 ts: (seq as u32).wrapping_mul(3000),
                 keyframe_start: seq == 1,
                 arrival_us: seq * 10_000,
-                aligned: false,
+                clock_offset: None,
             }))
         })
     });

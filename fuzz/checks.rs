@@ -417,7 +417,7 @@ pub fn rewrite_run(data: &[u8]) -> RewriteRun {
             ts: ts[si],
             keyframe_start,
             arrival_us: arrival,
-            aligned: false,
+            clock_offset: None,
         };
 
         let waiting_before = r.waiting_for_keyframe();
@@ -832,7 +832,7 @@ pub fn layer_selection(data: &[u8]) {
             ts: (seq as u32).wrapping_mul(3000),
             keyframe_start: p.keyframe_start,
             arrival_us: now_us,
-            aligned: false,
+            clock_offset: None,
         };
         let verdict = sel.select(&p);
         if let Some(s) = sel.wants_keyframe() {

@@ -132,19 +132,19 @@ impl Subscriber {
     }
 
     /// Wait until the forwarded layer, the number of encodings or the preference changes;
-    /// returns the new state (`None` once the subscriber is closed).
+    /// returns the new state (`None` once the subscriber is closed). To follow every change
+    /// without missing one between two calls, keep a [`LayerWatch`] ([`Self::layer_watch`]).
     pub async fn layer_changed(&self) -> Option<LayerState> {
-        let mut rx = self.inner.layers.subscribe();
-        if self.is_closed() {
-            return None;
+        self.layer_watch().changed().await
+    }
+
+    /// A watch on this subscriber's [`LayerState`]: each [`LayerWatch::changed`] returns
+    /// the state after the changes since the previous one.
+    pub fn layer_watch(&self) -> LayerWatch {
+        LayerWatch {
+            rx: self.inner.layers.subscribe(),
+            closed: self.inner.closed.subscribe(),
         }
-        // Closing wakes this too (`mark_closed`).
-        rx.changed().await.ok()?;
-        if self.is_closed() {
-            return None;
-        }
-        let state = *rx.borrow();
-        Some(state)
     }
 
     /// Stop forwarding; the transport renegotiates the m-line away
@@ -154,5 +154,28 @@ impl Subscriber {
             t.remove_subscription(self.inner.id, true);
         }
         self.inner.mark_closed();
+    }
+}
+
+/// Follows one subscriber's [`LayerState`] ([`Subscriber::layer_watch`]).
+#[derive(Debug)]
+pub struct LayerWatch {
+    rx: watch::Receiver<LayerState>,
+    closed: watch::Receiver<bool>,
+}
+
+impl LayerWatch {
+    /// Wait for a change not seen yet by this watch and return the state after it (`None`
+    /// once the subscriber is closed; closing wakes the wait).
+    pub async fn changed(&mut self) -> Option<LayerState> {
+        if *self.closed.borrow() {
+            return None;
+        }
+        self.rx.changed().await.ok()?;
+        if *self.closed.borrow() {
+            return None;
+        }
+        let state = *self.rx.borrow_and_update();
+        Some(state)
     }
 }

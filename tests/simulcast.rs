@@ -174,11 +174,26 @@ async fn preference_switches_take_effect_at_keyframes() {
     for rank in [2u8, 0] {
         let track = TRACK_OF_RANK[usize::from(rank)];
         let requests_before = publisher.peer.sent(track).keyframe_requests;
+        let mut watch = subscriber.layer_watch();
+        let asked = Instant::now();
         subscriber
             .set_preferred_layer(rank, None)
             .await
             .expect("set");
-        let took = settles_on(&sub, &subscriber, rank, 50, Duration::from_secs(2)).await;
+        // The watch sees the switch (the preference first, then the forwarded layer).
+        let seen = tokio::time::timeout(Duration::from_secs(2), async {
+            while let Some(state) = watch.changed().await {
+                if state.current.map(|l| l.spatial) == Some(rank) {
+                    return Some(state);
+                }
+            }
+            None
+        })
+        .await;
+        let seen = seen.ok().flatten().expect("layer_watch reports the switch");
+        let took = asked.elapsed();
+        assert_eq!(seen.preferred.spatial, rank, "{seen:?}");
+        settles_on(&sub, &subscriber, rank, 50, Duration::from_secs(2)).await;
         let requests = publisher.peer.sent(track).keyframe_requests - requests_before;
         eprintln!("switch to {rank}: {took:?}, {requests} keyframe request(s) to its encoding");
         assert!(

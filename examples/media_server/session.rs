@@ -483,7 +483,8 @@ impl Participant {
 /// (`LayerChanged`, an extension), until it closes.
 async fn report_layers(subscriber: Subscriber, outbox: Outbox) {
     let mut last = None;
-    while let Some(state) = subscriber.layer_changed().await {
+    let mut watch = subscriber.layer_watch();
+    while let Some(state) = watch.changed().await {
         let Some(layer) = state.current else {
             continue;
         };

@@ -53,9 +53,9 @@ pub(crate) struct PacketLayer {
     pub(crate) frame_end: bool,
     /// A temporal switching point.
     pub(crate) switch_point: bool,
-    /// `ts` is on the track's clock shared by all its encodings (sender reports aligned
-    /// them).
-    pub(crate) aligned: bool,
+    /// What to add to `ts` to put it on the clock all the track's encodings share (from
+    /// their sender reports), once known; `ts` stays the encoding's own.
+    pub(crate) clock_offset: Option<u32>,
 }
 
 /// A message on a shard-to-shard ring. Media travels by value in the ring slot on

@@ -40,8 +40,9 @@ pub(crate) struct UpLayer {
     pub(crate) keyframe_requests: KeyframeThrottle,
     /// Its latest sender report: NTP time and RTP timestamp.
     sr: Option<(SystemTime, u32)>,
-    /// Added to its timestamps to put them on the track's clock (the reference
-    /// encoding's), once sender reports of both are known.
+    /// What to add to its timestamps to put them on the track's clock (the reference
+    /// encoding's), once sender reports of both are known. Packets keep their own
+    /// timestamps and carry this beside them ([`PacketLayer::clock_offset`]).
     pub(crate) ts_offset: Option<u32>,
 }
 
@@ -99,6 +100,8 @@ pub(crate) struct UpTrack {
     pub(crate) svc_active: u8,
     /// RTP clock rate of the track.
     clock_rate: u32,
+    /// The encoding whose clock the others are aligned to (the first with a sender report).
+    clock_reference: Option<usize>,
 }
 
 impl UpTrack {
@@ -134,6 +137,7 @@ impl UpTrack {
             svc_active: 0,
             info,
             clock_rate,
+            clock_reference: None,
         }
     }
 
@@ -176,16 +180,16 @@ impl UpTrack {
     }
 
     /// A sender report for encoding `li`: re-derive the encodings' clock offsets. The
-    /// reference clock is the first encoding with a report; each other one's offset maps
-    /// its RTP time at the reference report's NTP time onto the reference's.
+    /// reference clock is the first encoding that sent a report; each other one's offset
+    /// maps its RTP time at the reference report's NTP time onto the reference's.
     fn on_sender_report(&mut self, li: usize, ntp: SystemTime, rtp: u32) {
         if !self.simulcast() {
             return;
         }
         self.layers[li].sr = Some((ntp, rtp));
-        let Some(reference) = self.layers.iter().position(|l| l.sr.is_some()) else {
-            return;
-        };
+        // The first encoding with a report stays the reference: changing it would move every
+        // other encoding's offset.
+        let reference = *self.clock_reference.get_or_insert(li);
         let Some((ref_ntp, ref_rtp)) = self.layers[reference].sr else {
             return;
         };
@@ -473,10 +477,7 @@ impl Session {
                 layer.obs.pixels = u32::from(w) * u32::from(h);
             }
         }
-        let (ts, aligned) = match layer.ts_offset {
-            Some(o) if simulcast => (p.header.timestamp.wrapping_add(o), true),
-            _ => (p.header.timestamp, false),
-        };
+        let clock_offset = layer.ts_offset.filter(|_| simulcast);
         // One stream with layers: VP9 SVC (spatial ids), or VP8 with temporal layers (L1T3:
         // temporal ids, one spatial layer).
         let svc_sid = if simulcast {
@@ -519,7 +520,7 @@ impl Session {
             track: up.info.key,
             source: *p.header.ssrc as u64,
             seq: *p.seq_no,
-            ts,
+            ts: p.header.timestamp,
             pt,
             marker: p.header.marker,
             keyframe: info.keyframe,
@@ -531,7 +532,7 @@ impl Session {
                 frame_start: info.start_of_frame,
                 frame_end,
                 switch_point: info.switch_point,
-                aligned,
+                clock_offset,
             },
             arrival: p.timestamp,
             ext,

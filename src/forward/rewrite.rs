@@ -40,7 +40,8 @@ pub const MAX_FORWARD_JUMP: u64 = 3000;
 pub const MAX_TS_ADVANCE: u32 = 0x7fff_ffff;
 
 /// Largest difference (ms) between a timestamp carried over a switch of aligned sources
-/// ([`InPacket::aligned`]) and the estimate from arrival times before the estimate wins.
+/// ([`InPacket::clock_offset`]) and the estimate from arrival times before the estimate
+/// wins.
 pub const MAX_ALIGNED_ERROR_MS: u64 = 200;
 
 /// Span (in packets) within which a second far-behind packet confirms a backward reset of
@@ -81,10 +82,12 @@ pub struct InPacket {
     pub keyframe_start: bool,
     /// Arrival time in microseconds on a monotonic clock chosen by the caller.
     pub arrival_us: u64,
-    /// The timestamp is on a clock every source of the track shares (simulcast layers
-    /// aligned with their sender reports): a switch between two aligned sources keeps the
-    /// timestamp mapping instead of estimating the advance from arrival times.
-    pub aligned: bool,
+    /// What to add to `ts` to put it on a clock every source of the track shares (simulcast
+    /// encodings aligned by their sender reports), once known. `ts` itself stays the
+    /// source's own, so a run's mapping never moves when the offset is learned or refined;
+    /// a switch between two sources with offsets carries the mapping over instead of
+    /// estimating the advance from arrival times.
+    pub clock_offset: Option<u32>,
 }
 
 /// What to do with an [`InPacket`] on this down-track.
@@ -143,8 +146,8 @@ struct Run {
     seq_delta: u64,
     /// `out_ts = in_ts.wrapping_add(ts_delta)`.
     ts_delta: u32,
-    /// Its packets' timestamps are on the track's shared clock ([`InPacket::aligned`]).
-    aligned: bool,
+    /// The latest shared-clock offset of its source ([`InPacket::clock_offset`]).
+    clock_offset: Option<u32>,
 }
 
 impl Run {
@@ -485,6 +488,9 @@ impl Rewriter {
     /// New highest packet of the current run.
     fn advance(&mut self, mut run: Run, p: &InPacket) -> Decision {
         run.hi_in = p.seq;
+        if p.clock_offset.is_some() {
+            run.clock_offset = p.clock_offset;
+        }
         self.run = Some(run);
         let (seq, ts) = run.map(p);
         self.highest_out = Some(seq);
@@ -519,7 +525,7 @@ impl Rewriter {
             hi_in: p.seq,
             seq_delta: seq.wrapping_sub(p.seq),
             ts_delta: ts.wrapping_sub(p.ts),
-            aligned: p.aligned,
+            clock_offset: p.clock_offset,
         });
         self.skips.clear(p.seq);
         self.needs_keyframe = false;
@@ -538,8 +544,16 @@ impl Rewriter {
     /// arrival times.
     fn rebase_ts(&self, p: &InPacket) -> u32 {
         let estimate = self.ref_ts.wrapping_add(self.ts_advance(p.arrival_us));
-        if let Some(run) = self.run.filter(|r| r.aligned && p.aligned) {
-            let aligned = p.ts.wrapping_add(run.ts_delta);
+        if let (Some(run), Some(p_off)) = (self.run, p.clock_offset) {
+            let Some(run_off) = run.clock_offset else {
+                return estimate;
+            };
+            // On the shared clock: p at p.ts + p_off, the run's inputs at in + run_off, and
+            // the run maps in to in + ts_delta.
+            let aligned =
+                p.ts.wrapping_add(p_off)
+                    .wrapping_sub(run_off)
+                    .wrapping_add(run.ts_delta);
             let ahead = aligned.wrapping_sub(self.ref_ts) as i32;
             let error = (aligned.wrapping_sub(estimate) as i32).unsigned_abs();
             let max_error = u64::from(self.cfg.clock_rate) * MAX_ALIGNED_ERROR_MS / 1000;
@@ -594,7 +608,7 @@ mod tests {
             ts,
             keyframe_start: key,
             arrival_us,
-            aligned: false,
+            clock_offset: None,
         }
     }
 
@@ -1002,28 +1016,26 @@ mod tests {
     #[test]
     fn aligned_sources_keep_the_timestamp_mapping_across_a_switch() {
         let mut r = Rewriter::new(VIDEO);
-        let aligned = |src, seq, ts, key, at| InPacket {
-            aligned: true,
+        // Source 1's clock is the shared one (offset 0); source 2's runs 50_000 ticks behind.
+        let on = |src, seq, ts, key, at, off| InPacket {
+            clock_offset: Some(off),
             ..pkt(src, seq, ts, key, at)
         };
-        let (_, t0) = fwd(r.rewrite(&aligned(1, 10, 90_000, true, 1_000_000)));
-        // Source 2 on the same clock, 100 ms later, arriving 130 ms later (jitter): the
+        let (_, t0) = fwd(r.rewrite(&on(1, 10, 90_000, true, 1_000_000, 0)));
+        // Source 2, 100 ms later on the shared clock, arriving 130 ms later (jitter): the
         // mapping carries over (100 ms = 9000 ticks), not the 130 ms estimate.
-        let (_, t1) = fwd(r.rewrite(&aligned(2, 5000, 99_000, true, 1_130_000)));
+        let (_, t1) = fwd(r.rewrite(&on(2, 5000, 49_000, true, 1_130_000, 50_000)));
         assert_eq!(t1.wrapping_sub(t0), 9000);
-        // A claimed clock far from arrival times (1 s ahead) loses to the estimate.
-        let (_, t2) = fwd(r.rewrite(&aligned(1, 11, 99_000 + 90_000 + 3000, true, 1_163_000)));
-        assert_eq!(t2.wrapping_sub(t1), 2970);
-        // Same timestamp as the last one (a frame of the same instant): the estimate.
-        let (_, t3) = fwd(r.rewrite(&aligned(
-            2,
-            5001,
-            99_000 + 3000 + 2970 - 9000,
-            true,
-            1_196_000,
-        )));
-        assert!(t3.wrapping_sub(t2) as i32 > 0);
-        // Not aligned: the estimate.
+        // Within a run the offset may be refined without moving the mapping.
+        let (_, t1b) = fwd(r.rewrite(&on(2, 5001, 52_000, false, 1_163_000, 50_002)));
+        assert_eq!(t1b.wrapping_sub(t1), 3000);
+        // Back to source 1, 33 ms on: the refined offset (2 ticks) is used.
+        let (_, t2) = fwd(r.rewrite(&on(1, 11, 52_000 + 50_002 + 3000, true, 1_196_000, 0)));
+        assert_eq!(t2.wrapping_sub(t1b), 3000);
+        // A claimed offset far from arrival times (1 s off) loses to the estimate.
+        let (_, t3) = fwd(r.rewrite(&on(2, 5002, 55_000 + 90_000, true, 1_229_000, 50_000)));
+        assert_eq!(t3.wrapping_sub(t2), 2970);
+        // Without an offset on either side: the estimate.
         let (_, t4) = fwd(r.rewrite(&v(3, 7, true)));
         assert!(t4.wrapping_sub(t3) as i32 > 0);
     }

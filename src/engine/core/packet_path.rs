@@ -312,7 +312,7 @@ impl Delivery<'_> {
                 .arrival
                 .saturating_duration_since(self.epoch)
                 .as_micros() as u64,
-            aligned: pkt.layer.aligned,
+            clock_offset: pkt.layer.clock_offset,
         };
         let mut marker = pkt.marker;
         if pkt.layer.active != 0 {
