@@ -12,12 +12,12 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::peer::{PeerConfig, TestPeer};
-use common::sfu::{connect_subscriber, setup, wait_connected, wait_until, Sub};
+use common::sfu::{candidate_init, connect_subscriber, setup, wait_connected, wait_until, Sub};
 use rheomesh::router::Router;
 use rheomesh::subscriber::Subscriber;
 use rheomesh::testing::ReceivedTrack;
 use rheomesh::transport::PublishTransport;
-use rheomesh::{IceCandidateInit, SessionDescription};
+use rheomesh::SessionDescription;
 use std::sync::Arc;
 
 /// Offer order: (rid, keyframe size). Ranks: "b" 0, "c" 1, "a" 2.
@@ -46,12 +46,7 @@ async fn simulcast_publisher(router: &Router) -> SimulcastPub {
     );
     peer.accept_answer(&answer.sdp).expect("answer accepted");
     transport
-        .add_ice_candidate(IceCandidateInit {
-            candidate: peer.local_candidate(),
-            sdp_mid: Some("0".into()),
-            sdp_mline_index: Some(0),
-            username_fragment: None,
-        })
+        .add_ice_candidate(candidate_init(&peer))
         .await
         .expect("candidate accepted");
     assert!(
@@ -92,15 +87,16 @@ async fn settles_on(
     .await;
     let took = start.elapsed();
     assert!(reached, "reports layer {rank}: {:?}", subscriber.layers());
-    // Packets of the previous encoding may still be in flight: start counting at the
-    // first packet of the new one.
+    // Start counting at a packet of the new encoding that arrives after the report: the old
+    // one's packets were forwarded before the switch and arrive before it on the one
+    // loopback socket.
+    let track = TRACK_OF_RANK[usize::from(rank)];
+    let at_report = sub.peer.received("v").by_layer[track];
     let started = wait_until(Duration::from_secs(2), || {
-        let r = sub.peer.received("v");
-        r.by_layer[TRACK_OF_RANK[usize::from(rank)]] > 0
+        sub.peer.received("v").by_layer[track] > at_report
     })
     .await;
     assert!(started, "encoding of rank {rank} arrives");
-    tokio::time::sleep(Duration::from_millis(100)).await; // let the switch's tail drain
     let before = sub.peer.received("v");
     let ok = wait_until(Duration::from_secs(10), || {
         let r = sub.peer.received("v");

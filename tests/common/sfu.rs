@@ -53,7 +53,8 @@ pub async fn wait_connected(peer: &Arc<TestPeer>, timeout: Duration) -> bool {
         .unwrap_or(false)
 }
 
-fn candidate_init(peer: &TestPeer) -> IceCandidateInit {
+/// The test peer's host candidate, as a browser would trickle it.
+pub fn candidate_init(peer: &TestPeer) -> IceCandidateInit {
     IceCandidateInit {
         candidate: peer.local_candidate(),
         sdp_mid: Some("0".into()),
