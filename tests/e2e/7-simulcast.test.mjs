@@ -218,9 +218,11 @@ test("simulcast: the viewer switches layers within 2 s, without stalls or NACKs,
       "B sent one SetPreferredLayer per switch, for its video subscriber",
     );
     assert.ok(decoded[0] < decoded[1] && decoded[2] < decoded[1], `decoded widths low < high > low: ${decoded}`);
+    const samples = await inboundSamples(b, ids.video, start);
+    // A's sampler runs past B's last sample, so that a stall at the end has A's side too.
+    await until(async () => aSamples.at(-1)?.at > samples.at(-1).at, 2000, "a sample of A after B's last");
     samplingA = false;
     await samplerA;
-    const samples = await inboundSamples(b, ids.video, start);
     const stall = longestDecodeStall(samples);
     let publisherPause = false;
     const first = samples[0];
@@ -324,9 +326,16 @@ function publisherPaused(samples, aSamples) {
   const rid = before.stats.find((x) => x.frameWidth === width)?.rid;
   const sent = (x) => x.stats.find((y) => y.rid === rid)?.framesSent ?? 0;
   const frames = sent(after) - sent(before);
+  // B's side: whether packets and frames kept arriving while nothing was decoded.
+  const [b0, b1] = [samples[from], samples[to]];
+  const delay = (x) => (x.jitterBufferEmittedCount ? Math.round((1000 * x.jitterBufferDelay) / x.jitterBufferEmittedCount) : 0);
   return {
     paused: rid !== undefined && frames <= 1,
-    note: `B stalled ${s1 - s0} ms on ${width} wide (rid ${rid}); A sent ${frames} frame(s) on it meanwhile`,
+    note:
+      `B stalled ${s1 - s0} ms on ${width} wide (rid ${rid}); A sent ${frames} frame(s) on it meanwhile; ` +
+      `B received ${b1.packetsReceived - b0.packetsReceived} packets and ${b1.framesReceived - b0.framesReceived} frames, ` +
+      `dropped ${b1.framesDropped - b0.framesDropped}, lost ${b1.packetsLost - b0.packetsLost}, ` +
+      `mean jitter-buffer delay ${delay(b0)} -> ${delay(b1)} ms`,
   };
 }
 

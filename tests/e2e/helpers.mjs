@@ -462,6 +462,11 @@ export function startInboundSampler(page, publisherId, intervalMs = 100) {
                   firCount: r.firCount ?? 0,
                   keyFramesDecoded: r.keyFramesDecoded ?? 0,
                   packetsLost: r.packetsLost ?? 0,
+                  packetsReceived: r.packetsReceived ?? 0,
+                  framesReceived: r.framesReceived ?? 0,
+                  framesDropped: r.framesDropped ?? 0,
+                  jitterBufferDelay: r.jitterBufferDelay ?? 0,
+                  jitterBufferEmittedCount: r.jitterBufferEmittedCount ?? 0,
                 });
                 if (sampler.samples.length > 5000) sampler.samples.splice(0, 1000);
                 break;
