@@ -151,7 +151,18 @@ pub struct MediaConfig {
     pub video: Vec<VideoCodec>,
     /// Header extensions offered and accepted.
     pub header_extensions: Vec<HeaderExtension>,
+    /// Send-side bandwidth estimation toward each subscriber (transport-wide congestion
+    /// control, which needs [`HeaderExtension::TransportCc`]), starting from this many
+    /// bits per second; `None` turns it off. With it on, each subscribe transport's
+    /// allocator shares the estimate among its tracks: audio first, then video layers up
+    /// to each subscriber's preference, video paused when not even its lowest layer fits
+    /// ([`SubscribeTransport`](crate::transport::SubscribeTransport)).
+    pub bandwidth_estimation: Option<u64>,
 }
+
+/// The bandwidth estimate subscribe transports start from, in bits per second (what
+/// libwebrtc starts a call with).
+pub const DEFAULT_INITIAL_BITRATE_BPS: u64 = 300_000;
 
 impl Default for MediaConfig {
     fn default() -> Self {
@@ -172,6 +183,7 @@ impl Default for MediaConfig {
                 HeaderExtension::RepairedRtpStreamId,
                 HeaderExtension::VideoOrientation,
             ],
+            bandwidth_estimation: Some(DEFAULT_INITIAL_BITRATE_BPS),
         }
     }
 }

@@ -4,11 +4,13 @@
 //! published stream's recent packets that answers its subscribers' NACKs ([`rtx_store`]),
 //! what a shard that has fallen behind stops forwarding ([`overload`]), how a simulcast
 //! track's encodings rank and which of them flow ([`ranking`]), and which layer of a
-//! simulcast or SVC track a subscriber gets ([`layer`]).
+//! simulcast or SVC track a subscriber gets ([`layer`]), and how a subscribe transport's
+//! bandwidth estimate is shared among its tracks ([`allocator`]).
 //!
 //! Everything here is std-only, allocation-free and panic-free, so it can run on the
 //! shard's hot path and be tested in isolation.
 
+pub mod allocator;
 pub mod keyframe;
 pub mod layer;
 pub mod overload;
@@ -16,6 +18,7 @@ pub mod ranking;
 pub mod rewrite;
 pub mod rtx_store;
 
+pub use allocator::*;
 pub use keyframe::*;
 pub use layer::*;
 pub use overload::*;

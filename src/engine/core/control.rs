@@ -17,9 +17,11 @@ use str0m::{Candidate, IceCreds, Rtc};
 
 use super::ShardCore;
 use crate::engine::command::{
-    CloseReason, Command, DownTrackSpec, SessionCreated, SessionEvent, SessionSpec, TrackInfo,
+    CloseReason, Command, DownTrackSpec, Role, SessionCreated, SessionEvent, SessionSpec,
+    TrackInfo,
 };
 use crate::engine::route::DownTrack;
+use crate::forward::MIN_INITIAL_BPS;
 use crate::engine::sdp::{answer_in_offer_order, sdp_mids, sdp_msids, stop_m_lines};
 use crate::engine::session::{PendingOffer, Session, UpTrack};
 use crate::engine::{next_id, DownTrackId, SessionId, TrackKey};
@@ -152,6 +154,11 @@ impl ShardCore {
             });
         if let Some(cert) = &self.dtls_cert {
             cfg = cfg.set_dtls_cert(cert.clone());
+        }
+        if spec.role == Role::Subscribe {
+            if let Some(bps) = spec.media.bandwidth_estimation {
+                cfg = cfg.enable_bwe(Some(str0m::bwe::Bitrate::bps(bps.max(MIN_INITIAL_BPS))));
+            }
         }
         let mut rtc = spec.media.apply(cfg).build(now);
         let mut candidates = Vec::new();

@@ -1298,12 +1298,16 @@ impl Session {
 
     /// (Rheomesh patch.) Send an RTP packet written through the direct API at once: encrypt
     /// it and hand it back, without the send queue snapshots, the pacer and `poll_output`.
-    /// Only without BWE (the null pacer has nothing to pace) and when the stream has nothing
-    /// else waiting, so the packet would have been the next one anyway; otherwise it is
-    /// queued as by [`StreamTx::write_rtp`] and `Queued` says the caller must flush.
+    /// Only when the stream has nothing else waiting, so the packet would have been the next
+    /// one anyway, and (with BWE) when the pacer has no probe running; otherwise it is
+    /// queued as by [`StreamTx::write_rtp`] and `Queued` says the caller must flush. With
+    /// BWE the pacer is told of the send (its budget and padding debt count it) and the
+    /// packet gets its transport-wide sequence number as a paced one does: the estimator
+    /// sees every packet; only the pacer's smoothing is skipped (a forwarded stream comes
+    /// at the rate its publisher sends it).
     pub fn send_rtp_now(&mut self, now: Instant, ssrc: Ssrc, rtp: RtpWrite) -> Option<SentNow> {
         let direct = !self.rtp_closing
-            && self.bwe.is_none()
+            && (self.bwe.is_none() || self.pacer.active_cluster().is_none())
             && self.raw_packets.is_none()
             && self.srtp_tx.is_some();
         let stream = self.streams.stream_tx(&ssrc)?;
@@ -1345,6 +1349,7 @@ impl Session {
         let twcc_enabled = exts.id_of(Extension::TransportSequenceNumber).is_some();
         let twcc = twcc_enabled.then_some(&mut self.twcc);
 
+        let direct_midrid = MidRid(stream.mid(), stream.rid());
         let receipt = stream.poll_packet(now, exts, twcc, params, buf)?;
 
         let PacketReceipt {
@@ -1365,6 +1370,9 @@ impl Session {
 
         if let Some(midrid) = paced {
             self.pacer.register_send(now, payload_size.into(), midrid);
+        } else if self.bwe.is_some() {
+            // (Rheomesh patch.) A direct send counts against the pacer's budget too.
+            self.pacer.register_send(now, payload_size.into(), direct_midrid);
         }
 
         // (Rheomesh patch.) The buffer keeps its length: the packet is its head.

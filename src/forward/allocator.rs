@@ -1,0 +1,374 @@
+//! How a subscribe transport shares its bandwidth estimate among its tracks (issue 12).
+//!
+//! The transport's session estimates what its link carries (transport-wide congestion
+//! control, str0m's estimator). [`Allocator::allocate`] turns that estimate into a grant per
+//! track:
+//! - audio first: its bitrate is set aside whatever the estimate says;
+//! - then every video track its lowest flowing layer, in the transport's order, as long as
+//!   it fits; a track whose lowest layer does not fit is paused ([`Grant::Paused`]);
+//! - then the video tracks take turns moving up one layer at a time, up to their
+//!   subscriber's preference, while the estimate has room.
+//!
+//! Keeping a layer needs only room for it; adding one (an upgrade, or resuming a paused
+//! track) needs [`UPGRADE_HEADROOM_PCT`] more than its cost and is not done within
+//! [`CONGESTION_HOLD`] of a downgrade the estimate forced. Layers whose bitrate is not known
+//! yet are not upgraded to. [`Allocation`] also says what to probe for: the bitrate of
+//! everything the subscriber prefers (`desired`) and, when an upgrade waits for room, the
+//! bitrate that would carry it (`minimum`: the session pads up to it, so the estimator can
+//! see whether the link takes it).
+//!
+//! Pure: the caller supplies the estimate, the tracks and the time; no allocation.
+
+use std::time::{Duration, Instant};
+
+use super::ranking::MAX_LAYERS;
+
+/// No subscribe transport starts its estimate lower than this (bits per second).
+pub const MIN_INITIAL_BPS: u64 = 50_000;
+
+/// How much more room than its cost (percent) an added layer needs.
+pub const UPGRADE_HEADROOM_PCT: u64 = 15;
+
+/// No layer is added for this long after the estimate forced one down.
+pub const CONGESTION_HOLD: Duration = Duration::from_secs(10);
+
+/// What a video track may forward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grant {
+    /// Layers up to this rank (the highest flowing one at or below it).
+    UpTo(u8),
+    /// Nothing: not even its lowest layer fits.
+    Paused,
+}
+
+impl Grant {
+    /// No limit (before the first estimate).
+    pub const UNLIMITED: Grant = Grant::UpTo(u8::MAX);
+}
+
+/// One track of the transport, as the allocator sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Demand {
+    /// Video (audio is always forwarded, its bitrate set aside first).
+    pub video: bool,
+    /// What forwarding up to each rank costs, in bits per second (for SVC the sum of the
+    /// layers up to it; for a track without layers, `costs[0]` is its bitrate); 0 while
+    /// unknown.
+    pub costs: [u64; MAX_LAYERS],
+    /// The ranks flowing (bit per rank); a track without layers has `1`.
+    pub active: u8,
+    /// The highest rank the subscriber wants (its preference).
+    pub ceiling: u8,
+    /// What it was granted last time.
+    pub granted: Grant,
+    /// Working rank during an allocation.
+    rank: Option<u8>,
+    /// During an allocation: a layer it had did not fit.
+    squeezed: bool,
+}
+
+impl Demand {
+    /// A track: `video` or audio, what each rank costs, the ranks flowing, the preference
+    /// and the last grant.
+    pub fn new(video: bool, costs: [u64; MAX_LAYERS], active: u8, ceiling: u8, granted: Grant) -> Demand {
+        Demand {
+            video,
+            costs,
+            active,
+            ceiling,
+            granted,
+            rank: None,
+            squeezed: false,
+        }
+    }
+
+    /// The rank actually forwarded under a grant of `upto`: the highest flowing one at or
+    /// below it.
+    fn rank_under(&self, upto: u8) -> Option<u8> {
+        (0..MAX_LAYERS as u8)
+            .rev()
+            .find(|&r| r <= upto && self.active & (1 << r) != 0)
+    }
+
+    /// The next flowing rank above `rank`, within the preference.
+    fn next_above(&self, rank: u8) -> Option<u8> {
+        (rank + 1..MAX_LAYERS as u8).find(|&r| r <= self.ceiling && self.active & (1 << r) != 0)
+    }
+
+    fn cost(&self, rank: u8) -> u64 {
+        self.costs[usize::from(rank).min(MAX_LAYERS - 1)]
+    }
+
+    /// The rank it had last time, if it had one.
+    fn previous_rank(&self) -> Option<u8> {
+        match self.granted {
+            // Before the first allocation nothing was granted yet.
+            Grant::UNLIMITED | Grant::Paused => None,
+            Grant::UpTo(r) => self.rank_under(r.min(self.ceiling)),
+        }
+    }
+}
+
+/// The outcome of one allocation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Allocation {
+    /// Bits per second of what was granted.
+    pub used: u64,
+    /// Bits per second of everything the subscriber wants.
+    pub desired: u64,
+    /// Bits per second the transport should keep sending (padding the rest) so that the
+    /// estimator learns whether the next upgrade fits; `used` when none waits for room.
+    pub minimum: u64,
+    /// A grant went down because the estimate did not carry it.
+    pub congested: bool,
+}
+
+/// The allocator of one subscribe transport.
+#[derive(Debug, Clone, Default)]
+pub struct Allocator {
+    last_congestion: Option<Instant>,
+}
+
+impl Allocator {
+    /// A new allocator.
+    pub fn new() -> Allocator {
+        Allocator::default()
+    }
+
+    /// When the estimate last forced a layer down.
+    pub fn last_congestion(&self) -> Option<Instant> {
+        self.last_congestion
+    }
+
+    /// Share `estimate` (bits per second) among `tracks`, writing each video track's new
+    /// grant into its `granted`.
+    pub fn allocate(&mut self, now: Instant, estimate: u64, tracks: &mut [Demand]) -> Allocation {
+        let held = self
+            .last_congestion
+            .is_some_and(|t| now.saturating_duration_since(t) < CONGESTION_HOLD);
+        let with_headroom = |cost: u64| cost + cost * UPGRADE_HEADROOM_PCT / 100;
+        let mut out = Allocation::default();
+        // Audio first.
+        let mut budget = estimate;
+        for t in tracks.iter().filter(|t| !t.video) {
+            budget = budget.saturating_sub(t.costs[0]);
+            out.used += t.costs[0];
+            out.desired += t.costs[0];
+        }
+        // Where each video track ends up (`rank`, None: paused), from its lowest layer.
+        let mut waiting = None::<u64>; // the first upgrade that waits for room: its cost
+        for t in tracks.iter_mut().filter(|t| t.video) {
+            t.rank = None;
+            out.desired += t.rank_under(t.ceiling).map_or(0, |r| t.cost(r));
+            let Some(low) = t.lowest() else {
+                continue; // nothing flows: nothing to grant or pay for
+            };
+            let cost = t.cost(low);
+            let had = t.previous_rank().is_some();
+            let fits = if had {
+                cost <= budget
+            } else {
+                !held && with_headroom(cost) <= budget
+            };
+            t.squeezed = had && !fits;
+            if fits {
+                // (An unmeasured lowest layer costs 0 here: forwarded until measured.)
+                budget -= cost;
+                t.rank = Some(low);
+            } else if waiting.is_none() && !held {
+                waiting = Some(cost);
+            }
+        }
+        // Then one layer at a time, in turns.
+        loop {
+            let mut moved = false;
+            for t in tracks.iter_mut().filter(|t| t.video) {
+                let Some(rank) = t.rank else {
+                    continue;
+                };
+                let Some(next) = t.next_above(rank) else {
+                    continue;
+                };
+                let (now_cost, next_cost) = (t.cost(rank), t.cost(next));
+                if next_cost == 0 {
+                    continue; // not measured yet
+                }
+                let extra = next_cost.saturating_sub(now_cost);
+                let kept = t.previous_rank().is_some_and(|p| p >= next);
+                let fits = if kept {
+                    extra <= budget
+                } else {
+                    !held && with_headroom(extra) <= budget
+                };
+                if fits {
+                    budget -= extra;
+                    t.rank = Some(next);
+                    moved = true;
+                } else if kept {
+                    t.squeezed = true;
+                } else if waiting.is_none() && !held && !kept {
+                    waiting = Some(extra);
+                }
+            }
+            if !moved {
+                break;
+            }
+        }
+        // The grants.
+        for t in tracks.iter_mut().filter(|t| t.video) {
+            let rank = t.rank;
+            let grant = match rank {
+                Some(r) => {
+                    out.used += t.cost(r);
+                    // Up to the preference when nothing above is held back, so that a layer
+                    // the publisher adds later is not capped by an old grant.
+                    if t.next_above(r).is_none() {
+                        Grant::UpTo(t.ceiling.min(MAX_LAYERS as u8 - 1))
+                    } else {
+                        Grant::UpTo(r)
+                    }
+                }
+                // Nothing flows: nothing to decide.
+                None if t.active == 0 => t.granted,
+                None => Grant::Paused,
+            };
+            out.congested |= t.squeezed;
+            t.granted = grant;
+        }
+        if out.congested {
+            self.last_congestion = Some(now);
+        }
+        out.minimum = out.used + waiting.unwrap_or(0);
+        out
+    }
+}
+
+impl Demand {
+    /// The lowest flowing rank.
+    fn lowest(&self) -> Option<u8> {
+        (0..MAX_LAYERS as u8).find(|&r| self.active & (1 << r) != 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KBPS: u64 = 1000;
+
+    fn simulcast(ceiling: u8) -> Demand {
+        Demand::new(true, [150 * KBPS, 500 * KBPS, 1500 * KBPS, 0], 0b111, ceiling, Grant::UNLIMITED)
+    }
+
+    fn audio() -> Demand {
+        Demand::new(false, [40 * KBPS, 0, 0, 0], 1, 0, Grant::UNLIMITED)
+    }
+
+    fn rank(t: &Demand) -> Option<u8> {
+        t.previous_rank()
+    }
+
+    #[test]
+    fn audio_first_then_lowest_layers_then_upgrades_in_turns() {
+        let now = Instant::now();
+        let mut a = Allocator::new();
+        let mut tracks = [audio(), simulcast(2), simulcast(2)];
+        // 40 audio + 2 × 150 + one upgrade to 500 (+350 × 1.15) fits in 800, not two.
+        let out = a.allocate(now, 800 * KBPS, &mut tracks);
+        assert_eq!(rank(&tracks[1]), Some(1));
+        assert_eq!(rank(&tracks[2]), Some(0));
+        assert_eq!(out.used, 40 * KBPS + 500 * KBPS + 150 * KBPS);
+        assert_eq!(out.desired, 40 * KBPS + 2 * 1500 * KBPS);
+        assert_eq!(out.minimum, out.used + 350 * KBPS, "probe for the next upgrade");
+        // Plenty: both at the top, granted up to their preference.
+        let out = a.allocate(now, 5000 * KBPS, &mut tracks);
+        assert_eq!(tracks[1].granted, Grant::UpTo(2));
+        assert_eq!(tracks[2].granted, Grant::UpTo(2));
+        assert_eq!(out.minimum, out.used);
+    }
+
+    #[test]
+    fn preference_caps_what_is_granted() {
+        let mut a = Allocator::new();
+        let mut tracks = [simulcast(1)];
+        let out = a.allocate(Instant::now(), 10_000 * KBPS, &mut tracks);
+        assert_eq!(rank(&tracks[0]), Some(1));
+        assert_eq!(out.desired, 500 * KBPS);
+    }
+
+    #[test]
+    fn congestion_downgrades_at_once_and_holds_upgrades_for_ten_seconds() {
+        let t0 = Instant::now();
+        let mut a = Allocator::new();
+        let mut tracks = [audio(), simulcast(2)];
+        a.allocate(t0, 5000 * KBPS, &mut tracks);
+        assert_eq!(rank(&tracks[1]), Some(2));
+        // 300 kbit/s: the lowest layer only.
+        let out = a.allocate(t0, 300 * KBPS, &mut tracks);
+        assert!(out.congested);
+        assert_eq!(rank(&tracks[1]), Some(0));
+        // Room again, but within the hold: no upgrade, and no probing for one.
+        let out = a.allocate(t0 + Duration::from_secs(9), 5000 * KBPS, &mut tracks);
+        assert_eq!(rank(&tracks[1]), Some(0));
+        assert_eq!(out.minimum, out.used);
+        let _ = a.allocate(t0 + Duration::from_secs(11), 5000 * KBPS, &mut tracks);
+        assert_eq!(rank(&tracks[1]), Some(2));
+    }
+
+    #[test]
+    fn video_pauses_when_its_lowest_layer_does_not_fit_and_audio_stays() {
+        let t0 = Instant::now();
+        let mut a = Allocator::new();
+        let mut tracks = [audio(), simulcast(2)];
+        a.allocate(t0, 1000 * KBPS, &mut tracks);
+        let out = a.allocate(t0, 60 * KBPS, &mut tracks);
+        assert_eq!(tracks[1].granted, Grant::Paused);
+        assert_eq!(out.used, 40 * KBPS, "audio only");
+        // Recovered (after the hold): resumes.
+        a.allocate(t0 + CONGESTION_HOLD, 400 * KBPS, &mut tracks);
+        assert_eq!(rank(&tracks[1]), Some(0));
+    }
+
+    #[test]
+    fn keeping_a_layer_needs_no_headroom_adding_one_does() {
+        let t0 = Instant::now();
+        let mut a = Allocator::new();
+        let mut tracks = [simulcast(2)];
+        // 500 fits, but the upgrade from 150 needs 350 × 1.15 more: 150 + 402 > 520.
+        a.allocate(t0, 520 * KBPS, &mut tracks);
+        assert_eq!(rank(&tracks[0]), Some(0));
+        a.allocate(t0, 560 * KBPS, &mut tracks);
+        assert_eq!(rank(&tracks[0]), Some(1));
+        // Kept at exactly its cost.
+        a.allocate(t0, 500 * KBPS, &mut tracks);
+        assert_eq!(rank(&tracks[0]), Some(1));
+    }
+
+    #[test]
+    fn only_flowing_and_measured_layers_are_chosen() {
+        let mut a = Allocator::new();
+        let mut t = simulcast(2);
+        t.active = 0b101; // the middle encoding paused by its publisher
+        t.costs[2] = 0; // the top one not measured yet
+        let mut tracks = [t];
+        a.allocate(Instant::now(), 10_000 * KBPS, &mut tracks);
+        assert_eq!(rank(&tracks[0]), Some(0));
+        tracks[0].costs[2] = 1500 * KBPS;
+        a.allocate(Instant::now(), 10_000 * KBPS, &mut tracks);
+        assert_eq!(rank(&tracks[0]), Some(2));
+    }
+
+    #[test]
+    fn a_track_without_layers_is_forwarded_or_paused_whole() {
+        let t0 = Instant::now();
+        let mut a = Allocator::new();
+        let mut tracks = [Demand::new(true, [800 * KBPS, 0, 0, 0], 1, u8::MAX, Grant::UNLIMITED)];
+        a.allocate(t0, 1000 * KBPS, &mut tracks);
+        assert_eq!(tracks[0].granted, Grant::UpTo(MAX_LAYERS as u8 - 1));
+        // Kept without headroom, at its cost.
+        a.allocate(t0, 800 * KBPS, &mut tracks);
+        assert_eq!(tracks[0].granted, Grant::UpTo(MAX_LAYERS as u8 - 1));
+        a.allocate(t0, 500 * KBPS, &mut tracks);
+        assert_eq!(tracks[0].granted, Grant::Paused);
+    }
+}
