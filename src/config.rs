@@ -157,6 +157,10 @@ pub struct MediaConfig {
     /// allocator shares the estimate among its tracks: audio first, then video layers up
     /// to each subscriber's preference, video paused when not even its lowest layer fits
     /// ([`SubscribeTransport`](crate::transport::SubscribeTransport)).
+    ///
+    /// Off by default for now (issue 12 is in progress): packets str0m's pacer queued
+    /// before a downgrade still drain at the pacing rate, and it is not yet checked with
+    /// browsers. [`DEFAULT_INITIAL_BITRATE_BPS`] is a good start.
     pub bandwidth_estimation: Option<u64>,
 }
 
@@ -183,7 +187,7 @@ impl Default for MediaConfig {
                 HeaderExtension::RepairedRtpStreamId,
                 HeaderExtension::VideoOrientation,
             ],
-            bandwidth_estimation: Some(DEFAULT_INITIAL_BITRATE_BPS),
+            bandwidth_estimation: None,
         }
     }
 }

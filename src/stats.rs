@@ -79,6 +79,10 @@ pub struct ShardStats {
     /// Packets of a simulcast encoding or temporal layer a down-track does not forward
     /// (deliberate: the subscriber's sequence numbers close up over them).
     pub dropped_layer: u64,
+    /// Video packets not forwarded because the subscriber's bandwidth estimate does not
+    /// carry even the track's lowest layer (its video is paused, audio goes on; counted
+    /// per packet per subscriber).
+    pub dropped_bandwidth: u64,
     /// Packets dropped because the subscriber cannot receive their payload type.
     pub dropped_no_codec: u64,
     /// Packets dropped because a shard-to-shard ring was full.
@@ -197,6 +201,16 @@ pub struct TransportStats {
     pub bitrate_in: u64,
     /// Send rate in bits per second (UDP payload), over the last second or so.
     pub bitrate_out: u64,
+    /// Subscribe transports with bandwidth estimation: what the server estimates the link
+    /// to the subscriber carries, in bits per second (`None` before the first estimate,
+    /// and for publish transports).
+    pub bandwidth_estimate: Option<u64>,
+    /// Subscribe transports with bandwidth estimation: bits per second of the layers the
+    /// allocator granted (audio included), from their measured bitrates.
+    pub bandwidth_allocated: Option<u64>,
+    /// Subscribe transports with bandwidth estimation: bits per second of what the
+    /// subscriber would get with unlimited bandwidth (each track at its preference).
+    pub bandwidth_desired: Option<u64>,
 }
 
 /// The ICE candidate pair a transport uses.

@@ -144,7 +144,7 @@ fn describe() {
 }
 
 /// Counters of `ShardStats` that count drops, as the `reason` label of `rheomesh_dropped_total`.
-fn drops(s: &ShardStats) -> [(&'static str, u64); 13] {
+fn drops(s: &ShardStats) -> [(&'static str, u64); 14] {
     [
         ("malformed", s.dropped_malformed),
         ("unknown_source", s.dropped_unknown_source),
@@ -156,6 +156,7 @@ fn drops(s: &ShardStats) -> [(&'static str, u64); 13] {
         ("waiting_keyframe", s.dropped_waiting_keyframe),
         ("stale", s.dropped_stale),
         ("layer", s.dropped_layer),
+        ("bandwidth", s.dropped_bandwidth),
         ("no_codec", s.dropped_no_codec),
         ("ring_full", s.ring_full_drops),
         ("overload_pause", s.overload_pauses),

@@ -10,9 +10,9 @@ use str0m::rtp::Ssrc;
 use super::ring::MediaPacket;
 use super::{DownTrackId, ShardId, TrackKey};
 use crate::forward::{
-    spatial_for, KeyframeGuard, KeyframeThrottle, Layer, LayerMode, LayerSelector, Rewriter,
-    RewriterConfig, RtxBudget, RtxStore, GATED_RETRY_INTERVAL, RTX_STORE_CAPACITY,
-    RTX_STORE_WINDOW,
+    spatial_for, Grant, KeyframeGuard, KeyframeThrottle, Layer, LayerMode, LayerRates,
+    LayerSelector, Rewriter, RewriterConfig, RtxBudget, RtxStore, GATED_RETRY_INTERVAL,
+    RTX_STORE_CAPACITY, RTX_STORE_WINDOW,
 };
 
 /// Payload-type translation table: publisher PT → subscriber PT (`NO_PT` if none).
@@ -45,6 +45,8 @@ pub(crate) struct DownTrack {
     pub(crate) seen_active: u8,
     /// What the API was last told: current layer and flowing encodings.
     pub(crate) reported: (Option<Layer>, u8),
+    /// What its transport's bandwidth allocator grants it ([`crate::forward::allocator`]).
+    pub(crate) grant: Grant,
 }
 
 impl DownTrack {
@@ -85,6 +87,7 @@ impl DownTrack {
             preferred: Layer::new(u8::MAX, u8::MAX),
             seen_active: 0,
             reported: (None, 0),
+            grant: Grant::UNLIMITED,
         }
     }
 
@@ -110,12 +113,36 @@ impl DownTrack {
         }
     }
 
+    /// A new grant from the bandwidth allocator. A track without layers that was paused
+    /// resumes at its next keyframe.
+    pub(crate) fn set_grant(&mut self, grant: Grant) {
+        if grant == self.grant {
+            return;
+        }
+        let resumed = self.grant == Grant::Paused;
+        self.grant = grant;
+        if self.layered() {
+            self.retarget();
+        } else if resumed && self.kind == MediaKind::Video {
+            self.rewriter.request_keyframe_gate();
+        }
+    }
+
+    /// Video paused by the bandwidth allocator.
+    pub(crate) fn paused(&self) -> bool {
+        self.grant == Grant::Paused
+    }
+
     /// Set the selector's target from the ceiling and the encodings flowing.
     pub(crate) fn retarget(&mut self) {
         if !self.layered() {
             return;
         }
-        let spatial = spatial_for(self.preferred.spatial, self.seen_active);
+        let ceiling = match self.grant {
+            Grant::UpTo(r) => Some(self.preferred.spatial.min(r)),
+            Grant::Paused => None,
+        };
+        let spatial = ceiling.and_then(|c| spatial_for(c, self.seen_active));
         let target = spatial.map(|s| Layer::new(s, self.preferred.temporal));
         if target != self.selector.target() {
             self.selector.set_target(target);
@@ -155,6 +182,8 @@ pub(crate) struct Route {
     pub(crate) keyframe: KeyframeGuard,
     /// Where in `local` overload shedding pauses the next down-track (they take turns).
     pub(crate) shed_cursor: usize,
+    /// The bitrate of each layer as it arrives, for the bandwidth allocators.
+    pub(crate) rates: LayerRates,
 }
 
 impl Route {

@@ -8,6 +8,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use str0m::bwe::BweKind;
 use str0m::change::SdpPendingOffer;
 use str0m::format::PayloadParams;
 use str0m::media::{MediaKind, Mid, NackRequest, Rid};
@@ -21,8 +22,8 @@ use super::ring::{MediaPacket, PacketLayer};
 use super::udp::SendQueue;
 use super::{DownTrackId, SessionId};
 use crate::forward::{
-    spatial_for, KeyframeThrottle, Observed, Ranking, LAYER_IDLE, MAX_LAYERS,
-    PUBLISHER_KEYFRAME_INTERVAL, PUBLISHER_KEYFRAME_SPACING,
+    spatial_for, Allocation, Allocator, KeyframeThrottle, Observed, Ranking, LAYER_IDLE,
+    MAX_LAYERS, PUBLISHER_KEYFRAME_INTERVAL, PUBLISHER_KEYFRAME_SPACING,
 };
 use crate::wire::codec::{self, CodecKind, PayloadInfo};
 
@@ -342,6 +343,22 @@ pub(crate) struct Session {
     pub(crate) anchor_mid: Option<Mid>,
     /// Down-tracks waiting for the answer that makes them active.
     pub(crate) awaiting_answer: Vec<DownTrackId>,
+    /// Bandwidth estimation toward the subscriber, when on (`MediaConfig::bandwidth_estimation`).
+    pub(crate) bwe: Option<Box<SessionBwe>>,
+}
+
+/// A subscribe session's bandwidth estimate and the allocator that shares it (issue 12).
+#[derive(Debug, Default)]
+pub(crate) struct SessionBwe {
+    /// The latest estimate in bits per second; `None` before the first.
+    pub(crate) estimate: Option<u64>,
+    pub(crate) allocator: Allocator,
+    /// When the allocator last ran.
+    pub(crate) last_run: Option<Instant>,
+    /// Its last outcome.
+    pub(crate) last: Allocation,
+    /// The (minimum, desired) bitrates last given to the estimator.
+    pub(crate) probe: (u64, u64),
 }
 
 impl Session {
@@ -429,6 +446,11 @@ impl Session {
             }
             Event::NackRequest(r) if self.role == Role::Subscribe => {
                 out.nacks.push((self.slot, r));
+            }
+            Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
+                if let Some(bwe) = self.bwe.as_mut() {
+                    bwe.estimate = Some(estimate.as_u64());
+                }
             }
             Event::Closed if self.dead.is_none() => {
                 self.dead = Some(CloseReason::PeerClosed);

@@ -9,9 +9,10 @@
 //! - then the video tracks take turns moving up one layer at a time, up to their
 //!   subscriber's preference, while the estimate has room.
 //!
-//! Keeping a layer needs only room for it; adding one (an upgrade, or resuming a paused
-//! track) needs [`UPGRADE_HEADROOM_PCT`] more than its cost and is not done within
-//! [`CONGESTION_HOLD`] of a downgrade the estimate forced. Layers whose bitrate is not known
+//! Keeping a layer needs only room for it (the lowest one, [`LOWEST_LAYER_KEEP_PCT`] of
+//! it); adding one (an upgrade, or resuming a paused track) needs [`UPGRADE_HEADROOM_PCT`]
+//! more than its cost, and an upgrade is not done within [`CONGESTION_HOLD`] of a
+//! downgrade the estimate forced. Layers whose bitrate is not known
 //! yet are not upgraded to. [`Allocation`] also says what to probe for: the bitrate of
 //! everything the subscriber prefers (`desired`) and, when an upgrade waits for room, the
 //! bitrate that would carry it (`minimum`: the session pads up to it, so the estimator can
@@ -29,8 +30,14 @@ pub const MIN_INITIAL_BPS: u64 = 50_000;
 /// How much more room than its cost (percent) an added layer needs.
 pub const UPGRADE_HEADROOM_PCT: u64 = 15;
 
-/// No layer is added for this long after the estimate forced one down.
+/// No layer is added for this long after the estimate forced one down (resuming a
+/// paused track's lowest layer is not held: only its headroom is needed).
 pub const CONGESTION_HOLD: Duration = Duration::from_secs(10);
+
+/// A track keeps its lowest layer while the estimate leaves at least this share (percent)
+/// of its cost: pausing video is drastic, and an estimate dips below the link's capacity
+/// for a while after congestion.
+pub const LOWEST_LAYER_KEEP_PCT: u64 = 70;
 
 /// What a video track may forward.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,7 +77,13 @@ pub struct Demand {
 impl Demand {
     /// A track: `video` or audio, what each rank costs, the ranks flowing, the preference
     /// and the last grant.
-    pub fn new(video: bool, costs: [u64; MAX_LAYERS], active: u8, ceiling: u8, granted: Grant) -> Demand {
+    pub fn new(
+        video: bool,
+        costs: [u64; MAX_LAYERS],
+        active: u8,
+        ceiling: u8,
+        granted: Grant,
+    ) -> Demand {
         Demand {
             video,
             costs,
@@ -117,8 +130,12 @@ pub struct Allocation {
     /// Bits per second of everything the subscriber wants.
     pub desired: u64,
     /// Bits per second the transport should keep sending (padding the rest) so that the
-    /// estimator learns whether the next upgrade fits; `used` when none waits for room.
+    /// estimator learns whether the next upgrade fits; `used` when none waits for room,
+    /// or within [`CONGESTION_HOLD`].
     pub minimum: u64,
+    /// Bits per second the estimator should probe toward: `desired`, or `used` within
+    /// [`CONGESTION_HOLD`] (probing a link that just congested only congests it again).
+    pub probe: u64,
     /// A grant went down because the estimate did not carry it.
     pub congested: bool,
 }
@@ -166,14 +183,14 @@ impl Allocator {
             let cost = t.cost(low);
             let had = t.previous_rank().is_some();
             let fits = if had {
-                cost <= budget
+                cost * LOWEST_LAYER_KEEP_PCT / 100 <= budget
             } else {
-                !held && with_headroom(cost) <= budget
+                with_headroom(cost) <= budget
             };
             t.squeezed = had && !fits;
             if fits {
                 // (An unmeasured lowest layer costs 0 here: forwarded until measured.)
-                budget -= cost;
+                budget = budget.saturating_sub(cost);
                 t.rank = Some(low);
             } else if waiting.is_none() && !held {
                 waiting = Some(cost);
@@ -238,7 +255,17 @@ impl Allocator {
         if out.congested {
             self.last_congestion = Some(now);
         }
-        out.minimum = out.used + waiting.unwrap_or(0);
+        let held = held || out.congested;
+        out.minimum = if held {
+            out.used
+        } else {
+            out.used + waiting.unwrap_or(0)
+        };
+        out.probe = if held {
+            out.used
+        } else {
+            out.desired.max(out.minimum)
+        };
         out
     }
 }
@@ -250,6 +277,69 @@ impl Demand {
     }
 }
 
+/// Bytes each packet counts in [`LayerRates`] beyond its payload: none, because str0m's
+/// estimator counts RTP payload bytes only (its TWCC send records and acknowledged
+/// bitrate), and costs must be in the estimate's units. Headers are not free: the
+/// estimate of a link is lower than its capacity by their share, which delay-based
+/// estimation finds by itself.
+pub const PACKET_OVERHEAD_BYTES: u64 = 0;
+
+/// The window over which [`LayerRates`] measures.
+pub const RATE_WINDOW: Duration = Duration::from_millis(1000);
+
+/// The bitrate of each spatial layer (or simulcast rank) of one track as it arrives: what
+/// forwarding it would cost a subscriber. Counted once per packet per shard.
+#[derive(Debug, Clone, Default)]
+pub struct LayerRates {
+    bytes: [u64; MAX_LAYERS],
+    bps: [u64; MAX_LAYERS],
+    since: Option<Instant>,
+}
+
+impl LayerRates {
+    /// A packet of `len` payload bytes of layer `layer`.
+    #[inline]
+    pub fn add(&mut self, layer: u8, len: usize) {
+        let i = usize::from(layer).min(MAX_LAYERS - 1);
+        self.bytes[i] += len as u64 + PACKET_OVERHEAD_BYTES;
+    }
+
+    /// Close the window if [`RATE_WINDOW`] has passed.
+    pub fn roll(&mut self, now: Instant) {
+        let Some(since) = self.since else {
+            self.since = Some(now);
+            return;
+        };
+        let elapsed = now.saturating_duration_since(since);
+        if elapsed < RATE_WINDOW {
+            return;
+        }
+        let us = elapsed.as_micros().max(1) as u64;
+        for (bps, bytes) in self.bps.iter_mut().zip(self.bytes.iter_mut()) {
+            *bps = *bytes * 8 * 1_000_000 / us;
+            *bytes = 0;
+        }
+        self.since = Some(now);
+    }
+
+    /// Bits per second of each layer over the last window.
+    pub fn bps(&self) -> [u64; MAX_LAYERS] {
+        self.bps
+    }
+
+    /// What forwarding up to each rank costs: a simulcast encoding alone, an SVC layer
+    /// with every layer below it.
+    pub fn costs(&self, svc: bool) -> [u64; MAX_LAYERS] {
+        let mut c = self.bps;
+        if svc {
+            for i in 1..MAX_LAYERS {
+                c[i] += c[i - 1];
+            }
+        }
+        c
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,7 +347,13 @@ mod tests {
     const KBPS: u64 = 1000;
 
     fn simulcast(ceiling: u8) -> Demand {
-        Demand::new(true, [150 * KBPS, 500 * KBPS, 1500 * KBPS, 0], 0b111, ceiling, Grant::UNLIMITED)
+        Demand::new(
+            true,
+            [150 * KBPS, 500 * KBPS, 1500 * KBPS, 0],
+            0b111,
+            ceiling,
+            Grant::UNLIMITED,
+        )
     }
 
     fn audio() -> Demand {
@@ -279,7 +375,11 @@ mod tests {
         assert_eq!(rank(&tracks[2]), Some(0));
         assert_eq!(out.used, 40 * KBPS + 500 * KBPS + 150 * KBPS);
         assert_eq!(out.desired, 40 * KBPS + 2 * 1500 * KBPS);
-        assert_eq!(out.minimum, out.used + 350 * KBPS, "probe for the next upgrade");
+        assert_eq!(
+            out.minimum,
+            out.used + 350 * KBPS,
+            "probe for the next upgrade"
+        );
         // Plenty: both at the top, granted up to their preference.
         let out = a.allocate(now, 5000 * KBPS, &mut tracks);
         assert_eq!(tracks[1].granted, Grant::UpTo(2));
@@ -311,6 +411,7 @@ mod tests {
         let out = a.allocate(t0 + Duration::from_secs(9), 5000 * KBPS, &mut tracks);
         assert_eq!(rank(&tracks[1]), Some(0));
         assert_eq!(out.minimum, out.used);
+        assert_eq!(out.probe, out.used);
         let _ = a.allocate(t0 + Duration::from_secs(11), 5000 * KBPS, &mut tracks);
         assert_eq!(rank(&tracks[1]), Some(2));
     }
@@ -321,11 +422,23 @@ mod tests {
         let mut a = Allocator::new();
         let mut tracks = [audio(), simulcast(2)];
         a.allocate(t0, 1000 * KBPS, &mut tracks);
+        // A dip to 70 % of the lowest layer's cost keeps it.
+        a.allocate(t0, 40 * KBPS + 105 * KBPS, &mut tracks);
+        assert_eq!(rank(&tracks[1]), Some(0));
         let out = a.allocate(t0, 60 * KBPS, &mut tracks);
         assert_eq!(tracks[1].granted, Grant::Paused);
         assert_eq!(out.used, 40 * KBPS, "audio only");
-        // Recovered (after the hold): resumes.
-        a.allocate(t0 + CONGESTION_HOLD, 400 * KBPS, &mut tracks);
+        assert_eq!(out.minimum, 40 * KBPS, "no probing within the hold");
+        assert_eq!(out.probe, 40 * KBPS);
+        let out = a.allocate(t0 + CONGESTION_HOLD, 60 * KBPS, &mut tracks);
+        assert_eq!(
+            out.minimum,
+            190 * KBPS,
+            "then it probes for the lowest layer"
+        );
+        assert_eq!(out.probe, out.desired);
+        // Recovered: resumes at once (with headroom), but adds no layer within the hold.
+        a.allocate(t0 + Duration::from_secs(1), 1000 * KBPS, &mut tracks);
         assert_eq!(rank(&tracks[1]), Some(0));
     }
 
@@ -359,10 +472,34 @@ mod tests {
     }
 
     #[test]
+    fn layer_rates_measure_each_layer_and_add_up_svc_layers() {
+        let t0 = Instant::now();
+        let mut r = LayerRates::default();
+        r.roll(t0);
+        for _ in 0..100 {
+            r.add(0, 1000 - PACKET_OVERHEAD_BYTES as usize);
+            r.add(1, 2000 - PACKET_OVERHEAD_BYTES as usize);
+        }
+        r.roll(t0 + Duration::from_millis(500));
+        assert_eq!(r.bps(), [0; MAX_LAYERS], "the window is not over");
+        r.roll(t0 + Duration::from_secs(1));
+        assert_eq!(r.costs(false), [800_000, 1_600_000, 0, 0]);
+        assert_eq!(r.costs(true), [800_000, 2_400_000, 2_400_000, 2_400_000]);
+        r.roll(t0 + Duration::from_secs(2));
+        assert_eq!(r.bps(), [0; MAX_LAYERS], "nothing in the next window");
+    }
+
+    #[test]
     fn a_track_without_layers_is_forwarded_or_paused_whole() {
         let t0 = Instant::now();
         let mut a = Allocator::new();
-        let mut tracks = [Demand::new(true, [800 * KBPS, 0, 0, 0], 1, u8::MAX, Grant::UNLIMITED)];
+        let mut tracks = [Demand::new(
+            true,
+            [800 * KBPS, 0, 0, 0],
+            1,
+            u8::MAX,
+            Grant::UNLIMITED,
+        )];
         a.allocate(t0, 1000 * KBPS, &mut tracks);
         assert_eq!(tracks[0].granted, Grant::UpTo(MAX_LAYERS as u8 - 1));
         // Kept without headroom, at its cost.

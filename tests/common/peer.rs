@@ -1,7 +1,8 @@
 //! A real str0m client peer for integration tests: the sans-IO
 //! [`ClientPeer`](rheomesh::testing::ClientPeer) driven by its own std thread, a UDP socket
 //! bound to `127.0.0.1:0` and the wall clock. This file owns only the driving: the socket
-//! loop, the send schedule (packets per second, keyframe interval), simulated loss, and a
+//! loop, the send schedule (packets per second, keyframe interval), simulated loss, a
+//! shaped downlink (a bottleneck of a set rate in front of the peer), and a
 //! blocking API callable from any thread (every method locks the peer, acts, and sends
 //! what the peer queued). Offers, payloads and per-track counters are the client's.
 //!
@@ -9,6 +10,7 @@
 //! [`AUDIO_PAYLOAD_LEN`] bytes, stamped with [`now_us`] (one process-wide clock, so one-way
 //! latency needs no sync); every video packet carries the marker bit.
 
+use std::collections::VecDeque;
 use std::io::ErrorKind;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Once, OnceLock};
@@ -78,6 +80,36 @@ pub struct PeerStats {
     pub dropped_in: u64,
 }
 
+/// The longest a datagram waits in the shaped downlink's queue; later ones are dropped
+/// (a drop-tail bottleneck, like `tc tbf ... latency 50ms`).
+const SHAPER_QUEUE: Duration = Duration::from_millis(50);
+
+/// A bottleneck in front of the peer: datagrams from the server leave it at `bps`, in
+/// order, and are handed to the peer at that time; what would wait longer than
+/// [`SHAPER_QUEUE`] is dropped.
+struct Shaper {
+    bps: u64,
+    queue: VecDeque<(Instant, Vec<u8>, SocketAddr)>,
+    /// When the link is free again.
+    free_at: Instant,
+    dropped: u64,
+}
+
+impl Shaper {
+    fn offer(&mut self, data: &[u8], source: SocketAddr, now: Instant) {
+        let start = self.free_at.max(now);
+        if start.saturating_duration_since(now) > SHAPER_QUEUE {
+            self.dropped += 1;
+            return;
+        }
+        // Wire size: the UDP payload plus UDP/IP headers.
+        let bits = (data.len() as u64 + 28) * 8;
+        let done = start + Duration::from_micros(bits * 1_000_000 / self.bps.max(1));
+        self.free_at = done;
+        self.queue.push_back((done, data.to_vec(), source));
+    }
+}
+
 struct XorShift(u64);
 
 impl XorShift {
@@ -118,6 +150,8 @@ struct State {
     dropped_in: u64,
     keyframe_request_times: Vec<Instant>,
     stop: bool,
+    shaper: Option<Shaper>,
+    shaper_dropped: u64,
 }
 
 impl State {
@@ -137,6 +171,29 @@ impl State {
     }
 
     fn on_datagram(&mut self, data: &[u8], source: SocketAddr) {
+        if let (Some(shaper), true) = (self.shaper.as_mut(), self.peer.connected()) {
+            shaper.offer(data, source, Instant::now());
+            return;
+        }
+        self.deliver(data, source);
+    }
+
+    /// Hand the peer what has crossed the shaped downlink by now.
+    fn deliver_shaped(&mut self) {
+        let now = Instant::now();
+        while let Some((at, _, _)) = self.shaper.as_ref().and_then(|s| s.queue.front()) {
+            if *at > now {
+                break;
+            }
+            let Some((_, data, source)) = self.shaper.as_mut().and_then(|s| s.queue.pop_front())
+            else {
+                break;
+            };
+            self.deliver(&data, source);
+        }
+    }
+
+    fn deliver(&mut self, data: &[u8], source: SocketAddr) {
         if self.peer.connected()
             && self.cfg.loss_in > 0.0
             && is_srtp(data)
@@ -203,6 +260,9 @@ impl State {
                 wake = wake.min(*due);
             }
         }
+        if let Some((at, _, _)) = self.shaper.as_ref().and_then(|s| s.queue.front()) {
+            wake = wake.min(*at);
+        }
         wake.saturating_duration_since(now)
             .max(Duration::from_millis(1))
     }
@@ -249,6 +309,7 @@ impl Shared {
                     // e.g. ICMP port unreachable surfacing as ConnectionRefused; ignore.
                     Err(_) => {}
                 }
+                s.deliver_shaped();
                 s.send_due_media();
                 let now = Instant::now();
                 if now >= s.peer.next_timeout() {
@@ -286,6 +347,8 @@ impl TestPeer {
                 dropped_in: 0,
                 keyframe_request_times: Vec::new(),
                 stop: false,
+                shaper: None,
+                shaper_dropped: 0,
             }),
             connected: Condvar::new(),
             socket,
@@ -342,6 +405,39 @@ impl TestPeer {
                     .publish_simulcast_offer(&stream_id, track_id, encodings)
             })
             .expect("publish_simulcast_offer")
+    }
+
+    /// Shape what the peer receives once connected: a bottleneck of `bps` bits per second
+    /// with a 50 ms drop-tail queue; `None` removes it (what waits in it is delivered).
+    /// Returns the datagrams the bottleneck dropped so far.
+    pub fn set_downlink(&self, bps: Option<u64>) -> u64 {
+        self.shared.with(|s| {
+            match (bps, s.shaper.as_mut()) {
+                (Some(bps), Some(shaper)) => shaper.bps = bps,
+                (Some(bps), None) => {
+                    s.shaper = Some(Shaper {
+                        bps,
+                        queue: VecDeque::new(),
+                        free_at: Instant::now(),
+                        dropped: 0,
+                    })
+                }
+                (None, _) => {
+                    if let Some(shaper) = s.shaper.take() {
+                        s.shaper_dropped += shaper.dropped;
+                        for (_, data, source) in shaper.queue {
+                            s.deliver(&data, source);
+                        }
+                    }
+                }
+            }
+            s.shaper_dropped + s.shaper.as_ref().map_or(0, |x| x.dropped)
+        })
+    }
+
+    /// Set the payload size of local track `i`'s packets.
+    pub fn set_payload_len(&self, i: usize, len: usize) {
+        self.shared.with(|s| s.peer.set_payload_len(i, len));
     }
 
     /// What local track `i` (a simulcast encoding, in offer order) has sent.

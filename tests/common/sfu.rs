@@ -18,6 +18,11 @@ use super::peer::{PeerConfig, TestPeer};
 
 /// A worker with `shards` shards on 127.0.0.1 and one router.
 pub async fn setup(shards: usize) -> (Arc<Mutex<Worker>>, Router) {
+    setup_with(shards, MediaConfig::default()).await
+}
+
+/// A worker with `shards` shards on 127.0.0.1 and one router of `media`.
+pub async fn setup_with(shards: usize, media: MediaConfig) -> (Arc<Mutex<Worker>>, Router) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
@@ -27,7 +32,7 @@ pub async fn setup(shards: usize) -> (Arc<Mutex<Worker>>, Router) {
     let mut config = WorkerConfig::default();
     config.shards = shards;
     let worker = Worker::new(config).await.expect("worker starts");
-    let router = worker.lock().await.new_router(MediaConfig::default());
+    let router = worker.lock().await.new_router(media);
     (worker, router)
 }
 

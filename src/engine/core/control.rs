@@ -17,15 +17,14 @@ use str0m::{Candidate, IceCreds, Rtc};
 
 use super::ShardCore;
 use crate::engine::command::{
-    CloseReason, Command, DownTrackSpec, Role, SessionCreated, SessionEvent, SessionSpec,
-    TrackInfo,
+    CloseReason, Command, DownTrackSpec, Role, SessionCreated, SessionEvent, SessionSpec, TrackInfo,
 };
 use crate::engine::route::DownTrack;
-use crate::forward::MIN_INITIAL_BPS;
 use crate::engine::sdp::{answer_in_offer_order, sdp_mids, sdp_msids, stop_m_lines};
 use crate::engine::session::{PendingOffer, Session, UpTrack};
 use crate::engine::{next_id, DownTrackId, SessionId, TrackKey};
 use crate::error::{NegotiationError, SubscribeError, TransportError};
+use crate::forward::MIN_INITIAL_BPS;
 
 impl ShardCore {
     /// One command from the API side.
@@ -155,10 +154,9 @@ impl ShardCore {
         if let Some(cert) = &self.dtls_cert {
             cfg = cfg.set_dtls_cert(cert.clone());
         }
-        if spec.role == Role::Subscribe {
-            if let Some(bps) = spec.media.bandwidth_estimation {
-                cfg = cfg.enable_bwe(Some(str0m::bwe::Bitrate::bps(bps.max(MIN_INITIAL_BPS))));
-            }
+        let bwe = spec.role == Role::Subscribe && spec.media.bandwidth_estimation.is_some();
+        if let (true, Some(bps)) = (bwe, spec.media.bandwidth_estimation) {
+            cfg = cfg.enable_bwe(Some(str0m::bwe::Bitrate::bps(bps.max(MIN_INITIAL_BPS))));
         }
         let mut rtc = spec.media.apply(cfg).build(now);
         let mut candidates = Vec::new();
@@ -212,6 +210,7 @@ impl ShardCore {
             downs: Vec::new(),
             to_stop: Vec::new(),
             awaiting_answer: Vec::new(),
+            bwe: bwe.then(Default::default),
             anchor_mid: None,
         };
         let got = self.sessions.insert(session);

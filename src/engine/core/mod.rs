@@ -17,9 +17,11 @@
 //! one concept per file:
 //! - [`packet_path`]: routing and forwarding media, keyframe requests the other way;
 //! - [`control`]: commands from the API and SDP negotiation;
+//! - [`bandwidth`]: sharing each subscriber's bandwidth estimate among its tracks;
 //! - [`srflx`]: server-reflexive discovery through STUN servers;
 //! - [`stats`]: shard and transport statistics on request.
 
+mod bandwidth;
 mod control;
 mod packet_path;
 mod srflx;
@@ -85,6 +87,10 @@ pub(crate) struct ShardCore {
     /// Tracks whose publisher should be asked for a keyframe.
     /// Keyframes to ask publishers for: track and rank of the encoding.
     want_keyframe: Vec<(TrackKey, u8)>,
+    /// Scratch of the bandwidth allocation ([`bandwidth`]): one session's tracks.
+    demands: Vec<crate::forward::Demand>,
+    /// Scratch: sessions to drain after a pass over all of them.
+    touched: Vec<usize>,
     /// When the earliest keyframe request a publisher's throttle held back is due.
     keyframe_due: Option<Instant>,
     /// The socket backlog as the driver measured it: overload shedding's signal.
@@ -133,6 +139,8 @@ impl ShardCore {
             dirty: Vec::new(),
             doomed: Vec::new(),
             want_keyframe: Vec::new(),
+            demands: Vec::new(),
+            touched: Vec::new(),
             keyframe_due: None,
             backlog: Backlog::default(),
             counters: ShardStats {
@@ -424,6 +432,10 @@ impl ShardCore {
                 queue_teardown(&mut self.doomed, s, slot);
             }
         }
+        for route in self.routes.map.values_mut() {
+            route.rates.roll(now);
+        }
+        self.allocate_bandwidth(now);
         for (_, d) in self.downs.iter_mut() {
             let waiting =
                 d.rewriter.waiting_for_keyframe() || d.selector.wants_keyframe().is_some();

@@ -164,6 +164,12 @@ impl ShardCore {
                 self.counters.nacks_unanswered += asked;
                 continue;
             };
+            if d.paused() {
+                // Its video restarts at a keyframe: repairs would only load a link that
+                // cannot carry even the lowest layer.
+                self.counters.nacks_unanswered += asked;
+                continue;
+            }
             let mut sent = 0u64;
             let _ = s.guarded(|s| {
                 let mut api = s.rtc.direct_api();
@@ -251,6 +257,7 @@ impl Delivery<'_> {
     /// keep it in the route's store.
     pub(super) fn fan_out(&mut self, route: &mut Route, pkt: MediaPacket, waited: Duration) {
         self.shed(route, &pkt, waited);
+        route.rates.add(pkt.layer.spatial, pkt.payload.len());
         self.forward(&route.local, &pkt);
         if let Some(store) = &mut route.store {
             store.insert(pkt.source, pkt.seq, pkt.arrival, pkt);
@@ -345,7 +352,11 @@ impl Delivery<'_> {
                 marker = true;
             }
             if verdict == LayerVerdict::Drop {
-                c.dropped_layer += 1;
+                if d.paused() {
+                    c.dropped_bandwidth += 1;
+                } else {
+                    c.dropped_layer += 1;
+                }
                 // Dropped on purpose: the subscriber must not see a gap for it.
                 d.rewriter.skip(&input);
                 if let Some(rank) = d.selector.wants_keyframe() {
@@ -355,6 +366,12 @@ impl Delivery<'_> {
                 }
                 return;
             }
+        } else if d.paused() {
+            // Video without layers, paused by the bandwidth allocator: no gap for it, and
+            // it resumes at a keyframe (`DownTrack::set_grant`).
+            c.dropped_bandwidth += 1;
+            d.rewriter.skip(&input);
+            return;
         }
         let out_pt = d.pt_map[(pkt.pt & 0x7f) as usize];
         if out_pt == NO_PT {

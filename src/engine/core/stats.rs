@@ -61,6 +61,12 @@ impl ShardCore {
             bytes_out: traffic.bytes_out,
             bitrate_in: traffic.bitrate_in,
             bitrate_out: traffic.bitrate_out,
+            bandwidth_estimate: s.bwe.as_ref().and_then(|b| b.estimate),
+            bandwidth_allocated: s.bwe.as_ref().and_then(|b| b.last_run.map(|_| b.last.used)),
+            bandwidth_desired: s
+                .bwe
+                .as_ref()
+                .and_then(|b| b.last_run.map(|_| b.last.desired)),
             ..Default::default()
         };
         let worst = |a: Option<f32>, b: Option<f32>| match (a, b) {

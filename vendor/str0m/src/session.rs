@@ -1372,7 +1372,8 @@ impl Session {
             self.pacer.register_send(now, payload_size.into(), midrid);
         } else if self.bwe.is_some() {
             // (Rheomesh patch.) A direct send counts against the pacer's budget too.
-            self.pacer.register_send(now, payload_size.into(), direct_midrid);
+            self.pacer
+                .register_send(now, payload_size.into(), direct_midrid);
         }
 
         // (Rheomesh patch.) The buffer keeps its length: the packet is its head.
