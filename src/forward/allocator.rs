@@ -130,8 +130,8 @@ pub struct Allocation {
     /// Bits per second of everything the subscriber wants.
     pub desired: u64,
     /// Bits per second the transport should keep sending (padding the rest) so that the
-    /// estimator learns whether the next upgrade fits; `used` when none waits for room,
-    /// or within [`CONGESTION_HOLD`].
+    /// estimator learns whether the next upgrade fits; 0 (no padding) when none waits for
+    /// room, or within [`CONGESTION_HOLD`].
     pub minimum: u64,
     /// Bits per second the estimator should probe toward: `desired`, or `used` within
     /// [`CONGESTION_HOLD`] (probing a link that just congested only congests it again).
@@ -256,10 +256,9 @@ impl Allocator {
             self.last_congestion = Some(now);
         }
         let held = held || out.congested;
-        out.minimum = if held {
-            out.used
-        } else {
-            out.used + waiting.unwrap_or(0)
+        out.minimum = match waiting {
+            Some(extra) if !held => out.used + extra,
+            _ => 0,
         };
         out.probe = if held {
             out.used
@@ -384,7 +383,7 @@ mod tests {
         let out = a.allocate(now, 5000 * KBPS, &mut tracks);
         assert_eq!(tracks[1].granted, Grant::UpTo(2));
         assert_eq!(tracks[2].granted, Grant::UpTo(2));
-        assert_eq!(out.minimum, out.used);
+        assert_eq!(out.minimum, 0, "nothing waits: no padding");
     }
 
     #[test]
@@ -410,7 +409,7 @@ mod tests {
         // Room again, but within the hold: no upgrade, and no probing for one.
         let out = a.allocate(t0 + Duration::from_secs(9), 5000 * KBPS, &mut tracks);
         assert_eq!(rank(&tracks[1]), Some(0));
-        assert_eq!(out.minimum, out.used);
+        assert_eq!(out.minimum, 0);
         assert_eq!(out.probe, out.used);
         let _ = a.allocate(t0 + Duration::from_secs(11), 5000 * KBPS, &mut tracks);
         assert_eq!(rank(&tracks[1]), Some(2));
@@ -428,7 +427,7 @@ mod tests {
         let out = a.allocate(t0, 60 * KBPS, &mut tracks);
         assert_eq!(tracks[1].granted, Grant::Paused);
         assert_eq!(out.used, 40 * KBPS, "audio only");
-        assert_eq!(out.minimum, 40 * KBPS, "no probing within the hold");
+        assert_eq!(out.minimum, 0, "no probing within the hold");
         assert_eq!(out.probe, 40 * KBPS);
         let out = a.allocate(t0 + CONGESTION_HOLD, 60 * KBPS, &mut tracks);
         assert_eq!(

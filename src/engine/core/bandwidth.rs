@@ -100,7 +100,8 @@ impl ShardCore {
     }
 }
 
-/// Whether `new` differs from `old` by at least [`PROBE_CHANGE_PCT`].
+/// Whether `new` differs from `old` by at least [`PROBE_CHANGE_PCT`] (or one is 0 and
+/// the other not).
 fn moved(old: u64, new: u64) -> bool {
-    old.abs_diff(new) * 100 > old.max(1) * PROBE_CHANGE_PCT
+    (old == 0) != (new == 0) || old.abs_diff(new) * 100 > old.max(1) * PROBE_CHANGE_PCT
 }

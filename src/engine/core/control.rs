@@ -159,6 +159,10 @@ impl ShardCore {
             cfg = cfg.enable_bwe(Some(str0m::bwe::Bitrate::bps(bps.max(MIN_INITIAL_BPS))));
         }
         let mut rtc = spec.media.apply(cfg).build(now);
+        if bwe {
+            // Padding only up to what the allocator asks for (`Allocation::minimum`).
+            rtc.bwe().set_automatic_padding(false);
+        }
         let mut candidates = Vec::new();
         if let Ok(c) = Candidate::host(self.local_addr, "udp") {
             candidates.push(c.to_sdp_string());

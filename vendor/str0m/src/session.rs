@@ -1299,17 +1299,15 @@ impl Session {
     /// (Rheomesh patch.) Send an RTP packet written through the direct API at once: encrypt
     /// it and hand it back, without the send queue snapshots, the pacer and `poll_output`.
     /// Only when the stream has nothing else waiting, so the packet would have been the next
-    /// one anyway, and (with BWE) when the pacer has no probe running; otherwise it is
-    /// queued as by [`StreamTx::write_rtp`] and `Queued` says the caller must flush. With
-    /// BWE the pacer is told of the send (its budget and padding debt count it) and the
-    /// packet gets its transport-wide sequence number as a paced one does: the estimator
-    /// sees every packet; only the pacer's smoothing is skipped (a forwarded stream comes
-    /// at the rate its publisher sends it).
+    /// one anyway; otherwise it is queued as by [`StreamTx::write_rtp`] and `Queued` says
+    /// the caller must flush. With BWE the pacer is told of the send (its budget, padding
+    /// debt and running probe count it) and the packet gets its transport-wide sequence
+    /// number (in the running probe cluster, if any) as a paced one does: the estimator sees
+    /// every packet. Only the pacer's smoothing is skipped: a forwarded stream comes at the
+    /// rate its publisher sends it, and holding it back at the estimate's pace only builds
+    /// a queue (of up to 2 s) whenever the estimate falls below what is being forwarded.
     pub fn send_rtp_now(&mut self, now: Instant, ssrc: Ssrc, rtp: RtpWrite) -> Option<SentNow> {
-        let direct = !self.rtp_closing
-            && (self.bwe.is_none() || self.pacer.active_cluster().is_none())
-            && self.raw_packets.is_none()
-            && self.srtp_tx.is_some();
+        let direct = !self.rtp_closing && self.raw_packets.is_none() && self.srtp_tx.is_some();
         let stream = self.streams.stream_tx(&ssrc)?;
         if !direct || !stream.can_send_now() {
             stream.write_rtp(rtp);
@@ -1332,7 +1330,11 @@ impl Session {
                 Some(midrid),
                 cluster_id,
             ),
-            NextFrom::Direct(ssrc) => (self.streams.stream_tx(&ssrc)?, None, None),
+            NextFrom::Direct(ssrc) => (
+                self.streams.stream_tx(&ssrc)?,
+                None,
+                self.bwe.as_ref().and(self.pacer.active_cluster()),
+            ),
         };
         let Some(media) = self.medias.iter().find(|m| m.mid() == stream.mid()) else {
             trace!("Send stream of mid {} has no media", stream.mid());
@@ -1514,6 +1516,12 @@ impl Session {
             bwe.set_bitrate(minimum, desired);
             self.configure_pacer();
         }
+    }
+
+    /// (Rheomesh patch.) See [`crate::bwe::Bwe::set_automatic_padding`].
+    pub fn set_bwe_automatic_padding(&mut self, on: bool) {
+        self.pacer_control.set_automatic_padding(on);
+        self.configure_pacer();
     }
 
     pub fn reset_bwe(&mut self, init_bitrate: Bitrate) {

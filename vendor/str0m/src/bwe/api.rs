@@ -91,6 +91,17 @@ impl<'a> Bwe<'a> {
         m.no_events();
     }
 
+    /// (Rheomesh patch.) Keep (`true`, the default) or drop the automatic 50 kbit/s padding
+    /// floor of [`set_bitrate`][Self::set_bitrate]. Without it only the application's
+    /// `minimum` is padded up to: an application that sets its minimum itself (an SFU's
+    /// allocator) keeps a link that carries less than 50 kbit/s from being filled with
+    /// padding that crowds out its audio.
+    pub fn set_automatic_padding(&mut self, on: bool) {
+        let mut m = self.0.mutate();
+        m.session.set_bwe_automatic_padding(on);
+        m.no_events();
+    }
+
     /// Reset the BWE with a new init_bitrate
     ///
     /// This discards the current estimator state and starts estimation again

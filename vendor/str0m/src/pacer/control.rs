@@ -18,11 +18,22 @@ pub(crate) struct PacingResult {
 }
 
 /// Controls the pacing and padding rates.
-pub(crate) struct PacerControl {}
+pub(crate) struct PacerControl {
+    /// (Rheomesh patch.) Whether [`PADDING_TARGET`] is a floor of the padding target; when
+    /// off, only the application's minimum is.
+    automatic_padding: bool,
+}
 
 impl PacerControl {
     pub fn new() -> Self {
-        Self {}
+        Self {
+            automatic_padding: true,
+        }
+    }
+
+    /// (Rheomesh patch.) Keep (`true`, the default) or drop the automatic padding floor.
+    pub fn set_automatic_padding(&mut self, on: bool) {
+        self.automatic_padding = on;
     }
 
     pub fn calculate(
@@ -38,7 +49,12 @@ impl PacerControl {
         } else if has_active_media {
             // Sustain the requested minimum without exceeding estimated capacity.
             // Keep the automatic target for NAT bindings and RTX state.
-            PADDING_TARGET.max(minimum).min(estimate)
+            let floor = if self.automatic_padding {
+                PADDING_TARGET
+            } else {
+                Bitrate::ZERO
+            };
+            floor.max(minimum).min(estimate)
         } else {
             // No padding when no media is being sent
             Bitrate::ZERO
@@ -100,6 +116,16 @@ mod test {
             assert_eq!(result.padding_rate, Bitrate::kbps(expected));
             assert_eq!(result.pacing_rate, Bitrate::kbps(estimate) * PACING_FACTOR);
         }
+    }
+
+    #[test]
+    fn without_automatic_padding_only_the_minimum_pads() {
+        let mut c = PacerControl::new();
+        c.set_automatic_padding(false);
+        let r = c.calculate(true, Bitrate::kbps(1_000), false, Bitrate::ZERO);
+        assert_eq!(r.padding_rate, Bitrate::ZERO);
+        let r = c.calculate(true, Bitrate::kbps(1_000), false, Bitrate::kbps(300));
+        assert_eq!(r.padding_rate, Bitrate::kbps(300));
     }
 
     #[test]
