@@ -13,17 +13,14 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::peer::{PeerConfig, TestPeer};
+use common::peer::PeerConfig;
 use common::sfu::{
-    candidate_init, connect_publisher, connect_subscriber, setup_with, wait_connected, wait_until,
-    Sub,
+    connect_publisher, connect_simulcast_publisher, connect_subscriber, setup_with, wait_until,
+    SimulcastPub, Sub,
 };
 use rheomesh::config::{MediaConfig, DEFAULT_INITIAL_BITRATE_BPS};
 use rheomesh::router::Router;
 use rheomesh::subscriber::Subscriber;
-use rheomesh::transport::PublishTransport;
-use rheomesh::SessionDescription;
-use std::sync::Arc;
 
 /// Offer order: (rid, keyframe size), and the payload size of each encoding's packets.
 const ENCODINGS: [(&str, (u16, u16)); 3] =
@@ -32,37 +29,13 @@ const PAYLOAD: [usize; 3] = [1200, 300, 700];
 /// The local track (offer order) of each rank.
 const TRACK_OF_RANK: [usize; 3] = [1, 2, 0];
 
-struct SimulcastPub {
-    _transport: PublishTransport,
-    _peer: Arc<TestPeer>,
-}
-
 async fn simulcast_publisher(router: &Router) -> SimulcastPub {
-    let peer = Arc::new(TestPeer::new(PeerConfig::default()));
-    let transport = router.create_publish_transport(Default::default()).await;
-    let offer = peer.publish_simulcast_offer("v", &ENCODINGS);
-    let answer = transport
-        .get_answer(SessionDescription::offer(offer))
-        .await
-        .expect("simulcast offer accepted");
-    peer.accept_answer(&answer.sdp).expect("answer accepted");
-    transport
-        .add_ice_candidate(candidate_init(&peer))
-        .await
-        .expect("candidate accepted");
-    assert!(
-        wait_connected(&peer, Duration::from_secs(10)).await,
-        "publisher connects"
-    );
-    transport.try_publish("v").await.expect("track published");
+    let publisher = connect_simulcast_publisher(router, "v", &ENCODINGS).await;
     for (i, len) in PAYLOAD.iter().enumerate() {
-        peer.set_payload_len(i, *len);
+        publisher.peer.set_payload_len(i, *len);
     }
-    peer.start_sending(50, 0, Duration::from_secs(2));
-    SimulcastPub {
-        _transport: transport,
-        _peer: peer,
-    }
+    publisher.peer.start_sending(50, 0, Duration::from_secs(2));
+    publisher
 }
 
 /// The spatial layer `subscriber` forwards now (`None`: paused or not started).

@@ -11,14 +11,13 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::peer::{PeerConfig, TestPeer};
-use common::sfu::{candidate_init, connect_subscriber, setup, wait_connected, wait_until, Sub};
+use common::peer::PeerConfig;
+use common::sfu::{
+    connect_simulcast_publisher, connect_subscriber, setup, wait_until, SimulcastPub, Sub,
+};
 use rheomesh::router::Router;
 use rheomesh::subscriber::Subscriber;
 use rheomesh::testing::ReceivedTrack;
-use rheomesh::transport::PublishTransport;
-use rheomesh::SessionDescription;
-use std::sync::Arc;
 
 /// Offer order: (rid, keyframe size). Ranks: "b" 0, "c" 1, "a" 2.
 const ENCODINGS: [(&str, (u16, u16)); 3] =
@@ -26,40 +25,11 @@ const ENCODINGS: [(&str, (u16, u16)); 3] =
 /// The local track (offer order) of each rank.
 const TRACK_OF_RANK: [usize; 3] = [1, 2, 0];
 
-struct SimulcastPub {
-    _transport: PublishTransport,
-    peer: Arc<TestPeer>,
-}
-
 async fn simulcast_publisher(router: &Router) -> SimulcastPub {
-    let peer = Arc::new(TestPeer::new(PeerConfig::default()));
-    let transport = router.create_publish_transport(Default::default()).await;
-    let offer = peer.publish_simulcast_offer("v", &ENCODINGS);
-    let answer = transport
-        .get_answer(SessionDescription::offer(offer))
-        .await
-        .expect("simulcast offer accepted");
-    assert!(
-        answer.sdp.contains("a=simulcast:recv"),
-        "the answer receives simulcast:\n{}",
-        answer.sdp
-    );
-    peer.accept_answer(&answer.sdp).expect("answer accepted");
-    transport
-        .add_ice_candidate(candidate_init(&peer))
-        .await
-        .expect("candidate accepted");
-    assert!(
-        wait_connected(&peer, Duration::from_secs(10)).await,
-        "publisher connects"
-    );
-    transport.try_publish("v").await.expect("track published");
+    let publisher = connect_simulcast_publisher(router, "v", &ENCODINGS).await;
     // 50 packets/s per encoding, a keyframe every 2 s and on request.
-    peer.start_sending(50, 0, Duration::from_secs(2));
-    SimulcastPub {
-        _transport: transport,
-        peer,
-    }
+    publisher.peer.start_sending(50, 0, Duration::from_secs(2));
+    publisher
 }
 
 /// Which encoding (rank) a subscriber's packets came from since `before`.

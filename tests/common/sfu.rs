@@ -89,19 +89,7 @@ pub async fn connect_publisher(
         .create_publish_transport(WebRTCTransportConfig::default())
         .await;
     let offer = peer.publish_offer(audio, video);
-    let answer = transport
-        .get_answer(SessionDescription::offer(offer))
-        .await
-        .expect("publish offer accepted");
-    peer.accept_answer(&answer.sdp).expect("answer accepted");
-    transport
-        .add_ice_candidate(candidate_init(&peer))
-        .await
-        .expect("candidate accepted");
-    assert!(
-        wait_connected(&peer, Duration::from_secs(10)).await,
-        "publisher connects"
-    );
+    let answer = negotiate_publisher(&transport, &peer, offer).await;
     let mut publishers = Vec::new();
     for id in [audio, video].into_iter().flatten() {
         publishers.push(transport.try_publish(id).await.expect("track published"));
@@ -110,8 +98,60 @@ pub async fn connect_publisher(
         transport,
         peer,
         publishers,
-        answer: answer.sdp,
+        answer,
     }
+}
+
+/// Offer `offer` from `peer` to the publish `transport`, apply the answer, trickle the peer's
+/// candidate and wait until it connects. Returns the answer SDP.
+async fn negotiate_publisher(
+    transport: &PublishTransport,
+    peer: &Arc<TestPeer>,
+    offer: String,
+) -> String {
+    let answer = transport
+        .get_answer(SessionDescription::offer(offer))
+        .await
+        .expect("publish offer accepted");
+    peer.accept_answer(&answer.sdp).expect("answer accepted");
+    transport
+        .add_ice_candidate(candidate_init(peer))
+        .await
+        .expect("candidate accepted");
+    assert!(
+        wait_connected(peer, Duration::from_secs(10)).await,
+        "publisher connects"
+    );
+    answer.sdp
+}
+
+/// A connected publisher of one simulcast VP8 track (not sending yet).
+pub struct SimulcastPub {
+    pub transport: PublishTransport,
+    pub peer: Arc<TestPeer>,
+}
+
+/// Connect a test peer publishing `track_id` as simulcast with `encodings` (rid and the
+/// picture size its keyframes announce; local tracks 0.. in that order), checking that the
+/// answer receives them as simulcast. The caller starts the sending.
+pub async fn connect_simulcast_publisher(
+    router: &Router,
+    track_id: &str,
+    encodings: &[(&str, (u16, u16))],
+) -> SimulcastPub {
+    let peer = Arc::new(TestPeer::new(PeerConfig::default()));
+    let transport = router.create_publish_transport(Default::default()).await;
+    let offer = peer.publish_simulcast_offer(track_id, encodings);
+    let answer = negotiate_publisher(&transport, &peer, offer).await;
+    assert!(
+        answer.contains("a=simulcast:recv"),
+        "the answer receives simulcast:\n{answer}"
+    );
+    transport
+        .try_publish(track_id)
+        .await
+        .expect("track published");
+    SimulcastPub { transport, peer }
 }
 
 /// A subscribing peer.
