@@ -68,13 +68,18 @@ test("VP9 SVC: spatial 1 / temporal 1 decodes at the middle size and about half 
 
     const asked = Date.now();
     await b.evaluate((id) => window.rheomeshControls.setPreferredLayer(id, 1, 1), ids.video);
+    // Half of A's top width, as A sends it meanwhile: under CPU load Chromium scales the
+    // whole picture (one CI run's A went from 640 back up to 1280 wide here).
+    const midWidths = new Set([top.last.frameWidth / 2]);
     const switched = await until(
       async () => {
+        const sent = (await outboundVideoStats(a)).find((x) => x.framesSent > 0)?.frameWidth ?? 0;
+        if (sent) midWidths.add(sent / 2);
         const s = (await inboundSamples(b, ids.video, Date.now() - 300)).at(-1);
-        return s && s.frameWidth === top.last.frameWidth / 2 ? s : null;
+        return s && midWidths.has(s.frameWidth) ? s : null;
       },
       SWITCH_WITHIN_MS,
-      `B decodes the middle layer (${top.last.frameWidth / 2} wide) within ${SWITCH_WITHIN_MS} ms`,
+      `B decodes the middle layer (half of A's top width) within ${SWITCH_WITHIN_MS} ms`,
     );
     const tookMs = switched.at - asked;
     const layer = await waitFor(b, (id) => window.rheomeshApp.layers[id] ?? null, 3000, "LayerChanged arrived", ids.video);
@@ -97,7 +102,9 @@ test("VP9 SVC: spatial 1 / temporal 1 decodes at the middle size and about half 
       `(A sent ${sentFps.toFixed(1)} fps meanwhile; top earlier ${top.fps.toFixed(1)} fps), LayerChanged sid ${layer.sid} tid ${layer.tid}`;
     t.diagnostic(note);
     console.log(note);
-    assert.equal(mid.last.frameWidth, top.last.frameWidth / 2, "middle resolution");
+    const sentNow = (await outboundVideoStats(a)).find((x) => x.framesSent > 0)?.frameWidth ?? 0;
+    if (sentNow) midWidths.add(sentNow / 2);
+    assert.ok(midWidths.has(mid.last.frameWidth), `middle resolution: ${mid.last.frameWidth} (half of A's top: ${[...midWidths]})`);
     assert.ok(sentFps >= 4, `A's encoder sends pictures: ${sentFps.toFixed(1)} fps`);
     const ratio = mid.fps / sentFps;
     assert.ok(ratio > 0.35 && ratio < 0.7, `about half the frame rate: ${mid.fps.toFixed(1)} of the ${sentFps.toFixed(1)} fps A sent`);
