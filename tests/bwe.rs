@@ -190,7 +190,6 @@ async fn a_shaped_subscriber_gets_the_layer_its_link_carries() {
     }
     // Audio: what the bottleneck dropped before the server reacted (it was flooded by
     // the top encoding), then nothing lost once settled.
-    let audio_now = shaped.peer.received("a").packets;
     let transition_sent = (settled_at - shaped_at).as_millis() as u64 * 50 / 1000;
     eprintln!(
         "audio while the server reacted: {} of ~{transition_sent} packets",
@@ -200,7 +199,6 @@ async fn a_shaped_subscriber_gets_the_layer_its_link_carries() {
         "audio in the first 2 s on the lowest layer: {} of ~100 packets",
         audio_rx0 - audio_settled
     );
-    let _ = audio_now;
     // Then, over the 3 s window: what the publisher sent in it (± the one in flight).
     let (audio_got, audio_sent) = (audio_rx1 - audio_rx0, audio_tx1 - audio_tx0);
     assert!(
