@@ -85,16 +85,30 @@ async fn reaches(
     took
 }
 
+/// The subscriber on the open link is on the top layer.
+async fn keeps_top(sub: &Sub, subscriber: &Subscriber) {
+    if spatial(subscriber) == Some(2) {
+        return;
+    }
+    let stats = sub.transport.stats().await.ok();
+    panic!(
+        "the other subscriber keeps the top: {:?}, estimate {:?}, allocated {:?}, desired {:?}",
+        subscriber.layers(),
+        stats.as_ref().and_then(|s| s.bandwidth_estimate),
+        stats.as_ref().and_then(|s| s.bandwidth_allocated),
+        stats.as_ref().and_then(|s| s.bandwidth_desired),
+    );
+}
+
 /// Test 4 of the issue: the shaped subscriber reaches the top layer on an open link, falls
 /// to the lowest within 10 s at 300 kbit/s with its audio uninterrupted, pauses its video at
 /// 60 kbit/s while audio goes on, and climbs back to the top within 20 s at 5 Mbit/s; the
 /// other subscriber of the track keeps the top layer throughout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 12 in progress: 6 of 8 runs pass; 2 lost 3 % of the audio on the lowest layer at 300 kbit/s; run with --ignored"]
 async fn a_shaped_subscriber_gets_the_layer_its_link_carries() {
     let mut media = MediaConfig::default();
     media.bandwidth_estimation = Some(DEFAULT_INITIAL_BITRATE_BPS);
-    let (_worker, router) = setup_with(2, media).await;
+    let (worker, router) = setup_with(2, media).await;
     let publisher = simulcast_publisher(&router).await;
     let audio = connect_publisher(&router, Some("a"), None, PeerConfig::default()).await;
     audio.peer.set_payload_len(0, 20);
@@ -136,10 +150,22 @@ async fn a_shaped_subscriber_gets_the_layer_its_link_carries() {
     shaped.peer.set_downlink(Some(300_000));
     let audio_before = shaped.peer.received("a").packets;
     let shaped_at = Instant::now();
+    let mut reaction = Vec::new();
+    while shaped_at.elapsed() < Duration::from_secs(10) && spatial(&video) != Some(0) {
+        let st = shaped.transport.stats().await.ok();
+        reaction.push((
+            shaped_at.elapsed().as_millis(),
+            spatial(&video),
+            st.as_ref().and_then(|s| s.bandwidth_estimate),
+            st.as_ref().and_then(|s| s.bandwidth_allocated),
+        ));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("reaction to 300 kbit/s (ms, layer, estimate, allocated): {reaction:?}");
     reaches(
         &shaped,
         &video,
-        Duration::from_secs(10),
+        Duration::from_secs(1),
         "300 kbit/s: lowest layer",
         |l| l == Some(0),
     )
@@ -160,7 +186,13 @@ async fn a_shaped_subscriber_gets_the_layer_its_link_carries() {
     let window = Instant::now();
     while window.elapsed() < Duration::from_secs(3) {
         let st = shaped.transport.stats().await.ok();
+        let rtx = worker.lock().await.stats().await.total(|s| s.rtx_sent);
         trace.push((
+            (
+                rtx,
+                shaped.peer.downlink_dropped(),
+                st.as_ref().map(|s| (s.datagrams_out, s.bytes_out)),
+            ),
             window.elapsed().as_millis(),
             spatial(&video),
             st.as_ref().and_then(|s| s.bandwidth_estimate),
@@ -175,7 +207,7 @@ async fn a_shaped_subscriber_gets_the_layer_its_link_carries() {
         shaped.peer.received("a").packets,
         audio.peer.sent(0).packets,
     );
-    eprintln!("at 300 kbit/s (ms, layer, estimate, allocated, (bitrate out, rtp out, nacks in)): {trace:?}");
+    eprintln!("at 300 kbit/s ((rtx sent, bottleneck drops, (datagrams out, bytes out)), ms, layer, estimate, allocated, (bitrate out, rtp out, nacks in)): {trace:?}");
     assert_eq!(spatial(&video), Some(0), "stays on the lowest layer");
     let low_packets = after.by_layer[low] - before.by_layer[low];
     assert!(
@@ -205,11 +237,7 @@ async fn a_shaped_subscriber_gets_the_layer_its_link_carries() {
         audio_got + 2 >= audio_sent,
         "audio uninterrupted on the lowest layer at 300 kbit/s: {audio_got} of {audio_sent} packets"
     );
-    assert_eq!(
-        spatial(&other),
-        Some(2),
-        "the other subscriber keeps the top"
-    );
+    keeps_top(&open, &other).await;
 
     // 60 kbit/s: video pauses, audio continues.
     shaped.peer.set_downlink(Some(60_000));
@@ -231,17 +259,19 @@ async fn a_shaped_subscriber_gets_the_layer_its_link_carries() {
         "no video while paused: {video_paused} packets in 2 s: {v0:?} -> {:?}",
         shaped.peer.received("v")
     );
-    // Audio goes on, but not whole: str0m pads every BWE session to at least 50 kbit/s
-    // (capped by the estimate), which on a 60 kbit/s link crowds out part of the audio.
-    // Measured and printed, not asserted, until that floor can be lowered (issue 12).
+    // Audio goes on, whole: nothing pads the link (the session's automatic padding floor
+    // is off, the vendored str0m's patch 14) and nothing else is forwarded.
+    let sent0 = audio.peer.sent(0).packets;
     let audio_paused = received_over(&shaped, "a", Duration::from_secs(2)).await;
-    eprintln!("audio while video is paused at 60 kbit/s: {audio_paused} of ~100 packets in 2 s");
-    assert!(audio_paused > 0, "audio goes on while video is paused");
-    assert_eq!(
-        spatial(&other),
-        Some(2),
-        "the other subscriber keeps the top"
+    let audio_sent = audio.peer.sent(0).packets - sent0;
+    eprintln!(
+        "audio while video is paused at 60 kbit/s: {audio_paused} of {audio_sent} packets in 2 s"
     );
+    assert!(
+        audio_paused + 2 >= audio_sent,
+        "audio uninterrupted while video is paused at 60 kbit/s: {audio_paused} of {audio_sent} packets"
+    );
+    keeps_top(&open, &other).await;
 
     // 5 Mbit/s: back to the top within 20 s.
     shaped.peer.set_downlink(Some(5_000_000));
@@ -253,11 +283,7 @@ async fn a_shaped_subscriber_gets_the_layer_its_link_carries() {
         |l| l == Some(2),
     )
     .await;
-    assert_eq!(
-        spatial(&other),
-        Some(2),
-        "the other subscriber keeps the top"
-    );
+    keeps_top(&open, &other).await;
     let dropped = shaped.peer.set_downlink(None);
     eprintln!("the bottleneck dropped {dropped} datagrams");
     let other_rx = open.peer.received("v");

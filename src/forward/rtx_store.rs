@@ -25,38 +25,64 @@ pub const RTX_STORE_WINDOW: Duration = Duration::from_secs(1);
 /// window). The store grows to its working size and then stops allocating.
 pub const RTX_STORE_CAPACITY: usize = 1024;
 
-/// Share of a subscriber's forwarded packets that retransmissions may add, in percent.
-pub const RTX_RATIO_PERCENT: u32 = 15;
-/// Retransmissions a subscriber may get at once when it has not had any for a while.
-pub const RTX_BURST: u32 = 64;
+/// Share of a subscriber's forwarded bytes that retransmissions may add, in percent.
+pub const RTX_RATIO_PERCENT: u64 = 15;
+/// Most payload bytes of retransmissions a subscriber may get at once when it has not had
+/// any for a while (64 full-size packets), unless [`RtxBudget::set_burst`] sets less.
+pub const RTX_BURST_BYTES: u64 = 64 * 1200;
+/// The smallest burst [`RtxBudget::set_burst`] accepts: one full-size packet.
+pub const RTX_MIN_BURST_BYTES: u64 = 1200;
 
-/// How many retransmissions one subscriber's down-track may still get: each forwarded
-/// packet earns [`RTX_RATIO_PERCENT`] hundredths of one, up to [`RTX_BURST`]. A subscriber
-/// that NACKs everything gets at most 15 % more packets, not a second copy of the stream.
-#[derive(Debug, Clone, Copy, Default)]
+/// How many bytes of retransmissions one subscriber's down-track may still get: each
+/// forwarded packet earns [`RTX_RATIO_PERCENT`] % of its payload size, up to a burst
+/// ([`RTX_BURST_BYTES`]; with bandwidth estimation, about 100 ms of what the subscriber is
+/// granted). A subscriber that NACKs everything gets at most 15 % more bytes, not a second
+/// copy of the stream, and repairs after a loss burst never flood a link that is already
+/// full.
+#[derive(Debug, Clone, Copy)]
 pub struct RtxBudget {
-    /// In hundredths of a packet.
-    credit: u32,
+    /// In hundredths of a byte.
+    credit: u64,
+    /// The most `credit` holds, in hundredths of a byte.
+    cap: u64,
+}
+
+impl Default for RtxBudget {
+    fn default() -> Self {
+        RtxBudget {
+            credit: 0,
+            cap: RTX_BURST_BYTES * 100,
+        }
+    }
 }
 
 impl RtxBudget {
-    /// A packet was forwarded to the subscriber.
+    /// A packet of `len` payload bytes was forwarded to the subscriber.
     #[inline]
-    pub fn on_forwarded(&mut self) {
-        self.credit = (self.credit + RTX_RATIO_PERCENT).min(RTX_BURST * 100);
+    pub fn on_forwarded(&mut self, len: usize) {
+        self.credit = (self.credit + len as u64 * RTX_RATIO_PERCENT).min(self.cap);
     }
 
-    /// Whether a retransmission is left.
+    /// Limit the burst to `bytes` (at least [`RTX_MIN_BURST_BYTES`], at most
+    /// [`RTX_BURST_BYTES`]); credit above it is forfeited.
+    pub fn set_burst(&mut self, bytes: u64) {
+        self.cap = bytes.clamp(RTX_MIN_BURST_BYTES, RTX_BURST_BYTES) * 100;
+        self.credit = self.credit.min(self.cap);
+    }
+
+    /// Whether any retransmission may be left (a small one).
     pub fn has_credit(&self) -> bool {
-        self.credit >= 100
+        self.credit > 0
     }
 
-    /// Take one retransmission from the budget; false if there is none left.
-    pub fn try_spend(&mut self) -> bool {
-        if !self.has_credit() {
+    /// Take a retransmission of `len` payload bytes from the budget; false if there is not
+    /// enough left.
+    pub fn try_spend(&mut self, len: usize) -> bool {
+        let cost = len as u64 * 100;
+        if self.credit < cost {
             return false;
         }
-        self.credit -= 100;
+        self.credit -= cost;
         true
     }
 }
@@ -195,17 +221,40 @@ mod tests {
     #[test]
     fn budget_allows_fifteen_percent_and_a_bounded_burst() {
         let mut b = RtxBudget::default();
-        assert!(!b.try_spend(), "nothing forwarded, nothing to resend");
+        assert!(!b.try_spend(1), "nothing forwarded, nothing to resend");
         for _ in 0..100 {
-            b.on_forwarded();
+            b.on_forwarded(1000);
         }
-        let spent = (0..100).take_while(|_| b.try_spend()).count();
+        let spent = (0..100).take_while(|_| b.try_spend(1000)).count();
         assert_eq!(spent, 15);
         for _ in 0..100_000 {
-            b.on_forwarded();
+            b.on_forwarded(1200);
         }
-        let spent = (0..1000).take_while(|_| b.try_spend()).count();
-        assert_eq!(spent, RTX_BURST as usize, "credit saturates");
+        let spent = (0..1000).take_while(|_| b.try_spend(1200)).count();
+        assert_eq!(spent, 64, "credit saturates");
+        // Small packets cost less than big ones.
+        for _ in 0..100 {
+            b.on_forwarded(1000);
+        }
+        let spent = (0..1000).take_while(|_| b.try_spend(100)).count();
+        assert_eq!(spent, 150);
+    }
+
+    #[test]
+    fn a_set_burst_caps_the_credit() {
+        let mut b = RtxBudget::default();
+        for _ in 0..100_000 {
+            b.on_forwarded(1200);
+        }
+        b.set_burst(3000);
+        let spent = (0..1000).take_while(|_| b.try_spend(1000)).count();
+        assert_eq!(spent, 3, "the credit above the new burst is forfeited");
+        b.set_burst(1);
+        for _ in 0..100 {
+            b.on_forwarded(1200);
+        }
+        let spent = (0..1000).take_while(|_| b.try_spend(1200)).count();
+        assert_eq!(spent, 1, "at least one full-size packet");
     }
 
     #[test]

@@ -435,6 +435,13 @@ impl TestPeer {
         })
     }
 
+    /// Datagrams the shaped downlink dropped so far.
+    #[allow(dead_code)]
+    pub fn downlink_dropped(&self) -> u64 {
+        self.shared
+            .with(|s| s.shaper_dropped + s.shaper.as_ref().map_or(0, |x| x.dropped))
+    }
+
     /// Set the payload size of local track `i`'s packets.
     pub fn set_payload_len(&self, i: usize, len: usize) {
         self.shared.with(|s| s.peer.set_payload_len(i, len));

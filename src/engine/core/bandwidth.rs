@@ -57,11 +57,15 @@ impl ShardCore {
             }
             let outcome = bwe.allocator.allocate(now, estimate, &mut demands);
             bwe.last = outcome;
+            // Repairs get at most ~100 ms of what the session was granted at once: a
+            // burst of them after a loss would otherwise fill a link the media just fits.
+            let rtx_burst = outcome.used / 8 / 10;
             let mut i = 0;
             for &dslot in &s.downs {
                 let Some(d) = self.downs.get_mut(dslot) else {
                     continue;
                 };
+                d.rtx_budget.set_burst(rtx_burst);
                 if let Some(demand) = demands.get(i) {
                     if d.grant != demand.granted {
                         tracing::debug!(

@@ -200,7 +200,7 @@ impl ShardCore {
                     )
                     .marker(p.marker)
                     .ext_vals(p.ext.clone());
-                    if tx.write_resend(resend) && d.rtx_budget.try_spend() {
+                    if d.rtx_budget.try_spend(p.payload.len()) && tx.write_resend(resend) {
                         sent += 1;
                     }
                 }
@@ -419,7 +419,7 @@ impl Delivery<'_> {
                 };
                 c.rtp_forwarded += 1;
                 c.rtp_bytes_forwarded += pkt.payload.len() as u64;
-                d.rtx_budget.on_forwarded();
+                d.rtx_budget.on_forwarded(pkt.payload.len());
                 if queued && !s.dirty {
                     s.dirty = true;
                     self.dirty.push(d.session);

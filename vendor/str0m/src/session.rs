@@ -175,6 +175,9 @@ struct LastRrtr {
     received_at: Instant,
 }
 
+/// (Rheomesh patch.) UDP (8) and IPv4 (20) header bytes of every datagram.
+const UDP_IPV4_OVERHEAD: usize = 28;
+
 impl Session {
     pub fn new(config: &RtcConfig) -> Self {
         let mut id = SessionId::new();
@@ -1370,14 +1373,6 @@ impl Session {
             crate::log_stat!("PACKET_SENT", header.ssrc, payload_size, kind);
         }
 
-        if let Some(midrid) = paced {
-            self.pacer.register_send(now, payload_size.into(), midrid);
-        } else if self.bwe.is_some() {
-            // (Rheomesh patch.) A direct send counts against the pacer's budget too.
-            self.pacer
-                .register_send(now, payload_size.into(), direct_midrid);
-        }
-
         // (Rheomesh patch.) The buffer keeps its length: the packet is its head.
         let buf = &buf[..header.header_len + payload_size];
 
@@ -1387,6 +1382,19 @@ impl Session {
 
         let protected = srtp_tx.protect_rtp(buf, &header, *seq_no);
 
+        // (Rheomesh patch.) What the packet takes on the link: RTP header, payload, SRTP
+        // tag and the UDP/IPv4 headers. The pacer, TWCC and ALR count this, as libwebrtc
+        // does, so that the estimate is of the link, whatever the packet sizes.
+        let wire_size = protected.len() + UDP_IPV4_OVERHEAD;
+
+        if let Some(midrid) = paced {
+            self.pacer.register_send(now, wire_size.into(), midrid);
+        } else if self.bwe.is_some() {
+            // (Rheomesh patch.) A direct send counts against the pacer's budget too.
+            self.pacer
+                .register_send(now, wire_size.into(), direct_midrid);
+        }
+
         if twcc_enabled {
             let packet_id = if let Some(cluster) = cluster_id {
                 TwccPacketId::with_cluster(twcc_seq, cluster)
@@ -1394,12 +1402,12 @@ impl Session {
                 TwccPacketId::new(twcc_seq)
             };
             self.twcc_tx_register
-                .register_seq(packet_id, now, payload_size);
+                .register_seq(packet_id, now, wire_size);
         }
 
         // Update BWE subsystem
         if let Some(bwe) = self.bwe.as_mut() {
-            bwe.on_media_sent(payload_size.into(), is_padding, now);
+            bwe.on_media_sent(wire_size.into(), is_padding, now);
         }
 
         if !is_padding && !header.ssrc.is_probe() {
