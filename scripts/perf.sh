@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 cargo build --release --example media_server --example loadgen
 port=${PERF_PORT:-3918}
 bin=$(examples_dir release)
-RUST_LOG=warn taskset -c 0 "$bin/media_server" --shards 1 --port "$port" \
+RUST_LOG=${PERF_LOG:-warn} taskset -c 0 "$bin/media_server" --shards 1 --port "$port" \
   >/tmp/rheomesh-perf-server.log 2>&1 &
 server=$!
 trap 'kill -INT "$server" 2>/dev/null || true' EXIT

@@ -30,7 +30,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use clap::Parser;
 use metrics_exporter_prometheus::PrometheusHandle;
-use rheomesh::config::{RTCIceServer, WebRTCTransportConfig, WorkerConfig};
+use rheomesh::config::{
+    MediaConfig, RTCIceServer, WebRTCTransportConfig, WorkerConfig, DEFAULT_INITIAL_BITRATE_BPS,
+};
 use rheomesh::worker::Worker;
 use serde::Deserialize;
 use tokio::signal::unix::{signal, SignalKind};
@@ -105,6 +107,22 @@ struct Args {
     /// request and waits is closed then.
     #[arg(long, env = "RHEOMESH_HEADER_TIMEOUT_SECS", default_value_t = 10)]
     header_timeout_secs: u64,
+    /// Bandwidth estimation on subscribe transports: each subscriber gets the simulcast or
+    /// SVC layers its link carries (`MediaConfig::bandwidth_estimation`). Off by default, as
+    /// in the library: it costs CPU and memory per subscriber (README, "Bandwidth
+    /// estimation") and is not yet tested with browsers on shaped links.
+    #[arg(long, env = "RHEOMESH_BWE", value_enum, default_value_t = Bwe::Off)]
+    bwe: Bwe,
+    /// The estimate a subscriber's link starts from, in bits per second, with --bwe on.
+    #[arg(long, env = "RHEOMESH_BWE_INITIAL_BPS", default_value_t = DEFAULT_INITIAL_BITRATE_BPS)]
+    bwe_initial_bps: u64,
+}
+
+/// `--bwe`: bandwidth estimation on subscribe transports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Bwe {
+    On,
+    Off,
 }
 
 /// `stun:host[:port]`, as the library understands it (it ignores other schemes).
@@ -209,7 +227,12 @@ async fn run(args: Args) -> Result<std::process::ExitCode, Box<dyn std::error::E
 
     let (shutdown_tx, shutdown) = watch::channel(false);
     let live = Live::default();
-    let rooms = Rooms::new(worker.clone());
+    let mut media = MediaConfig::default();
+    media.bandwidth_estimation = match args.bwe {
+        Bwe::On => Some(args.bwe_initial_bps),
+        Bwe::Off => None,
+    };
+    let rooms = Rooms::new(worker.clone(), media);
     let state = AppState {
         rooms,
         transport_config,

@@ -108,14 +108,17 @@ pub struct Census {
 #[derive(Clone)]
 pub struct Rooms {
     worker: Arc<Mutex<Worker>>,
+    /// The media configuration of every room's router.
+    media: MediaConfig,
     rooms: Arc<Mutex<HashMap<String, Arc<Room>>>>,
     next_id: Arc<AtomicU64>,
 }
 
 impl Rooms {
-    pub fn new(worker: Arc<Mutex<Worker>>) -> Self {
+    pub fn new(worker: Arc<Mutex<Worker>>, media: MediaConfig) -> Self {
         Self {
             worker,
+            media,
             rooms: Arc::default(),
             next_id: Arc::new(AtomicU64::new(1)),
         }
@@ -128,7 +131,7 @@ impl Rooms {
         let room = match rooms.get(name) {
             Some(room) => room.clone(),
             None => {
-                let router = self.worker.lock().await.new_router(MediaConfig::default());
+                let router = self.worker.lock().await.new_router(self.media.clone());
                 tracing::info!(room = name, router = router.id(), "room created");
                 let room = Arc::new(Room {
                     name: name.to_owned(),

@@ -18,6 +18,10 @@
 //! bitrate that would carry it (`minimum`: the session pads up to it, so the estimator can
 //! see whether the link takes it).
 //!
+//! The estimate starts as a guess (the transport's initial bitrate) that probing raises;
+//! until it has fallen once ([`PROVEN_FALL_PCT`]) nothing that flows is taken away: a
+//! track without layers is not paused for a guess, only upgrades wait.
+//!
 //! Pure: the caller supplies the estimate, the tracks and the time; no allocation.
 
 use std::time::{Duration, Instant};
@@ -44,6 +48,12 @@ pub const LOWEST_LAYER_KEEP_PCT: u64 = 70;
 /// got through, so a layer is given up when it costs more than the link carries, not when
 /// a delay spike (a busy host, a Wi-Fi retry) dips the estimate just below it.
 pub const KEPT_LAYER_PCT: u64 = 85;
+
+/// The estimate has fallen when it is below this share (percent) of the highest it was.
+/// Until it has, it is a guess still being probed upward (it starts at the transport's
+/// initial bitrate), not a measure of congestion: what flows is kept (nothing is paused or
+/// taken down, no congestion hold starts), and only upgrades wait for it.
+pub const PROVEN_FALL_PCT: u64 = 95;
 
 /// What a video track may forward.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +88,8 @@ pub struct Demand {
     rank: Option<u8>,
     /// During an allocation: a layer it had did not fit.
     squeezed: bool,
+    /// It has simulcast or SVC layers (false: one stream, which can only be paused).
+    layered: bool,
 }
 
 impl Demand {
@@ -98,7 +110,15 @@ impl Demand {
             granted,
             rank: None,
             squeezed: false,
+            layered: true,
         }
+    }
+
+    /// The track has no layers: one stream, forwarded whole or paused. Before its first
+    /// allocation it flows (where a layered track starts at the lowest layer that fits).
+    pub fn unlayered(mut self) -> Demand {
+        self.layered = false;
+        self
     }
 
     /// The rank actually forwarded under a grant of `upto`: the highest flowing one at or
@@ -121,7 +141,9 @@ impl Demand {
     /// The rank it had last time, if it had one.
     fn previous_rank(&self) -> Option<u8> {
         match self.granted {
-            // Before the first allocation nothing was granted yet.
+            // Before the first allocation a track without layers flows whole.
+            Grant::UNLIMITED if !self.layered => self.rank_under(0),
+            // A layered one has nothing granted yet.
             Grant::UNLIMITED | Grant::Paused => None,
             Grant::UpTo(r) => self.rank_under(r.min(self.ceiling)),
         }
@@ -150,6 +172,10 @@ pub struct Allocation {
 #[derive(Debug, Clone, Default)]
 pub struct Allocator {
     last_congestion: Option<Instant>,
+    /// The highest estimate seen.
+    peak: u64,
+    /// The estimate has fallen (below [`PROVEN_FALL_PCT`] of its peak) at least once.
+    proven: bool,
 }
 
 impl Allocator {
@@ -163,10 +189,18 @@ impl Allocator {
         self.last_congestion
     }
 
+    /// Whether the estimate has fallen at least once: until then what flows is kept.
+    pub fn proven(&self) -> bool {
+        self.proven
+    }
+
     /// Share `estimate` (bits per second) among `tracks`, writing each video track's new
     /// grant into its `granted`.
     pub fn allocate(&mut self, now: Instant, estimate: u64, tracks: &mut [Demand]) -> Allocation {
-        let held = self
+        self.peak = self.peak.max(estimate);
+        self.proven |= estimate * 100 < self.peak * PROVEN_FALL_PCT;
+        let proven = self.proven;
+        let mut held = self
             .last_congestion
             .is_some_and(|t| now.saturating_duration_since(t) < CONGESTION_HOLD);
         let with_headroom = |cost: u64| cost + cost * UPGRADE_HEADROOM_PCT / 100;
@@ -182,6 +216,7 @@ impl Allocator {
         let mut waiting = None::<u64>; // the first upgrade that waits for room: its cost
         for t in tracks.iter_mut().filter(|t| t.video) {
             t.rank = None;
+            t.squeezed = false;
             out.desired += t.rank_under(t.ceiling).map_or(0, |r| t.cost(r));
             let Some(low) = t.lowest() else {
                 continue; // nothing flows: nothing to grant or pay for
@@ -189,7 +224,7 @@ impl Allocator {
             let cost = t.cost(low);
             let had = t.previous_rank().is_some();
             let fits = if had {
-                cost * LOWEST_LAYER_KEEP_PCT / 100 <= budget
+                !proven || cost * LOWEST_LAYER_KEEP_PCT / 100 <= budget
             } else {
                 with_headroom(cost) <= budget
             };
@@ -202,6 +237,9 @@ impl Allocator {
                 waiting = Some(cost);
             }
         }
+        // A lowest layer that no longer fits is congestion: nothing moves up on what it
+        // leaves.
+        held |= tracks.iter().any(|t| t.squeezed);
         // Then one layer at a time, in turns.
         loop {
             let mut moved = false;
@@ -219,7 +257,7 @@ impl Allocator {
                 let extra = next_cost.saturating_sub(now_cost);
                 let kept = t.previous_rank().is_some_and(|p| p >= next);
                 let fits = if kept {
-                    extra * KEPT_LAYER_PCT / 100 <= budget
+                    !proven || extra * KEPT_LAYER_PCT / 100 <= budget
                 } else {
                     !held && with_headroom(extra) <= budget
                 };
@@ -415,6 +453,27 @@ mod tests {
         assert_eq!(rank(&tracks[0]), Some(1));
         a.allocate(later, 1800 * KBPS, &mut tracks);
         assert_eq!(rank(&tracks[0]), Some(2));
+    }
+
+    #[test]
+    fn a_guess_takes_nothing_away_a_fall_does() {
+        let t0 = Instant::now();
+        let mut a = Allocator::new();
+        // One stream of 1.5 Mbit/s, the estimate at its initial 300 kbit/s and growing.
+        let one = Demand::new(true, [1500 * KBPS, 0, 0, 0], 1, u8::MAX, Grant::UNLIMITED);
+        let mut tracks = [audio(), one.unlayered(), simulcast(2)];
+        for (i, e) in [300, 400, 2000].into_iter().enumerate() {
+            let out = a.allocate(t0 + Duration::from_secs(i as u64), e * KBPS, &mut tracks);
+            assert_eq!(rank(&tracks[1]), Some(0), "the stream flows at {e} kbit/s");
+            assert!(!out.congested && !a.proven());
+        }
+        // The simulcast track starts at its lowest layer once that fits beside the stream.
+        assert_eq!(rank(&tracks[2]), Some(0));
+        // The estimate falls: now it is a measure, and the stream does not fit.
+        let out = a.allocate(t0 + Duration::from_secs(4), 1000 * KBPS, &mut tracks);
+        assert!(a.proven() && out.congested);
+        assert_eq!(tracks[1].granted, Grant::Paused);
+        assert_eq!(rank(&tracks[2]), Some(0));
     }
 
     #[test]

@@ -53,7 +53,8 @@ impl ShardCore {
                 } else {
                     (u8::from(d.active()), u8::MAX)
                 };
-                demands.push(Demand::new(video, costs, active, ceiling, d.grant));
+                let demand = Demand::new(video, costs, active, ceiling, d.grant);
+                demands.push(if layered { demand } else { demand.unlayered() });
             }
             let outcome = bwe.allocator.allocate(now, estimate, &mut demands);
             bwe.last = outcome;
