@@ -53,9 +53,29 @@ impl Fanout {
         Self::build(shards, subscribers, 3)
     }
 
+    /// Like [`Fanout::new`] (one encoding) or [`Fanout::with_simulcast`] (three), with
+    /// the routers' media configuration `media` (e.g. bandwidth estimation on).
+    pub fn with_media(
+        shards: usize,
+        subscribers: usize,
+        simulcast: bool,
+        media: MediaConfig,
+    ) -> Result<Fanout, String> {
+        Self::build_with(shards, subscribers, if simulcast { 3 } else { 1 }, media)
+    }
+
     fn build(shards: usize, subscribers: usize, encodings: usize) -> Result<Fanout, String> {
+        Self::build_with(shards, subscribers, encodings, MediaConfig::default())
+    }
+
+    fn build_with(
+        shards: usize,
+        subscribers: usize,
+        encodings: usize,
+        media: MediaConfig,
+    ) -> Result<Fanout, String> {
         let now = Instant::now();
-        let mut net = MemoryShards::new(shards, 4096, MediaConfig::default());
+        let mut net = MemoryShards::new(shards, 4096, media);
         let peer_addr =
             |i: usize| SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 30000 + i as u16);
         let mut publisher = ClientPeer::new(peer_addr(0), now);
