@@ -12,6 +12,9 @@
 //! goes through each down-track's layer selection (two thirds are dropped there, closing up
 //! the subscriber's sequence numbers).
 //!
+//! The `_bwe` cases: bandwidth estimation on every subscribe session (TWCC feedback from
+//! the peers, str0m's estimator and pacer, the allocator every 500 ms).
+//!
 //! Two groups:
 //! - `forwarding`: bursts of 32 publisher packets per batch, with no time passing between
 //!   them: the cost of forwarding itself, the best case.
@@ -28,6 +31,7 @@
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use rheomesh::config::MediaConfig;
 use rheomesh::testing::Fanout;
 
 /// Publisher packets per batch (one batch = one receive burst + one batch end).
@@ -47,15 +51,22 @@ fn group<'a>(
 }
 
 /// A fan-out of one VP8 publisher, or of three simulcast encodings with the subscribers
-/// spread over them (each still receives one packet per publisher packet time).
-fn fanout(shards: usize, subs: usize, simulcast: bool) -> Fanout {
-    if simulcast {
-        Fanout::with_simulcast(shards, subs)
-    } else {
-        Fanout::new(shards, subs)
+/// spread over them (each still receives one packet per publisher packet time); with
+/// `bwe`, bandwidth estimation on every subscribe session, from an estimate that carries
+/// the stream ([`BWE_START_BPS`]).
+fn fanout(shards: usize, subs: usize, simulcast: bool, bwe: bool) -> Fanout {
+    let mut media = MediaConfig::default();
+    if bwe {
+        media.bandwidth_estimation = Some(BWE_START_BPS);
     }
-    .expect("fan-out connects")
+    Fanout::with_media(shards, subs, simulcast, media).expect("fan-out connects")
 }
+
+/// The initial estimate of the `_bwe` cases: 1 Gbit/s, so that the allocator takes no
+/// layer away (it would start a subscriber of a 1.3 Mbit/s encoding paused at 300 kbit/s)
+/// and what is measured is the per-packet cost of estimation: the transport-wide sequence
+/// number, the TWCC send record, the pacer's accounting, the feedback and the estimator.
+const BWE_START_BPS: u64 = 1_000_000_000;
 
 fn forwarding(c: &mut Criterion) {
     let mut g = group(c, "forwarding");
@@ -64,7 +75,7 @@ fn forwarding(c: &mut Criterion) {
         .flat_map(|shards| [1usize, 10, 100].map(|subs| (shards, subs, false)))
         .chain([(1, 100, true)]);
     for (shards, subs, simulcast) in cases {
-        let mut f = fanout(shards, subs, simulcast);
+        let mut f = fanout(shards, subs, simulcast, false);
         let sim = if simulcast { "_simulcast" } else { "" };
         g.throughput(Throughput::Elements(subs as u64));
         g.bench_function(
@@ -103,25 +114,28 @@ fn forwarding_real_rate(c: &mut Criterion) {
     let mut g = group(c, "forwarding_real_rate");
     let interval = Duration::from_secs(1) / REAL_RATE_PPS;
     let mut evictor = CacheEvictor::new();
-    for (shards, subs, cold, simulcast) in [
-        (1usize, 25usize, false, false),
-        (1, 100, false, false),
-        (2, 100, false, false),
-        (1, 25, true, false),
-        (1, 100, true, false),
-        (1, 25, false, true),
-        (1, 25, true, true),
+    for (shards, subs, cold, simulcast, bwe) in [
+        (1usize, 25usize, false, false, false),
+        (1, 100, false, false, false),
+        (2, 100, false, false, false),
+        (1, 25, true, false, false),
+        (1, 100, true, false, false),
+        (1, 25, false, true, false),
+        (1, 25, true, true, false),
+        (1, 25, false, true, true),
+        (1, 25, true, true, true),
     ] {
-        let mut f = fanout(shards, subs, simulcast);
+        let mut f = fanout(shards, subs, simulcast, bwe);
         // The fan-out's own clock: it starts now and advances 1/150 s per packet, faster
         // than the wall clock (the bench does a second of traffic in far less).
         let mut now = Instant::now();
         let cold = if cold { "_cold" } else { "" };
         let sim = if simulcast { "_simulcast" } else { "" };
+        let bwe = if bwe { "_bwe" } else { "" };
         g.throughput(Throughput::Elements(subs as u64));
         g.bench_function(
             BenchmarkId::new(
-                format!("{shards}_shards_{REAL_RATE_PPS}pps{sim}{cold}"),
+                format!("{shards}_shards_{REAL_RATE_PPS}pps{sim}{bwe}{cold}"),
                 subs,
             ),
             |b| {
