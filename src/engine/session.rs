@@ -359,6 +359,8 @@ pub(crate) struct SessionBwe {
     pub(crate) last: Allocation,
     /// The (minimum, desired) bitrates last given to the estimator.
     pub(crate) probe: (u64, u64),
+    /// The estimate the allocator last ran with.
+    pub(crate) allocated_at: u64,
 }
 
 impl Session {
@@ -449,7 +451,14 @@ impl Session {
             }
             Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
                 if let Some(bwe) = self.bwe.as_mut() {
-                    bwe.estimate = Some(estimate.as_u64());
+                    let estimate = estimate.as_u64();
+                    bwe.estimate = Some(estimate);
+                    // A move of a fifth or more is acted on at the next housekeeping (100
+                    // ms), not in up to 500: a link that just congested loses its audio
+                    // meanwhile.
+                    if estimate.abs_diff(bwe.allocated_at) * 5 >= bwe.allocated_at {
+                        bwe.last_run = None;
+                    }
                 }
             }
             Event::Closed if self.dead.is_none() => {

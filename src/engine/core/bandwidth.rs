@@ -1,8 +1,9 @@
 //! Bandwidth allocation on the shard: each subscribe session with bandwidth estimation
 //! shares its estimate among its down-tracks ([`crate::forward::allocator`]), from the
-//! layer bitrates its routes measure as packets arrive, every [`ALLOCATE_EVERY`]; the
-//! grants become the down-tracks' layer ceilings (or pause their video), and the
-//! allocation's probe targets go to str0m's estimator.
+//! layer bitrates its routes measure as packets arrive, every [`ALLOCATE_EVERY`] (and at
+//! the next housekeeping once the estimate moved by a fifth or the subscriber's preference
+//! changed); the grants become the down-tracks' layer ceilings (or pause their video), and
+//! the allocation's probe targets go to str0m's estimator.
 
 use std::time::{Duration, Instant};
 
@@ -39,6 +40,7 @@ impl ShardCore {
                 continue;
             }
             bwe.last_run = Some(now);
+            bwe.allocated_at = estimate;
             demands.clear();
             for &dslot in &s.downs {
                 let Some(d) = self.downs.get(dslot) else {

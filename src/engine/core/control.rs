@@ -77,6 +77,14 @@ impl ShardCore {
                 {
                     d.preferred = layer;
                     d.retarget();
+                    // The allocation follows at the next housekeeping, not in up to 500 ms.
+                    if let Some(bwe) = self
+                        .sessions
+                        .get_mut(d.session)
+                        .and_then(|s| s.bwe.as_mut())
+                    {
+                        bwe.last_run = None;
+                    }
                 }
             }
             Command::CreateOffer {
