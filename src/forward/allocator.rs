@@ -161,8 +161,10 @@ pub struct Allocation {
     /// estimator learns whether the next upgrade fits; 0 (no padding) when none waits for
     /// room, or within [`CONGESTION_HOLD`].
     pub minimum: u64,
-    /// Bits per second the estimator should probe toward: `desired`, or `used` within
-    /// [`CONGESTION_HOLD`] (probing a link that just congested only congests it again).
+    /// Bits per second the estimator should probe toward: `desired`, or 0 (no probing at
+    /// all) within [`CONGESTION_HOLD`]: probing a link that just congested only congests it
+    /// again (str0m's periodic probes at twice the target cost a 60 kbit/s link half its
+    /// audio for a moment).
     pub probe: u64,
     /// A grant went down because the estimate did not carry it.
     pub congested: bool,
@@ -305,7 +307,7 @@ impl Allocator {
             _ => 0,
         };
         out.probe = if held {
-            out.used
+            0
         } else {
             out.desired.max(out.minimum)
         };
@@ -500,7 +502,7 @@ mod tests {
         let out = a.allocate(t0 + Duration::from_secs(9), 5000 * KBPS, &mut tracks);
         assert_eq!(rank(&tracks[1]), Some(0));
         assert_eq!(out.minimum, 0);
-        assert_eq!(out.probe, out.used);
+        assert_eq!(out.probe, 0, "no probing within the hold");
         let _ = a.allocate(t0 + Duration::from_secs(11), 5000 * KBPS, &mut tracks);
         assert_eq!(rank(&tracks[1]), Some(2));
     }
@@ -518,7 +520,7 @@ mod tests {
         assert_eq!(tracks[1].granted, Grant::Paused);
         assert_eq!(out.used, 40 * KBPS, "audio only");
         assert_eq!(out.minimum, 0, "no probing within the hold");
-        assert_eq!(out.probe, 40 * KBPS);
+        assert_eq!(out.probe, 0);
         let out = a.allocate(t0 + CONGESTION_HOLD, 60 * KBPS, &mut tracks);
         assert_eq!(
             out.minimum,

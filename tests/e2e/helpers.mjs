@@ -73,10 +73,10 @@ process.on("exit", () => {
  * then `args`)
  * and resolves once `GET /` answers 200. Returns { base, port, pid, output(), stop() }.
  */
-export async function startServer({ timeoutMs = 20000, args = [] } = {}) {
+export async function startServer({ timeoutMs = 20000, args = [], bind = "127.0.0.1" } = {}) {
   const bin = serverBinary();
   const port = await freePort();
-  const child = spawn(bin, ["--bind", "127.0.0.1", "--port", String(port), "--shards", "2", ...args], {
+  const child = spawn(bin, ["--bind", bind, "--port", String(port), "--shards", "2", ...args], {
     cwd: ROOT,
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? "warn" },
     stdio: ["ignore", "pipe", "pipe"],
@@ -98,7 +98,7 @@ export async function startServer({ timeoutMs = 20000, args = [] } = {}) {
       resolve(exited);
     }),
   );
-  const base = `http://127.0.0.1:${port}`;
+  const base = `http://${bind}:${port}`;
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     if (exited) throw new Error(`server exited during start (${JSON.stringify(exited)}):\n${output}`);
@@ -131,11 +131,11 @@ export async function startServer({ timeoutMs = 20000, args = [] } = {}) {
 }
 
 /** Headless Chromium with the flags that work here (TESTING.md); playwright gives it a fresh profile dir. */
-export function launchBrowser() {
+export function launchBrowser({ executablePath = process.env.CHROMIUM ?? "/usr/bin/chromium", args = [] } = {}) {
   return chromium.launch({
-    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+    executablePath,
     headless: true,
-    args: CHROMIUM_ARGS,
+    args: [...CHROMIUM_ARGS, ...args],
     timeout: 30000,
   });
 }
