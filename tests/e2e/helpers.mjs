@@ -1,6 +1,7 @@
 // Shared helpers for the browser end-to-end tests: the example server (examples/media_server)
 // as a child process on a free loopback port, headless Chromium through playwright-core, and
-// deadline-bounded polling. Nothing here talks to anything outside 127.0.0.0/8.
+// deadline-bounded polling. Nothing here talks to anything outside 127.0.0.0/8 (9-bwe binds the
+// server to a veth pair of its own, inside this machine).
 //
 // Environment:
 //   RHEOMESH_E2E_BIN         server binary to use as is (default: `cargo build --example
