@@ -449,9 +449,15 @@ impl Session {
             Event::NackRequest(r) if self.role == Role::Subscribe => {
                 out.nacks.push((self.slot, r));
             }
-            Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
+            Event::EgressBitrateEstimate(BweKind::Twcc {
+                estimate,
+                can_probe,
+            }) => {
                 if let Some(bwe) = self.bwe.as_mut() {
                     let estimate = estimate.as_u64();
+                    if bwe.estimate.is_none_or(|e| e.abs_diff(estimate) * 20 >= e) {
+                        tracing::debug!(session = self.id.0, estimate, can_probe, "estimate");
+                    }
                     bwe.estimate = Some(estimate);
                     // A move of a fifth or more is acted on at the next housekeeping (100
                     // ms), not in up to 500: a link that just congested loses its audio

@@ -105,6 +105,12 @@ impl LayerSelector {
         }
     }
 
+    /// Stop forwarding the current layer now; forwarding resumes at the target's keyframe
+    /// (for a switch that must not wait for it: the link does not carry the current one).
+    pub fn drop_current(&mut self) {
+        self.current = None;
+    }
+
     /// The target layer.
     pub fn target(&self) -> Option<Layer> {
         self.target
@@ -214,6 +220,29 @@ impl LayerSelector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dropped_current_layer_resumes_at_the_targets_keyframe() {
+        let mut s = LayerSelector::new(LayerMode::Simulcast);
+        s.set_target(Some(Layer::new(2, 0)));
+        assert!(matches!(s.select(&key(2)), LayerVerdict::Forward { .. }));
+        s.set_target(Some(Layer::new(0, 0)));
+        s.drop_current();
+        assert_eq!(s.current(), None);
+        assert_eq!(s.wants_keyframe(), Some(0));
+        assert_eq!(
+            s.select(&pkt(2, 0)),
+            LayerVerdict::Drop,
+            "the old stream stops at once"
+        );
+        assert_eq!(
+            s.select(&pkt(0, 0)),
+            LayerVerdict::Drop,
+            "not before a keyframe"
+        );
+        assert!(matches!(s.select(&key(0)), LayerVerdict::Forward { .. }));
+        assert_eq!(s.current(), Some(Layer::new(0, 0)));
+    }
 
     fn pkt(spatial: u8, temporal: u8) -> LayerPacket {
         LayerPacket {
