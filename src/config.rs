@@ -160,8 +160,8 @@ pub struct MediaConfig {
     ///
     /// Off by default: with it on, a forwarded packet costs ≈ 14 % more server CPU and a
     /// subscriber ≈ 135 KiB more memory (str0m's TWCC send history and estimator; README,
-    /// "Bandwidth estimation"), and it is not yet tested with browsers on shaped links.
-    /// [`DEFAULT_INITIAL_BITRATE_BPS`] is a good start.
+    /// "Bandwidth estimation"). [`DEFAULT_INITIAL_BITRATE_BPS`] is a good start; values are
+    /// clamped to 50 kbit/s – 10 Gbit/s.
     pub bandwidth_estimation: Option<u64>,
 }
 

@@ -296,3 +296,31 @@ async fn a_shaped_subscriber_gets_the_layer_its_link_carries() {
     );
     drop(publisher);
 }
+
+/// Initial bitrates out of range (0, `u64::MAX`) are clamped: a subscriber of a plain
+/// video track (no layers) gets its packets either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_range_initial_bitrates_are_clamped() {
+    for initial in [0, u64::MAX] {
+        let mut media = MediaConfig::default();
+        media.bandwidth_estimation = Some(initial);
+        let (_worker, router) = setup_with(1, media).await;
+        let publisher = connect_publisher(&router, None, Some("v"), PeerConfig::default()).await;
+        publisher.peer.set_payload_len(0, 300);
+        publisher.peer.start_sending(50, 0, Duration::from_secs(1));
+        let mut sub = connect_subscriber(&router, PeerConfig::default()).await;
+        sub.subscribe("v").await;
+        assert!(
+            wait_until(Duration::from_secs(10), || sub.peer.received("v").packets
+                >= 100)
+            .await,
+            "initial bitrate {initial}: the subscriber receives the video: {:?}",
+            sub.peer.received("v")
+        );
+        let estimate = estimate(&sub).await;
+        assert!(
+            estimate.is_some_and(|e| e > 0),
+            "initial bitrate {initial}: an estimate: {estimate:?}"
+        );
+    }
+}

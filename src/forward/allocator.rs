@@ -31,6 +31,10 @@ use super::ranking::MAX_LAYERS;
 /// No subscribe transport starts its estimate lower than this (bits per second).
 pub const MIN_INITIAL_BPS: u64 = 50_000;
 
+/// No subscribe transport starts its estimate higher than this (bits per second): 10
+/// Gbit/s.
+pub const MAX_INITIAL_BPS: u64 = 10_000_000_000;
+
 /// How much more room than its cost (percent) an added layer needs.
 pub const UPGRADE_HEADROOM_PCT: u64 = 15;
 

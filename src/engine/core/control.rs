@@ -24,7 +24,7 @@ use crate::engine::sdp::{answer_in_offer_order, sdp_mids, sdp_msids, stop_m_line
 use crate::engine::session::{PendingOffer, Session, UpTrack};
 use crate::engine::{next_id, DownTrackId, SessionId, TrackKey};
 use crate::error::{NegotiationError, SubscribeError, TransportError};
-use crate::forward::MIN_INITIAL_BPS;
+use crate::forward::{MAX_INITIAL_BPS, MIN_INITIAL_BPS};
 
 impl ShardCore {
     /// One command from the API side.
@@ -164,7 +164,9 @@ impl ShardCore {
         }
         let bwe = spec.role == Role::Subscribe && spec.media.bandwidth_estimation.is_some();
         if let (true, Some(bps)) = (bwe, spec.media.bandwidth_estimation) {
-            cfg = cfg.enable_bwe(Some(str0m::bwe::Bitrate::bps(bps.max(MIN_INITIAL_BPS))));
+            cfg = cfg.enable_bwe(Some(str0m::bwe::Bitrate::bps(
+                bps.clamp(MIN_INITIAL_BPS, MAX_INITIAL_BPS),
+            )));
         }
         let mut rtc = spec.media.apply(cfg).build(now);
         if bwe {
