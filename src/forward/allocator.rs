@@ -10,9 +10,9 @@
 //!   subscriber's preference, while the estimate has room.
 //!
 //! Keeping a layer needs room for [`KEPT_LAYER_PCT`] of it (the lowest one,
-//! [`LOWEST_LAYER_KEEP_PCT`]); adding one (an upgrade, or resuming a paused track) needs [`UPGRADE_HEADROOM_PCT`]
-//! more than its cost, and an upgrade is not done within [`CONGESTION_HOLD`] of a
-//! downgrade the estimate forced. Layers whose bitrate is not known
+//! [`LOWEST_LAYER_KEEP_PCT`]); adding one (an upgrade, or resuming a paused track) needs
+//! [`UPGRADE_HEADROOM_PCT`] more than its cost, and an upgrade is not done within
+//! [`CONGESTION_HOLD`] of a downgrade the estimate forced. Layers whose bitrate is not known
 //! yet are not upgraded to. [`Allocation`] also says what to probe for: the bitrate of
 //! everything the subscriber prefers (`desired`) and, when an upgrade waits for room, the
 //! bitrate that would carry it (`minimum`: the session pads up to it, so the estimator can
