@@ -211,6 +211,10 @@ pub struct TransportStats {
     /// Subscribe transports with bandwidth estimation: bits per second of what the
     /// subscriber would get with unlimited bandwidth (each track at its preference).
     pub bandwidth_desired: Option<u64>,
+    /// Subscribe transports with bandwidth estimation: the cap that packet loss put on the
+    /// estimate (bits per second), while there is one: the allocator shares the lower of
+    /// the two.
+    pub bandwidth_loss_cap: Option<u64>,
 }
 
 /// The ICE candidate pair a transport uses.

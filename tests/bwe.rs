@@ -157,12 +157,13 @@ async fn a_shaped_subscriber_gets_the_layer_its_link_carries() {
             shaped_at.elapsed().as_millis(),
             spatial(&video),
             st.as_ref().and_then(|s| s.bandwidth_estimate),
+            st.as_ref().and_then(|s| s.bandwidth_loss_cap),
             st.as_ref().and_then(|s| s.bandwidth_allocated),
         ));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     eprintln!(
-        "reaction to 300 kbit/s: {:?} (ms, layer, estimate, allocated): {reaction:?}",
+        "reaction to 300 kbit/s: {:?} (ms, layer, estimate, loss cap, allocated): {reaction:?}",
         shaped_at.elapsed()
     );
     reaches(

@@ -22,7 +22,7 @@ use super::ring::{MediaPacket, PacketLayer};
 use super::udp::SendQueue;
 use super::{DownTrackId, SessionId};
 use crate::forward::{
-    spatial_for, Allocation, Allocator, KeyframeThrottle, Observed, Ranking, LAYER_IDLE,
+    spatial_for, Allocation, Allocator, KeyframeThrottle, LossCap, Observed, Ranking, LAYER_IDLE,
     MAX_LAYERS, PUBLISHER_KEYFRAME_INTERVAL, PUBLISHER_KEYFRAME_SPACING,
 };
 use crate::wire::codec::{self, CodecKind, PayloadInfo};
@@ -361,6 +361,10 @@ pub(crate) struct SessionBwe {
     pub(crate) probe: (u64, u64),
     /// The estimate the allocator last ran with.
     pub(crate) allocated_at: u64,
+    /// The media rate last given to the pacer (what was granted).
+    pub(crate) media_rate: u64,
+    /// The loss-based cap on the estimate.
+    pub(crate) loss_cap: LossCap,
 }
 
 impl Session {

@@ -5,7 +5,8 @@
 //! track:
 //! - audio first: its bitrate is set aside whatever the estimate says;
 //! - then every video track its lowest flowing layer, in the transport's order, as long as
-//!   it fits; a track whose lowest layer does not fit is paused ([`Grant::Paused`]);
+//!   it fits; a track whose lowest layer does not fit is paused ([`Grant::Paused`]) at
+//!   once when not even half of it fits, else after [`PAUSE_GRACE`];
 //! - then the video tracks take turns moving up one layer at a time, up to their
 //!   subscriber's preference, while the estimate has room.
 //!
@@ -58,6 +59,17 @@ pub const KEPT_LAYER_PCT: u64 = 85;
 /// initial bitrate), not a measure of congestion: what flows is kept (nothing is paused or
 /// taken down, no congestion hold starts), and only upgrades wait for it.
 pub const PROVEN_FALL_PCT: u64 = 95;
+
+/// A video track whose lowest layer no longer fits keeps it for this long while the estimate
+/// leaves at least half of its cost ([`PAUSE_AT_ONCE_PCT`]): after congestion the estimate
+/// undershoots the link for a second or two (the pacer sends no faster than the estimate,
+/// so what is acknowledged cannot show more), and pausing video for that dip costs a
+/// keyframe wait on resuming. A link that carries less is paused at once.
+pub const PAUSE_GRACE: Duration = Duration::from_secs(3);
+
+/// A video track whose lowest layer does not fit is paused at once (without
+/// [`PAUSE_GRACE`]) when the estimate leaves less than this share (percent) of its cost.
+pub const PAUSE_AT_ONCE_PCT: u64 = 50;
 
 /// What a video track may forward.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,6 +194,8 @@ pub struct Allocator {
     peak: u64,
     /// The estimate has fallen (below [`PROVEN_FALL_PCT`] of its peak) at least once.
     proven: bool,
+    /// Since when a lowest layer has not fit (kept within [`PAUSE_GRACE`]).
+    short_since: Option<Instant>,
 }
 
 impl Allocator {
@@ -220,6 +234,8 @@ impl Allocator {
         }
         // Where each video track ends up (`rank`, None: paused), from its lowest layer.
         let mut waiting = None::<u64>; // the first upgrade that waits for room: its cost
+        let mut short_since = self.short_since;
+        let mut any_short = false;
         for t in tracks.iter_mut().filter(|t| t.video) {
             t.rank = None;
             t.squeezed = false;
@@ -235,7 +251,13 @@ impl Allocator {
                 with_headroom(cost) <= budget
             };
             t.squeezed = had && !fits;
-            if fits {
+            // Short, but not by much and not for long: kept (it is still congestion).
+            let graced = t.squeezed && cost * PAUSE_AT_ONCE_PCT / 100 <= budget && {
+                let since = *short_since.get_or_insert(now);
+                now.saturating_duration_since(since) < PAUSE_GRACE
+            };
+            any_short |= t.squeezed;
+            if fits || graced {
                 // (An unmeasured lowest layer costs 0 here: forwarded until measured.)
                 budget = budget.saturating_sub(cost);
                 t.rank = Some(low);
@@ -243,6 +265,7 @@ impl Allocator {
                 waiting = Some(cost);
             }
         }
+        self.short_since = if any_short { short_since } else { None };
         // A lowest layer that no longer fits is congestion: nothing moves up on what it
         // leaves.
         held |= tracks.iter().any(|t| t.squeezed);
@@ -476,7 +499,7 @@ mod tests {
         // The simulcast track starts at its lowest layer once that fits beside the stream.
         assert_eq!(rank(&tracks[2]), Some(0));
         // The estimate falls: now it is a measure, and the stream does not fit.
-        let out = a.allocate(t0 + Duration::from_secs(4), 1000 * KBPS, &mut tracks);
+        let out = a.allocate(t0 + Duration::from_secs(4), 600 * KBPS, &mut tracks);
         assert!(a.proven() && out.congested);
         assert_eq!(tracks[1].granted, Grant::Paused);
         assert_eq!(rank(&tracks[2]), Some(0));
@@ -600,7 +623,45 @@ mod tests {
         // Kept without headroom, at its cost.
         a.allocate(t0, 800 * KBPS, &mut tracks);
         assert_eq!(tracks[0].granted, Grant::UpTo(MAX_LAYERS as u8 - 1));
+        // Short by less than half: kept for the grace, then paused.
         a.allocate(t0, 500 * KBPS, &mut tracks);
+        assert_eq!(tracks[0].granted, Grant::UpTo(MAX_LAYERS as u8 - 1));
+        a.allocate(t0 + PAUSE_GRACE / 2, 500 * KBPS, &mut tracks);
+        assert_eq!(tracks[0].granted, Grant::UpTo(MAX_LAYERS as u8 - 1));
+        a.allocate(t0 + PAUSE_GRACE, 500 * KBPS, &mut tracks);
         assert_eq!(tracks[0].granted, Grant::Paused);
+    }
+
+    #[test]
+    fn a_short_dip_below_the_lowest_layer_is_ridden_out_a_deep_one_pauses_at_once() {
+        let t0 = Instant::now();
+        let mut a = Allocator::new();
+        let mut tracks = [audio(), simulcast(2)];
+        a.allocate(t0, 1000 * KBPS, &mut tracks);
+        // 60 % of the lowest layer left: kept, and it is congestion (no probing).
+        let dip = 40 * KBPS + 90 * KBPS;
+        let out = a.allocate(t0, dip, &mut tracks);
+        assert_eq!(rank(&tracks[1]), Some(0));
+        assert!(out.congested);
+        assert_eq!(out.probe, 0);
+        // The estimate recovers within the grace: the grace starts over next time.
+        a.allocate(t0 + Duration::from_secs(2), 1000 * KBPS, &mut tracks);
+        assert_eq!(rank(&tracks[1]), Some(0));
+        let t1 = t0 + Duration::from_secs(3);
+        a.allocate(t1, dip, &mut tracks);
+        a.allocate(
+            t1 + PAUSE_GRACE - Duration::from_millis(1),
+            dip,
+            &mut tracks,
+        );
+        assert_eq!(rank(&tracks[1]), Some(0));
+        a.allocate(t1 + PAUSE_GRACE, dip, &mut tracks);
+        assert_eq!(tracks[1].granted, Grant::Paused);
+        // Less than half of it left: paused at once.
+        let mut b = Allocator::new();
+        let mut tracks = [audio(), simulcast(2)];
+        b.allocate(t0, 1000 * KBPS, &mut tracks);
+        b.allocate(t0, 40 * KBPS + 70 * KBPS, &mut tracks);
+        assert_eq!(tracks[1].granted, Grant::Paused);
     }
 }

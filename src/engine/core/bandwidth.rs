@@ -16,6 +16,9 @@ use crate::forward::{Demand, MAX_LAYERS};
 /// How often each session's allocation runs.
 pub(crate) const ALLOCATE_EVERY: Duration = Duration::from_millis(500);
 
+/// The window whose loss caps the estimate (`LossCap`): the allocation period.
+const LOSS_WINDOW: Duration = ALLOCATE_EVERY;
+
 /// Probe targets that moved less than this (percent) are not given to the estimator again.
 const PROBE_CHANGE_PCT: u64 = 10;
 
@@ -41,6 +44,9 @@ impl ShardCore {
             }
             bwe.last_run = Some(now);
             bwe.allocated_at = estimate;
+            // str0m's estimate, capped by the loss its feedback reports (see `LossCap`).
+            let loss = s.rtc.bwe().egress_loss(LOSS_WINDOW);
+            let estimate = bwe.loss_cap.update(now, loss, bwe.last.used, estimate);
             demands.clear();
             for &dslot in &s.downs {
                 let Some(d) = self.downs.get(dslot) else {
@@ -88,11 +94,22 @@ impl ShardCore {
             if reprobe {
                 bwe.probe = probe;
             }
-            if reprobe {
+            // The pacer paces no slower than what was granted (patch 16 of the vendored
+            // str0m): a grant may exceed the estimate for a while (a kept layer, a paused
+            // one's grace), and a queue behind a resend must still drain.
+            let repace = moved(bwe.media_rate, outcome.used);
+            if repace {
+                bwe.media_rate = outcome.used;
+            }
+            if reprobe || repace {
                 let _ = s.guarded(|s| {
-                    s.rtc
-                        .bwe()
-                        .set_bitrate(Bitrate::bps(probe.0), Bitrate::bps(probe.1))
+                    let mut bwe = s.rtc.bwe();
+                    if reprobe {
+                        bwe.set_bitrate(Bitrate::bps(probe.0), Bitrate::bps(probe.1));
+                    }
+                    if repace {
+                        bwe.set_media_rate(Bitrate::bps(outcome.used));
+                    }
                 });
                 self.touched.push(slot);
             }

@@ -1532,6 +1532,17 @@ impl Session {
         self.configure_pacer();
     }
 
+    /// (Rheomesh patch.) See [`crate::bwe::Bwe::egress_loss`].
+    pub fn egress_loss(&self, window: Duration, now: Instant) -> Option<f32> {
+        self.twcc_tx_register.loss(window, now)
+    }
+
+    /// (Rheomesh patch.) See [`crate::bwe::Bwe::set_media_rate`].
+    pub fn set_bwe_media_rate(&mut self, rate: Bitrate) {
+        self.pacer_control.set_media_rate(rate);
+        self.configure_pacer();
+    }
+
     pub fn reset_bwe(&mut self, init_bitrate: Bitrate) {
         if let Some(bwe) = self.bwe.as_mut() {
             bwe.reset(init_bitrate);

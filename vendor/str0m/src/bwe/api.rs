@@ -102,6 +102,29 @@ impl<'a> Bwe<'a> {
         m.no_events();
     }
 
+    /// (Rheomesh patch.) The rate the application sends media at, when it does not follow
+    /// the estimate (an SFU forwards its publishers' encodings at their own rates, and may
+    /// keep one that exceeds the estimate for a while). The pacer never paces slower than
+    /// 1.1 × this: upstream paces at 1.1 × the estimate only, so while the estimate is
+    /// below what is sent, a queue that forms behind one resend grows instead of draining,
+    /// delays everything behind it and bursts out when the estimate recovers. 0 (the
+    /// default) is upstream's behaviour.
+    pub fn set_media_rate(&mut self, rate: Bitrate) {
+        let mut m = self.0.mutate();
+        m.session.set_bwe_media_rate(rate);
+        m.no_events();
+    }
+
+    /// (Rheomesh patch.) The share of the packets sent in the last `window` (as of the
+    /// last `handle_input`) that transport-wide feedback reported lost; `None` before any
+    /// feedback. What [`StatsReport`][crate::stats::StatsReport]'s `egress_loss_fraction`
+    /// holds for one second, read without building a report. An application that keeps
+    /// a sender above the estimate can cap it by loss (the delay-based estimate sees no
+    /// congestion on a shallow drop-tail queue that stays full).
+    pub fn egress_loss(&self, window: std::time::Duration) -> Option<f32> {
+        self.0.session.egress_loss(window, self.0.last_now)
+    }
+
     /// Reset the BWE with a new init_bitrate
     ///
     /// This discards the current estimator state and starts estimation again

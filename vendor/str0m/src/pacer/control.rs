@@ -22,13 +22,23 @@ pub(crate) struct PacerControl {
     /// (Rheomesh patch.) Whether [`PADDING_TARGET`] is a floor of the padding target; when
     /// off, only the application's minimum is.
     automatic_padding: bool,
+    /// (Rheomesh patch.) The rate the application sends media at: the pacer never paces
+    /// slower than [`PACING_FACTOR`] times it, so that what it queues drains.
+    media_rate: Bitrate,
 }
 
 impl PacerControl {
     pub fn new() -> Self {
         Self {
             automatic_padding: true,
+            media_rate: Bitrate::ZERO,
         }
+    }
+
+    /// (Rheomesh patch.) The rate the application sends media at (a floor of the pacing
+    /// rate).
+    pub fn set_media_rate(&mut self, rate: Bitrate) {
+        self.media_rate = rate;
     }
 
     /// (Rheomesh patch.) Keep (`true`, the default) or drop the automatic padding floor.
@@ -63,7 +73,10 @@ impl PacerControl {
         // Set pacing rate to smooth out media transmission (burst avoidance).
         // Must be at least the current BWE estimate * factor, but also high enough
         // to allow the padding we want to send.
-        let min_pacing_rate = estimate * PACING_FACTOR;
+        // (Rheomesh patch.) Nor slower than the media the application sends: a queue that
+        // builds behind one resend would otherwise never drain while the estimate is below
+        // that rate, and burst out when it recovers.
+        let min_pacing_rate = (estimate * PACING_FACTOR).max(self.media_rate * PACING_FACTOR);
         let pacing_rate = min_pacing_rate.max(padding_rate);
 
         PacingResult {
@@ -104,6 +117,16 @@ mod test {
 
         let r = c.calculate(true, estimate, true, Bitrate::mbps(2));
         assert_eq!(r.padding_rate, Bitrate::ZERO);
+    }
+
+    #[test]
+    fn media_rate_is_a_floor_of_the_pacing_rate() {
+        let mut c = PacerControl::new();
+        c.set_media_rate(Bitrate::kbps(200));
+        let r = c.calculate(true, Bitrate::kbps(100), false, Bitrate::ZERO);
+        assert_eq!(r.pacing_rate, Bitrate::kbps(200) * PACING_FACTOR);
+        let r = c.calculate(true, Bitrate::kbps(1_000), false, Bitrate::ZERO);
+        assert_eq!(r.pacing_rate, Bitrate::kbps(1_000) * PACING_FACTOR);
     }
 
     #[test]
