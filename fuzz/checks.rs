@@ -825,6 +825,7 @@ pub fn layer_selection(data: &[u8]) {
             frame_start: b & 8 != 0,
             frame_end: b & 16 != 0,
             switch_point: b & 32 != 0,
+            switch_to: if b & 64 != 0 { b >> 5 } else { 0 },
         };
         let input = InPacket {
             source: source as u64,
@@ -883,5 +884,33 @@ pub fn layer_selection(data: &[u8]) {
             }
         }
         last = Some((input.source, seq, out, 0, true));
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// 8. rtp_extension: rheomesh::wire::find_extension
+// ---------------------------------------------------------------------------------------
+
+/// Byte 0 is the extension id looked for, the rest an RTP datagram as it arrived.
+/// `find_extension` never panics; SSRC and sequence number are the header's; a value found
+/// lies inside the datagram, after the fixed header and its CSRCs.
+pub fn rtp_extension(data: &[u8]) {
+    use rheomesh::wire::find_extension;
+    let Some((&id, packet)) = data.split_first() else {
+        return;
+    };
+    if let Ok(e) = find_extension(packet, id) {
+        assert!(packet.len() >= 12);
+        assert_eq!(e.seq, u16::from_be_bytes([packet[2], packet[3]]));
+        assert_eq!(
+            e.ssrc,
+            u32::from_be_bytes([packet[8], packet[9], packet[10], packet[11]])
+        );
+        if let Some(v) = e.value {
+            let start = v.as_ptr() as usize - packet.as_ptr() as usize;
+            assert!(start + v.len() <= packet.len());
+            assert!(start >= 12 + 4 * usize::from(packet[0] & 0x0f) + 4);
+            assert!(packet[0] & 0x10 != 0, "a value without the X bit");
+        }
     }
 }

@@ -107,6 +107,55 @@ pub enum HeaderExtension {
     PlayoutDelay,
     /// `http://www.webrtc.org/experiments/rtp-hdrext/abs-capture-time`.
     AbsCaptureTime,
+    /// The AV1 RTP payload format's dependency descriptor
+    /// (`https://aomediacodec.github.io/av1-rtp-spec/#dependency-descriptor-rtp-header-extension`):
+    /// read on a publisher's AV1 packets for their SVC layers (Chromium sends AV1 SVC only
+    /// with it). Not forwarded: subscribers get the frames of the layers chosen for them,
+    /// with the marker bit at the end of each picture.
+    DependencyDescriptor,
+}
+
+/// The URI of [`HeaderExtension::DependencyDescriptor`].
+pub const DEPENDENCY_DESCRIPTOR_URI: &str =
+    "https://aomediacodec.github.io/av1-rtp-spec/#dependency-descriptor-rtp-header-extension";
+
+/// str0m's side of [`HeaderExtension::DependencyDescriptor`]: read by the shard from the
+/// datagram itself (`wire::find_extension`), so str0m does not parse it; written from
+/// `ExtensionValues::raw` (the vendored str0m's patch 18), where the shard puts the
+/// publisher's bytes for the subscribers' packets.
+#[derive(Debug)]
+struct DependencyDescriptorPassThrough;
+
+impl str0m::rtp::ExtensionSerializer for DependencyDescriptorPassThrough {
+    fn write_to(&self, buf: &mut [u8], ev: &str0m::rtp::ExtensionValues) -> usize {
+        let Some(v) = &ev.raw else {
+            return 0;
+        };
+        let b = v.as_bytes();
+        match buf.get_mut(..b.len()) {
+            Some(out) if !b.is_empty() => {
+                out.copy_from_slice(b);
+                b.len()
+            }
+            _ => 0,
+        }
+    }
+
+    fn requires_two_byte_form(&self, ev: &str0m::rtp::ExtensionValues) -> bool {
+        ev.raw.as_ref().is_some_and(|v| v.as_bytes().len() > 16)
+    }
+
+    fn parse_value(&self, _buf: &[u8], _ev: &mut str0m::rtp::ExtensionValues) -> bool {
+        true
+    }
+
+    fn is_video(&self) -> bool {
+        true
+    }
+
+    fn is_audio(&self) -> bool {
+        false
+    }
 }
 
 impl HeaderExtension {
@@ -121,6 +170,10 @@ impl HeaderExtension {
             HeaderExtension::VideoOrientation => Extension::VideoOrientation,
             HeaderExtension::PlayoutDelay => Extension::PlayoutDelay,
             HeaderExtension::AbsCaptureTime => Extension::AbsoluteCaptureTime,
+            HeaderExtension::DependencyDescriptor => Extension::with_serializer(
+                DEPENDENCY_DESCRIPTOR_URI,
+                DependencyDescriptorPassThrough,
+            ),
         }
     }
 
@@ -137,6 +190,7 @@ impl HeaderExtension {
             HeaderExtension::VideoOrientation => 13,
             HeaderExtension::PlayoutDelay => 6,
             HeaderExtension::AbsCaptureTime => 7,
+            HeaderExtension::DependencyDescriptor => 12,
         }
     }
 }
@@ -187,6 +241,7 @@ impl Default for MediaConfig {
                 HeaderExtension::RtpStreamId,
                 HeaderExtension::RepairedRtpStreamId,
                 HeaderExtension::VideoOrientation,
+                HeaderExtension::DependencyDescriptor,
             ],
             bandwidth_estimation: None,
         }

@@ -215,6 +215,10 @@ pub struct TransportStats {
     /// estimate (bits per second), while there is one: the allocator shares the lower of
     /// the two.
     pub bandwidth_loss_cap: Option<u64>,
+    /// Publish transports: AV1 packets whose dependency descriptor could not be read
+    /// (truncated, before any template structure, an unknown template); they are
+    /// forwarded as packets without layers.
+    pub dependency_descriptor_errors: u64,
 }
 
 /// The ICE candidate pair a transport uses.

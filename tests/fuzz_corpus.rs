@@ -74,6 +74,11 @@ fn dependency_descriptor_corpus() {
 }
 
 #[test]
+fn rtp_extension_corpus() {
+    replay("rtp_extension", 2, usize::MAX, checks::rtp_extension);
+}
+
+#[test]
 fn layer_selection_corpus() {
     replay("layer_selection", 3, usize::MAX, checks::layer_selection);
 }

@@ -53,6 +53,9 @@ pub(crate) struct PacketLayer {
     pub(crate) frame_end: bool,
     /// A temporal switching point.
     pub(crate) switch_point: bool,
+    /// Dependency descriptor: bit per temporal layer this frame is a switching point for
+    /// (0: `switch_point` says it).
+    pub(crate) switch_to: u8,
     /// What to add to `ts` to put it on the clock all the track's encodings share (from
     /// their sender reports), once known; `ts` stays the encoding's own.
     pub(crate) clock_offset: Option<u32>,

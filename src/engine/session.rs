@@ -13,7 +13,7 @@ use str0m::change::SdpPendingOffer;
 use str0m::format::PayloadParams;
 use str0m::media::{MediaKind, Mid, NackRequest, Rid};
 use str0m::net::Transmit;
-use str0m::rtp::{ExtensionValues, RtpPacket, Ssrc};
+use str0m::rtp::{ExtensionValues, RawExtValue, RtpPacket, Ssrc};
 use str0m::{Event, IceConnectionState, Output, Rtc};
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -26,6 +26,7 @@ use crate::forward::{
     MAX_LAYERS, PUBLISHER_KEYFRAME_INTERVAL, PUBLISHER_KEYFRAME_SPACING,
 };
 use crate::wire::codec::{self, CodecKind, PayloadInfo};
+use crate::wire::dependency_descriptor;
 
 /// One encoding of a received track: a simulcast layer (by rid), or the track's only one.
 pub(crate) struct UpLayer {
@@ -45,6 +46,9 @@ pub(crate) struct UpLayer {
     /// encoding's), once sender reports of both are known. Packets keep their own
     /// timestamps and carry this beside them ([`PacketLayer::clock_offset`]).
     pub(crate) ts_offset: Option<u32>,
+    /// The dependency descriptor's template structure its packets are read against (the
+    /// last one a keyframe brought; each encoding has its own).
+    dd_structure: Option<dependency_descriptor::Structure>,
 }
 
 impl UpLayer {
@@ -61,6 +65,7 @@ impl UpLayer {
             ),
             sr: None,
             ts_offset: None,
+            dd_structure: None,
         }
     }
 
@@ -272,6 +277,9 @@ pub(crate) struct Traffic {
     /// Bits per second over the last complete window.
     pub(crate) bitrate_in: u64,
     pub(crate) bitrate_out: u64,
+    /// AV1 packets whose dependency descriptor could not be read (forwarded without
+    /// layers).
+    pub(crate) dd_errors: u64,
 }
 
 /// Span of time the transport bitrates are averaged over.
@@ -345,6 +353,65 @@ pub(crate) struct Session {
     pub(crate) awaiting_answer: Vec<DownTrackId>,
     /// Bandwidth estimation toward the subscriber, when on (`MediaConfig::bandwidth_estimation`).
     pub(crate) bwe: Option<Box<SessionBwe>>,
+    /// A publisher that negotiated the dependency descriptor: the extension of its last
+    /// RTP datagram.
+    pub(crate) dd: Option<Box<DdCapture>>,
+}
+
+/// The dependency descriptor of a publish session's last RTP datagram (AV1 SVC, issue
+/// 12). str0m does not keep a header extension it does not know without allocating, so
+/// the shard copies it from the datagram before str0m decrypts it (the RTP header is in
+/// the clear), and [`Session::ingress_packet`] reads it only for the packet str0m then
+/// emits with the same SSRC and sequence number: a datagram that fails authentication
+/// never reaches a track's template structure.
+pub(crate) struct DdCapture {
+    /// The extension id the publisher's offer gave it.
+    pub(crate) id: u8,
+    ssrc: u32,
+    seq: u16,
+    len: usize,
+    valid: bool,
+    buf: [u8; 255],
+}
+
+impl DdCapture {
+    /// A capture of extension `id`.
+    pub(crate) fn new(id: u8) -> Self {
+        DdCapture {
+            id,
+            ssrc: 0,
+            seq: 0,
+            len: 0,
+            valid: false,
+            buf: [0; 255],
+        }
+    }
+
+    /// Copy the extension out of RTP datagram `datagram` (forget the last one if it has
+    /// none). Returns false if the header could not be read.
+    pub(crate) fn capture(&mut self, datagram: &[u8]) -> bool {
+        self.valid = false;
+        match crate::wire::find_extension(datagram, self.id) {
+            Ok(e) => {
+                if let Some(v) = e.value {
+                    let n = v.len().min(self.buf.len());
+                    self.buf[..n].copy_from_slice(&v[..n]);
+                    (self.ssrc, self.seq, self.len, self.valid) = (e.ssrc, e.seq, n, true);
+                }
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// The extension of the packet `ssrc`/`seq`, if it was the one captured (once).
+    fn take(&mut self, ssrc: u32, seq: u16) -> Option<&[u8]> {
+        if !self.valid || self.ssrc != ssrc || self.seq != seq {
+            return None;
+        }
+        self.valid = false;
+        Some(&self.buf[..self.len])
+    }
 }
 
 /// A subscribe session's bandwidth estimate and the allocator that shares it (issue 12).
@@ -503,11 +570,58 @@ impl Session {
         }
         let pt = *p.header.payload_type;
         let codec = up.codec_by_pt.get(pt as usize).copied()?;
-        let info = if up.info.kind == MediaKind::Video {
+        let mut info = if up.info.kind == MediaKind::Video {
             codec::inspect(codec, &p.payload).unwrap_or_default()
         } else {
             PayloadInfo::default()
         };
+        // AV1: its layers and frame boundaries from the dependency descriptor.
+        // The dependency descriptor (Chromium sends it with every video codec once it is
+        // negotiated): AV1's layers and frame boundaries; the temporal layers of a VP8 (or
+        // VP9) stream whose own descriptor no longer carries them.
+        let mut dd_frame = false;
+        let mut dd_raw = None;
+        let mut dd_switch_to = 0;
+        let ext = match up.info.kind {
+            MediaKind::Video => self
+                .dd
+                .as_mut()
+                .and_then(|d| d.take(*p.header.ssrc, *p.seq_no as u16)),
+            _ => None,
+        };
+        if let Some(ext) = ext {
+            let structure = &mut up.layers[li].dd_structure;
+            match dependency_descriptor::parse(ext, structure) {
+                Ok(f) => {
+                    let structure = structure.as_ref();
+                    let layered = structure.is_some_and(|s| s.max_layers() != (0, 0));
+                    dd_switch_to = structure.map_or(0, |s| dd_switch_mask(s, &f));
+                    if codec == CodecKind::Av1 {
+                        // Forwarded as it came: receivers assemble and reference AV1 SVC
+                        // frames by it (inline, no allocation, but for a keyframe's
+                        // structure).
+                        dd_raw = Some(RawExtValue::new(ext));
+                        if layered {
+                            dd_frame = true;
+                            info.spatial_id = Some(f.spatial);
+                            info.temporal_id = Some(f.temporal);
+                            info.start_of_frame = f.start_of_frame;
+                            info.end_of_frame = f.end_of_frame;
+                        } else {
+                            dd_switch_to = 0;
+                        }
+                    } else if layered && info.temporal_id.is_none() {
+                        info.temporal_id = Some(f.temporal);
+                    } else {
+                        dd_switch_to = 0;
+                    }
+                }
+                Err(e) => {
+                    self.traffic.dd_errors += 1;
+                    tracing::trace!(session = self.id.0, "dependency descriptor: {e}");
+                }
+            }
+        }
         let simulcast = up.simulcast();
         let layer = &mut up.layers[li];
         layer.bytes += p.payload.len() as u64;
@@ -527,6 +641,7 @@ impl Session {
             match codec {
                 CodecKind::Vp9 => info.spatial_id,
                 CodecKind::Vp8 => info.temporal_id.map(|_| 0),
+                CodecKind::Av1 if dd_frame => info.spatial_id,
                 _ => None,
             }
         };
@@ -540,6 +655,7 @@ impl Session {
             up.svc_active |= 1 << sid;
             // VP8 has no end-of-frame bit: its frames end at the marker.
             let end = info.end_of_frame || (codec == CodecKind::Vp8 && p.header.marker);
+            // (AV1: the dependency descriptor's end of frame.)
             (sid, up.svc_active, end)
         } else {
             (0, 0, p.header.marker)
@@ -555,6 +671,7 @@ impl Session {
             abs_capture_time: e.abs_capture_time,
             play_delay_min: e.play_delay_min,
             play_delay_max: e.play_delay_max,
+            raw: dd_raw,
             ..Default::default()
         };
         Some(MediaPacket {
@@ -573,6 +690,7 @@ impl Session {
                 frame_start: info.start_of_frame,
                 frame_end,
                 switch_point: info.switch_point,
+                switch_to: dd_switch_to,
                 clock_offset,
             },
             arrival: p.timestamp,
@@ -660,4 +778,21 @@ impl Session {
         });
         done.unwrap_or(false)
     }
+}
+
+/// The temporal layers (bit per layer) a decoder of frame `f`'s spatial layer may switch up
+/// to at it: those whose decode target's indication for it is `Switch`.
+fn dd_switch_mask(
+    s: &dependency_descriptor::Structure,
+    f: &dependency_descriptor::FrameInfo,
+) -> u8 {
+    let mut mask = 0u8;
+    for dt in 0..s.decode_targets() {
+        if let Some((sp, t)) = s.decode_target_layers(dt) {
+            if sp == f.spatial && t < 8 && f.dti(dt) == dependency_descriptor::Dti::Switch {
+                mask |= 1 << t;
+            }
+        }
+    }
+    mask
 }

@@ -57,6 +57,11 @@ pub struct LayerPacket {
     pub frame_end: bool,
     /// A temporal switching point: a decoder may start decoding this temporal layer here.
     pub switch_point: bool,
+    /// From a dependency descriptor: bit `t` set if a decoder may switch up to temporal
+    /// layer `t` (of this spatial layer) at this frame (its decode target's indication is
+    /// `Switch`); 0 when the codec's own descriptor says it (`switch_point`). In
+    /// libwebrtc's L1T3 a base layer frame switches to any layer, a T1 frame to T2 only.
+    pub switch_to: u8,
 }
 
 /// What to do with a packet.
@@ -205,6 +210,15 @@ impl LayerSelector {
         };
         if target.temporal < c.temporal && boundary {
             c.temporal = target.temporal;
+        } else if target.temporal > c.temporal && boundary && p.switch_to != 0 {
+            // The highest layer up to the target that this frame starts.
+            let top = target.temporal.min(7);
+            if let Some(t) = (c.temporal + 1..=top)
+                .rev()
+                .find(|t| p.switch_to & (1 << t) != 0)
+            {
+                c.temporal = t;
+            }
         } else if target.temporal > c.temporal
             && boundary
             && p.temporal > c.temporal
@@ -258,11 +272,13 @@ mod tests {
         LayerPacket {
             keyframe_start: true,
             switch_point: true,
+            switch_to: 0,
             ..pkt(spatial, 0)
         }
     }
 
     const FWD: LayerVerdict = LayerVerdict::Forward { set_marker: false };
+    const FWD_END: LayerVerdict = LayerVerdict::Forward { set_marker: true };
 
     #[test]
     fn simulcast_starts_and_switches_only_at_the_target_streams_keyframes() {
@@ -321,6 +337,42 @@ mod tests {
     }
 
     #[test]
+    fn dependency_descriptor_switch_indications_move_temporal_layers_up() {
+        // libwebrtc's L1T3: T0 frames are switching points for every decode target, T1
+        // frames for T2's, T2 frames for none.
+        let frame = |t: u8, switch_to: u8| LayerPacket {
+            switch_to,
+            frame_start: true,
+            frame_end: true,
+            ..pkt(0, t)
+        };
+        let (t0, t1, t2) = (frame(0, 0b111), frame(1, 0b100), frame(2, 0));
+        let mut s = LayerSelector::new(LayerMode::Svc);
+        s.set_target(Some(Layer::new(0, 0)));
+        assert_eq!(
+            s.select(&LayerPacket {
+                keyframe_start: true,
+                ..t0
+            }),
+            FWD_END
+        );
+        assert_eq!(s.select(&t1), LayerVerdict::Drop);
+        // Up to T1: not at a T1 frame (not a switching point of T1's target), at a T0.
+        s.set_target(Some(Layer::new(0, 1)));
+        assert_eq!(s.select(&t1), LayerVerdict::Drop);
+        assert_eq!(s.select(&t0), FWD_END);
+        assert_eq!(s.current(), Some(Layer::new(0, 1)));
+        assert_eq!(s.select(&t1), FWD_END);
+        assert_eq!(s.select(&t2), LayerVerdict::Drop);
+        // Up to all of them: at the next T1 frame (T2's switching point).
+        s.set_target(Some(Layer::new(0, u8::MAX)));
+        assert_eq!(s.select(&t2), LayerVerdict::Drop);
+        assert_eq!(s.select(&t1), FWD_END);
+        assert_eq!(s.current(), Some(Layer::new(0, 2)));
+        assert_eq!(s.select(&t2), FWD_END);
+    }
+
+    #[test]
     fn temporal_up_only_at_switching_points_down_at_frame_starts() {
         let mut s = LayerSelector::new(LayerMode::Simulcast);
         s.set_target(Some(Layer::new(0, 0)));
@@ -334,6 +386,7 @@ mod tests {
         );
         let sync1 = LayerPacket {
             switch_point: true,
+            switch_to: 0,
             ..pkt(0, 1)
         };
         assert_eq!(s.select(&sync1), FWD, "T1 switching point");
@@ -341,6 +394,7 @@ mod tests {
         assert_eq!(s.select(&pkt(0, 2)), LayerVerdict::Drop);
         let sync2 = LayerPacket {
             switch_point: true,
+            switch_to: 0,
             ..pkt(0, 2)
         };
         assert_eq!(s.select(&sync2), FWD);
@@ -369,6 +423,7 @@ mod tests {
             frame_start: true,
             frame_end: true,
             switch_point: keyframe,
+            switch_to: 0,
         })
     }
 
@@ -450,6 +505,7 @@ mod tests {
                     frame_start: (r >> 20) % 2 == 0,
                     frame_end: (r >> 21) % 2 == 0,
                     switch_point: (r >> 22) % 3 == 0,
+                    switch_to: ((r >> 24) % 8) as u8,
                 };
                 let v = s.select(&p);
                 if let LayerVerdict::Forward { .. } = v {

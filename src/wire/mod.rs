@@ -13,7 +13,9 @@
 //!   [`codec`] (VP8, VP9, H.264, AV1);
 //! - the dependency descriptor header extension (AV1 SVC, and libwebrtc's other codecs):
 //!   frame, layer ids and decode targets against the track's template structure,
-//!   [`dependency_descriptor`]. The one parser here with state, which the caller keeps.
+//!   [`dependency_descriptor`]. The one parser here with state, which the caller keeps;
+//! - one header extension element of an RTP packet as it arrived (the header is in the
+//!   clear under SRTP): [`find_extension`], [`RtpExtension`], [`RtpExtError`].
 //!
 //! Everything here is pure and allocation-free: no I/O, no state, no `unsafe`. Every parser
 //! returns an error on bad input and never panics; each has unit tests over every truncation
@@ -22,9 +24,11 @@
 mod classify;
 pub mod codec;
 pub mod dependency_descriptor;
+mod rtp_ext;
 mod stun;
 mod stun_client;
 
 pub use classify::{classify, DatagramKind};
+pub use rtp_ext::{find_extension, RtpExtError, RtpExtension};
 pub use stun::{stun_local_ufrag, StunError};
 pub use stun_client::{stun_binding_request, stun_binding_response, BindingError};

@@ -1,4 +1,4 @@
-// 8. VP9 SVC layer selection. A publishes its fake camera at 1280x720 as one VP9 encoding with
+// 8. VP9 and AV1 SVC layer selection. A publishes its fake camera at 1280x720 as one VP9 (or AV1) encoding with
 //    scalability mode L3T3_KEY (three spatial, three temporal layers in one RTP stream); B
 //    subscribes and first decodes the top layers (full size, full frame rate). B then asks for
 //    spatial 1, temporal 1 (SetPreferredLayer): within 3 s B decodes the middle resolution (half
@@ -51,8 +51,11 @@ async function publishAndView(prefix, query, body) {
   }
 }
 
-test("VP9 SVC: spatial 1 / temporal 1 decodes at the middle size and about half the frame rate", { timeout: 180000 }, async (t) => {
-  await publishAndView("svc", "svc=L3T3_KEY&video=1280x720", async ({ a, b, ids }) => {
+// VP9 (layers from its payload descriptor) and AV1 (from the dependency descriptor header
+// extension, which Chromium sends with AV1 SVC).
+for (const codec of ["VP9", "AV1"]) {
+test(`${codec} SVC: spatial 1 / temporal 1 decodes at the middle size and about half the frame rate`, { timeout: 180000 }, async (t) => {
+  await publishAndView(`svc-${codec.toLowerCase()}`, `svc=L3T3_KEY&codec=${codec}&video=1280x720`, async ({ a, b, ids }) => {
     // The top layers first: Chromium's estimate must grow before A sends all three spatial layers.
     const top = await until(
       async () => {
@@ -117,6 +120,7 @@ test("VP9 SVC: spatial 1 / temporal 1 decodes at the middle size and about half 
     assert.equal(last.nackCount, 0, "B sent no NACK (nothing was lost; dropped layers leave no gap)");
   });
 });
+}
 
 // VP8 with three temporal layers in one stream (scalability mode L1T3): asking for temporal
 // layer 0 keeps a quarter of the frames (T0 is every fourth frame), at full size, without a

@@ -21,7 +21,7 @@ use crate::engine::command::{
 };
 use crate::engine::route::DownTrack;
 use crate::engine::sdp::{answer_in_offer_order, sdp_mids, sdp_msids, stop_m_lines};
-use crate::engine::session::{PendingOffer, Session, UpTrack};
+use crate::engine::session::{DdCapture, PendingOffer, Session, UpTrack};
 use crate::engine::{next_id, DownTrackId, SessionId, TrackKey};
 use crate::error::{NegotiationError, SubscribeError, TransportError};
 use crate::forward::{MAX_INITIAL_BPS, MIN_INITIAL_BPS};
@@ -225,6 +225,7 @@ impl ShardCore {
             to_stop: Vec::new(),
             awaiting_answer: Vec::new(),
             bwe: bwe.then(Default::default),
+            dd: None,
             anchor_mid: None,
         };
         let got = self.sessions.insert(session);
@@ -367,6 +368,20 @@ impl ShardCore {
             }
         }
         s.up_by_ssrc.clear();
+        // The dependency descriptor's id, if the offer negotiated it on a video m-line.
+        let dd_id = s.up.iter().find_map(|u| {
+            s.rtc.media(u.mid).and_then(|m| {
+                m.remote_extmap()
+                    .iter()
+                    .find(|(_, e)| e.as_uri() == crate::config::DEPENDENCY_DESCRIPTOR_URI)
+                    .map(|(id, _)| id)
+            })
+        });
+        match (dd_id, s.dd.as_mut()) {
+            (Some(id), Some(d)) => d.id = id,
+            (Some(id), None) => s.dd = Some(Box::new(DdCapture::new(id))),
+            (None, _) => s.dd = None,
+        }
         let tracks: Vec<TrackInfo> = s.up.iter().map(|u| u.info.clone()).collect();
         if !had_tracks && !tracks.iter().any(|t| t.active) {
             // Nothing we can receive: the offer is useless. Undo nothing (str0m has applied

@@ -299,6 +299,13 @@ impl ShardCore {
                 contents,
             },
         );
+        if kind == DatagramKind::Rtp {
+            if let Some(dd) = session.dd.as_mut() {
+                // The header's dependency descriptor, for the packet str0m is about to
+                // emit (read after str0m has authenticated it; see `DdCapture`).
+                dd.capture(data);
+            }
+        }
         let new_addrs_before = self.out.new_addrs.len();
         // The session's timeout pass runs only if its deadline has come (see the timers).
         match session.guarded(|s| s.rtc.handle_input_when_due(input)) {

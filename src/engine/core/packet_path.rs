@@ -335,6 +335,7 @@ impl Delivery<'_> {
                 frame_start: pkt.layer.frame_start,
                 frame_end: pkt.layer.frame_end,
                 switch_point: pkt.layer.switch_point,
+                switch_to: pkt.layer.switch_to,
             });
             let now_layers = (d.selector.current(), d.seen_active);
             if now_layers != d.reported {

@@ -63,6 +63,7 @@ impl ShardCore {
             bitrate_out: traffic.bitrate_out,
             bandwidth_estimate: s.bwe.as_ref().and_then(|b| b.estimate),
             bandwidth_allocated: s.bwe.as_ref().and_then(|b| b.last_run.map(|_| b.last.used)),
+            dependency_descriptor_errors: traffic.dd_errors,
             bandwidth_loss_cap: s.bwe.as_ref().and_then(|b| b.loss_cap.cap()),
             bandwidth_desired: s
                 .bwe

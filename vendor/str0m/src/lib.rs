@@ -787,7 +787,7 @@ pub mod rtp {
 
     /// Video Layers Allocation RTP Header Extension
     pub mod vla;
-    pub use crate::rtp_::{AbsCaptureTime, ExtensionValues, UserExtensionValues};
+    pub use crate::rtp_::{AbsCaptureTime, ExtensionValues, RawExtValue, UserExtensionValues};
     pub use crate::rtp_::{Extension, ExtensionMap, ExtensionSerializer};
 
     pub use crate::packet::{

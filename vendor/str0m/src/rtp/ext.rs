@@ -923,8 +923,59 @@ pub struct ExtensionValues {
     #[doc(hidden)]
     pub frame_mark: Option<u32>,
 
+    /// (Rheomesh patch.) The raw value of a pass-through extension (the dependency
+    /// descriptor an SFU forwards as it arrived), for an [`ExtensionSerializer`] to write
+    /// without [`ExtensionValues::user_values`] (whose map is allocated, and cloned per
+    /// packet per receiver).
+    pub raw: Option<RawExtValue>,
+
     /// User values for [`ExtensionSerializer`] to parse into and write from.
     pub user_values: UserExtensionValues,
+}
+
+/// (Rheomesh patch.) The bytes of one header extension value (at most 255, the two-byte
+/// form's limit): inline up to [`RawExtValue::INLINE`] bytes, shared beyond (one
+/// allocation for the value, none per clone).
+#[derive(Clone, PartialEq, Eq)]
+pub struct RawExtValue {
+    len: u8,
+    inline: [u8; RawExtValue::INLINE],
+    shared: Option<Arc<[u8]>>,
+}
+
+impl RawExtValue {
+    /// Values up to this long are kept inline.
+    pub const INLINE: usize = 22;
+
+    /// A copy of `bytes` (truncated to 255).
+    pub fn new(bytes: &[u8]) -> Self {
+        let bytes = &bytes[..bytes.len().min(255)];
+        let mut v = RawExtValue {
+            len: bytes.len() as u8,
+            inline: [0; Self::INLINE],
+            shared: None,
+        };
+        if bytes.len() <= Self::INLINE {
+            v.inline[..bytes.len()].copy_from_slice(bytes);
+        } else {
+            v.shared = Some(bytes.into());
+        }
+        v
+    }
+
+    /// The value.
+    pub fn as_bytes(&self) -> &[u8] {
+        match &self.shared {
+            Some(s) => s,
+            None => &self.inline[..usize::from(self.len)],
+        }
+    }
+}
+
+impl fmt::Debug for RawExtValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RawExtValue({} bytes)", self.len)
+    }
 }
 impl ExtensionValues {
     pub(crate) fn update_absolute_send_time(&mut self, now: Instant) {
