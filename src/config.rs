@@ -158,6 +158,12 @@ impl str0m::rtp::ExtensionSerializer for DependencyDescriptorPassThrough {
     }
 }
 
+/// The str0m extension of [`HeaderExtension::DependencyDescriptor`] (for the test peers).
+#[cfg(feature = "testing")]
+pub(crate) fn dependency_descriptor_extension() -> Extension {
+    HeaderExtension::DependencyDescriptor.to_str0m()
+}
+
 impl HeaderExtension {
     fn to_str0m(self) -> Extension {
         match self {

@@ -48,15 +48,20 @@ const BATCHES: usize = 20;
 
 /// Allocations per forwarded packet for a fan-out of `subs` over `shards` shards, and
 /// the number of packets forwarded (datagrams the shards queued).
-fn measure(shards: usize, subs: usize, simulcast: bool, bwe: bool) -> (f64, u64) {
+fn measure(shards: usize, subs: usize, case: Case) -> (f64, u64) {
     let mut media = MediaConfig::default();
-    if bwe {
+    if case.bwe {
         // An estimate that carries the bursts below from the start: the pacer holds back
         // nothing and every packet takes the send path measured here (with a 300 kbit/s
         // start, most of a 32-packet burst would wait in the pacer until `pump`).
         media.bandwidth_estimation = Some(BWE_START_BPS);
     }
-    let mut f = Fanout::with_media(shards, subs, simulcast, media).expect("fan-out connects");
+    let mut f = if case.dd {
+        Fanout::with_dependency_descriptor(shards, subs)
+    } else {
+        Fanout::with_media(shards, subs, case.simulcast, media)
+    }
+    .expect("fan-out connects");
     // Warm up: let queues, maps and buffers reach their steady size.
     for _ in 0..10 {
         f.stage(BATCH, 1100);
@@ -79,9 +84,33 @@ fn measure(shards: usize, subs: usize, simulcast: bool, bwe: bool) -> (f64, u64)
     (total as f64 / packets, sent)
 }
 
+/// What a run forwards: simulcast (three encodings, subscribers spread over them),
+/// bandwidth estimation on, or one stream whose temporal layers the dependency descriptor
+/// gives.
+#[derive(Clone, Copy, Default)]
+struct Case {
+    simulcast: bool,
+    bwe: bool,
+    dd: bool,
+}
+
 #[test]
 fn allocations_per_forwarded_packet_per_subscriber() {
     check("no tracing subscriber");
+}
+
+/// The publisher sends a dependency descriptor (libwebrtc's L1T3, the template structure
+/// with each keyframe) with every packet: the shard copies it out of the datagram, reads
+/// it against the track's structure, and every down-track selects temporal layers by it.
+#[test]
+fn allocations_per_forwarded_packet_per_subscriber_with_the_dependency_descriptor() {
+    check_with(
+        "dependency descriptor",
+        Case {
+            dd: true,
+            ..Case::default()
+        },
+    );
 }
 
 /// The same with a tracing subscriber interested in info: the shards' session spans are
@@ -108,7 +137,13 @@ fn allocations_per_forwarded_packet_per_subscriber_with_spans_enabled() {
 /// batch (its encoding's), so the per-subscriber figure compares with the one above.
 #[test]
 fn allocations_per_forwarded_packet_per_subscriber_with_simulcast() {
-    check_with("simulcast", true, false);
+    check_with(
+        "simulcast",
+        Case {
+            simulcast: true,
+            ..Case::default()
+        },
+    );
 }
 
 /// The same with bandwidth estimation on every subscribe session: each forwarded packet
@@ -116,17 +151,25 @@ fn allocations_per_forwarded_packet_per_subscriber_with_simulcast() {
 /// accounting.
 #[test]
 fn allocations_per_forwarded_packet_per_subscriber_with_bandwidth_estimation() {
-    check_with("simulcast and bandwidth estimation", true, true);
+    check_with(
+        "simulcast and bandwidth estimation",
+        Case {
+            simulcast: true,
+            bwe: true,
+            ..Case::default()
+        },
+    );
 }
 
 fn check(label: &str) {
-    check_with(label, false, false);
+    check_with(label, Case::default());
 }
 
-fn check_with(label: &str, simulcast: bool, bwe: bool) {
+fn check_with(label: &str, case: Case) {
+    let bwe = case.bwe;
     for shards in [1, 2] {
-        let (one, sent1) = measure(shards, 1, simulcast, bwe);
-        let (many, sent10) = measure(shards, 10, simulcast, bwe);
+        let (one, sent1) = measure(shards, 1, case);
+        let (many, sent10) = measure(shards, 10, case);
         let per_sub = (many - one) / 9.0;
         eprintln!(
             "{label}, shards {shards}: {one:.2} allocations per packet with 1 subscriber, {many:.2} \

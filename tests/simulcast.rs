@@ -191,3 +191,38 @@ async fn a_stopped_encoding_falls_back_to_the_next() {
     let r = sub.peer.received("v");
     assert_eq!(r.seq_gaps, 0, "no gap over the fall-back: {r:?}");
 }
+
+/// The dependency descriptor drives layer selection (issue 12): a str0m publisher sends
+/// libwebrtc's L1T3 descriptor with every packet of a stream whose own (VP8) descriptor
+/// has no temporal ids, as Chromium does once the extension is negotiated. A subscriber
+/// preferring temporal layer 0 gets the base layer (a quarter of the frames), one
+/// preferring layer 1 half of them, one with no preference all, in memory shards.
+#[test]
+fn the_dependency_descriptor_gives_the_temporal_layers() {
+    use rheomesh::testing::Fanout;
+    let mut f = Fanout::with_dependency_descriptor(2, 3).expect("fan-out connects");
+    f.set_preferred_layer(0, 0, 0);
+    f.set_preferred_layer(1, 0, 1);
+    // Let the preferences settle (a switch down waits for a frame boundary).
+    for _ in 0..4 {
+        f.stage(40, 500);
+        f.forward_staged_and_keep();
+        f.pump();
+    }
+    let before = f.received();
+    for _ in 0..10 {
+        f.stage(40, 500);
+        f.forward_staged_and_keep();
+        f.pump();
+    }
+    let got: Vec<u64> = f
+        .received()
+        .iter()
+        .zip(&before)
+        .map(|(a, b)| a - b)
+        .collect();
+    eprintln!("of 400 packets (T0 T2 T1 T2 ...): {got:?}");
+    assert_eq!(got[0], 100, "temporal layer 0: every fourth frame");
+    assert_eq!(got[1], 200, "temporal layers 0 and 1: every second frame");
+    assert_eq!(got[2], 400, "all layers");
+}

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use str0m::media::MediaKind;
 
-use super::client::ClientPeer;
+use super::client::{ClientConfig, ClientPeer};
 use super::shards::{MemoryShards, SessionRef};
 use crate::config::MediaConfig;
 
@@ -61,11 +61,30 @@ impl Fanout {
         simulcast: bool,
         media: MediaConfig,
     ) -> Result<Fanout, String> {
-        Self::build_with(shards, subscribers, if simulcast { 3 } else { 1 }, media)
+        Self::build_with(
+            shards,
+            subscribers,
+            if simulcast { 3 } else { 1 },
+            media,
+            false,
+        )
+    }
+
+    /// Like [`Fanout::new`], with the publisher sending a dependency descriptor (libwebrtc's
+    /// L1T3) with every packet: the server reads each packet's temporal layer from it
+    /// (the synthetic VP8 descriptor has none) and selects layers by it.
+    pub fn with_dependency_descriptor(shards: usize, subscribers: usize) -> Result<Fanout, String> {
+        Self::build_with(shards, subscribers, 1, MediaConfig::default(), true)
     }
 
     fn build(shards: usize, subscribers: usize, encodings: usize) -> Result<Fanout, String> {
-        Self::build_with(shards, subscribers, encodings, MediaConfig::default())
+        Self::build_with(
+            shards,
+            subscribers,
+            encodings,
+            MediaConfig::default(),
+            false,
+        )
     }
 
     fn build_with(
@@ -73,12 +92,15 @@ impl Fanout {
         subscribers: usize,
         encodings: usize,
         media: MediaConfig,
+        dependency_descriptor: bool,
     ) -> Result<Fanout, String> {
         let now = Instant::now();
         let mut net = MemoryShards::new(shards, 4096, media);
         let peer_addr =
             |i: usize| SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 30000 + i as u16);
-        let mut publisher = ClientPeer::new(peer_addr(0), now);
+        let mut cfg = ClientConfig::new(now);
+        cfg.dependency_descriptor = dependency_descriptor;
+        let mut publisher = ClientPeer::with_config(peer_addr(0), cfg, now);
         let pub_session = net.create_session(0, true, now);
         let offer = if encodings > 1 {
             let layers: Vec<(&str, (u16, u16))> = SIMULCAST[..encodings].to_vec();
@@ -172,6 +194,14 @@ impl Fanout {
     /// The in-memory shards.
     pub fn shards(&mut self) -> &mut MemoryShards {
         &mut self.net
+    }
+
+    /// Set subscriber `i`'s preferred layer (a ceiling: spatial, temporal).
+    pub fn set_preferred_layer(&mut self, i: usize, spatial: u8, temporal: u8) {
+        if let Some((_, s)) = self.subscribers.get(i) {
+            self.net
+                .set_preferred_layer(*s, spatial, temporal, Instant::now());
+        }
     }
 
     /// Number of subscribers.

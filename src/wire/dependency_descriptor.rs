@@ -383,19 +383,21 @@ impl<'a> Bits<'a> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Writes what [`parse`] reads, for round trips.
+/// Writing dependency descriptors: for unit tests and the test peers (feature `testing`),
+/// which send libwebrtc's L1T3 with their video.
+#[cfg(any(test, feature = "testing"))]
+pub mod write {
+    /// Writes what [`parse`](super::parse) reads, bit by bit.
     #[derive(Default)]
-    struct Writer {
-        bytes: Vec<u8>,
+    pub struct Writer {
+        /// What was written (the last byte zero-padded).
+        pub bytes: Vec<u8>,
         bits: usize,
     }
 
     impl Writer {
-        fn put(&mut self, n: u32, v: u32) {
+        /// Append the low `n` bits of `v`, most significant first.
+        pub fn put(&mut self, n: u32, v: u32) {
             for i in (0..n).rev() {
                 if self.bits.is_multiple_of(8) {
                     self.bytes.push(0);
@@ -407,7 +409,8 @@ mod tests {
             }
         }
 
-        fn ns(&mut self, n: u32, v: u32) {
+        /// Append `v` as a non-symmetric unsigned value of alphabet size `n` (§ A.8.1).
+        pub fn ns(&mut self, n: u32, v: u32) {
             let w = 32 - n.leading_zeros();
             let m = (1u32 << w) - n;
             if v < m {
@@ -419,8 +422,10 @@ mod tests {
     }
 
     /// L1T3 as libwebrtc sends it: templates (S0T0 key, S0T0, S0T1, S0T2 ×2), three decode
-    /// targets (T0, T0–T1, T0–T2), one chain, a 1280×720 resolution.
-    fn l1t3(frame_number: u16, template: u32, with_structure: bool) -> Vec<u8> {
+    /// targets (T0, T0–T1, T0–T2), one chain, a 1280×720 resolution: the extension of frame
+    /// `frame_number` using `template` (0: the keyframe's; 1: T0; 2: T1; 3 and 4: T2), with the
+    /// structure when `with_structure`.
+    pub fn l1t3(frame_number: u16, template: u32, with_structure: bool) -> Vec<u8> {
         let mut w = Writer::default();
         w.put(1, 1); // start of frame
         w.put(1, 1); // end of frame
@@ -465,6 +470,13 @@ mod tests {
         w.put(16, 719);
         w.bytes
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use super::write::{l1t3, Writer};
 
     #[test]
     fn mandatory_fields_alone_are_read_against_the_last_structure() {

@@ -37,6 +37,10 @@ pub struct ClientConfig {
     pub expect_publisher: Option<u32>,
     /// Keep an [`Arrival`] per intact packet for [`ClientPeer::take_arrivals`].
     pub record_arrivals: bool,
+    /// Offer the dependency descriptor header extension and send libwebrtc's L1T3 one
+    /// with every video packet (one packet per frame: T0, T2, T1, T2, …; a keyframe is a
+    /// T0 frame carrying the template structure).
+    pub dependency_descriptor: bool,
 }
 
 impl ClientConfig {
@@ -48,6 +52,7 @@ impl ClientConfig {
             publisher: 0,
             expect_publisher: None,
             record_arrivals: false,
+            dependency_descriptor: false,
         }
     }
 }
@@ -89,6 +94,9 @@ impl ClientPeer {
         let mut builder = Rtc::builder().set_rtp_mode(true);
         if cfg.vp8_only {
             builder = builder.clear_codecs().enable_vp8(true);
+        }
+        if cfg.dependency_descriptor {
+            builder = builder.set_extension(12, crate::config::dependency_descriptor_extension());
         }
         let mut rtc = builder.build(now);
         if let Ok(c) = Candidate::host(addr, "udp") {
@@ -342,9 +350,9 @@ impl ClientPeer {
         send_us: u64,
         now: Instant,
     ) -> bool {
-        let publisher = self.cfg.publisher;
+        let (publisher, dd) = (self.cfg.publisher, self.cfg.dependency_descriptor);
         match self.local.get_mut(track) {
-            Some(t) => t.write(&mut self.rtc, publisher, keyframe, send_us, now),
+            Some(t) => t.write(&mut self.rtc, publisher, keyframe, dd, send_us, now),
             None => false,
         }
     }

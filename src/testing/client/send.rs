@@ -6,10 +6,11 @@ use std::time::{Duration, Instant};
 
 use str0m::format::Codec;
 use str0m::media::{MediaKind, Mid, Pt, Rid};
-use str0m::rtp::RtpWrite;
+use str0m::rtp::{ExtensionValues, RawExtValue, RtpWrite};
 use str0m::Rtc;
 
 use crate::testing::payload::{self, Stamp};
+use crate::wire::dependency_descriptor::write::l1t3;
 
 /// Payload size of a video packet until [`ClientPeer::set_payload_len`] says otherwise.
 ///
@@ -144,6 +145,7 @@ impl LocalTrack {
         rtc: &mut Rtc,
         publisher: u32,
         keyframe: bool,
+        dd: bool,
         send_us: u64,
         now: Instant,
     ) -> bool {
@@ -172,11 +174,25 @@ impl LocalTrack {
         if let (true, Some(size)) = (keyframe, self.key_size) {
             payload::set_key_size(&mut data, size);
         }
-        tx.write_rtp(
-            RtpWrite::new(pt, self.seq.into(), ts, now, data)
-                .marker(video)
-                .nackable(true),
-        );
+        let mut write = RtpWrite::new(pt, self.seq.into(), ts, now, data)
+            .marker(video)
+            .nackable(true);
+        if dd && video {
+            // libwebrtc's L1T3 pattern, one frame per packet.
+            let template = match (keyframe, self.counter % 4) {
+                (true, _) => 0,
+                (_, 0) => 1,
+                (_, 2) => 2,
+                (_, 1) => 3,
+                _ => 4,
+            };
+            let ext = l1t3(self.counter as u16, template, keyframe);
+            write = write.ext_vals(ExtensionValues {
+                raw: Some(RawExtValue::new(&ext)),
+                ..Default::default()
+            });
+        }
+        tx.write_rtp(write);
         self.counter += 1;
         self.seq += 1;
         self.stats.packets += 1;
