@@ -70,13 +70,24 @@ const BWE_START_BPS: u64 = 1_000_000_000;
 
 fn forwarding(c: &mut Criterion) {
     let mut g = group(c, "forwarding");
+    // (shards, subscribers, simulcast, dependency descriptor)
     let cases = [1usize, 2]
         .into_iter()
-        .flat_map(|shards| [1usize, 10, 100].map(|subs| (shards, subs, false)))
-        .chain([(1, 100, true)]);
-    for (shards, subs, simulcast) in cases {
-        let mut f = fanout(shards, subs, simulcast, false);
-        let sim = if simulcast { "_simulcast" } else { "" };
+        .flat_map(|shards| [1usize, 10, 100].map(|subs| (shards, subs, false, false)))
+        .chain([(1, 100, true, false), (1, 100, false, true)]);
+    for (shards, subs, simulcast, dd) in cases {
+        // With `dd`, the publisher sends libwebrtc's L1T3 dependency descriptor with every
+        // packet: read from each datagram, and layer selection by it for every subscriber.
+        let mut f = if dd {
+            Fanout::with_dependency_descriptor(shards, subs).expect("fan-out connects")
+        } else {
+            fanout(shards, subs, simulcast, false)
+        };
+        let sim = match (simulcast, dd) {
+            (true, _) => "_simulcast",
+            (_, true) => "_dd",
+            _ => "",
+        };
         g.throughput(Throughput::Elements(subs as u64));
         g.bench_function(
             BenchmarkId::new(format!("{shards}_shards{sim}"), subs),
