@@ -404,9 +404,16 @@ impl DdCapture {
         }
     }
 
-    /// The extension of the packet `ssrc`/`seq`, if it was the one captured (once).
-    fn take(&mut self, ssrc: u32, seq: u16) -> Option<&[u8]> {
-        if !self.valid || self.ssrc != ssrc || self.seq != seq {
+    /// The extension of the packet `ssrc`/`seq`, if it was the one captured (once); or,
+    /// for a repair, of the datagram it came in if that was on its stream's RTX SSRC
+    /// `rtx` (asked for only then: the original sequence number is in the encrypted
+    /// payload, but str0m emits the repaired packet while handling that very datagram).
+    fn take(&mut self, ssrc: u32, seq: u16, rtx: impl FnOnce() -> Option<u32>) -> Option<&[u8]> {
+        if !self.valid {
+            return None;
+        }
+        let this = self.ssrc == ssrc && self.seq == seq;
+        if !this && (self.ssrc == ssrc || rtx() != Some(self.ssrc)) {
             return None;
         }
         self.valid = false;
@@ -575,20 +582,27 @@ impl Session {
         } else {
             PayloadInfo::default()
         };
-        // AV1: its layers and frame boundaries from the dependency descriptor.
         // The dependency descriptor (Chromium sends it with every video codec once it is
         // negotiated): AV1's layers and frame boundaries; the temporal layers of a VP8 (or
         // VP9) stream whose own descriptor no longer carries them.
         let mut dd_frame = false;
         let mut dd_raw = None;
         let mut dd_switch_to = 0;
+        // The codec's own descriptor gives the temporal layer (else the DD has to).
+        let codec_tid = info.temporal_id.is_some();
+        let rtc = &mut self.rtc;
         let ext = match up.info.kind {
-            MediaKind::Video => self
-                .dd
-                .as_mut()
-                .and_then(|d| d.take(*p.header.ssrc, *p.seq_no as u16)),
+            MediaKind::Video => self.dd.as_mut().and_then(|d| {
+                d.take(*p.header.ssrc, *p.seq_no as u16, || {
+                    let mut api = rtc.direct_api();
+                    api.stream_rx(&p.header.ssrc)
+                        .and_then(|s| s.rtx())
+                        .map(|r| *r)
+                })
+            }),
             _ => None,
         };
+
         if let Some(ext) = ext {
             let structure = &mut up.layers[li].dd_structure;
             match dependency_descriptor::parse(ext, structure) {
@@ -610,7 +624,8 @@ impl Session {
                         } else {
                             dd_switch_to = 0;
                         }
-                    } else if layered && info.temporal_id.is_none() {
+                    } else if layered && !codec_tid {
+                        dd_frame = true;
                         info.temporal_id = Some(f.temporal);
                     } else {
                         dd_switch_to = 0;
@@ -621,6 +636,21 @@ impl Session {
                     tracing::trace!(session = self.id.0, "dependency descriptor: {e}");
                 }
             }
+        }
+        // A packet of an encoding whose layers only the DD gives (AV1; VP8 without temporal
+        // ids of its own) whose descriptor is missing or unreadable has no layer: dropped
+        // (and counted) rather than forwarded as a stream without layers, which would
+        // switch every down-track's mode back and forth.
+        let needs_dd = (codec == CodecKind::Av1 || !codec_tid)
+            && up.layers[li]
+                .dd_structure
+                .as_ref()
+                .is_some_and(|s| s.max_layers() != (0, 0));
+        if needs_dd && !dd_frame {
+            if ext.is_none() {
+                self.traffic.dd_errors += 1;
+            }
+            return None;
         }
         let simulcast = up.simulcast();
         let layer = &mut up.layers[li];

@@ -244,6 +244,21 @@ impl Fanout {
         }
     }
 
+    /// Datagrams staged and not yet forwarded.
+    pub fn staged(&self) -> usize {
+        self.staged.len()
+    }
+
+    /// Lose every `nth` staged datagram (1-based: the `nth`, `2 × nth`, …) before the
+    /// server sees it: upstream loss, which the server repairs by NACK.
+    pub fn lose_staged(&mut self, nth: usize) {
+        let mut i = 0;
+        self.staged.retain(|_| {
+            i += 1;
+            nth == 0 || i % nth != 0
+        });
+    }
+
     /// The server's work for the staged packets: receive them on the publisher's shard,
     /// forward to every subscriber (through the rings for other shards), end the batch.
     /// Returns the number of datagrams the shards now have queued to send.
