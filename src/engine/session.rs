@@ -663,14 +663,16 @@ impl Session {
             }
         }
         let clock_offset = layer.ts_offset.filter(|_| simulcast);
-        // One stream with layers: VP9 SVC (spatial ids), or VP8 with temporal layers (L1T3:
-        // temporal ids, one spatial layer).
+        // One stream with layers: VP9 SVC (spatial ids), AV1 SVC (the DD's), or VP8 or H.264
+        // with temporal layers (L1T3: temporal ids, one spatial layer).
         let svc_sid = if simulcast {
             None
         } else {
             match codec {
                 CodecKind::Vp9 => info.spatial_id,
                 CodecKind::Vp8 => info.temporal_id.map(|_| 0),
+                // H.264 temporal layers: only the dependency descriptor tells them.
+                CodecKind::H264 if dd_frame => Some(0),
                 CodecKind::Av1 if dd_frame => info.spatial_id,
                 _ => None,
             }
@@ -683,8 +685,9 @@ impl Session {
         } else if let Some(sid) = svc_sid.filter(|s| usize::from(*s) < MAX_LAYERS) {
             up.svc_seen[usize::from(sid)] = Some(p.timestamp);
             up.svc_active |= 1 << sid;
-            // VP8 has no end-of-frame bit: its frames end at the marker.
-            let end = info.end_of_frame || (codec == CodecKind::Vp8 && p.header.marker);
+            // VP8 and H.264 have no end-of-frame bit: their frames end at the marker.
+            let end = info.end_of_frame
+                || (matches!(codec, CodecKind::Vp8 | CodecKind::H264) && p.header.marker);
             // (AV1: the dependency descriptor's end of frame.)
             (sid, up.svc_active, end)
         } else {

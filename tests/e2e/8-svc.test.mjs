@@ -125,8 +125,10 @@ test(`${codec} SVC: spatial 1 / temporal 1 decodes at the middle size and about 
 // VP8 with three temporal layers in one stream (scalability mode L1T3): asking for temporal
 // layer 0 keeps a quarter of the frames (T0 is every fourth frame), at full size, without a
 // stall or a NACK; asking for all of them again restores the frame rate.
-test("VP8 L1T3: temporal layer 0 keeps about a quarter of the frame rate", { timeout: 180000 }, async (t) => {
-  await publishAndView("l1t3", "svc=L1T3&codec=VP8&video=640x360", async ({ b, ids }) => {
+// H264 the same: its temporal layers come only in the dependency descriptor.
+for (const codec of ["VP8", "H264"]) {
+test(`${codec} L1T3: temporal layer 0 keeps about a quarter of the frame rate`, { timeout: 180000 }, async (t) => {
+  await publishAndView(`l1t3-${codec.toLowerCase()}`, `svc=L1T3&codec=${codec}&video=640x360`, async ({ b, ids }) => {
     const full = await until(
       async () => {
         const r = await rate(b, ids.video, 2000);
@@ -163,3 +165,4 @@ test("VP8 L1T3: temporal layer 0 keeps about a quarter of the frame rate", { tim
     assert.equal(last.nackCount, 0, "B sent no NACK");
   });
 });
+}
