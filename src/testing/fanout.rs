@@ -244,6 +244,15 @@ impl Fanout {
         }
     }
 
+    /// Distinct packets (by the publisher's packet counter) each subscriber has received:
+    /// [`Fanout::received`] without duplicates.
+    pub fn distinct(&self) -> Vec<u64> {
+        self.subscribers
+            .iter()
+            .map(|(p, _)| p.received_tracks().map(|(_, t)| t.distinct_counters).sum())
+            .collect()
+    }
+
     /// Datagrams staged and not yet forwarded.
     pub fn staged(&self) -> usize {
         self.staged.len()
