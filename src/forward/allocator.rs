@@ -62,10 +62,13 @@ pub const PROVEN_FALL_PCT: u64 = 95;
 
 /// A video track whose lowest layer no longer fits keeps it for this long while the estimate
 /// leaves at least half of its cost ([`PAUSE_AT_ONCE_PCT`]): after congestion the estimate
-/// undershoots the link for a second or two (the pacer sends no faster than the estimate,
-/// so what is acknowledged cannot show more), and pausing video for that dip costs a
-/// keyframe wait on resuming. A link that carries less is paused at once.
-pub const PAUSE_GRACE: Duration = Duration::from_secs(3);
+/// undershoots the link for seconds (it grows by at most half again what is acknowledged,
+/// which is no more than what is sent; one run of `tests/bwe.rs` saw 100–124 kbit/s
+/// for 3.4 s on a 300 kbit/s link carrying 180 kbit/s without loss), and pausing video for
+/// that dip costs a keyframe wait on resuming. A link that carries less is paused at once,
+/// and one that loses packets soon is: the loss cap ([`crate::forward::LossCap`]) lowers
+/// the estimate below half.
+pub const PAUSE_GRACE: Duration = Duration::from_secs(5);
 
 /// A video track whose lowest layer does not fit is paused at once (without
 /// [`PAUSE_GRACE`]) when the estimate leaves less than this share (percent) of its cost.

@@ -8,7 +8,10 @@
 //! libwebrtc's classic loss rule on top (its `SendSideBandwidthEstimation`): while more than
 //! [`LOSS_HIGH`] of the packets are lost, the cap falls to `(1 - loss / 2)` of what was
 //! sent, at most once per [`DECREASE_EVERY`]; under [`LOSS_LOW`] it grows by
-//! [`RECOVERY_PCT_PER_SEC`] per second, and is lifted once the estimate is below it.
+//! [`RECOVERY_PCT_PER_SEC`] per second, and is lifted once the estimate is below it or the
+//! loss has stayed low for [`LIFT_AFTER`] (then the link is not full: str0m's estimate,
+//! with its own loss controller, governs again; growing 8 %/s from a 60 kbit/s link's cap
+//! to a 600 kbit/s estimate took half a minute).
 //!
 //! Pure: the caller supplies the loss, the rates and the time.
 
@@ -26,6 +29,9 @@ pub const DECREASE_EVERY: Duration = Duration::from_millis(500);
 /// How fast (percent per second) the cap grows while loss is low.
 pub const RECOVERY_PCT_PER_SEC: u64 = 8;
 
+/// Loss below [`LOSS_LOW`] for this long lifts the cap.
+pub const LIFT_AFTER: Duration = Duration::from_secs(2);
+
 /// The cap never falls below this (bits per second): audio is always forwarded anyway.
 pub const MIN_CAP_BPS: u64 = 30_000;
 
@@ -35,6 +41,8 @@ pub struct LossCap {
     cap: Option<u64>,
     last_decrease: Option<Instant>,
     last_update: Option<Instant>,
+    /// Since when the loss has been below [`LOSS_LOW`].
+    low_since: Option<Instant>,
 }
 
 impl LossCap {
@@ -56,6 +64,9 @@ impl LossCap {
             .last_update
             .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
         self.last_update = Some(now);
+        if !loss.is_some_and(|l| l < LOSS_LOW) {
+            self.low_since = None;
+        }
         match loss {
             Some(loss) if loss > LOSS_HIGH => {
                 let due = self
@@ -72,11 +83,13 @@ impl LossCap {
                 }
             }
             Some(loss) if loss < LOSS_LOW => {
+                let since = *self.low_since.get_or_insert(now);
                 if let Some(cap) = self.cap {
                     let grown = cap
                         + (cap as u128 * RECOVERY_PCT_PER_SEC as u128 * elapsed.as_millis()
                             / 100_000) as u64;
-                    self.cap = (grown < estimate).then_some(grown);
+                    let low_long = now.saturating_duration_since(since) >= LIFT_AFTER;
+                    self.cap = (grown < estimate && !low_long).then_some(grown);
                 }
             }
             // Between the two (or no feedback): held.
@@ -142,6 +155,26 @@ mod tests {
             c.update(t0 + Duration::from_secs(3), None, 0, 500 * KBPS),
             500 * KBPS
         );
+    }
+
+    #[test]
+    fn loss_that_stays_low_lifts_the_cap() {
+        let t0 = Instant::now();
+        let mut c = LossCap::new();
+        c.update(t0, Some(0.5), 100 * KBPS, 5000 * KBPS);
+        assert_eq!(c.cap(), Some(75 * KBPS));
+        let ms = |n| t0 + Duration::from_millis(n);
+        c.update(ms(500), Some(0.0), 75 * KBPS, 5000 * KBPS);
+        // Moderate loss in between starts the wait over.
+        c.update(ms(1000), Some(0.05), 75 * KBPS, 5000 * KBPS);
+        c.update(ms(1500), Some(0.0), 75 * KBPS, 5000 * KBPS);
+        c.update(ms(3000), Some(0.0), 75 * KBPS, 5000 * KBPS);
+        assert!(c.cap().is_some(), "1.5 s of low loss");
+        assert_eq!(
+            c.update(ms(3500), Some(0.0), 75 * KBPS, 5000 * KBPS),
+            5000 * KBPS
+        );
+        assert_eq!(c.cap(), None, "2 s of low loss");
     }
 
     #[test]
