@@ -6,7 +6,7 @@
 //! - audio first: its bitrate is set aside whatever the estimate says;
 //! - then every video track its lowest flowing layer, in the transport's order, as long as
 //!   it fits; a track whose lowest layer does not fit is paused ([`Grant::Paused`]) at
-//!   once when not even half of it fits, else after [`PAUSE_GRACE`];
+//!   once when not even [`PAUSE_AT_ONCE_PCT`] of it fits, else after [`PAUSE_GRACE`];
 //! - then the video tracks take turns moving up one layer at a time, up to their
 //!   subscriber's preference, while the estimate has room.
 //!
@@ -61,18 +61,20 @@ pub const KEPT_LAYER_PCT: u64 = 85;
 pub const PROVEN_FALL_PCT: u64 = 95;
 
 /// A video track whose lowest layer no longer fits keeps it for this long while the estimate
-/// leaves at least half of its cost ([`PAUSE_AT_ONCE_PCT`]): after congestion the estimate
+/// leaves at least [`PAUSE_AT_ONCE_PCT`] of its cost: after congestion the estimate
 /// undershoots the link for seconds (it grows by at most half again what is acknowledged,
 /// which is no more than what is sent; one run of `tests/bwe.rs` saw 100–124 kbit/s
 /// for 3.4 s on a 300 kbit/s link carrying 180 kbit/s without loss), and pausing video for
 /// that dip costs a keyframe wait on resuming. A link that carries less is paused at once,
 /// and one that loses packets soon is: the loss cap ([`crate::forward::LossCap`]) lowers
-/// the estimate below half.
+/// the estimate below that. (At 50 %, CI saw the estimate of a 300 kbit/s link fall to
+/// 98 kbit/s, 39 % of the lowest layer beside audio: the video paused at once, and the
+/// congestion hold then kept it paused.)
 pub const PAUSE_GRACE: Duration = Duration::from_secs(5);
 
 /// A video track whose lowest layer does not fit is paused at once (without
 /// [`PAUSE_GRACE`]) when the estimate leaves less than this share (percent) of its cost.
-pub const PAUSE_AT_ONCE_PCT: u64 = 50;
+pub const PAUSE_AT_ONCE_PCT: u64 = 30;
 
 /// What a video track may forward.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -502,7 +504,7 @@ mod tests {
         // The simulcast track starts at its lowest layer once that fits beside the stream.
         assert_eq!(rank(&tracks[2]), Some(0));
         // The estimate falls: now it is a measure, and the stream does not fit.
-        let out = a.allocate(t0 + Duration::from_secs(4), 600 * KBPS, &mut tracks);
+        let out = a.allocate(t0 + Duration::from_secs(4), 400 * KBPS, &mut tracks);
         assert!(a.proven() && out.congested);
         assert_eq!(tracks[1].granted, Grant::Paused);
         assert_eq!(rank(&tracks[2]), Some(0));
@@ -626,7 +628,7 @@ mod tests {
         // Kept without headroom, at its cost.
         a.allocate(t0, 800 * KBPS, &mut tracks);
         assert_eq!(tracks[0].granted, Grant::UpTo(MAX_LAYERS as u8 - 1));
-        // Short by less than half: kept for the grace, then paused.
+        // Short, but by less than 70 %: kept for the grace, then paused.
         a.allocate(t0, 500 * KBPS, &mut tracks);
         assert_eq!(tracks[0].granted, Grant::UpTo(MAX_LAYERS as u8 - 1));
         a.allocate(t0 + PAUSE_GRACE / 2, 500 * KBPS, &mut tracks);
@@ -660,11 +662,11 @@ mod tests {
         assert_eq!(rank(&tracks[1]), Some(0));
         a.allocate(t1 + PAUSE_GRACE, dip, &mut tracks);
         assert_eq!(tracks[1].granted, Grant::Paused);
-        // Less than half of it left: paused at once.
+        // Less than 30 % of it left: paused at once.
         let mut b = Allocator::new();
         let mut tracks = [audio(), simulcast(2)];
         b.allocate(t0, 1000 * KBPS, &mut tracks);
-        b.allocate(t0, 40 * KBPS + 70 * KBPS, &mut tracks);
+        b.allocate(t0, 40 * KBPS + 40 * KBPS, &mut tracks);
         assert_eq!(tracks[1].granted, Grant::Paused);
     }
 }
