@@ -43,6 +43,9 @@ cargo test
 # (a debug build applies a large SDP on the shard ≈ 10× slower).
 cargo test --release --test hostile
 
+step "benchmarks, each run once (criterion --test: what they assert, not their timings)"
+cargo bench --bench forwarding --bench pieces -- --test
+
 step "integration tests again through the portable send path (send_to, no pinning)"
 cargo clippy --lib --features portable -- -D warnings
 cargo test --features portable --test sfu --test getting_started --test observability

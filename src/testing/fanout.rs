@@ -291,6 +291,20 @@ impl Fanout {
         self.forward_staged_and_keep_at(Instant::now());
     }
 
+    /// The server's work for the staged packets at `now`, then everything in flight moved
+    /// both ways ([`Fanout::pump_at`]): the subscribers receive what was forwarded and
+    /// answer as peers in a call do (receiver reports, transport-wide feedback the
+    /// estimator runs on, NACKs for real gaps). Returns the RTP packets the subscribers
+    /// received. Real-rate benchmarks use this: a subscriber that never receives its media
+    /// reports it all lost, and with bandwidth estimation on that loss caps its estimate.
+    pub fn forward_staged_and_deliver_at(&mut self, now: Instant) -> u64 {
+        let before: u64 = self.received().iter().sum();
+        self.forward_staged_and_keep_at(now);
+        self.pump_at(now);
+        let after: u64 = self.received().iter().sum();
+        after - before
+    }
+
     fn forward_staged_and_keep_at(&mut self, now: Instant) {
         let shard = self.pub_session.shard();
         let from = self.publisher.addr();
@@ -309,9 +323,10 @@ impl Fanout {
         }
     }
 
-    /// The CPU time the shards spent (receiving, forwarding, timers, batch ends, taking the
-    /// datagrams out) since the last call, measured around the shards' calls only: the
-    /// peers' work (encrypting, decrypting, their timers) is not in it.
+    /// The CPU time the shards spent (receiving, forwarding, timers, batch ends, and taking
+    /// the datagrams out in [`Fanout::forward_staged_at`]; not in [`Fanout::pump_at`], which
+    /// copies them for the peers) since the last call, measured around the shards' calls
+    /// only: the peers' work (encrypting, decrypting, their timers) is not in it.
     pub fn take_server_time(&mut self) -> Duration {
         std::mem::take(&mut self.server_time)
     }
@@ -361,10 +376,13 @@ impl Fanout {
             self.net.receive(*shard, *src, data, now);
         }
         self.net.tick(now);
+        self.server_time += started.elapsed();
+        // Taking the datagrams out (a socket send on a server) is not timed here: the
+        // harness copies each into a new buffer for its peer, more work than the drain's
+        // own (handing the buffer back to the pool).
         self.net.drain_outgoing(|shard, dest, data| {
             deliveries.push((shard, dest, data.to_vec()));
         });
-        self.server_time += started.elapsed();
         moved += deliveries.len();
         for (shard, dest, data) in deliveries {
             let src = self.net.shard_addr(shard);
