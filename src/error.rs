@@ -128,3 +128,31 @@ pub enum SubscribeError {
     #[error("session failed: {0}")]
     SessionFailed(String),
 }
+
+/// Errors from the [`RecordingTransport`](crate::transport::RecordingTransport).
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RecordingError {
+    /// The transport is closed.
+    #[error("recording transport is closed")]
+    Closed,
+    /// The receiver address is not an IP address and port the transport can send to.
+    #[error("bad receiver address: {0}")]
+    BadAddress(String),
+    /// No publisher with this id in the router.
+    #[error("no publisher with id {0}")]
+    UnknownPublisher(String),
+    /// This transport already records that publisher.
+    #[error("already recording {0}")]
+    AlreadyRecording(String),
+    /// This transport does not record that publisher.
+    #[error("not recording {0}")]
+    NotRecording(String),
+    /// The publisher's codec has no payload parameters to describe.
+    #[error("codec of publisher {0} cannot be described")]
+    NoCodec(String),
+    /// The ports from the transport's first port on are used up (each track takes two:
+    /// RTP and RTCP).
+    #[error("no port left for another track")]
+    NoPort,
+}

@@ -12,8 +12,9 @@ use tokio::sync::{mpsc, oneshot};
 use crate::config::{MediaConfig, WebRTCTransportConfig};
 use crate::engine::command::{Command, Role, SessionCreated, SessionEvent, SessionSpec, TrackInfo};
 use crate::engine::{next_id, DownTrackId, Engine, SessionId, ShardId, TrackKey};
+use crate::error::RecordingError;
 use crate::publisher::PublisherInner;
-use crate::transport::{Core, PublishTransport, SubscribeInner, SubscribeTransport};
+use crate::transport::{Core, PublishTransport, RecordingTransport, SubscribeTransport};
 
 /// A meeting room: transports created here can exchange media. Cheap to clone.
 #[derive(Clone)]
@@ -33,7 +34,7 @@ pub(crate) struct PublishedTrack {
     pub(crate) info: TrackInfo,
     pub(crate) shard: ShardId,
     pub(crate) handle: Arc<PublisherInner>,
-    pub(crate) subscribers: Vec<(DownTrackId, Weak<SubscribeInner>)>,
+    pub(crate) subscribers: Vec<(DownTrackId, Weak<dyn RouteOwner>)>,
 }
 
 /// One subscription as the router routes it: which published track goes to which
@@ -45,6 +46,14 @@ pub(crate) struct Subscription {
     pub(crate) down: DownTrackId,
     pub(crate) publisher_shard: ShardId,
     pub(crate) subscriber_shard: ShardId,
+}
+
+/// A transport that forwards published tracks (subscribe or recording): told when a
+/// publisher it forwards leaves.
+pub(crate) trait RouteOwner: Send + Sync {
+    /// End the subscription `down` (its publisher left); `renegotiate`: the peer should be
+    /// offered the change.
+    fn remove_subscription(&self, down: DownTrackId, renegotiate: bool);
 }
 
 pub(crate) struct RouterInner {
@@ -76,7 +85,7 @@ impl RouterInner {
     /// subscriber's shard (when they differ), and the publisher learns of the subscriber so
     /// it can end the subscription when it leaves. False if the publisher left (or was
     /// replaced) meanwhile: the caller then ends the subscription, which undoes the route.
-    pub(crate) fn open_route(&self, sub: &Subscription, transport: Weak<SubscribeInner>) -> bool {
+    pub(crate) fn open_route(&self, sub: &Subscription, transport: Weak<dyn RouteOwner>) -> bool {
         if sub.publisher_shard != sub.subscriber_shard {
             if let Some(s) = self.engine.shard(sub.publisher_shard) {
                 s.send(Command::AddRemoteRoute {
@@ -233,6 +242,17 @@ impl Router {
         config: WebRTCTransportConfig,
     ) -> PublishTransport {
         PublishTransport::create(&self.inner, config).await
+    }
+
+    /// A recording transport sending plain RTP to `ip` from `port` on (each recorded
+    /// publisher takes a port pair: RTP, then RTCP): see [`RecordingTransport`]. Fails if
+    /// `ip` is not an IP address or the address cannot be sent to.
+    pub async fn create_recording_transport(
+        &self,
+        ip: String,
+        port: u16,
+    ) -> Result<RecordingTransport, RecordingError> {
+        RecordingTransport::create(&self.inner, &ip, port).await
     }
 
     /// Create a transport for a browser that receives media.

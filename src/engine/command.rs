@@ -1,7 +1,7 @@
 //! Messages between the API layer (tokio) and a shard: commands with oneshot replies,
 //! and session events flowing back. Control path only: these may allocate.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use str0m::change::{SdpAnswer, SdpOffer};
@@ -10,7 +10,7 @@ use str0m::media::MediaKind;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{DownTrackId, SessionId, ShardId, TrackKey};
-use crate::error::{NegotiationError, SubscribeError, TransportError};
+use crate::error::{NegotiationError, RecordingError, SubscribeError, TransportError};
 use crate::forward::Layer;
 use crate::stats::{ShardStats, TransportStats};
 
@@ -19,6 +19,8 @@ use crate::stats::{ShardStats, TransportStats};
 pub(crate) enum Role {
     Publish,
     Subscribe,
+    /// A recording transport: plain RTP out to a fixed address, no peer connection.
+    Record,
 }
 
 impl Role {
@@ -27,6 +29,7 @@ impl Role {
         match self {
             Role::Publish => "publish",
             Role::Subscribe => "subscribe",
+            Role::Record => "record",
         }
     }
 }
@@ -103,6 +106,14 @@ pub(crate) enum Command {
         id: SessionId,
         spec: Box<DownTrackSpec>,
         reply: oneshot::Sender<Result<String, SubscribeError>>,
+    },
+    /// Recording side: forward a track as plain RTP to `dest` (RTCP sender reports to the
+    /// next port).
+    AddRecordingTrack {
+        id: SessionId,
+        spec: Box<DownTrackSpec>,
+        dest: SocketAddr,
+        reply: oneshot::Sender<Result<(), RecordingError>>,
     },
     /// Subscribe side: the ceiling on the layer a down-track forwards.
     SetPreferredLayer {

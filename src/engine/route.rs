@@ -47,6 +47,8 @@ pub(crate) struct DownTrack {
     pub(crate) reported: (Option<Layer>, u8),
     /// What its transport's bandwidth allocator grants it ([`crate::forward::allocator`]).
     pub(crate) grant: Grant,
+    /// A recording transport's track: sent as plain RTP, not through a str0m session.
+    pub(crate) plain: Option<Box<crate::engine::core::PlainOut>>,
 }
 
 impl DownTrack {
@@ -88,6 +90,7 @@ impl DownTrack {
             seen_active: 0,
             reported: (None, 0),
             grant: Grant::UNLIMITED,
+            plain: None,
         }
     }
 

@@ -1,16 +1,20 @@
-//! Transports: one browser peer connection each, backed by one str0m session on a shard.
+//! Transports: one browser peer connection each, backed by one str0m session on a shard,
+//! and the recording transport, which sends plain RTP to a receiver of the user's choosing.
 //!
 //! [`PublishTransport`] receives media and creates [`Publisher`](crate::publisher::Publisher)s;
-//! [`SubscribeTransport`] sends media and creates [`Subscriber`](crate::subscriber::Subscriber)s.
+//! [`SubscribeTransport`] sends media and creates [`Subscriber`](crate::subscriber::Subscriber)s;
+//! [`RecordingTransport`] sends published tracks to ffmpeg or GStreamer.
 //! Both are cheap handles (clone freely); the session closes when [`close`](PublishTransport::close)
 //! is called, when the peer goes away, or when the last handle is dropped.
 //! This module owns what both share: the session's shard address, ICE candidate callbacks,
 //! close notification.
 
 mod publish;
+mod record;
 mod subscribe;
 
 pub use publish::PublishTransport;
+pub use record::{RecordingTrack, RecordingTransport};
 pub(crate) use subscribe::SubscribeInner;
 pub use subscribe::{NegotiationCallback, SubscribeTransport};
 

@@ -125,6 +125,12 @@ impl SubscribeInner {
     }
 }
 
+impl crate::router::RouteOwner for SubscribeInner {
+    fn remove_subscription(&self, down: DownTrackId, renegotiate: bool) {
+        SubscribeInner::remove_subscription(self, down, renegotiate);
+    }
+}
+
 impl super::SessionHandler for SubscribeInner {
     fn core(&self) -> &Core {
         &self.core

@@ -34,6 +34,7 @@ impl ShardCore {
             | Command::AddRemoteCandidate { id, .. }
             | Command::AddDownTrack { id, .. }
             | Command::RemoveDownTrack { id, .. }
+            | Command::AddRecordingTrack { id, .. }
             | Command::SetPreferredLayer { id, .. }
             | Command::CreateOffer { id, .. }
             | Command::AcceptAnswer { id, .. }
@@ -66,6 +67,15 @@ impl ShardCore {
             }
             Command::AddDownTrack { id, spec, reply } => {
                 let r = self.add_down_track(id, *spec);
+                let _ = reply.send(r);
+            }
+            Command::AddRecordingTrack {
+                id,
+                spec,
+                dest,
+                reply,
+            } => {
+                let r = self.add_recording_track(id, *spec, dest);
                 let _ = reply.send(r);
             }
             Command::RemoveDownTrack { id, down } => self.remove_down_track(id, down),

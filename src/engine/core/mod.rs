@@ -18,12 +18,14 @@
 //! - [`packet_path`]: routing and forwarding media, keyframe requests the other way;
 //! - [`control`]: commands from the API and SDP negotiation;
 //! - [`bandwidth`]: sharing each subscriber's bandwidth estimate among its tracks;
+//! - [`record`]: recording transports' tracks out as plain RTP, with sender reports;
 //! - [`srflx`]: server-reflexive discovery through STUN servers;
 //! - [`stats`]: shard and transport statistics on request.
 
 mod bandwidth;
 mod control;
 mod packet_path;
+mod record;
 mod srflx;
 mod stats;
 
@@ -36,7 +38,7 @@ use str0m::media::Mid;
 use str0m::net::{Protocol, Receive};
 use str0m::Input;
 
-use super::command::{CloseReason, SessionEvent};
+use super::command::{CloseReason, Role, SessionEvent};
 use super::demux::{DemuxTable, Lookup};
 use super::ring::{Consumers, Producers};
 use super::route::{DownTrack, Routes};
@@ -48,6 +50,8 @@ use super::{DownTrackId, SessionId, ShardId, TrackKey};
 use crate::forward::Backlog;
 use crate::stats::ShardStats;
 use crate::wire::{self, DatagramKind};
+
+pub(crate) use record::PlainOut;
 
 /// Housekeeping period (liveness checks, keyframe retries, STUN retries).
 const HOUSEKEEPING: Duration = Duration::from_millis(100);
@@ -431,6 +435,9 @@ impl ShardCore {
                     tracing::debug!(track = ?up.info.key, "simulcast encodings re-ranked");
                 }
             }
+            if s.role == Role::Record {
+                continue; // no peer: nothing to connect or time out
+            }
             if !s.connected && now.saturating_duration_since(s.created) > s.connect_timeout {
                 s.dead = Some(CloseReason::ConnectTimeout);
                 queue_teardown(&mut self.doomed, s, slot);
@@ -443,6 +450,7 @@ impl ShardCore {
             route.rates.roll(now);
         }
         self.allocate_bandwidth(now);
+        self.send_recording_reports(now);
         for (_, d) in self.downs.iter_mut() {
             let waiting =
                 d.rewriter.waiting_for_keyframe() || d.selector.wants_keyframe().is_some();

@@ -29,6 +29,7 @@ use str0m::change::RtpSent;
 use str0m::media::MediaKind;
 use str0m::rtp::RtpWrite;
 
+use super::record::write_plain_rtp;
 use super::ShardCore;
 use crate::engine::command::SessionEvent;
 use crate::engine::ring::{MediaPacket, ShardMsg};
@@ -381,6 +382,24 @@ impl Delivery<'_> {
         }
         match d.rewriter.rewrite(&input) {
             Decision::Forward { seq, ts } => {
+                if let Some(p) = d.plain.as_deref_mut() {
+                    // A recording transport's track: plain RTP, no session
+                    // ([`super::record`]).
+                    let mut buf = str0m::net::take_datagram();
+                    let payload = &pkt.payload[..];
+                    write_plain_rtp(&mut buf, marker, out_pt, seq as u16, ts, p.ssrc, payload);
+                    p.on_sent(ts, pkt.arrival, payload.len());
+                    let len = buf.len() as u64;
+                    if let Some(s) = self.sessions.get_mut(d.session) {
+                        s.traffic.datagrams_out += 1;
+                        s.traffic.bytes_out += len;
+                    }
+                    self.out.bytes_queued += len;
+                    self.out.send.push(p.dest, buf);
+                    c.rtp_forwarded += 1;
+                    c.rtp_bytes_forwarded += payload.len() as u64;
+                    return;
+                }
                 let Some(s) = self.sessions.get_mut(d.session) else {
                     return;
                 };

@@ -868,8 +868,8 @@ pub mod error;
 
 /// Network related types to get socket data in/out of [`Rtc`].
 pub mod net {
-    pub use crate::io::recycle_datagram;
     pub use crate::io::{DatagramRecv, DatagramSend, Protocol, Receive, TcpType, Transmit};
+    pub use crate::io::{recycle_datagram, take_datagram};
 }
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -32,7 +32,7 @@ pub use self::error::NetError;
 pub(crate) mod pool;
 #[allow(unused_imports)]
 pub use self::error::StunError;
-pub use self::pool::recycle_datagram;
+pub use self::pool::{recycle_datagram, take_datagram};
 
 pub use str0m_proto::{DatagramSend, Protocol, TcpType, Transmit};
 

@@ -34,6 +34,15 @@ pub(crate) fn take_zeroed(len: usize) -> Vec<u8> {
     }
 }
 
+/// An empty buffer that holds any datagram (Rheomesh patch 19), from the pool when one
+/// is there: for an application that builds datagrams of its own (plain RTP) next to
+/// str0m's and hands them back with [`recycle_datagram`] once sent.
+pub fn take_datagram() -> Vec<u8> {
+    let mut v = take_zeroed(0);
+    v.clear();
+    v
+}
+
 /// Give a sent datagram's buffer back for reuse by SRTP encryption on this thread.
 /// Buffers too small to hold a full packet, and buffers beyond the pool's bound, are
 /// dropped.
