@@ -13,6 +13,7 @@
 
 mod limits;
 mod protocol;
+mod record;
 mod room;
 mod session;
 mod telemetry;
@@ -116,6 +117,17 @@ struct Args {
     /// The estimate a subscriber's link starts from, in bits per second, with --bwe on.
     #[arg(long, env = "RHEOMESH_BWE_INITIAL_BPS", default_value_t = DEFAULT_INITIAL_BITRATE_BPS)]
     bwe_initial_bps: u64,
+    /// Where recorded tracks are sent as plain RTP (`Record`, `StartRecording`).
+    #[arg(long, env = "RECORDING_HOST", default_value = "127.0.0.1")]
+    record_host: String,
+    /// The first port recorded tracks are sent to: a participant's tracks get port pairs
+    /// from there (RTP, RTCP), each next participant 16 ports further.
+    #[arg(long, env = "RECORDING_PORT", default_value_t = 15000)]
+    record_port: u16,
+    /// Record into this directory: `StartRecording` runs ffmpeg (which must be on the
+    /// PATH) with `-c copy` into a .mkv file per track, listening on --record-host.
+    #[arg(long, env = "RHEOMESH_RECORD_DIR")]
+    record_dir: Option<PathBuf>,
 }
 
 /// `--bwe`: bandwidth estimation on subscribe transports.
@@ -232,7 +244,12 @@ async fn run(args: Args) -> Result<std::process::ExitCode, Box<dyn std::error::E
         Bwe::On => Some(args.bwe_initial_bps),
         Bwe::Off => None,
     };
-    let rooms = Rooms::new(worker.clone(), media);
+    let record = record::RecordSettings::new(
+        args.record_host.clone(),
+        args.record_port,
+        args.record_dir.clone(),
+    );
+    let rooms = Rooms::new(worker.clone(), media, record);
     let state = AppState {
         rooms,
         transport_config,

@@ -64,8 +64,13 @@ pub enum ClientMessage {
     },
     #[serde(rename = "RestartICE")]
     RestartIce,
+    /// `publisherId`, or (an extension) `publisherIds`: several tracks in one SDP, e.g. a
+    /// participant's audio and video for one receiver.
     Record {
-        publisher_id: String,
+        #[serde(default)]
+        publisher_id: Option<String>,
+        #[serde(default)]
+        publisher_ids: Option<Vec<String>>,
     },
     StartRecording {
         publisher_id: String,
@@ -133,7 +138,6 @@ pub enum ServerMessage {
         tid: Option<u8>,
     },
     #[serde(rename = "RecordingSDP")]
-    #[allow(dead_code)] // recording is not supported by the library yet
     RecordingSdp {
         sdp: String,
     },
@@ -232,6 +236,24 @@ mod tests {
         for c in cases {
             parse(&c.to_string()).unwrap_or_else(|e| panic!("{c}: {e}"));
         }
+    }
+
+    #[test]
+    fn record_takes_one_id_or_several() {
+        assert_eq!(
+            parse(r#"{"action":"Record","publisherId":"v"}"#).unwrap(),
+            ClientMessage::Record {
+                publisher_id: Some("v".into()),
+                publisher_ids: None
+            }
+        );
+        assert_eq!(
+            parse(r#"{"action":"Record","publisherIds":["v","a"]}"#).unwrap(),
+            ClientMessage::Record {
+                publisher_id: None,
+                publisher_ids: Some(vec!["v".into(), "a".into()])
+            }
+        );
     }
 
     #[test]

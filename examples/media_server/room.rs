@@ -112,15 +112,22 @@ pub struct Rooms {
     media: MediaConfig,
     rooms: Arc<Mutex<HashMap<String, Arc<Room>>>>,
     next_id: Arc<AtomicU64>,
+    /// Where recordings go (`--record-*`).
+    pub record: Arc<crate::record::RecordSettings>,
 }
 
 impl Rooms {
-    pub fn new(worker: Arc<Mutex<Worker>>, media: MediaConfig) -> Self {
+    pub fn new(
+        worker: Arc<Mutex<Worker>>,
+        media: MediaConfig,
+        record: crate::record::RecordSettings,
+    ) -> Self {
         Self {
             worker,
             media,
             rooms: Arc::default(),
             next_id: Arc::new(AtomicU64::new(1)),
+            record: Arc::new(record),
         }
     }
 

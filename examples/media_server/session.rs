@@ -20,6 +20,7 @@ use rheomesh::SdpType;
 use tokio::sync::{oneshot, watch, Notify};
 
 use crate::protocol::{self, ClientMessage, ServerMessage};
+use crate::record::Recorder;
 use crate::room::{Outbox, ParticipantId, Room, Rooms, OUTBOX_CAPACITY};
 
 /// The server pings every participant this often (browsers answer pings by themselves).
@@ -127,6 +128,7 @@ pub async fn run(
         publish: None,
         subscribe: None,
         published: Arc::default(),
+        recorder: Recorder::new(rooms.record.clone(), &room.name),
     };
 
     let mut going_away = false;
@@ -202,6 +204,8 @@ struct Participant {
     subscribe: Option<SubscribeTransport>,
     /// Tracks this participant published and that are still published.
     published: Arc<StdMutex<HashMap<String, Publisher>>>,
+    /// What this participant records (`Record`, `StartRecording`).
+    recorder: Recorder,
 }
 
 fn lock<T>(m: &StdMutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -327,14 +331,42 @@ impl Participant {
                     });
                 }
             }
-            ClientMessage::Record { publisher_id }
-            | ClientMessage::StartRecording { publisher_id }
-            | ClientMessage::StopRecording { publisher_id } => {
-                self.send(ServerMessage::RecordingError {
-                    error: format!(
-                        "recording {publisher_id:?}: recording is not supported by this server yet"
-                    ),
-                })
+            ClientMessage::Record {
+                publisher_id,
+                publisher_ids,
+            } => {
+                let ids: Vec<String> = publisher_ids
+                    .unwrap_or_default()
+                    .into_iter()
+                    .chain(publisher_id)
+                    .collect();
+                let msg = if ids.is_empty() {
+                    ServerMessage::RecordingError {
+                        error: "Record: give publisherId (or publisherIds)".into(),
+                    }
+                } else {
+                    match self.recorder.describe(&self.room.router, &ids).await {
+                        Ok(sdp) => ServerMessage::RecordingSdp { sdp },
+                        Err(error) => ServerMessage::RecordingError {
+                            error: format!("Record {ids:?}: {error}"),
+                        },
+                    }
+                };
+                self.send(msg);
+            }
+            ClientMessage::StartRecording { publisher_id } => {
+                if let Err(error) = self.recorder.start(&self.room.router, &publisher_id).await {
+                    self.send(ServerMessage::RecordingError {
+                        error: format!("StartRecording {publisher_id:?}: {error}"),
+                    });
+                }
+            }
+            ClientMessage::StopRecording { publisher_id } => {
+                if let Err(error) = self.recorder.stop(&publisher_id).await {
+                    self.send(ServerMessage::RecordingError {
+                        error: format!("StopRecording {publisher_id:?}: {error}"),
+                    });
+                }
             }
         }
     }
@@ -470,6 +502,7 @@ impl Participant {
     /// Close both transports: this participant's publishers are unpublished (the tasks
     /// spawned by `publish` tell the others).
     async fn close(&mut self) {
+        self.recorder.close().await;
         if let Some(t) = self.publish.take() {
             t.close().await;
         }

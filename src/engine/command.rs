@@ -115,6 +115,12 @@ pub(crate) enum Command {
         dest: SocketAddr,
         reply: oneshot::Sender<Result<(), RecordingError>>,
     },
+    /// Publisher's shard: the payload type the track's publisher sends (`None`: nothing
+    /// received yet, or the track is gone).
+    SentPayloadType {
+        track: TrackKey,
+        reply: oneshot::Sender<Option<u8>>,
+    },
     /// Subscribe side: the ceiling on the layer a down-track forwards.
     SetPreferredLayer {
         id: SessionId,

@@ -108,6 +108,9 @@ pub(crate) struct UpTrack {
     clock_rate: u32,
     /// The encoding whose clock the others are aligned to (the first with a sender report).
     clock_reference: Option<usize>,
+    /// The payload type of the last packet received (`NO_PT` before the first): the codec
+    /// the publisher sends, which a recording's SDP describes.
+    pub(crate) last_pt: u8,
 }
 
 impl UpTrack {
@@ -144,6 +147,7 @@ impl UpTrack {
             info,
             clock_rate,
             clock_reference: None,
+            last_pt: crate::engine::route::NO_PT,
         }
     }
 
@@ -577,6 +581,7 @@ impl Session {
         }
         let pt = *p.header.payload_type;
         let codec = up.codec_by_pt.get(pt as usize).copied()?;
+        up.last_pt = pt;
         let mut info = if up.info.kind == MediaKind::Video {
             codec::inspect(codec, &p.payload).unwrap_or_default()
         } else {

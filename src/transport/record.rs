@@ -64,12 +64,31 @@ impl RecordInner {
         Ok(port)
     }
 
-    fn track(&self, publisher_id: &str) -> Result<(TrackInfo, usize), RecordingError> {
-        self.router
+    /// The published track `publisher_id` and its shard, with the payload parameters of
+    /// the codec its publisher sends first (it may have negotiated several; the shard knows
+    /// which arrives; before the first packet, the first negotiated).
+    async fn track(&self, publisher_id: &str) -> Result<(TrackInfo, usize), RecordingError> {
+        let (mut info, shard) = self
+            .router
             .lock()
             .get(publisher_id)
             .map(|p| (p.info.clone(), p.shard))
-            .ok_or_else(|| RecordingError::UnknownPublisher(publisher_id.to_string()))
+            .ok_or_else(|| RecordingError::UnknownPublisher(publisher_id.to_string()))?;
+        let (tx, rx) = oneshot::channel();
+        let asked = self.router.engine.shard(shard).is_some_and(|s| {
+            s.send(Command::SentPayloadType {
+                track: info.key,
+                reply: tx,
+            })
+        });
+        if asked {
+            if let Ok(Some(pt)) = rx.await {
+                if let Some(i) = info.params.iter().position(|p| *p.pt() == pt) {
+                    info.params[..=i].rotate_right(1);
+                }
+            }
+        }
+        Ok((info, shard))
     }
 
     /// Stop recording the down-track `down` (no-op if it already stopped).
@@ -235,7 +254,7 @@ impl RecordingTransport {
         }
         let mut tracks = Vec::with_capacity(publisher_ids.len());
         for id in publisher_ids {
-            let (info, _) = inner.track(id)?;
+            let (info, _) = inner.track(id).await?;
             if info.params.is_empty() {
                 return Err(RecordingError::NoCodec(id.clone()));
             }
@@ -260,7 +279,7 @@ impl RecordingTransport {
         if core.is_closed() {
             return Err(RecordingError::Closed);
         }
-        let (info, publisher_shard) = inner.track(&publisher_id)?;
+        let (info, publisher_shard) = inner.track(&publisher_id).await?;
         let port = inner.port_for(&publisher_id)?;
         if inner
             .entries()
@@ -383,8 +402,8 @@ impl RecordingTrack {
     }
 }
 
-/// The SDP of `tracks` at `ports` on `ip`: one `m=` line each with the publisher's payload
-/// types, `rtpmap` and `fmtp` lines.
+/// The SDP of `tracks` at `ports` on `ip`: one `m=` line each with the publisher's
+/// preferred payload type, its `rtpmap` and `fmtp` lines.
 fn describe(ip: IpAddr, tracks: &[TrackInfo], ports: &[u16]) -> String {
     use std::fmt::Write;
     let family = if ip.is_ipv4() { "IP4" } else { "IP6" };
@@ -398,9 +417,13 @@ fn describe(ip: IpAddr, tracks: &[TrackInfo], ports: &[u16]) -> String {
             str0m::media::MediaKind::Audio => "audio",
             str0m::media::MediaKind::Video => "video",
         };
-        let pts: Vec<String> = t.params.iter().map(|p| p.pt().to_string()).collect();
-        let _ = write!(s, "m={kind} {port} RTP/AVP {}\r\n", pts.join(" "));
-        for p in &t.params {
+        // The publisher's preferred codec only: the one it sends, and the only payload
+        // type the recording forwards (ffmpeg reads one format per m-line).
+        let Some(p) = t.params.first() else {
+            continue;
+        };
+        let _ = write!(s, "m={kind} {port} RTP/AVP {}\r\n", p.pt());
+        {
             let spec = p.spec();
             let pt = *p.pt();
             match spec.channels {

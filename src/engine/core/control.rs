@@ -78,6 +78,9 @@ impl ShardCore {
                 let r = self.add_recording_track(id, *spec, dest);
                 let _ = reply.send(r);
             }
+            Command::SentPayloadType { track, reply } => {
+                let _ = reply.send(self.sent_payload_type(track));
+            }
             Command::RemoveDownTrack { id, down } => self.remove_down_track(id, down),
             Command::SetPreferredLayer { id: _, down, layer } => {
                 if let Some(d) = self

@@ -135,6 +135,7 @@ impl ShardCore {
             .first()
             .ok_or_else(|| RecordingError::NoCodec(spec.track_id.clone()))?;
         let clock_rate = first.spec().clock_rate.get();
+        let pt = *first.pt();
         let dslot = self.downs.next_slot();
         let s = self.sessions.get_mut(slot).ok_or(RecordingError::Closed)?;
         // A mid of its own per track (never negotiated: it only keeps the down-track's
@@ -148,11 +149,9 @@ impl ShardCore {
             }
         };
         let mut down = DownTrack::new(spec.id, slot, spec.track, spec.kind, mid, spec.params);
-        // The receiver's SDP lists the publisher's payload types as they are.
-        for p in &down.spec_params {
-            let pt = *p.pt();
-            down.pt_map[(pt & 0x7f) as usize] = pt;
-        }
+        // The receiver's SDP describes the publisher's preferred payload type, as it is;
+        // packets of another are not forwarded (counted as `dropped_no_codec`).
+        down.pt_map[(pt & 0x7f) as usize] = pt;
         down.ssrc = Some(str0m::rtp::Ssrc::from(ssrc));
         down.plain = Some(Box::new(PlainOut {
             dest,
@@ -175,6 +174,14 @@ impl ShardCore {
             }
         }
         Ok(())
+    }
+
+    /// The payload type the publisher of `track` (on this shard) last sent.
+    pub(super) fn sent_payload_type(&self, track: crate::engine::TrackKey) -> Option<u8> {
+        let &(slot, _) = self.ups.get(&track)?;
+        let s = self.sessions.get(slot)?;
+        let up = s.up.iter().find(|u| u.info.key == track)?;
+        (up.last_pt != crate::engine::route::NO_PT).then_some(up.last_pt)
     }
 
     /// Sender reports of the recorded tracks whose turn it is (housekeeping).

@@ -1,0 +1,196 @@
+// 10. Recording: Chromium publishes camera and microphone; another participant of the room asks
+//     for one SDP of both tracks (`Record` with `publisherIds`), ffmpeg records what that SDP
+//     describes with `-c copy` for 10 s (`StartRecording` once it listens, `StopRecording`
+//     after); ffprobe finds a video and an audio stream of 10 ± 1 s, and decoding gives video
+//     frames from the file's first second (it starts on a keyframe). VP8 + Opus and H264 + Opus.
+//     Then the example records by itself (`--record-dir`): a file per track.
+import assert from "node:assert/strict";
+import { execFileSync, spawn } from "node:child_process";
+import dgram from "node:dgram";
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, test } from "node:test";
+import {
+  closePage, delay, launchBrowser, openPage, startServer, uniqueRoom, until, waitFor, waitPublished,
+} from "./helpers.mjs";
+
+const RECORD_SECONDS = 10;
+const dir = mkdtempSync(join(tmpdir(), "rheomesh-record-"));
+// Recorded tracks go to ports from here (each participant 16 ports further).
+const recordPort = 20000 + 2 * Math.floor(Math.random() * 10000);
+let server;
+let browser;
+
+before(async () => {
+  server = await startServer({ args: ["--record-port", String(recordPort)] });
+  browser = await launchBrowser();
+});
+
+after(async () => {
+  await browser?.close().catch(() => {});
+  await server?.stop();
+  const out = server?.output().trim() ?? "";
+  if (/\b(ERROR|panicked)\b/.test(out)) console.log(`server output:\n${out}`);
+  rmSync(dir, { recursive: true, force: true });
+});
+
+/** A participant of `room` that only sends protocol messages: a WebSocket of page `p`. */
+async function controller(p, room) {
+  await p.evaluate(async (room) => {
+    const ws = new WebSocket(`${location.origin.replace("http", "ws")}/socket?room=${room}`);
+    window.ctl = { ws, inbox: [] };
+    ws.onmessage = (e) => window.ctl.inbox.push(JSON.parse(e.data));
+    await new Promise((resolve, reject) => {
+      ws.onopen = resolve;
+      ws.onerror = reject;
+    });
+  }, room);
+  return {
+    send: (msg) => p.evaluate((m) => window.ctl.ws.send(JSON.stringify(m)), msg),
+    next: (action, timeoutMs = 10000) =>
+      waitFor(
+        p,
+        (action) => {
+          const i = window.ctl.inbox.findIndex((m) => m.action === action || m.action === "RecordingError");
+          return i < 0 ? null : window.ctl.inbox.splice(i, 1)[0];
+        },
+        timeoutMs,
+        `a ${action} message`,
+        action,
+      ),
+    errors: () => p.evaluate(() => window.ctl.inbox.filter((m) => m.action.endsWith("Error"))),
+  };
+}
+
+/** Whether something listens on UDP `port` of 127.0.0.1 (binding it fails). */
+function listening(port) {
+  return new Promise((resolve) => {
+    const s = dgram.createSocket("udp4");
+    s.once("error", () => resolve(true));
+    s.bind(port, "127.0.0.1", () => s.close(() => resolve(false)));
+  });
+}
+
+function ffprobe(args) {
+  return execFileSync("ffprobe", ["-v", "error", ...args], { encoding: "utf8" });
+}
+
+for (const codec of ["VP8", "H264"]) {
+  test(`ffmpeg records ${codec} + Opus from the SDP Record gives`, { timeout: 90000 }, async () => {
+    const room = uniqueRoom(`record-${codec}`);
+    const a = await openPage(browser, server.base, `/?room=${room}&autopublish=1&codec=${codec}`, `A-${codec}`);
+    const c = await openPage(browser, server.base, `/`, `C-${codec}`);
+    let ffmpeg;
+    try {
+      const ids = await waitPublished(a);
+      // The SDP describes the codec A sends: wait until it sends.
+      const sent = await waitFor(
+        a,
+        async () => {
+          const report = await window.rheomeshControls.transports().publish.getStats();
+          for (const r of report.values()) {
+            if (r.type === "outbound-rtp" && r.kind === "video" && r.packetsSent > 50) return report.get(r.codecId)?.mimeType ?? null;
+          }
+          return null;
+        },
+        15000,
+        "A sends video",
+      );
+      assert.equal(sent.toUpperCase(), `VIDEO/${codec}`, "A's outbound video codec");
+      const ctl = await controller(c, room);
+      await ctl.send({ action: "Record", publisherIds: [ids.video, ids.audio] });
+      const reply = await ctl.next("RecordingSDP");
+      assert.equal(reply.action, "RecordingSDP", JSON.stringify(reply));
+      const sdp = reply.sdp;
+      assert.match(sdp, /^m=video \d+ RTP\/AVP/m);
+      assert.match(sdp, /^m=audio \d+ RTP\/AVP/m);
+      assert.match(sdp, new RegExp(`a=rtpmap:\\d+ ${codec}/90000`));
+      const ports = [...sdp.matchAll(/^m=\w+ (\d+) /gm)].map((m) => Number(m[1]));
+      const sdpFile = join(dir, `${codec}.sdp`);
+      const out = join(dir, `${codec}.mkv`);
+      writeFileSync(sdpFile, sdp);
+
+      let ffmpegLog = "";
+      ffmpeg = spawn(
+        "ffmpeg",
+        ["-hide_banner", "-nostats", "-loglevel", "warning", "-protocol_whitelist", "file,rtp,udp", "-i", sdpFile, "-c", "copy", "-y", out],
+        { stdio: ["pipe", "ignore", "pipe"] },
+      );
+      ffmpeg.stderr.on("data", (d) => (ffmpegLog += d));
+      const exited = new Promise((resolve) => ffmpeg.on("exit", resolve));
+      await until(async () => (await Promise.all(ports.map(listening))).every(Boolean), 10000, "ffmpeg listens");
+
+      await ctl.send({ action: "StartRecording", publisherId: ids.video });
+      await ctl.send({ action: "StartRecording", publisherId: ids.audio });
+      await delay(RECORD_SECONDS * 1000);
+      // ffmpeg first, while packets still come: it reads its stdin between packets.
+      ffmpeg.stdin.write("q");
+      const code = await Promise.race([exited, delay(10000).then(() => "timeout")]);
+      await ctl.send({ action: "StopRecording", publisherId: ids.video });
+      await ctl.send({ action: "StopRecording", publisherId: ids.audio });
+      assert.equal(code, 0, `ffmpeg exits cleanly: ${ffmpegLog}`);
+      assert.deepEqual(await ctl.errors(), [], "no RecordingError");
+
+      const info = JSON.parse(
+        ffprobe(["-show_entries", "stream=codec_type,codec_name:format=duration", "-of", "json", out]),
+      );
+      const types = info.streams.map((s) => s.codec_type).sort();
+      assert.deepEqual(types, ["audio", "video"], JSON.stringify(info));
+      assert.equal(info.streams.find((s) => s.codec_type === "video").codec_name, codec.toLowerCase());
+      assert.equal(info.streams.find((s) => s.codec_type === "audio").codec_name, "opus");
+      const duration = Number(info.format.duration);
+      assert.ok(Math.abs(duration - RECORD_SECONDS) <= 1, `duration ${duration} s`);
+      // Decoded video frames with a time in the file's first second.
+      const times = ffprobe(["-select_streams", "v", "-show_entries", "frame=pts_time", "-of", "csv=p=0", out])
+        .split("\n")
+        .map(Number)
+        .filter((t) => !Number.isNaN(t) && t > 0);
+      const first = times.length ? Math.min(...times) : NaN;
+      const early = times.filter((t) => t < first + 1).length;
+      assert.ok(first < 1, `the first decoded frame is at ${first} s`);
+      assert.ok(early >= 10, `${early} frames decoded in the first second`);
+      console.log(`${codec}: ${duration.toFixed(2)} s, ${times.length} video frames decoded, first at ${first.toFixed(3)} s, ${early} in its first second; ports ${ports}`);
+    } finally {
+      ffmpeg?.kill("SIGKILL");
+      await closePage(a);
+      await closePage(c);
+    }
+  });
+}
+
+test("the example records by itself with --record-dir: a file per track", { timeout: 60000 }, async () => {
+  const own = join(dir, "server");
+  mkdirSync(own);
+  const recorder = await startServer({ args: ["--record-port", String(recordPort + 1000), "--record-dir", own] });
+  const room = uniqueRoom("record-dir");
+  const a = await openPage(browser, recorder.base, `/?room=${room}&autopublish=1&codec=VP8`, "A-dir");
+  const c = await openPage(browser, recorder.base, `/`, "C-dir");
+  try {
+    const ids = await waitPublished(a);
+    const ctl = await controller(c, room);
+    await ctl.send({ action: "StartRecording", publisherId: ids.video });
+    await ctl.send({ action: "StartRecording", publisherId: ids.audio });
+    await delay(4000);
+    await ctl.send({ action: "StopRecording", publisherId: ids.video });
+    await ctl.send({ action: "StopRecording", publisherId: ids.audio });
+    // Unknown publishers are refused.
+    await ctl.send({ action: "StartRecording", publisherId: "nobody" });
+    const refused = await ctl.next("RecordingError");
+    assert.match(refused.error, /nobody/);
+    const files = await until(() => {
+      const mkv = readdirSync(own).filter((f) => f.endsWith(".mkv"));
+      return mkv.length === 2 ? mkv : null;
+    }, 10000, "two recorded files");
+    const kinds = files
+      .map((f) => JSON.parse(ffprobe(["-show_entries", "stream=codec_type", "-of", "json", join(own, f)])))
+      .map((i) => i.streams.map((s) => s.codec_type).join(","))
+      .sort();
+    assert.deepEqual(kinds, ["audio", "video"], `streams of ${files}`);
+    console.log(`--record-dir: ${files.join(", ")}`);
+  } finally {
+    await closePage(a);
+    await closePage(c);
+    await recorder.stop();
+  }
+});
