@@ -15,7 +15,10 @@
 //! The `_bwe` cases: bandwidth estimation on every subscribe session (TWCC feedback from
 //! the peers, str0m's estimator and pacer, the allocator every 500 ms).
 //!
-//! Two groups:
+//! `recording`: the same publisher recorded by 100 recording transports (plain RTP, no
+//! SRTP), in bursts as `forwarding`.
+//!
+//! Two groups of forwarding:
 //! - `forwarding`: bursts of 32 publisher packets per batch, with no time passing between
 //!   them: the cost of forwarding itself, the best case.
 //! - `forwarding_real_rate`: what a server sees in a call. One packet per batch, 150 packets
@@ -206,5 +209,44 @@ impl CacheEvictor {
     }
 }
 
-criterion_group!(benches, forwarding, forwarding_real_rate);
+/// Recording transports: one publisher recorded by 100 recording transports on one shard
+/// (plain RTP written into pooled buffers, no SRTP), against `forwarding/1_shards/100`'s
+/// subscribers. Throughput in recorded packets.
+fn recording(c: &mut Criterion) {
+    let mut g = group(c, "recording");
+    let recorders = 100usize;
+    let mut f = Fanout::new(1, 0).expect("fan-out connects");
+    f.add_recorders(recorders).expect("recorders added");
+    // The recordings start at a keyframe (every 100th packet).
+    for _ in 0..4 {
+        f.stage(BATCH as usize, PAYLOAD);
+        f.forward_staged();
+        f.pump();
+    }
+    g.throughput(Throughput::Elements(recorders as u64));
+    g.bench_function(BenchmarkId::new("1_shards", recorders), |b| {
+        b.iter_custom(|iters| {
+            let mut spent = Duration::ZERO;
+            let mut left = iters;
+            while left > 0 {
+                let k = left.min(BATCH);
+                f.stage(k as usize, PAYLOAD);
+                let t = Instant::now();
+                let sent = f.forward_staged();
+                spent += t.elapsed();
+                assert!(
+                    sent as u64 >= k * recorders as u64,
+                    "only {sent} of {} packets recorded",
+                    k * recorders as u64
+                );
+                f.pump();
+                left -= k;
+            }
+            spent
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, forwarding, forwarding_real_rate, recording);
 criterion_main!(benches);

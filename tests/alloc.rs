@@ -62,6 +62,12 @@ fn measure(shards: usize, subs: usize, case: Case) -> (f64, u64) {
         Fanout::with_media(shards, subs, case.simulcast, media)
     }
     .expect("fan-out connects");
+    count(&mut f)
+}
+
+/// Allocations per publisher packet of `f`'s whole forwarding work, and the datagrams
+/// queued, over `BATCHES` batches after a warm-up.
+fn count(f: &mut Fanout) -> (f64, u64) {
     // Warm up: let queues, maps and buffers reach their steady size.
     for _ in 0..10 {
         f.stage(BATCH, 1100);
@@ -92,6 +98,36 @@ struct Case {
     simulcast: bool,
     bwe: bool,
     dd: bool,
+}
+
+/// Recording transports: each recorded packet is written as plain RTP into a buffer of
+/// str0m's pool (patch 19) and sent with the rest; 0 or 10 recorders beside one subscriber.
+#[test]
+fn allocations_per_recorded_packet_per_recording_transport() {
+    for shards in [1, 2] {
+        let mut counts = Vec::new();
+        for recorders in [0usize, 10] {
+            let mut f = Fanout::new(shards, 1).expect("fan-out connects");
+            f.add_recorders(recorders).expect("recorders added");
+            counts.push((recorders, count(&mut f)));
+        }
+        let (_, (zero, sent0)) = counts[0];
+        let (n, (ten, sent10)) = counts[1];
+        let per_recorder = (ten - zero) / n as f64;
+        eprintln!(
+            "recording, shards {shards}: {zero:.2} allocations per packet with no recorder, \
+             {ten:.2} with {n} → {per_recorder:.2} per packet per recorder (datagrams out: \
+             {sent0}, {sent10})"
+        );
+        assert!(
+            sent10 >= sent0 + (n * BATCH * BATCHES) as u64,
+            "every packet recorded by all: {sent10} datagrams against {sent0} without recorders"
+        );
+        assert!(
+            per_recorder < 0.05,
+            "allocations per recorded packet per recorder: {per_recorder:.2}"
+        );
+    }
 }
 
 #[test]

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use str0m::media::MediaKind;
 
 use super::client::{ClientConfig, ClientPeer};
-use super::shards::{MemoryShards, SessionRef};
+use super::shards::{MemoryShards, SessionRef, TrackRef};
 use crate::config::MediaConfig;
 
 /// The simulcast encodings of [`Fanout::with_simulcast`]: rid and keyframe size.
@@ -35,6 +35,10 @@ pub struct Fanout {
     encodings: usize,
     /// Time spent in the shards' work (not the peers'), for real-rate measurements.
     server_time: Duration,
+    /// The published track.
+    track: TrackRef,
+    /// Recording transports' sessions ([`Fanout::add_recorders`]).
+    recorders: Vec<SessionRef>,
 }
 
 impl Fanout {
@@ -118,6 +122,7 @@ impl Fanout {
             .into_iter()
             .next()
             .ok_or("publish answer has no track")?;
+        let published = track.clone();
         let mut by_addr = HashMap::new();
         by_addr.insert(publisher.addr(), 0);
         let mut subs = Vec::with_capacity(subscribers);
@@ -149,6 +154,8 @@ impl Fanout {
             staged: Vec::new(),
             encodings,
             server_time: Duration::ZERO,
+            track: published,
+            recorders: Vec::new(),
         };
         let deadline = Instant::now() + CONNECT_DEADLINE;
         while !f.all_connected() {
@@ -189,6 +196,23 @@ impl Fanout {
             all &= p.connected() && self.net.is_connected(*s);
         }
         all
+    }
+
+    /// Add `n` recording transports (spread over the shards as the subscribers are), each
+    /// recording the track to an address of 127.0.0.1 that the harness never delivers to:
+    /// their plain RTP datagrams are drained (and their buffers recycled) with the rest.
+    pub fn add_recorders(&mut self, n: usize) -> Result<(), String> {
+        let now = Instant::now();
+        for i in 0..n {
+            let shard = (self.recorders.len() + i) % self.net.shards();
+            let s = self.net.create_record_session(shard, now);
+            let dest = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 40000 + 2 * i as u16);
+            self.net
+                .record(s, &self.track, dest, now)
+                .map_err(|e| format!("recording refused: {e}"))?;
+            self.recorders.push(s);
+        }
+        Ok(())
     }
 
     /// The in-memory shards.

@@ -97,15 +97,20 @@ impl MemoryShards {
 
     /// Create a session on `shard`. Sessions here never time out for idleness.
     pub fn create_session(&mut self, shard: usize, publish: bool, now: Instant) -> SessionRef {
+        let role = if publish {
+            Role::Publish
+        } else {
+            Role::Subscribe
+        };
+        self.create_session_as(shard, role, now)
+    }
+
+    fn create_session_as(&mut self, shard: usize, role: Role, now: Instant) -> SessionRef {
         let id = SessionId(next_id());
         let (tx, rx) = mpsc::unbounded_channel();
         let spec = SessionSpec {
             id,
-            role: if publish {
-                Role::Publish
-            } else {
-                Role::Subscribe
-            },
+            role,
             router: "testing".into(),
             media: self.media.clone(),
             announced_ips: Vec::new(),
@@ -159,6 +164,51 @@ impl MemoryShards {
             answer,
             tracks.into_iter().map(|info| TrackRef { info }).collect(),
         ))
+    }
+
+    /// A recording session (a recording transport's) on `shard`.
+    pub fn create_record_session(&mut self, shard: usize, now: Instant) -> SessionRef {
+        self.create_session_as(shard, Role::Record, now)
+    }
+
+    /// Recording side: send `track` as plain RTP from session `s` to `dest` (which the
+    /// harness never delivers anywhere: the datagrams are drained like any others).
+    pub fn record(
+        &mut self,
+        s: SessionRef,
+        track: &TrackRef,
+        dest: SocketAddr,
+        now: Instant,
+    ) -> Result<(), crate::error::RecordingError> {
+        let info = &track.info;
+        let down = DownTrackId(next_id());
+        self.downs.push((s.id, down));
+        let spec = DownTrackSpec {
+            id: down,
+            track: info.key,
+            track_id: info.track_id.clone(),
+            stream_id: info.stream_id.clone(),
+            kind: info.kind,
+            params: info.params.clone(),
+        };
+        self.command(s.shard, now, |reply| Command::AddRecordingTrack {
+            id: s.id,
+            spec: Box::new(spec),
+            dest,
+            reply,
+        })
+        .unwrap_or(Err(crate::error::RecordingError::Closed))?;
+        let from = info.key.shard();
+        if from != s.shard {
+            self.cores[from].handle_command(
+                Command::AddRemoteRoute {
+                    track: info.key,
+                    dest: s.shard,
+                },
+                now,
+            );
+        }
+        Ok(())
     }
 
     /// Subscribe side: forward `track` to session `s`; returns the offer to send.
