@@ -31,6 +31,7 @@
 #![warn(rust_2018_idioms)]
 
 pub mod config;
+pub mod data;
 pub mod error;
 pub mod forward;
 pub mod publisher;

@@ -56,11 +56,22 @@ pub(crate) trait RouteOwner: Send + Sync {
     fn remove_subscription(&self, down: DownTrackId, renegotiate: bool);
 }
 
+/// A published data channel.
+pub(crate) struct PublishedData {
+    pub(crate) info: crate::engine::data::DataInfo,
+    pub(crate) shard: ShardId,
+    /// The publish session, told when it is unpublished.
+    pub(crate) session: SessionId,
+    pub(crate) handle: Arc<crate::data::DataPublisherInner>,
+    pub(crate) subscribers: Vec<(DownTrackId, Weak<dyn RouteOwner>)>,
+}
+
 pub(crate) struct RouterInner {
     pub(crate) id: String,
     pub(crate) engine: Arc<Engine>,
     pub(crate) media: MediaConfig,
     pub(crate) publishers: Mutex<HashMap<String, PublishedTrack>>,
+    pub(crate) data_publishers: Mutex<HashMap<String, PublishedData>>,
 }
 
 impl RouterInner {
@@ -69,6 +80,66 @@ impl RouterInner {
     }
 
     /// Remove a published track and tell its subscribers. No-op for unknown ids.
+    pub(crate) fn data(&self) -> std::sync::MutexGuard<'_, HashMap<String, PublishedData>> {
+        self.data_publishers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Take data publisher `id` out of the router: its publish session stops forwarding
+    /// it, its subscribers' channels close.
+    pub(crate) fn unpublish_data(&self, id: &str) {
+        let Some(entry) = self.data().remove(id) else {
+            return;
+        };
+        entry.handle.mark_closed();
+        if let Some(s) = self.engine.shard(entry.shard) {
+            s.send(Command::UnpublishData {
+                id: entry.session,
+                key: entry.info.key,
+            });
+        }
+        for (down, sub) in entry.subscribers {
+            if let Some(sub) = sub.upgrade() {
+                sub.remove_subscription(down, false);
+            }
+        }
+    }
+
+    /// Route data track `sub.track` to the subscriber's shard and register the subscriber
+    /// with the data publisher; false if it left meanwhile.
+    pub(crate) fn open_data_route(&self, sub: &Subscription, owner: Weak<dyn RouteOwner>) -> bool {
+        if sub.publisher_shard != sub.subscriber_shard {
+            if let Some(s) = self.engine.shard(sub.publisher_shard) {
+                s.send(Command::AddRemoteDataRoute {
+                    key: sub.track,
+                    dest: sub.subscriber_shard,
+                });
+            }
+        }
+        match self.data().get_mut(&sub.publisher_id) {
+            Some(p) if p.info.key == sub.track => {
+                p.subscribers.push((sub.down, owner));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub(crate) fn close_data_route(&self, sub: &Subscription) {
+        if sub.publisher_shard != sub.subscriber_shard {
+            if let Some(s) = self.engine.shard(sub.publisher_shard) {
+                s.send(Command::RemoveRemoteDataRoute {
+                    key: sub.track,
+                    dest: sub.subscriber_shard,
+                });
+            }
+        }
+        if let Some(e) = self.data().get_mut(&sub.publisher_id) {
+            e.subscribers.retain(|(d, _)| *d != sub.down);
+        }
+    }
+
     pub(crate) fn unpublish(&self, id: &str) {
         let Some(entry) = self.lock().remove(id) else {
             return;
@@ -222,6 +293,7 @@ impl Router {
                 engine,
                 media,
                 publishers: Mutex::new(HashMap::new()),
+                data_publishers: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -266,6 +338,13 @@ impl Router {
     /// Ids of the tracks currently published in this router.
     pub fn publisher_ids(&self) -> Vec<String> {
         let mut ids: Vec<String> = self.inner.lock().keys().cloned().collect();
+        ids.sort();
+        ids
+    }
+
+    /// The ids of the data channels published in this router (sorted).
+    pub fn data_publisher_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.inner.data().keys().cloned().collect();
         ids.sort();
         ids
     }

@@ -87,6 +87,16 @@ pub struct ShardStats {
     pub dropped_no_codec: u64,
     /// Packets dropped because a shard-to-shard ring was full.
     pub ring_full_drops: u64,
+    /// Data-channel messages received from publishers on published channels.
+    pub data_in: u64,
+    /// Data-channel messages written into subscribers' channels.
+    pub data_forwarded: u64,
+    /// Data-channel messages not forwarded: larger than 64 KiB, or for a subscriber whose
+    /// channel was not open yet, or whose unreliable channel's buffer was full.
+    pub data_dropped: u64,
+    /// Subscribers' reliable data channels closed because they could not keep up (their
+    /// send buffer was full: a message would otherwise have been lost silently).
+    pub data_channels_closed_slow: u64,
     /// Times a subscriber's video was paused until the next keyframe because the shard was
     /// overloaded ([`crate::forward::overload`]); the packets it then missed count in
     /// `dropped_waiting_keyframe`. Audio and keyframes are never shed.

@@ -299,6 +299,30 @@ var PublishTransport = class extends Transport {
     }, (transceiver) => stopTransceiver(this.peerConnection, transceiver));
   }
   /**
+   * Opens a data channel labelled with a fresh UUID (the data publisher id) and creates the
+   * offer that carries it, in the same one-offer-at-a-time order as {@link publish}: send
+   * `offer` to the server (`Offer`), then `id` (`PublishData{label: id}`), and pass the answer
+   * to {@link setAnswer}.
+   *
+   * `init` is given to `createDataChannel`; its fields override the default `ordered: true`.
+   * `negotiated: true` is refused: the server learns a channel's label from the in-band open
+   * message, which a negotiated channel never sends.
+   */
+  async publishData(init = {}) {
+    this.assertOpen("publishData");
+    if (init === null || typeof init !== "object") {
+      throw new Error("publishData: expected an RTCDataChannelInit object");
+    }
+    if (init.negotiated) {
+      throw new Error("publishData: negotiated channels are not supported (the server needs the in-band open)");
+    }
+    const options = { ...init, ordered: init.ordered ?? true };
+    return this.negotiate("publishData", () => {
+      const label = randomUUID();
+      return { label, channel: this.peerConnection.createDataChannel(label, options) };
+    }, ({ label, channel }, offer) => ({ id: label, channel, offer }), ({ channel }) => channel.close());
+  }
+  /**
    * Stops sending the publisher `id` (its m-line is stopped) and returns the new offer to
    * send to the server. The local track itself is left running: the application owns it.
    */
@@ -369,6 +393,16 @@ var PublishTransport = class extends Transport {
     }
   }
 };
+function randomUUID() {
+  const c = globalThis.crypto;
+  if (typeof c?.randomUUID === "function") return c.randomUUID();
+  if (typeof c?.getRandomValues !== "function") throw new Error("publishData: crypto.getRandomValues is not available");
+  const bytes = c.getRandomValues(new Uint8Array(16));
+  bytes[6] = bytes[6] & 15 | 64;
+  bytes[8] = bytes[8] & 63 | 128;
+  const hex = Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}
 function codecOrder(kind, codec) {
   const mimeType = CODEC_MIME_TYPES[codec];
   if (!mimeType) throw new Error(`publish: unknown codec "${codec}" (expected VP8, VP9, H264, AV1 or opus)`);
@@ -421,7 +455,11 @@ var SubscribeTransport = class extends Transport {
     this.negotiation = new Mutex();
     this.waiters = /* @__PURE__ */ new Map();
     this.parsed = null;
+    /** Data channels the server opened and that are not closed, by label (= publisher id). */
+    this.channels = /* @__PURE__ */ new Map();
+    this.dataWaiters = /* @__PURE__ */ new Map();
     this.peerConnection.ontrack = () => this.resolveWaiters();
+    this.peerConnection.addEventListener("datachannel", (event) => this.onDataChannel(event.channel));
   }
   /**
    * Applies a server offer and returns the answer to send back. Calls are serialized: an
@@ -485,6 +523,41 @@ var SubscribeTransport = class extends Transport {
     });
   }
   /**
+   * Resolves with the data channel of data publisher `publisherId` once the server has opened
+   * it on this connection (immediately if it already has). Rejects after `timeoutMs` and on
+   * `close`. Send the `SubscribeData` request to the server separately and answer its offer
+   * with {@link setOffer}; the channel arrives after that, once SCTP is up.
+   *
+   * A channel is forgotten when it closes: a later call waits for a new one.
+   */
+  subscribeData(publisherId, options = {}) {
+    this.assertOpen("subscribeData");
+    if (typeof publisherId !== "string" || publisherId === "") {
+      return Promise.reject(new Error("subscribeData: publisherId must be a non-empty string"));
+    }
+    const channel = this.channels.get(publisherId);
+    if (channel) return Promise.resolve({ publisherId, channel });
+    const timeoutMs = options.timeoutMs ?? DEFAULT_SUBSCRIBE_TIMEOUT_MS;
+    return new Promise((resolve, reject) => {
+      const waiter = {
+        resolve,
+        reject,
+        timer: setTimeout(() => {
+          removeFrom(this.dataWaiters, publisherId, waiter);
+          reject(
+            new Error(`subscribeData timeout: ${publisherId} (no data channel with this label arrived within ${timeoutMs} ms)`)
+          );
+        }, timeoutMs)
+      };
+      let set = this.dataWaiters.get(publisherId);
+      if (!set) {
+        set = /* @__PURE__ */ new Set();
+        this.dataWaiters.set(publisherId, set);
+      }
+      set.add(waiter);
+    });
+  }
+  /**
    * Local bookkeeping only: pending `subscribe` calls for `publisherId` reject. Send
    * `StopSubscribe` to the server, which renegotiates the m-line away.
    */
@@ -509,6 +582,30 @@ var SubscribeTransport = class extends Transport {
   onClose() {
     for (const publisherId of [...this.waiters.keys()]) {
       this.rejectWaiters(publisherId, new Error(`subscribe: the transport was closed: ${publisherId}`));
+    }
+    for (const [publisherId, set] of [...this.dataWaiters]) {
+      this.dataWaiters.delete(publisherId);
+      for (const waiter of set) {
+        clearTimeout(waiter.timer);
+        waiter.reject(new Error(`subscribeData: the transport was closed: ${publisherId}`));
+      }
+    }
+    this.channels.clear();
+  }
+  /** Records a channel the server opened and resolves the `subscribeData` calls waiting for it. */
+  onDataChannel(channel) {
+    if (this.isClosed || channel.readyState === "closed") return;
+    const label = channel.label;
+    this.channels.set(label, channel);
+    channel.addEventListener("close", () => {
+      if (this.channels.get(label) === channel) this.channels.delete(label);
+    });
+    const set = this.dataWaiters.get(label);
+    if (!set) return;
+    this.dataWaiters.delete(label);
+    for (const waiter of set) {
+      clearTimeout(waiter.timer);
+      waiter.resolve({ publisherId: label, channel });
     }
   }
   findTrack(publisherId) {
@@ -543,12 +640,15 @@ var SubscribeTransport = class extends Transport {
     }
   }
   removeWaiter(publisherId, waiter) {
-    const set = this.waiters.get(publisherId);
-    if (!set) return;
-    set.delete(waiter);
-    if (set.size === 0) this.waiters.delete(publisherId);
+    removeFrom(this.waiters, publisherId, waiter);
   }
 };
+function removeFrom(map, key, item) {
+  const set = map.get(key);
+  if (!set) return;
+  set.delete(item);
+  if (set.size === 0) map.delete(key);
+}
 
 // src/encodings.ts
 function simulcastEncodings() {

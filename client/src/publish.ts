@@ -1,9 +1,10 @@
 /**
  * PublishTransport: the browser → server peer connection. The browser is always the offerer.
  *
- * Each publish / unpublish / ICE restart produces one offer; the next one waits until the
- * application has passed the previous offer's answer to {@link PublishTransport.setAnswer}
- * (two offers in flight would make the first answer inapplicable).
+ * Each publish / publishData / unpublish / ICE restart produces one offer; the next one waits
+ * until the application has passed the previous offer's answer to
+ * {@link PublishTransport.setAnswer} (two offers in flight would make the first answer
+ * inapplicable).
  */
 import { Mutex } from "./mutex.js";
 import { trackIdForMid } from "./sdp.js";
@@ -24,6 +25,16 @@ export interface PublishOptions {
 export interface Publisher {
   /** The publisher id: the track id of this m-line's `a=msid` line. Send it with `Publish`. */
   id: string;
+  /** The offer to send to the server; pass its answer to `setAnswer`. */
+  offer: RTCSessionDescriptionInit;
+}
+
+/** The result of {@link PublishTransport.publishData}. */
+export interface DataPublisher {
+  /** The data publisher id: the channel's label (a fresh UUID). Send it with `PublishData`. */
+  id: string;
+  /** The data channel to send on (it opens once the server has answered and SCTP is up). */
+  channel: RTCDataChannel;
   /** The offer to send to the server; pass its answer to `setAnswer`. */
   offer: RTCSessionDescriptionInit;
 }
@@ -93,6 +104,31 @@ export class PublishTransport extends Transport {
       this.transceivers.set(id, transceiver);
       return { id, offer };
     }, (transceiver) => stopTransceiver(this.peerConnection, transceiver));
+  }
+
+  /**
+   * Opens a data channel labelled with a fresh UUID (the data publisher id) and creates the
+   * offer that carries it, in the same one-offer-at-a-time order as {@link publish}: send
+   * `offer` to the server (`Offer`), then `id` (`PublishData{label: id}`), and pass the answer
+   * to {@link setAnswer}.
+   *
+   * `init` is given to `createDataChannel`; its fields override the default `ordered: true`.
+   * `negotiated: true` is refused: the server learns a channel's label from the in-band open
+   * message, which a negotiated channel never sends.
+   */
+  async publishData(init: RTCDataChannelInit = {}): Promise<DataPublisher> {
+    this.assertOpen("publishData");
+    if (init === null || typeof init !== "object") {
+      throw new Error("publishData: expected an RTCDataChannelInit object");
+    }
+    if (init.negotiated) {
+      throw new Error("publishData: negotiated channels are not supported (the server needs the in-band open)");
+    }
+    const options: RTCDataChannelInit = { ...init, ordered: init.ordered ?? true };
+    return this.negotiate("publishData", () => {
+      const label = randomUUID();
+      return { label, channel: this.peerConnection.createDataChannel(label, options) };
+    }, ({ label, channel }, offer) => ({ id: label, channel, offer }), ({ channel }) => channel.close());
   }
 
   /**
@@ -177,6 +213,22 @@ export class PublishTransport extends Transport {
       throw new Error(`${operation}: ${errorMessage(error)}`);
     }
   }
+}
+
+/**
+ * A random (version 4) UUID. `crypto.randomUUID` only exists in secure contexts; elsewhere
+ * (a page served over plain http from a LAN address) the UUID is built from
+ * `crypto.getRandomValues`, which every context has.
+ */
+function randomUUID(): string {
+  const c = (globalThis as { crypto?: Crypto }).crypto;
+  if (typeof c?.randomUUID === "function") return c.randomUUID();
+  if (typeof c?.getRandomValues !== "function") throw new Error("publishData: crypto.getRandomValues is not available");
+  const bytes = c.getRandomValues(new Uint8Array(16));
+  bytes[6] = (bytes[6] & 0x0f) | 0x40;
+  bytes[8] = (bytes[8] & 0x3f) | 0x80;
+  const hex = Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
 }
 
 /** Validates `codec` for a track of `kind` and returns the codec list to prefer. */

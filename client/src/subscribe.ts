@@ -5,6 +5,9 @@
  * Tracks are matched to publishers by the `a=msid:<stream> <publisherId>` line of their
  * m-line in the current remote description, never by `MediaStreamTrack.id` (browsers may
  * give received tracks ids of their own).
+ *
+ * Data channels are matched by label: the server opens each subscribed data channel on this
+ * connection with the data publisher's id as its label.
  */
 import { Mutex } from "./mutex.js";
 import { isSending, parseMediaSections, type MediaSection } from "./sdp.js";
@@ -24,24 +27,49 @@ export interface Subscriber {
   track: MediaStreamTrack;
 }
 
+/** Options of {@link SubscribeTransport.subscribeData}. */
+export interface SubscribeDataOptions {
+  /** How long to wait for the data channel, in milliseconds (default 10000). */
+  timeoutMs?: number;
+}
+
+/** A received data channel and the data publisher it comes from. */
+export interface DataSubscriber {
+  /** The data publisher id that was subscribed (the channel's label). */
+  publisherId: string;
+  /** The channel the server opened; it may still be `connecting` (wait for its `open` event). */
+  channel: RTCDataChannel;
+}
+
+interface DataWaiter {
+  resolve: (subscriber: DataSubscriber) => void;
+  reject: (error: Error) => void;
+  timer: ReturnType<typeof setTimeout>;
+}
+
 interface Waiter {
   resolve: (subscriber: Subscriber) => void;
   reject: (error: Error) => void;
   timer: ReturnType<typeof setTimeout>;
 }
 
-/** Default of {@link SubscribeOptions.timeoutMs}. */
+/** Default of {@link SubscribeOptions.timeoutMs} and {@link SubscribeDataOptions.timeoutMs}. */
 export const DEFAULT_SUBSCRIBE_TIMEOUT_MS = 10_000;
 
-/** Receives the tracks the server forwards. */
+/** Receives the tracks and data channels the server forwards. */
 export class SubscribeTransport extends Transport {
   private readonly negotiation = new Mutex();
   private readonly waiters = new Map<string, Set<Waiter>>();
   private parsed: { sdp: string; sections: MediaSection[] } | null = null;
+  /** Data channels the server opened and that are not closed, by label (= publisher id). */
+  private readonly channels = new Map<string, RTCDataChannel>();
+  private readonly dataWaiters = new Map<string, Set<DataWaiter>>();
 
   constructor(config: RTCConfiguration = {}) {
     super(config);
     this.peerConnection.ontrack = () => this.resolveWaiters();
+    // A listener, not `ondatachannel`: the application may set that one for itself.
+    this.peerConnection.addEventListener("datachannel", (event) => this.onDataChannel(event.channel));
   }
 
   /**
@@ -108,6 +136,42 @@ export class SubscribeTransport extends Transport {
   }
 
   /**
+   * Resolves with the data channel of data publisher `publisherId` once the server has opened
+   * it on this connection (immediately if it already has). Rejects after `timeoutMs` and on
+   * `close`. Send the `SubscribeData` request to the server separately and answer its offer
+   * with {@link setOffer}; the channel arrives after that, once SCTP is up.
+   *
+   * A channel is forgotten when it closes: a later call waits for a new one.
+   */
+  subscribeData(publisherId: string, options: SubscribeDataOptions = {}): Promise<DataSubscriber> {
+    this.assertOpen("subscribeData");
+    if (typeof publisherId !== "string" || publisherId === "") {
+      return Promise.reject(new Error("subscribeData: publisherId must be a non-empty string"));
+    }
+    const channel = this.channels.get(publisherId);
+    if (channel) return Promise.resolve({ publisherId, channel });
+    const timeoutMs = options.timeoutMs ?? DEFAULT_SUBSCRIBE_TIMEOUT_MS;
+    return new Promise<DataSubscriber>((resolve, reject) => {
+      const waiter: DataWaiter = {
+        resolve,
+        reject,
+        timer: setTimeout(() => {
+          removeFrom(this.dataWaiters, publisherId, waiter);
+          reject(
+            new Error(`subscribeData timeout: ${publisherId} (no data channel with this label arrived within ${timeoutMs} ms)`),
+          );
+        }, timeoutMs),
+      };
+      let set = this.dataWaiters.get(publisherId);
+      if (!set) {
+        set = new Set();
+        this.dataWaiters.set(publisherId, set);
+      }
+      set.add(waiter);
+    });
+  }
+
+  /**
    * Local bookkeeping only: pending `subscribe` calls for `publisherId` reject. Send
    * `StopSubscribe` to the server, which renegotiates the m-line away.
    */
@@ -135,6 +199,31 @@ export class SubscribeTransport extends Transport {
   protected onClose(): void {
     for (const publisherId of [...this.waiters.keys()]) {
       this.rejectWaiters(publisherId, new Error(`subscribe: the transport was closed: ${publisherId}`));
+    }
+    for (const [publisherId, set] of [...this.dataWaiters]) {
+      this.dataWaiters.delete(publisherId);
+      for (const waiter of set) {
+        clearTimeout(waiter.timer);
+        waiter.reject(new Error(`subscribeData: the transport was closed: ${publisherId}`));
+      }
+    }
+    this.channels.clear();
+  }
+
+  /** Records a channel the server opened and resolves the `subscribeData` calls waiting for it. */
+  private onDataChannel(channel: RTCDataChannel): void {
+    if (this.isClosed || channel.readyState === "closed") return;
+    const label = channel.label;
+    this.channels.set(label, channel);
+    channel.addEventListener("close", () => {
+      if (this.channels.get(label) === channel) this.channels.delete(label);
+    });
+    const set = this.dataWaiters.get(label);
+    if (!set) return;
+    this.dataWaiters.delete(label);
+    for (const waiter of set) {
+      clearTimeout(waiter.timer);
+      waiter.resolve({ publisherId: label, channel });
     }
   }
 
@@ -173,9 +262,14 @@ export class SubscribeTransport extends Transport {
   }
 
   private removeWaiter(publisherId: string, waiter: Waiter): void {
-    const set = this.waiters.get(publisherId);
-    if (!set) return;
-    set.delete(waiter);
-    if (set.size === 0) this.waiters.delete(publisherId);
+    removeFrom(this.waiters, publisherId, waiter);
   }
+}
+
+/** Removes `item` from the set of `key`, and the set once it is empty. */
+function removeFrom<T>(map: Map<string, Set<T>>, key: string, item: T): void {
+  const set = map.get(key);
+  if (!set) return;
+  set.delete(item);
+  if (set.size === 0) map.delete(key);
 }

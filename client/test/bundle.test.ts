@@ -16,5 +16,8 @@ test("dist/rheomesh.js exports the same API as src (run `npm run build` after ch
   const track = new FakeTrack("video");
   const publisher = await transport.publish(track as unknown as MediaStreamTrack, { codec: "VP8" });
   assert.equal(publisher.id, track.id);
+  await transport.setAnswer({ type: "answer", sdp: "v=0\r\n" });
+  const data = await transport.publishData();
+  assert.equal(data.channel.label, data.id);
   transport.close();
 });

@@ -2,6 +2,8 @@
 // signaling logic. It writes Chrome-shaped SDP, assigns mids on setLocalDescription, fires
 // ontrack during setRemoteDescription of an offer, gives received tracks random ids (as
 // Chrome may), and rejects operations in the wrong signaling state like a browser does.
+// Data channels: createDataChannel adds one m=application line to later offers, and
+// receiveDataChannel plays the remote side opening a channel ("datachannel" event).
 
 let counter = 0;
 const nextId = (prefix: string) => `${prefix}-${++counter}-${Math.random().toString(36).slice(2, 8)}`;
@@ -80,6 +82,38 @@ export class FakeTransceiver {
   }
 }
 
+/** An RTCDataChannel: its init fields, readyState, and close() firing "close". */
+export class FakeDataChannel extends EventTarget {
+  readyState: "connecting" | "open" | "closing" | "closed" = "connecting";
+  readonly ordered: boolean;
+  readonly maxRetransmits: number | null;
+  readonly maxPacketLifeTime: number | null;
+  readonly protocol: string;
+  readonly negotiated: boolean;
+  onclose: (() => void) | null = null;
+  constructor(readonly label: string, init: RTCDataChannelInit = {}) {
+    super();
+    this.ordered = init.ordered ?? true;
+    this.maxRetransmits = init.maxRetransmits ?? null;
+    this.maxPacketLifeTime = init.maxPacketLifeTime ?? null;
+    this.protocol = init.protocol ?? "";
+    this.negotiated = init.negotiated ?? false;
+  }
+  close() {
+    if (this.readyState === "closed") return;
+    this.readyState = "closed";
+    this.dispatchEvent(new Event("close"));
+    this.onclose?.();
+  }
+}
+
+/** The "datachannel" event. */
+export class FakeDataChannelEvent extends Event {
+  constructor(readonly channel: FakeDataChannel) {
+    super("datachannel");
+  }
+}
+
 type Description = { type: string; sdp: string };
 
 export interface FakeOptions {
@@ -89,13 +123,15 @@ export interface FakeOptions {
   ownMsidTrackIds?: boolean;
 }
 
-export class FakePeerConnection {
+export class FakePeerConnection extends EventTarget {
   static instances: FakePeerConnection[] = [];
   static options: FakeOptions = {};
 
   readonly log: string[] = [];
   readonly candidates: RTCIceCandidateInit[] = [];
   readonly transceivers: FakeTransceiver[] = [];
+  /** Channels made with createDataChannel (the local ones). */
+  readonly dataChannels: FakeDataChannel[] = [];
   localDescription: Description | null = null;
   remoteDescription: Description | null = null;
   signalingState = "stable";
@@ -104,11 +140,15 @@ export class FakePeerConnection {
   onicecandidate: ((event: { candidate: unknown }) => void) | null = null;
   onconnectionstatechange: (() => void) | null = null;
   ontrack: ((event: { track: FakeTrack; transceiver: FakeTransceiver; streams: unknown[] }) => void) | null = null;
+  ondatachannel: ((event: FakeDataChannelEvent) => void) | null = null;
   private nextMid = 0;
+  /** The mid of the m=application line, once an offer with data channels was set. */
+  private dataMid: string | null = null;
   private ufrag = "abcd";
   private readonly msidTrackIds = new Map<FakeTransceiver, string>();
 
   constructor(readonly config: unknown) {
+    super();
     FakePeerConnection.instances.push(this);
   }
 
@@ -125,6 +165,26 @@ export class FakePeerConnection {
     this.transceivers.push(t);
     this.log.push(`addTransceiver:${track.id}`);
     return t;
+  }
+
+  createDataChannel(label: string, init: RTCDataChannelInit = {}) {
+    if (this.closed) throw new Error("InvalidStateError: the connection is closed");
+    if (init.maxRetransmits != null && init.maxPacketLifeTime != null) {
+      throw new TypeError("maxRetransmits and maxPacketLifeTime are exclusive");
+    }
+    const channel = new FakeDataChannel(label, init);
+    this.dataChannels.push(channel);
+    this.log.push(`createDataChannel:${label}`);
+    return channel;
+  }
+
+  /** The remote side opens a channel: fires "datachannel" (listeners, then ondatachannel). */
+  receiveDataChannel(label: string, init: RTCDataChannelInit = {}): FakeDataChannel {
+    const channel = new FakeDataChannel(label, init);
+    const event = new FakeDataChannelEvent(channel);
+    this.dispatchEvent(event);
+    this.ondatachannel?.(event);
+    return channel;
   }
 
   getTransceivers() {
@@ -153,6 +213,7 @@ export class FakePeerConnection {
     await delay(1);
     if (description.type === "offer") {
       for (const t of this.transceivers) if (t.mid === null && !t.stopped) t.mid = String(this.nextMid++);
+      if (this.dataMid === null && this.dataChannels.length > 0) this.dataMid = String(this.nextMid++);
       // Mids are only known now; the offer written by createOffer used the same numbering.
       this.signalingState = "have-local-offer";
     } else {
@@ -218,7 +279,9 @@ export class FakePeerConnection {
     let mid = this.nextMid;
     const lines = ["v=0", "o=- 4611731400430051336 2 IN IP4 127.0.0.1", "s=-", "t=0 0"];
     const mids = this.transceivers.map((t) => t.mid ?? (t.stopped ? null : String(mid++)));
-    lines.push(`a=group:BUNDLE ${mids.filter((m) => m !== null).join(" ")}`, "a=msid-semantic: WMS");
+    const dataMid = this.dataChannels.length > 0 ? this.dataMid ?? String(mid++) : null;
+    const bundle = [...mids, dataMid].filter((m) => m !== null);
+    lines.push(`a=group:BUNDLE ${bundle.join(" ")}`, "a=msid-semantic: WMS");
     this.transceivers.forEach((t, i) => {
       const codecs = t.codecPreferences ?? FakeRtpSender.getCapabilities(t.kind).codecs;
       const pts = codecs.map((_, n) => 96 + n);
@@ -249,6 +312,12 @@ export class FakePeerConnection {
         lines.push(`a=simulcast:send ${rids.join(";")}`);
       }
     });
+    if (dataMid !== null) {
+      // One SCTP m-line for all channels (last here; a browser keeps it where it was first added).
+      lines.push("m=application 9 UDP/DTLS/SCTP webrtc-datachannel", "c=IN IP4 0.0.0.0");
+      lines.push(`a=ice-ufrag:${this.ufrag}`, "a=ice-pwd:0123456789012345678901", "a=setup:actpass");
+      lines.push(`a=mid:${dataMid}`, "a=sctp-port:5000", "a=max-message-size:262144");
+    }
     return lines.join("\r\n") + "\r\n";
   }
 

@@ -115,6 +115,41 @@ pub(crate) enum Command {
         dest: SocketAddr,
         reply: oneshot::Sender<Result<(), RecordingError>>,
     },
+    /// Publish side: publish the peer's data channel `label` as data track `key`; answered
+    /// once the channel is open.
+    PublishData {
+        id: SessionId,
+        label: String,
+        key: TrackKey,
+        reply: oneshot::Sender<Result<crate::engine::data::DataInfo, crate::error::PublishError>>,
+    },
+    /// Publish side: stop forwarding data track `key` (its channel stays as the peer has it).
+    UnpublishData {
+        id: SessionId,
+        key: TrackKey,
+    },
+    /// Subscribe side: open a channel like the published one and produce an offer.
+    AddDataDown {
+        id: SessionId,
+        down: DownTrackId,
+        info: Box<crate::engine::data::DataInfo>,
+        reply: oneshot::Sender<Result<String, SubscribeError>>,
+    },
+    /// Subscribe side: close a subscriber's data channel and stop forwarding to it.
+    RemoveDataDown {
+        id: SessionId,
+        down: DownTrackId,
+    },
+    /// Publisher's shard: shard `dest` has (one more) subscriber of data track `key`.
+    AddRemoteDataRoute {
+        key: TrackKey,
+        dest: ShardId,
+    },
+    /// Publisher's shard: one subscriber fewer on shard `dest`.
+    RemoveRemoteDataRoute {
+        key: TrackKey,
+        dest: ShardId,
+    },
     /// Publisher's shard: the payload type the track's publisher sends (`None`: nothing
     /// received yet, or the track is gone).
     SentPayloadType {
@@ -205,5 +240,10 @@ pub(crate) enum SessionEvent {
         /// Bit per rank: the encodings flowing.
         active: u8,
     },
+    /// Subscribe side: a data channel of this session closed (the peer closed it, or it
+    /// could not keep up with a reliable channel's messages).
+    DataClosed(DownTrackId),
+    /// Publish side: the peer closed its published data channel `label`.
+    DataChannelClosed(String),
     Closed(CloseReason),
 }

@@ -7,6 +7,7 @@
 
 pub(crate) mod command;
 pub(crate) mod core;
+pub(crate) mod data;
 pub(crate) mod demux;
 pub(crate) mod dtls;
 pub(crate) mod ring;

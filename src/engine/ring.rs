@@ -68,6 +68,8 @@ pub(crate) enum ShardMsg {
     Media(MediaPacket),
     /// A keyframe of the track's encoding of this rank.
     KeyframeRequest(TrackKey, u8),
+    /// A data-channel message for this shard's subscribers of its data track.
+    Data(super::data::DataPacket),
 }
 
 /// Producers indexed by destination shard (`None` at our own index).

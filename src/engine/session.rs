@@ -260,6 +260,12 @@ pub(crate) struct DrainOut {
     pub(crate) bytes_queued: u64,
     /// Media from publish sessions to route.
     pub(crate) media: Vec<MediaPacket>,
+    /// Data-channel messages from publish sessions to route.
+    pub(crate) data: Vec<super::data::DataPacket>,
+    /// Data channels that opened, closed or drained: (session slot, channel, change).
+    pub(crate) channels: Vec<(usize, str0m::channel::ChannelId, super::data::ChannelChange)>,
+    /// Data-channel messages refused for their size (larger than 64 KiB).
+    pub(crate) data_too_large: u64,
     /// Keyframe requests from subscribers: (session slot, mid).
     pub(crate) keyframe_requests: Vec<(usize, Mid)>,
     /// NACKs from subscribers (session slot, request), answered when the batch ends.
@@ -360,6 +366,10 @@ pub(crate) struct Session {
     /// A publisher that negotiated the dependency descriptor: the extension of its last
     /// RTP datagram.
     pub(crate) dd: Option<Box<DdCapture>>,
+    /// Publish side: the peer's data channels, published or not.
+    pub(crate) data_up: Vec<super::data::DataUp>,
+    /// Subscribe side: data-down slots owned by this session.
+    pub(crate) data_downs: Vec<usize>,
 }
 
 /// The dependency descriptor of a publish session's last RTP datagram (AV1 SVC, issue
@@ -548,6 +558,61 @@ impl Session {
                         bwe.last_run = None;
                     }
                 }
+            }
+            Event::ChannelOpen(id, label) => {
+                if self.role == Role::Publish {
+                    let config = self.rtc.channel(id).and_then(|c| c.config().cloned());
+                    let config = config.unwrap_or_else(|| str0m::channel::ChannelConfig {
+                        label: label.clone(),
+                        ..Default::default()
+                    });
+                    match self
+                        .data_up
+                        .iter_mut()
+                        .find(|d| d.label == label && d.channel.is_none())
+                    {
+                        Some(d) => {
+                            d.channel = Some((id, config));
+                            if let (Some(info), Some(reply)) = (d.info(), d.waiting.take()) {
+                                let _ = reply.send(Ok(info));
+                            }
+                        }
+                        None => self.data_up.push(super::data::DataUp {
+                            label,
+                            key: None,
+                            channel: Some((id, config)),
+                            waiting: None,
+                        }),
+                    }
+                } else {
+                    out.channels
+                        .push((self.slot, id, super::data::ChannelChange::Open));
+                }
+            }
+            Event::ChannelData(d) if self.role == Role::Publish => {
+                let up = self
+                    .data_up
+                    .iter()
+                    .find(|u| u.channel.as_ref().is_some_and(|(c, _)| *c == d.id));
+                if let Some(key) = up.and_then(|u| u.key) {
+                    if d.data.len() > super::data::MAX_DATA_MESSAGE {
+                        out.data_too_large += 1;
+                    } else {
+                        out.data.push(super::data::DataPacket {
+                            key,
+                            binary: d.binary,
+                            payload: Arc::from(d.data),
+                        });
+                    }
+                }
+            }
+            Event::ChannelClose(id) => {
+                out.channels
+                    .push((self.slot, id, super::data::ChannelChange::Closed));
+            }
+            Event::ChannelBufferedAmountLow(id) if self.role == Role::Subscribe => {
+                out.channels
+                    .push((self.slot, id, super::data::ChannelChange::Low));
             }
             Event::Closed if self.dead.is_none() => {
                 self.dead = Some(CloseReason::PeerClosed);

@@ -17,8 +17,8 @@ mod pieces;
 mod shards;
 
 pub use client::{
-    Arrival, ClientConfig, ClientPeer, ReceivedTrack, SendStats, DEFAULT_AUDIO_LEN,
-    DEFAULT_VIDEO_LEN, LATENCY_BUCKETS, LAYER_COUNTER_SPAN, MAX_COUNTER,
+    Arrival, Channels, ClientConfig, ClientPeer, DataChannelState, ReceivedTrack, SendStats,
+    DEFAULT_AUDIO_LEN, DEFAULT_VIDEO_LEN, LATENCY_BUCKETS, LAYER_COUNTER_SPAN, MAX_COUNTER,
 };
 pub use fanout::Fanout;
 pub use pieces::{DemuxBench, RingPair};

@@ -318,6 +318,10 @@ pub(crate) trait SessionHandler: Send + Sync + 'static {
         _active: u8,
     ) {
     }
+    /// A data channel of this (subscribe) session closed.
+    fn data_closed(&self, _down: crate::engine::DownTrackId) {}
+    /// The peer closed its published data channel `label` (publish only).
+    fn data_channel_closed(&self, _label: String) {}
     /// The session is gone: release everything.
     fn session_closed(&self);
 }
@@ -371,6 +375,8 @@ async fn event_loop<T: SessionHandler>(
                 current,
                 active,
             } => i.layers_changed(down, current, active),
+            SessionEvent::DataClosed(down) => i.data_closed(down),
+            SessionEvent::DataChannelClosed(label) => i.data_channel_closed(label),
             SessionEvent::Closed(_) => {}
         }
     }

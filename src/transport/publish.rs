@@ -28,6 +28,8 @@ pub(crate) struct PublishInner {
     negotiating: AtomicUsize,
     negotiated: AtomicBool,
     published: Mutex<Vec<String>>,
+    /// Data channels this transport published and that are still published.
+    data_published: Mutex<Vec<String>>,
     /// One offer of this transport is parsed and applied at a time: a client sending
     /// offers faster than they are answered waits its turn, and costs the shard no more.
     one_offer_at_a_time: tokio::sync::Mutex<()>,
@@ -48,6 +50,15 @@ impl PublishInner {
         for id in ids {
             self.router.unpublish(&id);
         }
+        let ids = std::mem::take(
+            &mut *self
+                .data_published
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        for id in ids {
+            self.router.unpublish_data(&id);
+        }
     }
 }
 
@@ -57,6 +68,20 @@ impl super::SessionHandler for PublishInner {
     }
     fn session_closed(&self) {
         self.on_session_closed();
+    }
+    fn data_channel_closed(&self, label: String) {
+        let mine = {
+            let mut d = self
+                .data_published
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let before = d.len();
+            d.retain(|l| *l != label);
+            d.len() != before
+        };
+        if mine {
+            self.router.unpublish_data(&label);
+        }
     }
 }
 
@@ -99,12 +124,80 @@ impl PublishTransport {
             negotiating: AtomicUsize::new(0),
             negotiated: AtomicBool::new(false),
             published: Mutex::new(Vec::new()),
+            data_published: Mutex::new(Vec::new()),
             one_offer_at_a_time: tokio::sync::Mutex::new(()),
         });
         if !closed_at_birth {
             super::spawn_event_loop(events, &inner);
         }
         PublishTransport { inner }
+    }
+
+    /// Publish the browser's data channel `label` (the client's `publishData()` opened it
+    /// with a fresh id as label, and sent the offer that carries it): its messages go to
+    /// every [`SubscribeTransport::data_subscribe`](super::SubscribeTransport::data_subscribe)r
+    /// of that id. Waits (up to 10 s) for the channel to open; fails if it does not, or if
+    /// the id is already published in the router.
+    pub async fn data_publish(
+        &self,
+        label: impl Into<String>,
+    ) -> Result<crate::data::DataPublisher, PublishError> {
+        let label = label.into();
+        let inner = &self.inner;
+        let core = &inner.core;
+        if core.is_closed() {
+            return Err(PublishError::Closed);
+        }
+        if inner.router.data().contains_key(&label) {
+            return Err(PublishError::AlreadyPublished(label));
+        }
+        let key = crate::engine::TrackKey::new(core.shard, crate::engine::next_id());
+        let (tx, rx) = oneshot::channel();
+        if !core.send(Command::PublishData {
+            id: core.id,
+            label: label.clone(),
+            key,
+            reply: tx,
+        }) {
+            return Err(PublishError::Closed);
+        }
+        let info = match tokio::time::timeout(PUBLISH_WAIT, rx).await {
+            Ok(Ok(r)) => r?,
+            Ok(Err(_)) => return Err(PublishError::Closed),
+            Err(_) => {
+                core.send(Command::UnpublishData { id: core.id, key });
+                return Err(PublishError::UnknownTrack(label));
+            }
+        };
+        let handle = Arc::new(crate::data::DataPublisherInner {
+            info: info.clone(),
+            router: Arc::downgrade(&inner.router),
+            closed: watch::channel(false).0,
+        });
+        {
+            let mut data = inner.router.data();
+            if data.contains_key(&label) {
+                drop(data);
+                core.send(Command::UnpublishData { id: core.id, key });
+                return Err(PublishError::AlreadyPublished(label));
+            }
+            data.insert(
+                label.clone(),
+                crate::router::PublishedData {
+                    info,
+                    shard: core.shard,
+                    session: core.id,
+                    handle: handle.clone(),
+                    subscribers: Vec::new(),
+                },
+            );
+        }
+        inner
+            .data_published
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(label);
+        Ok(crate::data::DataPublisher { inner: handle })
     }
 
     /// Parse `sdp` off the shard and have the shard apply it, one offer of this transport

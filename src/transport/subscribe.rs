@@ -41,6 +41,8 @@ pub(crate) struct SubscribeInner {
     generation: AtomicU64,
     on_negotiation: Mutex<Option<Arc<NegotiationCallback>>>,
     subs: Mutex<HashMap<DownTrackId, SubEntry>>,
+    /// Data channels: route and handle of each.
+    data_subs: Mutex<HashMap<DownTrackId, (Subscription, Arc<crate::data::DataSubscriberInner>)>>,
     renegotiate_wanted: AtomicBool,
 }
 
@@ -81,9 +83,29 @@ impl SubscribeInner {
         *self.held.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
+    fn data_subs(
+        &self,
+    ) -> std::sync::MutexGuard<
+        '_,
+        HashMap<DownTrackId, (Subscription, Arc<crate::data::DataSubscriberInner>)>,
+    > {
+        self.data_subs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// End one subscription: stop forwarding on every shard involved, tell the handle,
-    /// and (if asked) renegotiate the m-line away. No-op if it already ended.
+    /// and (if asked) renegotiate the m-line away. No-op if it already ended. A data
+    /// subscription's channel is closed (no renegotiation: SCTP resets its stream).
     pub(crate) fn remove_subscription(&self, down: DownTrackId, renegotiate: bool) {
+        let data = self.data_subs().remove(&down);
+        if let Some((route, handle)) = data {
+            self.core.send(Command::RemoveDataDown {
+                id: self.core.id,
+                down,
+            });
+            self.router.close_data_route(&route);
+            handle.mark_closed();
+            return;
+        }
         let Some(entry) = self.subs().remove(&down) else {
             return;
         };
@@ -116,7 +138,8 @@ impl SubscribeInner {
 
     fn on_session_closed(&self) {
         if self.core.mark_closed() {
-            let downs: Vec<DownTrackId> = self.subs().keys().copied().collect();
+            let mut downs: Vec<DownTrackId> = self.subs().keys().copied().collect();
+            downs.extend(self.data_subs().keys().copied());
             for d in downs {
                 self.remove_subscription(d, false);
             }
@@ -126,6 +149,7 @@ impl SubscribeInner {
 }
 
 impl crate::router::RouteOwner for SubscribeInner {
+    // (Media and data subscriptions alike.)
     fn remove_subscription(&self, down: DownTrackId, renegotiate: bool) {
         SubscribeInner::remove_subscription(self, down, renegotiate);
     }
@@ -134,6 +158,9 @@ impl crate::router::RouteOwner for SubscribeInner {
 impl super::SessionHandler for SubscribeInner {
     fn core(&self) -> &Core {
         &self.core
+    }
+    fn data_closed(&self, down: DownTrackId) {
+        self.remove_subscription(down, false);
     }
     fn down_track_rejected(&self, down: DownTrackId) {
         tracing::warn!(
@@ -170,6 +197,11 @@ impl Drop for SubscribeInner {
         for e in entries {
             self.router.close_route(&e.route);
             e.handle.mark_closed();
+        }
+        let data: Vec<_> = self.data_subs().drain().map(|(_, e)| e).collect();
+        for (route, handle) in data {
+            self.router.close_data_route(&route);
+            handle.mark_closed();
         }
     }
 }
@@ -234,6 +266,7 @@ impl SubscribeTransport {
             generation: AtomicU64::new(0),
             on_negotiation: Mutex::new(None),
             subs: Mutex::new(HashMap::new()),
+            data_subs: Mutex::new(HashMap::new()),
             renegotiate_wanted: AtomicBool::new(false),
         });
         if !closed_at_birth {
@@ -344,6 +377,94 @@ impl SubscribeTransport {
             Subscriber { inner: handle },
             SessionDescription::offer(offer),
         ))
+    }
+
+    /// Subscribe to data publisher `publisher_id`: the server opens a channel with its
+    /// label, ordering and reliability on this connection. Returns the subscriber and the
+    /// offer to send to the browser (answer it with [`set_answer`](Self::set_answer)); the
+    /// browser's `ondatachannel` then gets the channel (the client's `subscribeData`).
+    pub async fn data_subscribe(
+        &self,
+        publisher_id: impl Into<String>,
+    ) -> Result<(crate::data::DataSubscriber, SessionDescription), SubscribeError> {
+        let publisher_id = publisher_id.into();
+        let inner = &self.inner;
+        let core = &inner.core;
+        if core.is_closed() {
+            return Err(SubscribeError::Closed);
+        }
+        let lookup = |router: &RouterInner| {
+            router
+                .data()
+                .get(&publisher_id)
+                .map(|p| (p.info.clone(), p.shard))
+        };
+        if lookup(&inner.router).is_none() {
+            return Err(SubscribeError::UnknownPublisher(publisher_id));
+        }
+        if inner
+            .data_subs()
+            .values()
+            .any(|(r, _)| r.publisher_id == publisher_id)
+        {
+            return Err(SubscribeError::AlreadySubscribed(publisher_id));
+        }
+        let permit = inner
+            .acquire()
+            .await
+            .ok_or(SubscribeError::NegotiationTimeout)?;
+        if core.is_closed() {
+            return Err(SubscribeError::Closed);
+        }
+        let (info, publisher_shard) = lookup(&inner.router)
+            .ok_or_else(|| SubscribeError::UnknownPublisher(publisher_id.clone()))?;
+        let down = DownTrackId(next_id());
+        let (tx, rx) = oneshot::channel();
+        if !core.send(Command::AddDataDown {
+            id: core.id,
+            down,
+            info: Box::new(info.clone()),
+            reply: tx,
+        }) {
+            return Err(SubscribeError::Closed);
+        }
+        let offer = rx.await.unwrap_or(Err(SubscribeError::Closed))?;
+        let handle = Arc::new(crate::data::DataSubscriberInner {
+            id: down,
+            publisher_id: publisher_id.clone(),
+            transport: inner.weak.clone(),
+            closed: watch::channel(false).0,
+        });
+        let route = Subscription {
+            publisher_id: publisher_id.clone(),
+            track: info.key,
+            down,
+            publisher_shard,
+            subscriber_shard: core.shard,
+        };
+        inner
+            .data_subs()
+            .insert(down, (route.clone(), handle.clone()));
+        let owner: Weak<dyn crate::router::RouteOwner> = inner.weak.clone();
+        let registered = inner.router.open_data_route(&route, owner);
+        inner.hold(permit);
+        core.described();
+        if !registered {
+            inner.remove_subscription(down, false);
+        }
+        Ok((
+            crate::data::DataSubscriber { inner: handle },
+            SessionDescription::offer(offer),
+        ))
+    }
+
+    /// The data subscribers of this transport that are still open.
+    pub fn data_subscribers(&self) -> Vec<crate::data::DataSubscriber> {
+        self.inner
+            .data_subs()
+            .values()
+            .map(|(_, h)| crate::data::DataSubscriber { inner: h.clone() })
+            .collect()
     }
 
     /// Apply the browser's answer to the outstanding offer.

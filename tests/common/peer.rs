@@ -152,6 +152,8 @@ struct State {
     stop: bool,
     shaper: Option<Shaper>,
     shaper_dropped: u64,
+    /// Not reading its socket (a peer that stopped polling): datagrams wait in the kernel.
+    deaf: bool,
 }
 
 impl State {
@@ -298,11 +300,17 @@ impl Shared {
                 if g.stop {
                     return;
                 }
+                if g.deaf {
+                    drop(g);
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                }
                 g.wait()
             };
             let _ = self.socket.set_read_timeout(Some(wait));
             let got = self.socket.recv_from(&mut buf);
             self.with(|s| {
+                let idle = got.is_err();
                 match got {
                     Ok((n, source)) => s.on_datagram(&buf[..n], source),
                     Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
@@ -312,7 +320,9 @@ impl Shared {
                 s.deliver_shaped();
                 s.send_due_media();
                 let now = Instant::now();
-                if now >= s.peer.next_timeout() {
+                // Also when the wait ran out, as a browser's timers do: an ICE agent that
+                // has not started (a data-only answerer) reports no deadline of its own.
+                if idle || now >= s.peer.next_timeout() {
                     let _ = s.peer.timeout(now);
                 }
             });
@@ -349,6 +359,7 @@ impl TestPeer {
                 stop: false,
                 shaper: None,
                 shaper_dropped: 0,
+                deaf: false,
             }),
             connected: Condvar::new(),
             socket,
@@ -405,6 +416,40 @@ impl TestPeer {
                     .publish_simulcast_offer(&stream_id, track_id, encodings)
             })
             .expect("publish_simulcast_offer")
+    }
+
+    /// Publisher side: an offer adding data channel `label` (ordered or not;
+    /// `max_retransmits` `None`: reliable).
+    pub fn data_channel_offer(
+        &self,
+        label: &str,
+        ordered: bool,
+        max_retransmits: Option<u16>,
+    ) -> String {
+        self.shared
+            .with(|s| s.peer.data_channel_offer(label, ordered, max_retransmits))
+            .expect("data_channel_offer")
+    }
+
+    /// Send on open data channel `label`; false if not open or the buffer is full.
+    pub fn send_data(&self, label: &str, binary: bool, data: &[u8]) -> bool {
+        self.shared.with(|s| s.peer.send_data(label, binary, data))
+    }
+
+    /// Data channel `label` as the peer sees it (a snapshot).
+    pub fn data_channel(&self, label: &str) -> Option<rheomesh::testing::DataChannelState> {
+        self.shared
+            .with(|s| s.peer.data_channels().get(label).cloned())
+    }
+
+    /// The peer's str0m error, if it failed.
+    pub fn error(&self) -> Option<String> {
+        self.shared.with(|s| s.peer.error().map(str::to_string))
+    }
+
+    /// Stop (or resume) reading the socket, as a peer that stopped polling.
+    pub fn set_deaf(&self, deaf: bool) {
+        self.shared.with(|s| s.deaf = deaf);
     }
 
     /// Shape what the peer receives once connected: a bottleneck of `bps` bits per second

@@ -15,6 +15,15 @@ export interface Publisher {
     /** The offer to send to the server; pass its answer to `setAnswer`. */
     offer: RTCSessionDescriptionInit;
 }
+/** The result of {@link PublishTransport.publishData}. */
+export interface DataPublisher {
+    /** The data publisher id: the channel's label (a fresh UUID). Send it with `PublishData`. */
+    id: string;
+    /** The data channel to send on (it opens once the server has answered and SCTP is up). */
+    channel: RTCDataChannel;
+    /** The offer to send to the server; pass its answer to `setAnswer`. */
+    offer: RTCSessionDescriptionInit;
+}
 /**
  * `codecs` with every entry of `mimeType` moved to the front, keeping the relative order of
  * both groups (so RTX/RED/FEC entries stay offered). Null when `mimeType` is absent.
@@ -36,6 +45,17 @@ export declare class PublishTransport extends Transport {
      * encodings array.
      */
     publish(track: MediaStreamTrack, options?: PublishOptions | RTCRtpEncodingParameters[]): Promise<Publisher>;
+    /**
+     * Opens a data channel labelled with a fresh UUID (the data publisher id) and creates the
+     * offer that carries it, in the same one-offer-at-a-time order as {@link publish}: send
+     * `offer` to the server (`Offer`), then `id` (`PublishData{label: id}`), and pass the answer
+     * to {@link setAnswer}.
+     *
+     * `init` is given to `createDataChannel`; its fields override the default `ordered: true`.
+     * `negotiated: true` is refused: the server learns a channel's label from the in-band open
+     * message, which a negotiated channel never sends.
+     */
+    publishData(init?: RTCDataChannelInit): Promise<DataPublisher>;
     /**
      * Stops sending the publisher `id` (its m-line is stopped) and returns the new offer to
      * send to the server. The local track itself is left running: the application owns it.

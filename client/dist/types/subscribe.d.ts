@@ -11,13 +11,28 @@ export interface Subscriber {
     /** The received track. */
     track: MediaStreamTrack;
 }
-/** Default of {@link SubscribeOptions.timeoutMs}. */
+/** Options of {@link SubscribeTransport.subscribeData}. */
+export interface SubscribeDataOptions {
+    /** How long to wait for the data channel, in milliseconds (default 10000). */
+    timeoutMs?: number;
+}
+/** A received data channel and the data publisher it comes from. */
+export interface DataSubscriber {
+    /** The data publisher id that was subscribed (the channel's label). */
+    publisherId: string;
+    /** The channel the server opened; it may still be `connecting` (wait for its `open` event). */
+    channel: RTCDataChannel;
+}
+/** Default of {@link SubscribeOptions.timeoutMs} and {@link SubscribeDataOptions.timeoutMs}. */
 export declare const DEFAULT_SUBSCRIBE_TIMEOUT_MS = 10000;
-/** Receives the tracks the server forwards. */
+/** Receives the tracks and data channels the server forwards. */
 export declare class SubscribeTransport extends Transport {
     private readonly negotiation;
     private readonly waiters;
     private parsed;
+    /** Data channels the server opened and that are not closed, by label (= publisher id). */
+    private readonly channels;
+    private readonly dataWaiters;
     constructor(config?: RTCConfiguration);
     /**
      * Applies a server offer and returns the answer to send back. Calls are serialized: an
@@ -30,6 +45,15 @@ export declare class SubscribeTransport extends Transport {
      * `close`. Send the `Subscribe` request to the server separately.
      */
     subscribe(publisherId: string, options?: SubscribeOptions): Promise<Subscriber>;
+    /**
+     * Resolves with the data channel of data publisher `publisherId` once the server has opened
+     * it on this connection (immediately if it already has). Rejects after `timeoutMs` and on
+     * `close`. Send the `SubscribeData` request to the server separately and answer its offer
+     * with {@link setOffer}; the channel arrives after that, once SCTP is up.
+     *
+     * A channel is forgotten when it closes: a later call waits for a new one.
+     */
+    subscribeData(publisherId: string, options?: SubscribeDataOptions): Promise<DataSubscriber>;
     /**
      * Local bookkeeping only: pending `subscribe` calls for `publisherId` reject. Send
      * `StopSubscribe` to the server, which renegotiates the m-line away.
@@ -46,6 +70,8 @@ export declare class SubscribeTransport extends Transport {
      */
     restartIce(): void;
     protected onClose(): void;
+    /** Records a channel the server opened and resolves the `subscribeData` calls waiting for it. */
+    private onDataChannel;
     private findTrack;
     private resolveWaiters;
     private rejectWaiters;

@@ -35,6 +35,10 @@ impl ShardCore {
             | Command::AddDownTrack { id, .. }
             | Command::RemoveDownTrack { id, .. }
             | Command::AddRecordingTrack { id, .. }
+            | Command::PublishData { id, .. }
+            | Command::UnpublishData { id, .. }
+            | Command::AddDataDown { id, .. }
+            | Command::RemoveDataDown { id, .. }
             | Command::SetPreferredLayer { id, .. }
             | Command::CreateOffer { id, .. }
             | Command::AcceptAnswer { id, .. }
@@ -77,6 +81,27 @@ impl ShardCore {
             } => {
                 let r = self.add_recording_track(id, *spec, dest);
                 let _ = reply.send(r);
+            }
+            Command::PublishData {
+                id,
+                label,
+                key,
+                reply,
+            } => self.publish_data(id, label, key, reply),
+            Command::UnpublishData { id, key } => self.unpublish_data(id, key),
+            Command::AddDataDown {
+                id,
+                down,
+                info,
+                reply,
+            } => {
+                let r = self.add_data_down(id, down, *info);
+                let _ = reply.send(r);
+            }
+            Command::RemoveDataDown { id, down } => self.remove_data_down(id, down),
+            Command::AddRemoteDataRoute { key, dest } => self.data_routes.add_remote(key, dest),
+            Command::RemoveRemoteDataRoute { key, dest } => {
+                self.data_routes.remove_remote(key, dest)
             }
             Command::SentPayloadType { track, reply } => {
                 let _ = reply.send(self.sent_payload_type(track));
@@ -239,6 +264,8 @@ impl ShardCore {
             awaiting_answer: Vec::new(),
             bwe: bwe.then(Default::default),
             dd: None,
+            data_up: Vec::new(),
+            data_downs: Vec::new(),
             anchor_mid: None,
         };
         let got = self.sessions.insert(session);
@@ -396,7 +423,8 @@ impl ShardCore {
             (None, _) => s.dd = None,
         }
         let tracks: Vec<TrackInfo> = s.up.iter().map(|u| u.info.clone()).collect();
-        if !had_tracks && !tracks.iter().any(|t| t.active) {
+        let has_data = answer_sdp.contains("\nm=application ");
+        if !had_tracks && !has_data && !tracks.iter().any(|t| t.active) {
             // Nothing we can receive: the offer is useless. Undo nothing (str0m has applied
             // it), but tell the caller clearly.
             self.after_mutation(slot);

@@ -18,12 +18,14 @@
 //! - [`packet_path`]: routing and forwarding media, keyframe requests the other way;
 //! - [`control`]: commands from the API and SDP negotiation;
 //! - [`bandwidth`]: sharing each subscriber's bandwidth estimate among its tracks;
+//! - [`data`]: data-channel messages from publishers to subscribers;
 //! - [`record`]: recording transports' tracks out as plain RTP, with sender reports;
 //! - [`srflx`]: server-reflexive discovery through STUN servers;
 //! - [`stats`]: shard and transport statistics on request.
 
 mod bandwidth;
 mod control;
+mod data;
 mod packet_path;
 mod record;
 mod srflx;
@@ -81,6 +83,14 @@ pub(crate) struct ShardCore {
     demux: DemuxTable,
     downs: Slab<DownTrack>,
     down_by_id: HashMap<DownTrackId, usize>,
+    /// Subscribers' data channels ([`data`]).
+    data_downs: Slab<crate::engine::data::DataDown>,
+    data_down_by_id: HashMap<DownTrackId, usize>,
+    data_routes: crate::engine::data::DataRoutes,
+    /// Published data tracks on this shard: key → session slot.
+    data_ups: HashMap<TrackKey, usize>,
+    /// Scratch: sessions whose data channels were written to in this pass.
+    data_touched: Vec<usize>,
     /// Published tracks received on this shard: key → (session slot, mid).
     ups: HashMap<TrackKey, (usize, Mid)>,
     routes: Routes,
@@ -136,6 +146,11 @@ impl ShardCore {
             demux: DemuxTable::default(),
             downs: Slab::default(),
             down_by_id: HashMap::new(),
+            data_downs: Slab::default(),
+            data_down_by_id: HashMap::new(),
+            data_routes: Default::default(),
+            data_ups: HashMap::new(),
+            data_touched: Vec::new(),
             ups: HashMap::new(),
             routes: Routes::default(),
             timers: Timers::default(),
@@ -221,6 +236,9 @@ impl ShardCore {
     pub(crate) fn tick(&mut self, now: Instant) {
         self.now = now;
         self.drain_rings(now);
+        if !self.data_touched.is_empty() {
+            self.flush_data_sessions();
+        }
         self.run_timers(now);
         if now.saturating_duration_since(self.last_housekeeping) >= HOUSEKEEPING {
             self.last_housekeeping = now;
@@ -356,6 +374,10 @@ impl ShardCore {
             self.out.media = media;
         }
         self.collect_keyframe_requests();
+        if !self.out.data.is_empty() || !self.out.channels.is_empty() || self.out.data_too_large > 0
+        {
+            self.route_data_out();
+        }
     }
 
     fn run_timers(&mut self, now: Instant) {
@@ -538,6 +560,17 @@ impl ShardCore {
         for u in &s.up {
             self.ups.remove(&u.info.key);
         }
+        for d in &s.data_up {
+            if let Some(key) = d.key {
+                self.data_ups.remove(&key);
+            }
+        }
+        for &dslot in &s.data_downs {
+            if let Some(d) = self.data_downs.remove(dslot) {
+                self.data_routes.remove_local(d.info.key, dslot);
+                self.data_down_by_id.remove(&d.id);
+            }
+        }
         self.dirty.retain(|d| *d != slot);
         // Flush whatever the session queued (DTLS close, RTCP BYE).
         let mut out = std::mem::take(&mut self.out);
@@ -546,6 +579,8 @@ impl ShardCore {
         }
         let _ = s.drain(&mut out);
         out.media.clear();
+        out.data.clear();
+        out.channels.clear();
         out.keyframe_requests.clear();
         // Other sessions' NACKs wait for the batch's end: drop only this one's.
         out.nacks.retain(|(from, _)| *from != slot);

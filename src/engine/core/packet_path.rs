@@ -112,6 +112,7 @@ impl ShardCore {
                     ShardMsg::KeyframeRequest(track, rank) => {
                         self.want_keyframe.push((track, rank))
                     }
+                    ShardMsg::Data(pkt) => self.deliver_data(&pkt),
                 }
             }
         }
@@ -188,6 +189,18 @@ impl ShardCore {
                     let Some(p) = store.get(origin.source, origin.seq, now) else {
                         continue;
                     };
+                    // A gap the subscriber saw for a packet lost upstream may be one of a
+                    // layer it does not get (the rewriter cannot tell what was lost): such a
+                    // repair is not sent (a base-layer subscriber got T2 frames that way).
+                    if p.layer.active != 0 {
+                        if let Some(cur) = d.selector.current() {
+                            let above = p.layer.temporal > cur.temporal
+                                || (p.layer.svc && p.layer.spatial > cur.spatial);
+                            if above {
+                                continue;
+                            }
+                        }
+                    }
                     let out_pt = d.pt_map[(p.pt & 0x7f) as usize];
                     if out_pt == NO_PT {
                         continue;

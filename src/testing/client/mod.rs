@@ -8,6 +8,7 @@
 //! ([`ReceivedTrack`]). Drivers: [`Fanout`](crate::testing::Fanout) (in memory), the
 //! integration tests' `TestPeer` (a thread and a UDP socket), `examples/loadgen` (mio).
 
+mod data;
 mod recv;
 mod sdp;
 mod send;
@@ -20,6 +21,7 @@ use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Pt, Rid, Simulcast
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 
+pub use data::{Channels, DataChannelState};
 pub use recv::{Arrival, ReceivedTrack, LATENCY_BUCKETS, MAX_COUNTER};
 pub use send::{SendStats, DEFAULT_AUDIO_LEN, DEFAULT_VIDEO_LEN, LAYER_COUNTER_SPAN};
 
@@ -80,6 +82,8 @@ pub struct ClientPeer {
     /// The time of the latest input.
     now: Instant,
     next_timeout: Instant,
+    /// Data channels, both ways.
+    data: data::Channels,
 }
 
 impl ClientPeer {
@@ -118,6 +122,7 @@ impl ClientPeer {
             out: Vec::new(),
             now,
             next_timeout: now,
+            data: data::Channels::default(),
         };
         p.drain();
         p
@@ -411,6 +416,54 @@ impl ClientPeer {
         ok
     }
 
+    /// An offer adding a data channel (`label`, ordered or not, `max_retransmits`:
+    /// `None` reliable), as a browser's `createDataChannel` then `createOffer` make.
+    pub fn data_channel_offer(
+        &mut self,
+        label: &str,
+        ordered: bool,
+        max_retransmits: Option<u16>,
+    ) -> Result<String, String> {
+        let mut api = self.rtc.sdp_api();
+        let reliability = match max_retransmits {
+            None => str0m::channel::Reliability::Reliable,
+            Some(n) => str0m::channel::Reliability::MaxRetransmits { retransmits: n },
+        };
+        let id = api.add_channel_with_config(str0m::channel::ChannelConfig {
+            label: label.to_string(),
+            ordered,
+            reliability,
+            negotiated: None,
+            protocol: String::new(),
+        });
+        let applied = api.apply();
+        self.drain();
+        let (offer, pending) = applied.ok_or("no changes to offer")?;
+        self.pending = Some(pending);
+        self.offered = Vec::new();
+        self.data.created(id, label);
+        Ok(offer.to_sdp_string())
+    }
+
+    /// Send `data` on the open channel `label`; false if it is not open or str0m's buffer
+    /// is full.
+    pub fn send_data(&mut self, label: &str, binary: bool, data: &[u8]) -> bool {
+        let Some(id) = self.data.open_id(label) else {
+            return false;
+        };
+        let ok = self
+            .rtc
+            .channel(id)
+            .is_some_and(|mut c| c.write(binary, data).unwrap_or(false));
+        self.drain();
+        ok
+    }
+
+    /// The data channels (open, or closed after being open), by label.
+    pub fn data_channels(&self) -> &Channels {
+        &self.data
+    }
+
     /// Poll str0m until it wants a timeout. Follows every input and change.
     fn drain(&mut self) {
         while self.error.is_none() {
@@ -445,6 +498,13 @@ impl ClientPeer {
                 self.recv
                     .on_sender_report(fb.mid, fb.sender_info.ntp_time, rtp);
             }
+            Event::ChannelOpen(id, label) => {
+                self.data.opened(id, label);
+                let config = self.rtc.channel(id).and_then(|c| c.config().cloned());
+                self.data.set_config(id, config);
+            }
+            Event::ChannelData(d) => self.data.received(d),
+            Event::ChannelClose(id) => self.data.closed(id),
             Event::KeyframeRequest(kr) => {
                 self.keyframe_requests += 1;
                 let of =
