@@ -59,8 +59,8 @@ async fn data_subscriber(
         .data_subscribe(label)
         .await
         .expect("data subscribe");
+    let offer = offer.expect("the first data channel of a connection needs an offer");
     let answer = peer.accept_offer(&offer.sdp).expect("peer answers");
-    eprintln!("OFFER:\n{}\nANSWER:\n{}", offer.sdp, answer);
     transport
         .set_answer(SessionDescription::answer(answer))
         .await
@@ -148,10 +148,24 @@ async fn messages_fan_out_complete_and_in_order_to_ten_subscribers_on_two_shards
         "both shards forward"
     );
 
-    // An unordered channel without retransmissions stays so on the subscriber's side.
+    // An unordered channel without retransmissions stays so on the subscriber's side; a
+    // second channel on a connection that has one opens in-band, without an offer.
     let (_pt2, _p2, dp2) = data_publisher(&router, "cursor", false, Some(0)).await;
     assert!(!dp2.ordered() && !dp2.reliable());
-    let (_st, sp, _) = data_subscriber(&router, "cursor").await;
+    let (st, sp, _) = &subs[0];
+    let (_, offer) = st
+        .data_subscribe("cursor")
+        .await
+        .expect("second data subscribe");
+    assert!(offer.is_none(), "no renegotiation for a second channel");
+    let p = sp.clone();
+    assert!(
+        wait_until(Duration::from_secs(10), move || p
+            .data_channel("cursor")
+            .is_some_and(|c| c.open))
+        .await,
+        "the second channel opens in-band"
+    );
     let cfg = sp.data_channel("cursor").unwrap().config.expect("config");
     assert!(!cfg.ordered);
     assert_eq!(

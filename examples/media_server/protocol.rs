@@ -22,6 +22,10 @@ const CLIENT_ACTIONS: &[&str] = &[
     "Record",
     "StartRecording",
     "StopRecording",
+    "PublishData",
+    "StopPublishData",
+    "SubscribeData",
+    "StopSubscribeData",
 ];
 
 /// A message from the browser.
@@ -78,6 +82,19 @@ pub enum ClientMessage {
     StopRecording {
         publisher_id: String,
     },
+    /// Publish the data channel `label` the client opened on its publish connection.
+    PublishData {
+        label: String,
+    },
+    StopPublishData {
+        publisher_id: String,
+    },
+    SubscribeData {
+        publisher_id: String,
+    },
+    StopSubscribeData {
+        subscriber_id: String,
+    },
 }
 
 /// The `sdp` of `Offer` / `Answer`: a browser `RTCSessionDescriptionInit`
@@ -123,6 +140,17 @@ pub enum ServerMessage {
         publisher_ids: Vec<String>,
     },
     Unpublished {
+        publisher_id: String,
+    },
+    DataPublished {
+        publisher_ids: Vec<String>,
+    },
+    DataUnpublished {
+        publisher_id: String,
+    },
+    DataSubscribed {
+        subscriber_id: String,
+        /// Extension: the data publisher this subscription receives.
         publisher_id: String,
     },
     Subscribed {
@@ -231,6 +259,10 @@ mod tests {
             json!({"action":"Record","publisherId":"t1"}),
             json!({"action":"StartRecording","publisherId":"t1"}),
             json!({"action":"StopRecording","publisherId":"t1"}),
+            json!({"action":"PublishData","label":"d1"}),
+            json!({"action":"StopPublishData","publisherId":"d1"}),
+            json!({"action":"SubscribeData","publisherId":"d1"}),
+            json!({"action":"StopSubscribeData","subscriberId":"9"}),
         ];
         assert_eq!(cases.len(), CLIENT_ACTIONS.len());
         for c in cases {
@@ -384,6 +416,25 @@ mod tests {
                 tid: None,
             }),
             json!({"action":"LayerChanged","subscriberId":"9","sid":1,"tid":null})
+        );
+        assert_eq!(
+            to_value(&ServerMessage::DataPublished {
+                publisher_ids: vec!["d1".into()]
+            }),
+            json!({"action":"DataPublished","publisherIds":["d1"]})
+        );
+        assert_eq!(
+            to_value(&ServerMessage::DataUnpublished {
+                publisher_id: "d1".into()
+            }),
+            json!({"action":"DataUnpublished","publisherId":"d1"})
+        );
+        assert_eq!(
+            to_value(&ServerMessage::DataSubscribed {
+                subscriber_id: "9".into(),
+                publisher_id: "d1".into()
+            }),
+            json!({"action":"DataSubscribed","subscriberId":"9","publisherId":"d1"})
         );
         assert_eq!(
             to_value(&ServerMessage::RecordingSdp { sdp: "v=0".into() }),

@@ -13,6 +13,7 @@ use std::time::Duration;
 use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket};
 use futures_util::{SinkExt, StreamExt};
 use rheomesh::config::WebRTCTransportConfig;
+use rheomesh::data::DataPublisher;
 use rheomesh::publisher::Publisher;
 use rheomesh::subscriber::Subscriber;
 use rheomesh::transport::{PublishTransport, SubscribeTransport};
@@ -129,6 +130,7 @@ pub async fn run(
         subscribe: None,
         published: Arc::default(),
         recorder: Recorder::new(rooms.record.clone(), &room.name),
+        data_published: Arc::default(),
     };
 
     let mut going_away = false;
@@ -206,6 +208,8 @@ struct Participant {
     published: Arc<StdMutex<HashMap<String, Publisher>>>,
     /// What this participant records (`Record`, `StartRecording`).
     recorder: Recorder,
+    /// Data channels this participant published and that are still published.
+    data_published: Arc<StdMutex<HashMap<String, DataPublisher>>>,
 }
 
 fn lock<T>(m: &StdMutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -361,6 +365,30 @@ impl Participant {
                     });
                 }
             }
+            ClientMessage::PublishData { label } => self.publish_data(label),
+            ClientMessage::StopPublishData { publisher_id } => {
+                let found = lock(&self.data_published).get(&publisher_id).cloned();
+                match found {
+                    Some(p) => p.close(),
+                    None => self.send(ServerMessage::error(format!(
+                        "StopPublishData: {publisher_id:?} is not one of your data channels"
+                    ))),
+                }
+            }
+            ClientMessage::SubscribeData { publisher_id } => self.subscribe_data(publisher_id),
+            ClientMessage::StopSubscribeData { subscriber_id } => {
+                let found = self.subscribe_transport().and_then(|t| {
+                    t.data_subscribers()
+                        .into_iter()
+                        .find(|s| s.id() == subscriber_id)
+                });
+                match found {
+                    Some(s) => s.close(),
+                    None => self.send(ServerMessage::error(format!(
+                        "StopSubscribeData: no data subscriber {subscriber_id:?} on your transport"
+                    ))),
+                }
+            }
             ClientMessage::StopRecording { publisher_id } => {
                 if let Err(error) = self.recorder.stop(&publisher_id).await {
                     self.send(ServerMessage::RecordingError {
@@ -435,6 +463,86 @@ impl Participant {
             .collect();
         drop(own);
         self.send(ServerMessage::Published { publisher_ids });
+        // And the data channels already published (PROTOCOL.md).
+        let own = lock(&self.data_published);
+        let publisher_ids: Vec<String> = self
+            .room
+            .router
+            .data_publisher_ids()
+            .into_iter()
+            .filter(|id| !own.contains_key(id))
+            .collect();
+        drop(own);
+        if !publisher_ids.is_empty() {
+            self.send(ServerMessage::DataPublished { publisher_ids });
+        }
+    }
+
+    fn publish_data(&self, label: String) {
+        let Some(t) = self.publish_transport() else {
+            return;
+        };
+        let (t, room, me, outbox, published) = (
+            t.clone(),
+            self.room.clone(),
+            self.id,
+            self.outbox.clone(),
+            self.data_published.clone(),
+        );
+        // `data_publish` waits for the channel to open, which needs the Offer carrying it
+        // applied and SCTP up: on a task, not this participant's read loop.
+        tokio::spawn(async move {
+            let publisher = match t.data_publish(label.clone()).await {
+                Ok(p) => p,
+                Err(e) => {
+                    let _ = outbox.send(ServerMessage::error(format!("PublishData: {e}")));
+                    return;
+                }
+            };
+            tracing::info!(room = room.name, participant = %me, data_publisher = label, "data published");
+            lock(&published).insert(label.clone(), publisher.clone());
+            room.broadcast_except(
+                me,
+                &ServerMessage::DataPublished {
+                    publisher_ids: vec![label.clone()],
+                },
+            );
+            publisher.closed().await;
+            lock(&published).remove(&label);
+            tracing::info!(room = room.name, participant = %me, data_publisher = label, "data unpublished");
+            room.broadcast_except(
+                me,
+                &ServerMessage::DataUnpublished {
+                    publisher_id: label,
+                },
+            );
+        });
+    }
+
+    fn subscribe_data(&self, publisher_id: String) {
+        let Some(t) = self.subscribe_transport() else {
+            return;
+        };
+        let (t, outbox) = (t.clone(), self.outbox.clone());
+        tokio::spawn(async move {
+            match t.data_subscribe(publisher_id.clone()).await {
+                Ok((subscriber, offer)) => {
+                    // No offer when the connection already carries data channels.
+                    if let Some(sdp) = offer {
+                        let _ = outbox.send(ServerMessage::Offer { sdp });
+                    }
+                    let _ = outbox.send(ServerMessage::DataSubscribed {
+                        subscriber_id: subscriber.id(),
+                        publisher_id,
+                    });
+                }
+                Err(e) => {
+                    let _ = outbox.send(ServerMessage::error(format!(
+                        "SubscribeData {publisher_id:?}: {e}"
+                    )));
+                }
+            }
+        });
     }
 
     fn publish(&self, publisher_id: String) {

@@ -133,7 +133,7 @@ pub(crate) enum Command {
         id: SessionId,
         down: DownTrackId,
         info: Box<crate::engine::data::DataInfo>,
-        reply: oneshot::Sender<Result<String, SubscribeError>>,
+        reply: oneshot::Sender<Result<Option<String>, SubscribeError>>,
     },
     /// Subscribe side: close a subscriber's data channel and stop forwarding to it.
     RemoveDataDown {

@@ -380,13 +380,15 @@ impl SubscribeTransport {
     }
 
     /// Subscribe to data publisher `publisher_id`: the server opens a channel with its
-    /// label, ordering and reliability on this connection. Returns the subscriber and the
-    /// offer to send to the browser (answer it with [`set_answer`](Self::set_answer)); the
+    /// label, ordering and reliability on this connection. Returns the subscriber and, the
+    /// first time (the connection gets its SCTP m-line), the offer to send to the browser
+    /// (answer it with [`set_answer`](Self::set_answer)); later channels open in-band, with
+    /// no renegotiation (`None`; the original Rheomesh returned an offer every time). The
     /// browser's `ondatachannel` then gets the channel (the client's `subscribeData`).
     pub async fn data_subscribe(
         &self,
         publisher_id: impl Into<String>,
-    ) -> Result<(crate::data::DataSubscriber, SessionDescription), SubscribeError> {
+    ) -> Result<(crate::data::DataSubscriber, Option<SessionDescription>), SubscribeError> {
         let publisher_id = publisher_id.into();
         let inner = &self.inner;
         let core = &inner.core;
@@ -447,14 +449,17 @@ impl SubscribeTransport {
             .insert(down, (route.clone(), handle.clone()));
         let owner: Weak<dyn crate::router::RouteOwner> = inner.weak.clone();
         let registered = inner.router.open_data_route(&route, owner);
-        inner.hold(permit);
+        if offer.is_some() {
+            // Until the answer comes.
+            inner.hold(permit);
+        }
         core.described();
         if !registered {
             inner.remove_subscription(down, false);
         }
         Ok((
             crate::data::DataSubscriber { inner: handle },
-            SessionDescription::offer(offer),
+            offer.map(SessionDescription::offer),
         ))
     }
 

@@ -34,6 +34,9 @@ const state = {
   outbound: {},
   publishState: "new",
   subscribeState: "new",
+  // The room chat over data channels: our data publisher id, whether our channel is open, the
+  // data publishers we receive, and every message shown ({ from, text, at }; last 500).
+  chat: { id: null, ready: false, peers: [], messages: [] },
   lastError: null,
   errors: [],
 };
@@ -48,6 +51,8 @@ const pending = new Set(); // publisher ids being subscribed
 const local = new Map(); // publisherId -> { track, tile }
 const layerBySubscriber = new Map(); // subscriberId -> last LayerChanged, until it is mapped
 const outboundPrev = new Map(); // outbound-rtp id -> { timestamp, bytesSent }
+let chatChannel = null; // our published data channel
+const chatPeers = new Map(); // remote data publisher id -> RTCDataChannel
 
 function send(msg) {
   if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(msg));
@@ -70,6 +75,8 @@ function fail(where, error) {
 function showJoined(joined) {
   $("join-form").classList.toggle("hidden", joined);
   $("controls").classList.toggle("hidden", !joined);
+  $("chat").classList.toggle("hidden", !joined);
+  $("chat-input").disabled = !state.chat.ready;
   $("publish").disabled = false;
 }
 
@@ -100,6 +107,7 @@ function join(room) {
       history.replaceState(null, "", u);
       send({ action: "PublisherInit" });
       send({ action: "SubscriberInit" });
+      startChat().catch((e) => fail("chat", e));
       let busy = false; // a slow getStats must not pile up calls
       statsTimer = setInterval(() => {
         if (busy) return;
@@ -144,6 +152,9 @@ function leave() {
   }
   local.clear();
   $("local").replaceChildren();
+  chatChannel = null;
+  chatPeers.clear();
+  $("chat-log").replaceChildren();
   for (const id of [...remote.keys()]) removeRemote(id);
   pending.clear();
   layerBySubscriber.clear();
@@ -163,6 +174,7 @@ function leave() {
     outbound: {},
     publishState: "new",
     subscribeState: "new",
+    chat: { id: null, ready: false, peers: [], messages: [] },
   });
   showJoined(false);
   setStatus("Not connected");
@@ -198,6 +210,17 @@ async function handle(msg) {
       return;
     case "LayerChanged":
       return layerChanged(msg);
+    case "DataPublished":
+      for (const id of msg.publisherIds) subscribeChat(id);
+      return;
+    case "DataSubscribed":
+      return;
+    case "DataUnpublished": {
+      chatPeers.get(msg.publisherId)?.close();
+      chatPeers.delete(msg.publisherId);
+      state.chat.peers = [...chatPeers.keys()];
+      return;
+    }
     case "Error":
       return fail("server", msg.message);
     case "RecordingError":
@@ -205,6 +228,64 @@ async function handle(msg) {
     default:
       console.warn("unhandled server message", msg);
   }
+}
+
+// ---- the room chat (data channels) ----
+
+/** Publishes our chat channel: the offer carrying it, then PublishData with its id. */
+async function startChat() {
+  const transport = pub;
+  const { id, channel, offer } = await transport.publishData();
+  if (pub !== transport) return channel.close();
+  chatChannel = channel;
+  state.chat.id = id;
+  channel.onopen = () => {
+    state.chat.ready = true;
+    $("chat-input").disabled = false;
+  };
+  channel.onclose = () => (state.chat.ready = false);
+  send({ action: "Offer", sdp: offer });
+  send({ action: "PublishData", label: id });
+}
+
+/** Receives another participant's chat channel. */
+async function subscribeChat(id) {
+  if (!sub || id === state.chat.id || chatPeers.has(id)) return;
+  const transport = sub;
+  chatPeers.set(id, null);
+  send({ action: "SubscribeData", publisherId: id });
+  try {
+    const { channel } = await transport.subscribeData(id);
+    if (sub !== transport) return;
+    chatPeers.set(id, channel);
+    state.chat.peers = [...chatPeers.keys()];
+    channel.onmessage = (e) => {
+      if (typeof e.data === "string") showChat(id, e.data);
+    };
+  } catch (e) {
+    chatPeers.delete(id);
+    fail("chat subscribe", e);
+  }
+}
+
+/** Sends `text` to the room; false if our channel is not open. */
+function sendChat(text) {
+  if (!chatChannel || chatChannel.readyState !== "open" || !text) return false;
+  chatChannel.send(text);
+  showChat(state.chat.id, text);
+  return true;
+}
+
+function showChat(from, text) {
+  state.chat.messages.push({ from, text, at: Date.now() });
+  if (state.chat.messages.length > 500) state.chat.messages.shift();
+  const li = document.createElement("li");
+  const who = document.createElement("span");
+  who.className = "from";
+  who.textContent = from === state.chat.id ? "me" : from.slice(0, 8);
+  li.append(who, document.createTextNode(text));
+  $("chat-log").append(li);
+  li.scrollIntoView({ block: "nearest" });
 }
 
 // ---- subscribing ----
@@ -563,6 +644,11 @@ $("join-form").addEventListener("submit", (event) => {
 $("publish").addEventListener("click", () => publishCamera());
 $("share").addEventListener("click", () => shareScreen());
 $("leave").addEventListener("click", () => leave());
+$("chat-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const input = $("chat-input");
+  if (sendChat(input.value.trim())) input.value = "";
+});
 // Simulcast is sent as VP8 by default (the codec every browser simulcasts); another codec may
 // still be picked afterwards.
 $("simulcast").addEventListener("change", () => {
@@ -585,6 +671,7 @@ window.rheomeshControls = {
   unpublish,
   restartPublisherIce,
   setPreferredLayer,
+  sendChat,
   transports: () => ({ publish: pub, subscribe: sub }),
 };
 

@@ -73,13 +73,15 @@ impl ShardCore {
         }
     }
 
-    /// Open a channel like `info`'s on subscribe session `id`; returns the offer.
+    /// Open a channel like `info`'s on subscribe session `id`; returns the offer, or `None`
+    /// when the connection already has its SCTP m-line (the channel opens in-band, no
+    /// renegotiation).
     pub(super) fn add_data_down(
         &mut self,
         id: SessionId,
         down: DownTrackId,
         info: DataInfo,
-    ) -> Result<String, SubscribeError> {
+    ) -> Result<Option<String>, SubscribeError> {
         let slot = self.slot_of(id).ok_or(SubscribeError::Closed)?;
         let dslot = self.data_downs.next_slot();
         let s = self.sessions.get_mut(slot).ok_or(SubscribeError::Closed)?;
@@ -90,27 +92,28 @@ impl ShardCore {
             let mut api = s.rtc.sdp_api();
             crate::engine::sdp::stop_m_lines(&mut api, &stops, anchor);
             let channel = api.add_channel_with_config(config);
-            api.apply()
-                .map(|(offer, pending)| (channel, offer, pending))
+            (channel, api.apply())
         });
-        let (channel, offer, pending) = match r {
-            Some(Some(x)) => x,
-            Some(None) => return Err(SubscribeError::SessionFailed("no offer produced".into())),
+        let (channel, applied) = match r {
+            Some(x) => x,
             None => {
                 self.counters.session_panics += 1;
                 self.doom(slot);
                 return Err(SubscribeError::SessionFailed("panic creating offer".into()));
             }
         };
-        let offer_sdp = offer.to_sdp_string();
-        s.pending_offer = Some(crate::engine::session::PendingOffer {
-            pending,
-            mids: crate::engine::sdp::sdp_mids(&offer_sdp),
-            ice_restart: false,
+        let offer_sdp = applied.map(|(offer, pending)| {
+            let offer_sdp = offer.to_sdp_string();
+            s.pending_offer = Some(crate::engine::session::PendingOffer {
+                pending,
+                mids: crate::engine::sdp::sdp_mids(&offer_sdp),
+                ice_restart: false,
+            });
+            if s.anchor_mid.is_none() {
+                s.anchor_mid = crate::engine::sdp::sdp_mids(&offer_sdp).first().copied();
+            }
+            offer_sdp
         });
-        if s.anchor_mid.is_none() {
-            s.anchor_mid = crate::engine::sdp::sdp_mids(&offer_sdp).first().copied();
-        }
         s.data_downs.push(dslot);
         let key = info.key;
         let got = self.data_downs.insert(DataDown {
