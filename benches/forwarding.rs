@@ -95,31 +95,33 @@ fn forwarding(c: &mut Criterion) {
         g.throughput(Throughput::Elements(subs as u64));
         g.bench_function(
             BenchmarkId::new(format!("{shards}_shards{sim}"), subs),
-            |b| {
-                b.iter_custom(|iters| {
-                    let mut spent = Duration::ZERO;
-                    let mut left = iters;
-                    while left > 0 {
-                        let k = left.min(BATCH);
-                        f.stage(k as usize, PAYLOAD);
-                        let t = Instant::now();
-                        let sent = f.forward_staged();
-                        spent += t.elapsed();
-                        assert!(
-                            sent as u64 >= k * subs as u64,
-                            "only {sent} of {} packets forwarded",
-                            k * subs as u64
-                        );
-                        // Keep ICE consent and RTCP going, outside the measurement.
-                        f.pump();
-                        left -= k;
-                    }
-                    spent
-                })
-            },
+            |b| b.iter_custom(|iters| bursts(&mut f, iters, subs)),
         );
     }
     g.finish();
+}
+
+/// `iters` publisher packets through `f` in bursts of [`BATCH`], each forwarded to `outs`
+/// destinations (subscribers or recorders): the time of the shards' work.
+fn bursts(f: &mut Fanout, iters: u64, outs: usize) -> Duration {
+    let mut spent = Duration::ZERO;
+    let mut left = iters;
+    while left > 0 {
+        let k = left.min(BATCH);
+        f.stage(k as usize, PAYLOAD);
+        let t = Instant::now();
+        let sent = f.forward_staged();
+        spent += t.elapsed();
+        assert!(
+            sent as u64 >= k * outs as u64,
+            "only {sent} of {} packets forwarded",
+            k * outs as u64
+        );
+        // Keep ICE consent and RTCP going, outside the measurement.
+        f.pump();
+        left -= k;
+    }
+    spent
 }
 
 /// Packets per second of the publisher in `forwarding_real_rate` (a video stream).
@@ -225,25 +227,7 @@ fn recording(c: &mut Criterion) {
     }
     g.throughput(Throughput::Elements(recorders as u64));
     g.bench_function(BenchmarkId::new("1_shards", recorders), |b| {
-        b.iter_custom(|iters| {
-            let mut spent = Duration::ZERO;
-            let mut left = iters;
-            while left > 0 {
-                let k = left.min(BATCH);
-                f.stage(k as usize, PAYLOAD);
-                let t = Instant::now();
-                let sent = f.forward_staged();
-                spent += t.elapsed();
-                assert!(
-                    sent as u64 >= k * recorders as u64,
-                    "only {sent} of {} packets recorded",
-                    k * recorders as u64
-                );
-                f.pump();
-                left -= k;
-            }
-            spent
-        })
+        b.iter_custom(|iters| bursts(&mut f, iters, recorders))
     });
     g.finish();
 }

@@ -82,6 +82,20 @@ pub(crate) struct DownTrackSpec {
     pub(crate) params: Vec<PayloadParams>,
 }
 
+impl DownTrackSpec {
+    /// A down-track `id` of the published track `info`.
+    pub(crate) fn of(info: &TrackInfo, id: DownTrackId) -> DownTrackSpec {
+        DownTrackSpec {
+            id,
+            track: info.key,
+            track_id: info.track_id.clone(),
+            stream_id: info.stream_id.clone(),
+            kind: info.kind,
+            params: info.params.clone(),
+        }
+    }
+}
+
 /// Commands from the API layer to a shard.
 pub(crate) enum Command {
     CreateSession {

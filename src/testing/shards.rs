@@ -183,14 +183,7 @@ impl MemoryShards {
         let info = &track.info;
         let down = DownTrackId(next_id());
         self.downs.push((s.id, down));
-        let spec = DownTrackSpec {
-            id: down,
-            track: info.key,
-            track_id: info.track_id.clone(),
-            stream_id: info.stream_id.clone(),
-            kind: info.kind,
-            params: info.params.clone(),
-        };
+        let spec = DownTrackSpec::of(info, down);
         self.command(s.shard, now, |reply| Command::AddRecordingTrack {
             id: s.id,
             spec: Box::new(spec),
@@ -198,17 +191,17 @@ impl MemoryShards {
             reply,
         })
         .unwrap_or(Err(crate::error::RecordingError::Closed))?;
-        let from = info.key.shard();
-        if from != s.shard {
-            self.cores[from].handle_command(
-                Command::AddRemoteRoute {
-                    track: info.key,
-                    dest: s.shard,
-                },
-                now,
-            );
-        }
+        self.route_to(info.key, s.shard, now);
         Ok(())
+    }
+
+    /// Route `track` from its publisher's shard to shard `dest` (the ring), as the router
+    /// does for a subscriber on another shard.
+    fn route_to(&mut self, track: crate::engine::TrackKey, dest: usize, now: Instant) {
+        let from = track.shard();
+        if from != dest {
+            self.cores[from].handle_command(Command::AddRemoteRoute { track, dest }, now);
+        }
     }
 
     /// Subscribe side: forward `track` to session `s`; returns the offer to send.
@@ -221,14 +214,7 @@ impl MemoryShards {
         let info = &track.info;
         let down = DownTrackId(next_id());
         self.downs.push((s.id, down));
-        let spec = DownTrackSpec {
-            id: down,
-            track: info.key,
-            track_id: info.track_id.clone(),
-            stream_id: info.stream_id.clone(),
-            kind: info.kind,
-            params: info.params.clone(),
-        };
+        let spec = DownTrackSpec::of(info, down);
         let offer = self
             .command(s.shard, now, |reply| Command::AddDownTrack {
                 id: s.id,
@@ -236,16 +222,7 @@ impl MemoryShards {
                 reply,
             })
             .unwrap_or(Err(SubscribeError::Closed))?;
-        let from = info.key.shard();
-        if from != s.shard {
-            self.cores[from].handle_command(
-                Command::AddRemoteRoute {
-                    track: info.key,
-                    dest: s.shard,
-                },
-                now,
-            );
-        }
+        self.route_to(info.key, s.shard, now);
         Ok(offer)
     }
 

@@ -292,14 +292,7 @@ impl RecordingTransport {
         let (tx, rx) = oneshot::channel();
         if !core.send(Command::AddRecordingTrack {
             id: core.id,
-            spec: Box::new(DownTrackSpec {
-                id: down,
-                track: info.key,
-                track_id: info.track_id.clone(),
-                stream_id: info.stream_id.clone(),
-                kind: info.kind,
-                params: info.params.clone(),
-            }),
+            spec: Box::new(DownTrackSpec::of(&info, down)),
             dest: SocketAddr::new(inner.ip, port),
             reply: tx,
         }) {

@@ -330,14 +330,7 @@ impl SubscribeTransport {
         let (tx, rx) = oneshot::channel();
         if !core.send(Command::AddDownTrack {
             id: core.id,
-            spec: Box::new(DownTrackSpec {
-                id: down,
-                track: info.key,
-                track_id: info.track_id.clone(),
-                stream_id: info.stream_id.clone(),
-                kind: info.kind,
-                params: info.params.clone(),
-            }),
+            spec: Box::new(DownTrackSpec::of(&info, down)),
             reply: tx,
         }) {
             return Err(SubscribeError::Closed);

@@ -12,7 +12,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import {
-  closePage, delay, launchBrowser, openPage, startServer, uniqueRoom, until, waitFor, waitPublished,
+  closePage, delay, launchBrowser, openPage, sentVideoCodec, startServer, uniqueRoom, until, waitFor, waitPublished,
 } from "./helpers.mjs";
 
 const RECORD_SECONDS = 10;
@@ -85,18 +85,7 @@ for (const codec of ["VP8", "H264"]) {
     try {
       const ids = await waitPublished(a);
       // The SDP describes the codec A sends: wait until it sends.
-      const sent = await waitFor(
-        a,
-        async () => {
-          const report = await window.rheomeshControls.transports().publish.getStats();
-          for (const r of report.values()) {
-            if (r.type === "outbound-rtp" && r.kind === "video" && r.packetsSent > 50) return report.get(r.codecId)?.mimeType ?? null;
-          }
-          return null;
-        },
-        15000,
-        "A sends video",
-      );
+      const sent = await sentVideoCodec(a, 50);
       assert.equal(sent.toUpperCase(), `VIDEO/${codec}`, "A's outbound video codec");
       const ctl = await controller(c, room);
       await ctl.send({ action: "Record", publisherIds: [ids.video, ids.audio] });

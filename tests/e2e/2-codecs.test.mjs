@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import {
-  closePage, expectGrowth, expectNoAppError, inboundStats, openPage, useSuite, uniqueRoom, waitFor, waitPublished,
+  closePage, expectGrowth, expectNoAppError, inboundStats, openPage, sentVideoCodec, useSuite, uniqueRoom, waitFor, waitPublished,
 } from "./helpers.mjs";
 
 const suite = useSuite();
@@ -16,18 +16,7 @@ for (const codec of ["VP8", "VP9", "H264", "AV1"]) {
     try {
       const ids = await waitPublished(a);
       // The publisher really sends the chosen codec.
-      const sent = await waitFor(
-        a,
-        async () => {
-          const report = await window.rheomeshControls.transports().publish.getStats();
-          for (const r of report.values()) {
-            if (r.type === "outbound-rtp" && r.kind === "video" && r.packetsSent > 0) return report.get(r.codecId)?.mimeType ?? null;
-          }
-          return null;
-        },
-        15000,
-        "A sends video",
-      );
+      const sent = await sentVideoCodec(a);
       assert.equal(sent.toUpperCase(), `VIDEO/${codec}`, "A's outbound video codec");
 
       await waitFor(b, () => window.rheomeshApp.tiles === 2, 15000, "B has A's 2 tiles");

@@ -324,6 +324,26 @@ export async function waitPublished(page, timeoutMs = 15000) {
   });
 }
 
+/**
+ * Waits until the page's publish connection has sent more than `minPackets` video packets and
+ * returns the codec they go out with (`video/VP8`, ...).
+ */
+export function sentVideoCodec(page, minPackets = 0, timeoutMs = 15000) {
+  return waitFor(
+    page,
+    async (min) => {
+      const report = await window.rheomeshControls.transports().publish.getStats();
+      for (const r of report.values()) {
+        if (r.type === "outbound-rtp" && r.kind === "video" && r.packetsSent > min) return report.get(r.codecId)?.mimeType ?? null;
+      }
+      return null;
+    },
+    timeoutMs,
+    "A sends video",
+    minPackets,
+  );
+}
+
 /** Fails the test if the page reported an application error. */
 export async function expectNoAppError(page) {
   const { lastError, errors } = await appState(page);
