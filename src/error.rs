@@ -151,6 +151,9 @@ pub enum RecordingError {
     /// The publisher's codec has no payload parameters to describe.
     #[error("codec of publisher {0} cannot be described")]
     NoCodec(String),
+    /// The request names no publisher, or one twice.
+    #[error("bad request: {0}")]
+    BadRequest(String),
     /// The ports from the transport's first port on are used up (each track takes two:
     /// RTP and RTCP).
     #[error("no port left for another track")]

@@ -260,11 +260,21 @@ async fn bad_recording_requests_get_errors() {
         rec.generate_sdp("nobody".into()).await.unwrap_err(),
         RecordingError::UnknownPublisher("nobody".into())
     );
+    assert!(matches!(
+        rec.generate_sdp_for(&[]).await.unwrap_err(),
+        RecordingError::BadRequest(_)
+    ));
     assert_eq!(
         rec.start_recording("nobody".into()).await.unwrap_err(),
         RecordingError::UnknownPublisher("nobody".into())
     );
     let p = connect_publisher(&router, None, Some("rec-x"), PeerConfig::default()).await;
+    assert!(matches!(
+        rec.generate_sdp_for(&["rec-x".into(), "rec-x".into()])
+            .await
+            .unwrap_err(),
+        RecordingError::BadRequest(_)
+    ));
     // The publisher leaving ends its recording.
     let track = rec.start_recording("rec-x".into()).await.expect("starts");
     p.transport.close().await;

@@ -144,7 +144,7 @@ fn describe() {
 }
 
 /// Counters of `ShardStats` that count drops, as the `reason` label of `rheomesh_dropped_total`.
-fn drops(s: &ShardStats) -> [(&'static str, u64); 14] {
+fn drops(s: &ShardStats) -> [(&'static str, u64); 16] {
     [
         ("malformed", s.dropped_malformed),
         ("unknown_source", s.dropped_unknown_source),
@@ -160,6 +160,8 @@ fn drops(s: &ShardStats) -> [(&'static str, u64); 14] {
         ("no_codec", s.dropped_no_codec),
         ("ring_full", s.ring_full_drops),
         ("overload_pause", s.overload_pauses),
+        ("data", s.data_dropped),
+        ("data_channel_closed_slow", s.data_channels_closed_slow),
     ]
 }
 

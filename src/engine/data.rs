@@ -29,6 +29,10 @@ pub(crate) const MAX_DATA_MESSAGE: usize = 64 * 1024;
 /// subscriber further behind than that does not keep up.
 pub(crate) const MAX_QUEUED_BYTES: usize = 1024 * 1024;
 
+/// Data channels a publish session keeps track of (open ones and labels waiting to open):
+/// a peer opening more has them closed, a publish request beyond it is refused.
+pub(crate) const MAX_PUBLISHER_CHANNELS: usize = 64;
+
 /// When the SCTP send buffer has drained to this, waiting messages go on.
 pub(crate) const BUFFERED_LOW: usize = 32 * 1024;
 

@@ -566,6 +566,7 @@ impl Session {
                         label: label.clone(),
                         ..Default::default()
                     });
+                    let full = self.data_up.len() >= super::data::MAX_PUBLISHER_CHANNELS;
                     match self
                         .data_up
                         .iter_mut()
@@ -576,6 +577,10 @@ impl Session {
                             if let (Some(info), Some(reply)) = (d.info(), d.waiting.take()) {
                                 let _ = reply.send(Ok(info));
                             }
+                        }
+                        None if full => {
+                            tracing::debug!(session = self.id.0, "data channel closed: too many");
+                            self.rtc.direct_api().close_data_channel(id);
                         }
                         None => self.data_up.push(super::data::DataUp {
                             label,

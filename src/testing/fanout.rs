@@ -203,10 +203,10 @@ impl Fanout {
     /// their plain RTP datagrams are drained (and their buffers recycled) with the rest.
     pub fn add_recorders(&mut self, n: usize) -> Result<(), String> {
         let now = Instant::now();
-        for i in 0..n {
-            let shard = (self.recorders.len() + i) % self.net.shards();
-            let s = self.net.create_record_session(shard, now);
-            let dest = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 40000 + 2 * i as u16);
+        for _ in 0..n {
+            let k = self.recorders.len();
+            let s = self.net.create_record_session(k % self.net.shards(), now);
+            let dest = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 40000 + 2 * k as u16);
             self.net
                 .record(s, &self.track, dest, now)
                 .map_err(|e| format!("recording refused: {e}"))?;

@@ -37,6 +37,9 @@ pub(crate) struct RecordInner {
     ip: IpAddr,
     port: u16,
     entries: Mutex<Vec<Entry>>,
+    /// One `start_recording` at a time: two for the same publisher would otherwise both
+    /// pass the "already recording" check and leave one down-track without an owner.
+    starting: tokio::sync::Mutex<()>,
 }
 
 impl RecordInner {
@@ -204,6 +207,7 @@ impl RecordingTransport {
             ip,
             port,
             entries: Mutex::new(Vec::new()),
+            starting: tokio::sync::Mutex::new(()),
         });
         super::spawn_event_loop(events, &inner);
         Ok(RecordingTransport { inner })
@@ -252,6 +256,14 @@ impl RecordingTransport {
         if inner.core.is_closed() {
             return Err(RecordingError::Closed);
         }
+        if publisher_ids.is_empty() {
+            return Err(RecordingError::BadRequest("no publisher id".into()));
+        }
+        for (i, id) in publisher_ids.iter().enumerate() {
+            if publisher_ids[..i].contains(id) {
+                return Err(RecordingError::BadRequest(format!("{id} is named twice")));
+            }
+        }
         let mut tracks = Vec::with_capacity(publisher_ids.len());
         for id in publisher_ids {
             let (info, _) = inner.track(id).await?;
@@ -276,6 +288,7 @@ impl RecordingTransport {
     ) -> Result<RecordingTrack, RecordingError> {
         let inner = &self.inner;
         let core = &inner.core;
+        let _turn = inner.starting.lock().await;
         if core.is_closed() {
             return Err(RecordingError::Closed);
         }

@@ -411,6 +411,14 @@ impl SubscribeTransport {
         if core.is_closed() {
             return Err(SubscribeError::Closed);
         }
+        // Again under the permit: a concurrent call for the same publisher may have won.
+        if inner
+            .data_subs()
+            .values()
+            .any(|(r, _)| r.publisher_id == publisher_id)
+        {
+            return Err(SubscribeError::AlreadySubscribed(publisher_id));
+        }
         let (info, publisher_shard) = lookup(&inner.router)
             .ok_or_else(|| SubscribeError::UnknownPublisher(publisher_id.clone()))?;
         let down = DownTrackId(next_id());

@@ -39,8 +39,13 @@ impl ShardCore {
             let _ = reply.send(Err(PublishError::AlreadyPublished(label)));
             return;
         }
+        let full = s.data_up.len() >= crate::engine::data::MAX_PUBLISHER_CHANNELS;
         let up = match s.data_up.iter_mut().find(|d| d.label == label) {
             Some(d) => d,
+            None if full => {
+                let _ = reply.send(Err(PublishError::UnknownTrack(label)));
+                return;
+            }
             None => {
                 s.data_up.push(DataUp {
                     label,
@@ -53,7 +58,6 @@ impl ShardCore {
             }
         };
         up.key = Some(key);
-        self.data_ups.insert(key, slot);
         match up.info() {
             Some(info) => {
                 let _ = reply.send(Ok(info));
@@ -64,7 +68,6 @@ impl ShardCore {
 
     /// Stop forwarding data track `key` of session `id`.
     pub(super) fn unpublish_data(&mut self, id: SessionId, key: TrackKey) {
-        self.data_ups.remove(&key);
         let Some(slot) = self.slot_of(id) else {
             return;
         };
@@ -199,9 +202,6 @@ impl ShardCore {
                 .position(|d| d.channel.as_ref().is_some_and(|(c, _)| *c == channel))
             {
                 let up = s.data_up.remove(i);
-                if let Some(key) = up.key {
-                    self.data_ups.remove(&key);
-                }
                 let _ = s.events.send(SessionEvent::DataChannelClosed(up.label));
                 return;
             }

@@ -87,8 +87,6 @@ pub(crate) struct ShardCore {
     data_downs: Slab<crate::engine::data::DataDown>,
     data_down_by_id: HashMap<DownTrackId, usize>,
     data_routes: crate::engine::data::DataRoutes,
-    /// Published data tracks on this shard: key → session slot.
-    data_ups: HashMap<TrackKey, usize>,
     /// Scratch: sessions whose data channels were written to in this pass.
     data_touched: Vec<usize>,
     /// Published tracks received on this shard: key → (session slot, mid).
@@ -149,7 +147,6 @@ impl ShardCore {
             data_downs: Slab::default(),
             data_down_by_id: HashMap::new(),
             data_routes: Default::default(),
-            data_ups: HashMap::new(),
             data_touched: Vec::new(),
             ups: HashMap::new(),
             routes: Routes::default(),
@@ -559,11 +556,6 @@ impl ShardCore {
         }
         for u in &s.up {
             self.ups.remove(&u.info.key);
-        }
-        for d in &s.data_up {
-            if let Some(key) = d.key {
-                self.data_ups.remove(&key);
-            }
         }
         for &dslot in &s.data_downs {
             if let Some(d) = self.data_downs.remove(dslot) {
