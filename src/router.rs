@@ -14,7 +14,9 @@ use crate::engine::command::{Command, Role, SessionCreated, SessionEvent, Sessio
 use crate::engine::{next_id, DownTrackId, Engine, SessionId, ShardId, TrackKey};
 use crate::error::RecordingError;
 use crate::publisher::PublisherInner;
-use crate::transport::{Core, PublishTransport, RecordingTransport, SubscribeTransport};
+use crate::transport::{
+    Core, PublishTransport, RecordingTransport, SessionHandler, SubscribeTransport,
+};
 
 /// A meeting room: transports created here can exchange media. Cheap to clone.
 #[derive(Clone)]
@@ -72,9 +74,46 @@ pub(crate) struct RouterInner {
     pub(crate) media: MediaConfig,
     pub(crate) publishers: Mutex<HashMap<String, PublishedTrack>>,
     pub(crate) data_publishers: Mutex<HashMap<String, PublishedData>>,
+    /// The transports created here, for [`Router::close`].
+    members: Mutex<Members>,
+}
+
+/// The transports of a router (weak: a dropped transport is pruned), and whether the
+/// router is closed.
+#[derive(Default)]
+struct Members {
+    closed: bool,
+    list: Vec<Weak<dyn SessionHandler>>,
+    /// Dead entries are pruned when the list reaches this length.
+    prune_at: usize,
 }
 
 impl RouterInner {
+    fn members(&self) -> std::sync::MutexGuard<'_, Members> {
+        self.members.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.members().closed
+    }
+
+    /// Remember a new transport so that [`Router::close`] closes it; if the router was
+    /// closed meanwhile, close it now.
+    pub(crate) fn adopt<T: SessionHandler>(&self, inner: &Arc<T>) {
+        let weak: Weak<dyn SessionHandler> = Arc::downgrade(inner) as Weak<dyn SessionHandler>;
+        let mut m = self.members();
+        if m.closed {
+            drop(m);
+            inner.core().request_close();
+            return;
+        }
+        if m.list.len() >= m.prune_at {
+            m.list.retain(|w| w.strong_count() > 0);
+            m.prune_at = (m.list.len() * 2).max(64);
+        }
+        m.list.push(weak);
+    }
+
     pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, PublishedTrack>> {
         self.publishers.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -216,7 +255,9 @@ impl RouterInner {
             idle_timeout: cfg.ice_disconnected_timeout,
             events: events_tx,
         };
-        let created = if shard.send(Command::CreateSession {
+        let created = if self.is_closed() {
+            None
+        } else if shard.send(Command::CreateSession {
             spec: Box::new(spec),
             reply: tx,
         }) {
@@ -294,6 +335,7 @@ impl Router {
                 media,
                 publishers: Mutex::new(HashMap::new()),
                 data_publishers: Mutex::new(HashMap::new()),
+                members: Mutex::new(Members::default()),
             }),
         }
     }
@@ -340,6 +382,32 @@ impl Router {
         let mut ids: Vec<String> = self.inner.lock().keys().cloned().collect();
         ids.sort();
         ids
+    }
+
+    /// Close the room: every transport created from this router closes (its publishers
+    /// are unpublished, its subscriptions and recordings end), as if each had been closed
+    /// by hand. Returns once their shards have closed the sessions (waiting at most 5 s).
+    /// Transports created afterwards are closed from the start (a recording transport
+    /// fails with [`RecordingError::Closed`]). Idempotent.
+    pub async fn close(&self) {
+        let members = {
+            let mut m = self.inner.members();
+            m.closed = true;
+            std::mem::take(&mut m.list)
+        };
+        let live: Vec<Arc<dyn SessionHandler>> = members.iter().filter_map(Weak::upgrade).collect();
+        for t in &live {
+            t.core().request_close();
+        }
+        for t in &live {
+            t.core().wait_closed().await;
+            t.session_closed();
+        }
+    }
+
+    /// Whether [`close`](Self::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.inner.is_closed()
     }
 
     /// The ids of the data channels published in this router (sorted).

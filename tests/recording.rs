@@ -9,7 +9,7 @@ use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
 use common::peer::PeerConfig;
-use common::sfu::{connect_publisher, setup, wait_until};
+use common::sfu::{connect_publisher, connect_subscriber, setup, wait_until};
 use rheomesh::error::RecordingError;
 use rheomesh::publisher::MediaKind;
 use rheomesh::testing::payload;
@@ -286,6 +286,55 @@ async fn bad_recording_requests_get_errors() {
         "recording of a publisher that left ends"
     );
     drop(track);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_the_router_mid_recording_leaves_nothing() {
+    let (worker, router) = setup(2).await;
+    let p = connect_publisher(&router, Some("rc-a"), Some("rc-v"), PeerConfig::default()).await;
+    let mut sub = connect_subscriber(&router, PeerConfig::default()).await;
+    sub.subscribe("rc-v").await;
+    let rx = Receiver::bind();
+    let rec = router
+        .create_recording_transport("127.0.0.1".into(), rx.port())
+        .await
+        .expect("transport");
+    rec.start_recording("rc-v".into()).await.expect("starts");
+    p.peer.start_sending(150, 50, Duration::from_millis(500));
+    let got = collect(&rx.rtp, Duration::from_secs(10), |g| g.len() >= 20);
+    assert!(got.len() >= 20, "recording flows: {} packets", got.len());
+
+    router.close().await;
+    assert!(router.is_closed());
+    assert!(rec.is_closed(), "the recording transport is closed");
+    assert_eq!(
+        rec.start_recording("rc-v".into()).await.unwrap_err(),
+        RecordingError::Closed
+    );
+    assert!(router.publisher_ids().is_empty(), "publishers unpublished");
+    assert!(sub.subscribers[0].is_closed(), "the subscriber is told");
+    let w = worker.clone();
+    let mut left = (usize::MAX, usize::MAX, usize::MAX);
+    for _ in 0..250 {
+        let s = w.lock().await.stats().await;
+        left = (s.sessions(), s.down_tracks(), s.routes());
+        if left == (0, 0, 0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(left, (0, 0, 0), "sessions, down-tracks, routes after close");
+
+    // A closed router creates closed transports.
+    let late = router.create_publish_transport(Default::default()).await;
+    assert_eq!(late.state(), rheomesh::transport::TransportState::Closed);
+    assert_eq!(
+        router
+            .create_recording_transport("127.0.0.1".into(), rx.port())
+            .await
+            .unwrap_err(),
+        RecordingError::Closed
+    );
 }
 
 /// `stop_recording` resolves at once: whether it said "not recording".

@@ -236,6 +236,11 @@ impl Core {
     /// Ask the shard to close the session and wait (up to 5 s) until it says it did.
     pub(crate) async fn close_and_wait(&self) {
         self.request_close();
+        self.wait_closed().await;
+    }
+
+    /// Wait (up to 5 s) until the session is closed.
+    pub(crate) async fn wait_closed(&self) {
         let mut rx = self.state.subscribe();
         let _ = tokio::time::timeout(
             std::time::Duration::from_secs(5),

@@ -129,6 +129,7 @@ impl PublishTransport {
         });
         if !closed_at_birth {
             super::spawn_event_loop(events, &inner);
+            router.adopt(&inner);
         }
         PublishTransport { inner }
     }

@@ -210,6 +210,7 @@ impl RecordingTransport {
             starting: tokio::sync::Mutex::new(()),
         });
         super::spawn_event_loop(events, &inner);
+        router.adopt(&inner);
         Ok(RecordingTransport { inner })
     }
 

@@ -271,6 +271,7 @@ impl SubscribeTransport {
         });
         if !closed_at_birth {
             super::spawn_event_loop(events, &inner);
+            router.adopt(&inner);
         }
         SubscribeTransport { inner }
     }
