@@ -275,11 +275,12 @@ var PublishTransport = class extends Transport {
     if (!track || typeof track !== "object" || typeof track.id !== "string") {
       throw new Error("publish: expected a MediaStreamTrack");
     }
-    const { codec, encodings } = Array.isArray(options) ? { codec: void 0, encodings: options } : options;
+    const { codec, encodings, stream } = Array.isArray(options) ? { codec: void 0, encodings: options, stream: void 0 } : options;
     const codecs = codec === void 0 ? null : codecOrder(track.kind, codec);
     return this.negotiate("publish", () => {
       const init = { direction: "sendonly" };
-      if (typeof MediaStream === "function") init.streams = [new MediaStream([track])];
+      if (stream) init.streams = [stream];
+      else if (typeof MediaStream === "function") init.streams = [new MediaStream([track])];
       if (encodings && encodings.length > 0) init.sendEncodings = encodings;
       const transceiver = this.peerConnection.addTransceiver(track, init);
       if (codecs) {
@@ -332,6 +333,25 @@ var PublishTransport = class extends Transport {
     if (!transceiver) throw new Error(`unpublish: unknown publisher id: ${id}`);
     this.transceivers.delete(id);
     return this.negotiate("unpublish", () => stopTransceiver(this.peerConnection, transceiver), (_, offer) => offer);
+  }
+  /**
+   * Sends `track` in place of what publisher `id` sends now (another camera or microphone),
+   * without renegotiation: the publisher id, the m-line and its subscribers stay. `null`
+   * sends nothing until a track is given again. The kind must match.
+   */
+  async replaceTrack(id, track) {
+    this.assertOpen("replaceTrack");
+    const transceiver = this.transceivers.get(id);
+    if (!transceiver) throw new Error(`replaceTrack: unknown publisher id: ${id}`);
+    const current = transceiver.sender.track;
+    if (track && current && track.kind !== current.kind) {
+      throw new Error(`replaceTrack: ${id} sends ${current.kind}, not ${track.kind}`);
+    }
+    try {
+      await transceiver.sender.replaceTrack(track);
+    } catch (error) {
+      throw new Error(`replaceTrack: the browser refused the track: ${errorMessage(error)}`);
+    }
   }
   /** Restarts ICE: returns an offer with new ICE credentials to send to the server. */
   async restartIce() {
@@ -502,8 +522,8 @@ var SubscribeTransport = class extends Transport {
     if (typeof publisherId !== "string" || publisherId === "") {
       return Promise.reject(new Error("subscribe: publisherId must be a non-empty string"));
     }
-    const track = this.findTrack(publisherId);
-    if (track) return Promise.resolve({ id: publisherId, track });
+    const received = this.findReceived(publisherId);
+    if (received) return Promise.resolve({ id: publisherId, ...received });
     const timeoutMs = options.timeoutMs ?? DEFAULT_SUBSCRIBE_TIMEOUT_MS;
     return new Promise((resolve, reject) => {
       const waiter = {
@@ -609,6 +629,10 @@ var SubscribeTransport = class extends Transport {
     }
   }
   findTrack(publisherId) {
+    return this.findReceived(publisherId)?.track ?? null;
+  }
+  /** The track received from `publisherId` and its msid stream id, or null. */
+  findReceived(publisherId) {
     const sdp = this.peerConnection.remoteDescription?.sdp;
     if (!sdp) return null;
     if (this.parsed?.sdp !== sdp) this.parsed = { sdp, sections: parseMediaSections(sdp) };
@@ -617,16 +641,18 @@ var SubscribeTransport = class extends Transport {
     );
     if (!section) return null;
     const transceiver = this.peerConnection.getTransceivers().find((t) => t.mid === section.mid);
-    return transceiver?.receiver.track ?? null;
+    const track = transceiver?.receiver.track;
+    const stream = section.msid?.streamId;
+    return track ? { track, streamId: stream && stream !== "-" ? stream : null } : null;
   }
   resolveWaiters() {
     for (const [publisherId, set] of [...this.waiters]) {
-      const track = this.findTrack(publisherId);
-      if (!track) continue;
+      const received = this.findReceived(publisherId);
+      if (!received) continue;
       this.waiters.delete(publisherId);
       for (const waiter of set) {
         clearTimeout(waiter.timer);
-        waiter.resolve({ id: publisherId, track });
+        waiter.resolve({ id: publisherId, ...received });
       }
     }
   }

@@ -19,6 +19,12 @@ export interface PublishOptions {
   codec?: PublishCodec;
   /** `sendEncodings` of the transceiver: simulcast layers or an SVC `scalabilityMode`. */
   encodings?: RTCRtpEncodingParameters[];
+  /**
+   * The stream the track belongs to: its id becomes the msid stream id of the m-line, which
+   * the server keeps in every subscriber's offer, so that subscribers can tell which tracks
+   * go together (a participant's camera and microphone). Default: a stream of its own.
+   */
+  stream?: MediaStream;
 }
 
 /** The result of {@link PublishTransport.publish}. */
@@ -80,13 +86,16 @@ export class PublishTransport extends Transport {
     if (!track || typeof track !== "object" || typeof track.id !== "string") {
       throw new Error("publish: expected a MediaStreamTrack");
     }
-    const { codec, encodings } = Array.isArray(options) ? { codec: undefined, encodings: options } : options;
+    const { codec, encodings, stream } = Array.isArray(options)
+      ? { codec: undefined, encodings: options, stream: undefined }
+      : options;
     const codecs = codec === undefined ? null : codecOrder(track.kind, codec);
 
     return this.negotiate("publish", () => {
       const init: RTCRtpTransceiverInit = { direction: "sendonly" };
       // A stream makes the msid line carry this track's id (`a=msid:<stream> <track.id>`).
-      if (typeof MediaStream === "function") init.streams = [new MediaStream([track])];
+      if (stream) init.streams = [stream];
+      else if (typeof MediaStream === "function") init.streams = [new MediaStream([track])];
       if (encodings && encodings.length > 0) init.sendEncodings = encodings;
       const transceiver = this.peerConnection.addTransceiver(track, init);
       if (codecs) {
@@ -141,6 +150,26 @@ export class PublishTransport extends Transport {
     if (!transceiver) throw new Error(`unpublish: unknown publisher id: ${id}`);
     this.transceivers.delete(id);
     return this.negotiate("unpublish", () => stopTransceiver(this.peerConnection, transceiver), (_, offer) => offer);
+  }
+
+  /**
+   * Sends `track` in place of what publisher `id` sends now (another camera or microphone),
+   * without renegotiation: the publisher id, the m-line and its subscribers stay. `null`
+   * sends nothing until a track is given again. The kind must match.
+   */
+  async replaceTrack(id: string, track: MediaStreamTrack | null): Promise<void> {
+    this.assertOpen("replaceTrack");
+    const transceiver = this.transceivers.get(id);
+    if (!transceiver) throw new Error(`replaceTrack: unknown publisher id: ${id}`);
+    const current = transceiver.sender.track;
+    if (track && current && track.kind !== current.kind) {
+      throw new Error(`replaceTrack: ${id} sends ${current.kind}, not ${track.kind}`);
+    }
+    try {
+      await transceiver.sender.replaceTrack(track);
+    } catch (error) {
+      throw new Error(`replaceTrack: the browser refused the track: ${errorMessage(error)}`);
+    }
   }
 
   /** Restarts ICE: returns an offer with new ICE credentials to send to the server. */

@@ -25,6 +25,11 @@ export interface Subscriber {
   id: string;
   /** The received track. */
   track: MediaStreamTrack;
+  /**
+   * The msid stream id the server gave the track: the publisher's own stream id, shared by
+   * the tracks it published together (e.g. camera and microphone); null when absent.
+   */
+  streamId: string | null;
 }
 
 /** Options of {@link SubscribeTransport.subscribeData}. */
@@ -114,8 +119,8 @@ export class SubscribeTransport extends Transport {
     if (typeof publisherId !== "string" || publisherId === "") {
       return Promise.reject(new Error("subscribe: publisherId must be a non-empty string"));
     }
-    const track = this.findTrack(publisherId);
-    if (track) return Promise.resolve({ id: publisherId, track });
+    const received = this.findReceived(publisherId);
+    if (received) return Promise.resolve({ id: publisherId, ...received });
     const timeoutMs = options.timeoutMs ?? DEFAULT_SUBSCRIBE_TIMEOUT_MS;
     return new Promise<Subscriber>((resolve, reject) => {
       const waiter: Waiter = {
@@ -228,6 +233,11 @@ export class SubscribeTransport extends Transport {
   }
 
   private findTrack(publisherId: string): MediaStreamTrack | null {
+    return this.findReceived(publisherId)?.track ?? null;
+  }
+
+  /** The track received from `publisherId` and its msid stream id, or null. */
+  private findReceived(publisherId: string): { track: MediaStreamTrack; streamId: string | null } | null {
     const sdp = this.peerConnection.remoteDescription?.sdp;
     if (!sdp) return null;
     if (this.parsed?.sdp !== sdp) this.parsed = { sdp, sections: parseMediaSections(sdp) };
@@ -236,17 +246,19 @@ export class SubscribeTransport extends Transport {
     );
     if (!section) return null;
     const transceiver = this.peerConnection.getTransceivers().find((t) => t.mid === section.mid);
-    return transceiver?.receiver.track ?? null;
+    const track = transceiver?.receiver.track;
+    const stream = section.msid?.streamId;
+    return track ? { track, streamId: stream && stream !== "-" ? stream : null } : null;
   }
 
   private resolveWaiters(): void {
     for (const [publisherId, set] of [...this.waiters]) {
-      const track = this.findTrack(publisherId);
-      if (!track) continue;
+      const received = this.findReceived(publisherId);
+      if (!received) continue;
       this.waiters.delete(publisherId);
       for (const waiter of set) {
         clearTimeout(waiter.timer);
-        waiter.resolve({ id: publisherId, track });
+        waiter.resolve({ id: publisherId, ...received });
       }
     }
   }

@@ -353,7 +353,7 @@ export function installFakeWebRTC(options: FakeOptions = {}): void {
 
 /** A server (str0m-like) offer sending the given publisher ids, one m-line each. */
 export function serverOffer(
-  lines: Array<{ mid: string; publisherId: string; kind?: "audio" | "video"; direction?: string; port?: number }>,
+  lines: Array<{ mid: string; publisherId: string; kind?: "audio" | "video"; direction?: string; port?: number; stream?: string }>,
   ufrag = "srv1",
 ): { type: "offer"; sdp: string } {
   const out = ["v=0", "o=str0m-1 1 2 IN IP4 0.0.0.0", "s=-", "t=0 0", `a=group:BUNDLE ${lines.map((l) => l.mid).join(" ")}`];
@@ -362,7 +362,7 @@ export function serverOffer(
     const kind = l.kind ?? "video";
     out.push(`m=${kind} ${l.port ?? 9} UDP/TLS/RTP/SAVPF ${kind === "video" ? 96 : 111}`, "c=IN IP4 0.0.0.0");
     out.push(`a=ice-ufrag:${ufrag}`, "a=ice-pwd:srvpwdsrvpwdsrvpwdsrvpwd", "a=setup:actpass", `a=mid:${l.mid}`);
-    out.push(`a=${l.direction ?? "sendonly"}`, `a=msid:stream-${l.publisherId} ${l.publisherId}`, "a=rtcp-mux");
+    out.push(`a=${l.direction ?? "sendonly"}`, `a=msid:${l.stream ?? `stream-${l.publisherId}`} ${l.publisherId}`, "a=rtcp-mux");
     out.push(kind === "video" ? "a=rtpmap:96 VP8/90000" : "a=rtpmap:111 opus/48000/2");
     out.push(`a=ssrc:${1000 + Number(l.mid)} cname:rheomesh`);
   }

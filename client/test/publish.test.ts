@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { beforeEach, test } from "node:test";
 import { PublishTransport, preferCodec, simulcastEncodings } from "../src/index.js";
 import { parseMediaSections } from "../src/sdp.js";
-import { FakePeerConnection, FakeTrack, FakeTransceiver, VIDEO_CODECS, delay, installFakeWebRTC } from "./fake-webrtc.js";
+import { FakeMediaStream, FakePeerConnection, FakeTrack, FakeTransceiver, VIDEO_CODECS, delay, installFakeWebRTC } from "./fake-webrtc.js";
 
 const asTrack = (t: FakeTrack) => t as unknown as MediaStreamTrack;
 const ANSWER = { type: "answer" as const, sdp: "v=0\r\no=str0m 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n" };
@@ -220,4 +220,39 @@ test("connectionstatechange, connectionState, getStats, off and close", async ()
   await assert.rejects(blocked, { message: "publish: the transport is closed" });
   assert.equal(pc.closed, true);
   await assert.rejects(transport.publish(asTrack(new FakeTrack("video"))), /closed/);
+});
+
+test("tracks published with one stream share its msid stream id", async () => {
+  const transport = new PublishTransport();
+  const video = new FakeTrack("video");
+  const audio = new FakeTrack("audio");
+  const stream = new FakeMediaStream([video, audio]) as unknown as MediaStream;
+  const v = await transport.publish(asTrack(video), { stream });
+  await transport.setAnswer(ANSWER);
+  const a = await transport.publish(asTrack(audio), { stream, codec: "opus" });
+  const sections = parseMediaSections(a.offer.sdp!);
+  assert.deepEqual(
+    sections.map((s) => [s.msid?.streamId, s.msid?.trackId]),
+    [
+      [stream.id, v.id],
+      [stream.id, a.id],
+    ],
+  );
+});
+
+test("replaceTrack swaps what a publisher sends, with no offer; unknown ids and other kinds are refused", async () => {
+  const transport = new PublishTransport();
+  const camera = new FakeTrack("video");
+  const { id } = await transport.publish(asTrack(camera));
+  await transport.setAnswer(ANSWER);
+  const sender = FakePeerConnection.last.transceivers[0].sender;
+  const other = new FakeTrack("video");
+  await transport.replaceTrack(id, asTrack(other));
+  assert.equal(sender.track, other);
+  await transport.replaceTrack(id, null);
+  assert.equal(sender.track, null);
+  await transport.replaceTrack(id, asTrack(camera));
+  await assert.rejects(transport.replaceTrack("nobody", asTrack(other)), { message: "replaceTrack: unknown publisher id: nobody" });
+  await assert.rejects(transport.replaceTrack(id, asTrack(new FakeTrack("audio"))), /sends video, not audio/);
+  assert.equal(sender.track, camera);
 });

@@ -161,3 +161,17 @@ test("restartIce marks the connection; icecandidate and connectionstatechange ar
   transport.restartIce();
   assert.ok(pc.log.includes("restartIce"));
 });
+
+test("subscribe reports the msid stream id, shared by tracks the publisher sent together", async () => {
+  const transport = new SubscribeTransport();
+  await transport.setOffer(
+    serverOffer([
+      { mid: "0", publisherId: "cam", stream: "alice" },
+      { mid: "1", publisherId: "mic", kind: "audio", stream: "alice" },
+      { mid: "2", publisherId: "other", stream: "-" },
+    ]),
+  );
+  assert.equal((await transport.subscribe("cam")).streamId, "alice");
+  assert.equal((await transport.subscribe("mic")).streamId, "alice");
+  assert.equal((await transport.subscribe("other")).streamId, null, "'-' is no stream");
+});

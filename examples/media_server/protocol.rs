@@ -2,6 +2,8 @@
 //! frame, tagged by `"action"`, camelCase fields. Pure data: parsing and serialization only.
 
 use rheomesh::{IceCandidateInit, SdpType, SessionDescription};
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// Every action a client may send, by name (used to tell "unknown action" from "bad fields").
@@ -26,6 +28,8 @@ const CLIENT_ACTIONS: &[&str] = &[
     "StopPublishData",
     "SubscribeData",
     "StopSubscribeData",
+    "SetName",
+    "SetMuted",
 ];
 
 /// A message from the browser.
@@ -95,6 +99,16 @@ pub enum ClientMessage {
     StopSubscribeData {
         subscriber_id: String,
     },
+    /// Extension: this participant's display name, shown to the others.
+    SetName {
+        name: String,
+    },
+    /// Extension: one of this participant's tracks is muted (or unmuted) at the source; the
+    /// others are told so.
+    SetMuted {
+        publisher_id: String,
+        muted: bool,
+    },
 }
 
 /// The `sdp` of `Offer` / `Answer`: a browser `RTCSessionDescriptionInit`
@@ -138,6 +152,34 @@ pub enum ServerMessage {
     },
     Published {
         publisher_ids: Vec<String>,
+        /// Extension: the display name of the participant who published each id (only ids
+        /// whose participant set one).
+        #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+        names: BTreeMap<String, String>,
+        /// Extension: which of these ids are muted at the source.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        muted: Vec<String>,
+    },
+    /// Extension: a participant set its display name; `publisherIds` are its tracks.
+    NameChanged {
+        publisher_ids: Vec<String>,
+        name: String,
+    },
+    /// Extension: a track was muted or unmuted at the source.
+    Muted {
+        publisher_id: String,
+        muted: bool,
+    },
+    /// Extension: `StartRecording` succeeded; `file` is the recording's file name when the
+    /// server records by itself (`--record-dir`).
+    RecordingStarted {
+        publisher_id: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        file: Option<String>,
+    },
+    /// Extension: `StopRecording` succeeded (the file, if any, is finished).
+    RecordingStopped {
+        publisher_id: String,
     },
     Unpublished {
         publisher_id: String,
@@ -263,6 +305,8 @@ mod tests {
             json!({"action":"StopPublishData","publisherId":"d1"}),
             json!({"action":"SubscribeData","publisherId":"d1"}),
             json!({"action":"StopSubscribeData","subscriberId":"9"}),
+            json!({"action":"SetName","name":"Ada"}),
+            json!({"action":"SetMuted","publisherId":"t1","muted":true}),
         ];
         assert_eq!(cases.len(), CLIENT_ACTIONS.len());
         for c in cases {
@@ -392,9 +436,33 @@ mod tests {
         );
         assert_eq!(
             to_value(&ServerMessage::Published {
-                publisher_ids: vec!["a".into(), "b".into()]
+                publisher_ids: vec!["a".into(), "b".into()],
+                names: BTreeMap::new(),
+                muted: Vec::new(),
             }),
             json!({"action":"Published","publisherIds":["a","b"]})
+        );
+        assert_eq!(
+            to_value(&ServerMessage::Published {
+                publisher_ids: vec!["a".into(), "b".into()],
+                names: BTreeMap::from([("a".into(), "Ada".into())]),
+                muted: vec!["b".into()],
+            }),
+            json!({"action":"Published","publisherIds":["a","b"],"names":{"a":"Ada"},"muted":["b"]})
+        );
+        assert_eq!(
+            to_value(&ServerMessage::Muted {
+                publisher_id: "a".into(),
+                muted: true,
+            }),
+            json!({"action":"Muted","publisherId":"a","muted":true})
+        );
+        assert_eq!(
+            to_value(&ServerMessage::RecordingStarted {
+                publisher_id: "a".into(),
+                file: None,
+            }),
+            json!({"action":"RecordingStarted","publisherId":"a"})
         );
         assert_eq!(
             to_value(&ServerMessage::Unpublished {

@@ -98,9 +98,11 @@ impl Recorder {
         t.generate_sdp_for(ids).await.map_err(|e| e.to_string())
     }
 
-    /// Start sending a track (`StartRecording`); into a file with `--record-dir`.
-    pub async fn start(&mut self, router: &Router, id: &str) -> Result<(), String> {
+    /// Start sending a track (`StartRecording`); into a file with `--record-dir`, whose
+    /// name it returns.
+    pub async fn start(&mut self, router: &Router, id: &str) -> Result<Option<String>, String> {
         let t = self.transport(router).await?;
+        let mut file = None;
         if let Some(dir) = self.settings.dir.clone() {
             if self.ffmpeg.contains_key(id) {
                 return Err(format!("already recording {id}"));
@@ -110,11 +112,13 @@ impl Recorder {
                 .await
                 .map_err(|e| e.to_string())?;
             let port = t.port_of(id).ok_or("no port")?;
-            let child = start_ffmpeg(&dir, &self.room, id, &sdp, &self.settings.host, port).await?;
+            let (child, out) =
+                start_ffmpeg(&dir, &self.room, id, &sdp, &self.settings.host, port).await?;
             self.ffmpeg.insert(id.to_owned(), child);
+            file = out.file_name().map(|f| f.to_string_lossy().into_owned());
         }
         match t.start_recording(id.to_owned()).await {
-            Ok(_) => Ok(()),
+            Ok(_) => Ok(file),
             Err(e) => {
                 if let Some(child) = self.ffmpeg.remove(id) {
                     stop_ffmpeg(child).await;
@@ -169,7 +173,7 @@ async fn start_ffmpeg(
     sdp: &str,
     host: &str,
     port: u16,
-) -> Result<Child, String> {
+) -> Result<(Child, PathBuf), String> {
     let unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
@@ -199,7 +203,7 @@ async fn start_ffmpeg(
         }
         if UdpSocket::bind((host, port)).is_err() {
             tracing::info!(file = %out.display(), "recording");
-            return Ok(child);
+            return Ok((child, out));
         }
         if tokio::time::Instant::now() >= deadline {
             stop_ffmpeg(child).await;

@@ -74,9 +74,106 @@ pub struct Room {
     pub name: String,
     pub router: Router,
     participants: StdMutex<HashMap<ParticipantId, Outbox>>,
+    meta: StdMutex<Meta>,
+}
+
+/// What the room tells about its participants beside media (protocol extensions): display
+/// names, who published which track, which tracks are muted at the source. Bounded by the
+/// participants and their published tracks; entries go when they do.
+#[derive(Default)]
+struct Meta {
+    names: HashMap<ParticipantId, String>,
+    tracks: HashMap<String, TrackMeta>,
+}
+
+struct TrackMeta {
+    owner: ParticipantId,
+    muted: bool,
+}
+
+/// Longest display name, in characters.
+pub const MAX_NAME_CHARS: usize = 64;
+
+/// A display name as sent by a client, checked: trimmed, 1 to [`MAX_NAME_CHARS`]
+/// characters, no control characters.
+pub fn check_name(name: &str) -> Result<String, String> {
+    let name = name.trim();
+    if name.is_empty() {
+        return Err("the name is empty".into());
+    }
+    if name.chars().count() > MAX_NAME_CHARS {
+        return Err(format!(
+            "the name is longer than {MAX_NAME_CHARS} characters"
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err("the name has control characters".into());
+    }
+    Ok(name.to_owned())
 }
 
 impl Room {
+    fn meta(&self) -> std::sync::MutexGuard<'_, Meta> {
+        self.meta.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A `Published` message for `ids`, with the names and mute states the room knows.
+    pub fn published(&self, publisher_ids: Vec<String>) -> ServerMessage {
+        let meta = self.meta();
+        let mut names = std::collections::BTreeMap::new();
+        let mut muted = Vec::new();
+        for id in &publisher_ids {
+            if let Some(t) = meta.tracks.get(id) {
+                if let Some(name) = meta.names.get(&t.owner) {
+                    names.insert(id.clone(), name.clone());
+                }
+                if t.muted {
+                    muted.push(id.clone());
+                }
+            }
+        }
+        ServerMessage::Published {
+            publisher_ids,
+            names,
+            muted,
+        }
+    }
+
+    /// `owner` published track `id` (muted from the start or not).
+    pub fn track_published(&self, owner: ParticipantId, id: &str, muted: bool) {
+        self.meta()
+            .tracks
+            .insert(id.to_owned(), TrackMeta { owner, muted });
+    }
+
+    /// Track `id` is no longer published.
+    pub fn track_unpublished(&self, id: &str) {
+        self.meta().tracks.remove(id);
+    }
+
+    /// Set `who`'s display name; returns its published tracks (to tell the others).
+    pub fn set_name(&self, who: ParticipantId, name: String) -> Vec<String> {
+        let mut meta = self.meta();
+        meta.names.insert(who, name);
+        let mut ids: Vec<String> = meta
+            .tracks
+            .iter()
+            .filter(|(_, t)| t.owner == who)
+            .map(|(id, _)| id.clone())
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// Mark `who`'s track `id` muted or not: whether that changed, or an error if `id` is
+    /// not a track `who` published.
+    pub fn set_muted(&self, who: ParticipantId, id: &str, muted: bool) -> Result<bool, String> {
+        match self.meta().tracks.get_mut(id) {
+            Some(t) if t.owner == who => Ok(std::mem::replace(&mut t.muted, muted) != muted),
+            _ => Err(format!("{id:?} is not published by you")),
+        }
+    }
+
     fn participants(&self) -> std::sync::MutexGuard<'_, HashMap<ParticipantId, Outbox>> {
         self.participants.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -144,6 +241,7 @@ impl Rooms {
                     name: name.to_owned(),
                     router,
                     participants: StdMutex::default(),
+                    meta: StdMutex::default(),
                 });
                 rooms.insert(name.to_owned(), room.clone());
                 room
@@ -173,9 +271,34 @@ impl Rooms {
     pub async fn leave(&self, room: &Arc<Room>, id: ParticipantId) {
         let mut rooms = self.rooms.lock().await;
         room.participants().remove(&id);
+        {
+            let mut meta = room.meta();
+            meta.names.remove(&id);
+            meta.tracks.retain(|_, t| t.owner != id);
+        }
         if room.len() == 0 && rooms.get(&room.name).is_some_and(|r| Arc::ptr_eq(r, room)) {
             rooms.remove(&room.name);
             tracing::info!(room = room.name, "room closed");
+            // Nobody is left, but a transport may still be on its way (a participant's
+            // task finishing): close whatever the router still has.
+            let router = room.router.clone();
+            tokio::spawn(async move { router.close().await });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked() {
+        assert_eq!(check_name("  Ada  ").unwrap(), "Ada");
+        assert_eq!(check_name("Zoë 🎤").unwrap(), "Zoë 🎤");
+        assert!(check_name("   ").is_err());
+        assert!(check_name(&"é".repeat(MAX_NAME_CHARS)).is_ok());
+        assert!(check_name(&"é".repeat(MAX_NAME_CHARS + 1)).is_err());
+        assert!(check_name("a\u{7}b").is_err());
+        assert!(check_name("a\nb").is_err());
     }
 }

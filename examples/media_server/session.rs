@@ -26,6 +26,8 @@ use crate::room::{Outbox, ParticipantId, Room, Rooms, OUTBOX_CAPACITY};
 
 /// The server pings every participant this often (browsers answer pings by themselves).
 const PING_EVERY: Duration = Duration::from_secs(5);
+/// `Publish` requests of one participant that may wait for their track at once.
+const MAX_PENDING_PUBLISH: usize = 32;
 /// A participant from whom nothing (not even a pong) arrived for this long is removed: its
 /// network is gone, and TCP alone would take minutes to notice.
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(15);
@@ -131,6 +133,7 @@ pub async fn run(
         published: Arc::default(),
         recorder: Recorder::new(rooms.record.clone(), &room.name),
         data_published: Arc::default(),
+        publishing: Arc::default(),
     };
 
     let mut going_away = false;
@@ -210,6 +213,9 @@ struct Participant {
     recorder: Recorder,
     /// Data channels this participant published and that are still published.
     data_published: Arc<StdMutex<HashMap<String, DataPublisher>>>,
+    /// `Publish` requests still waiting for their track, and whether `SetMuted` came for
+    /// them meanwhile (applied when the track is published).
+    publishing: Arc<StdMutex<HashMap<String, bool>>>,
 }
 
 fn lock<T>(m: &StdMutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -359,10 +365,11 @@ impl Participant {
                 self.send(msg);
             }
             ClientMessage::StartRecording { publisher_id } => {
-                if let Err(error) = self.recorder.start(&self.room.router, &publisher_id).await {
-                    self.send(ServerMessage::RecordingError {
+                match self.recorder.start(&self.room.router, &publisher_id).await {
+                    Ok(file) => self.send(ServerMessage::RecordingStarted { publisher_id, file }),
+                    Err(error) => self.send(ServerMessage::RecordingError {
                         error: format!("StartRecording {publisher_id:?}: {error}"),
-                    });
+                    }),
                 }
             }
             ClientMessage::PublishData { label } => self.publish_data(label),
@@ -390,10 +397,45 @@ impl Participant {
                 }
             }
             ClientMessage::StopRecording { publisher_id } => {
-                if let Err(error) = self.recorder.stop(&publisher_id).await {
-                    self.send(ServerMessage::RecordingError {
+                match self.recorder.stop(&publisher_id).await {
+                    Ok(()) => self.send(ServerMessage::RecordingStopped { publisher_id }),
+                    Err(error) => self.send(ServerMessage::RecordingError {
                         error: format!("StopRecording {publisher_id:?}: {error}"),
-                    });
+                    }),
+                }
+            }
+            ClientMessage::SetName { name } => match crate::room::check_name(&name) {
+                Ok(name) => {
+                    let publisher_ids = self.room.set_name(self.id, name.clone());
+                    self.room.broadcast_except(
+                        self.id,
+                        &ServerMessage::NameChanged {
+                            publisher_ids,
+                            name,
+                        },
+                    );
+                }
+                Err(e) => self.send(ServerMessage::error(format!("SetName: {e}"))),
+            },
+            ClientMessage::SetMuted {
+                publisher_id,
+                muted,
+            } => {
+                // A track whose Publish is still waiting gets the state when it is published.
+                if let Some(m) = lock(&self.publishing).get_mut(&publisher_id) {
+                    *m = muted;
+                    return;
+                }
+                match self.room.set_muted(self.id, &publisher_id, muted) {
+                    Ok(true) => self.room.broadcast_except(
+                        self.id,
+                        &ServerMessage::Muted {
+                            publisher_id,
+                            muted,
+                        },
+                    ),
+                    Ok(false) => {}
+                    Err(e) => self.send(ServerMessage::error(format!("SetMuted: {e}"))),
                 }
             }
         }
@@ -462,7 +504,7 @@ impl Participant {
             .filter(|id| !own.contains_key(id))
             .collect();
         drop(own);
-        self.send(ServerMessage::Published { publisher_ids });
+        self.send(self.room.published(publisher_ids));
         // And the data channels already published (PROTOCOL.md).
         let own = lock(&self.data_published);
         let publisher_ids: Vec<String> = self
@@ -549,33 +591,51 @@ impl Participant {
         let Some(t) = self.publish_transport() else {
             return;
         };
-        let (t, room, me, outbox, published) = (
+        let (t, room, me, outbox, published, publishing) = (
             t.clone(),
             self.room.clone(),
             self.id,
             self.outbox.clone(),
             self.published.clone(),
+            self.publishing.clone(),
         );
+        {
+            let mut p = lock(&publishing);
+            if p.len() >= MAX_PENDING_PUBLISH && !p.contains_key(&publisher_id) {
+                drop(p);
+                return self.send(ServerMessage::error(format!(
+                    "Publish: {MAX_PENDING_PUBLISH} publishes are already waiting for their track"
+                )));
+            }
+            p.insert(publisher_id.clone(), false);
+        }
         // `try_publish` may wait for the Offer carrying the track, which this
         // participant's read loop has yet to apply.
         tokio::spawn(async move {
-            let publisher = match t.try_publish(publisher_id.clone()).await {
-                Ok(p) => p,
-                Err(e) => {
-                    let _ = outbox.send(ServerMessage::error(format!("Publish: {e}")));
-                    return;
+            let result = t.try_publish(publisher_id.clone()).await;
+            let publisher = {
+                // Under the lock `SetMuted` checks first: it finds the track either waiting
+                // here or in the room.
+                let mut waiting = lock(&publishing);
+                let muted = waiting.remove(&publisher_id).unwrap_or(false);
+                match result {
+                    Ok(p) => {
+                        room.track_published(me, &publisher_id, muted);
+                        p
+                    }
+                    Err(e) => {
+                        drop(waiting);
+                        let _ = outbox.send(ServerMessage::error(format!("Publish: {e}")));
+                        return;
+                    }
                 }
             };
             tracing::info!(room = room.name, participant = %me, publisher = publisher_id, kind = ?publisher.kind(), codec = publisher.track().codec(), "published");
             lock(&published).insert(publisher_id.clone(), publisher.clone());
-            room.broadcast_except(
-                me,
-                &ServerMessage::Published {
-                    publisher_ids: vec![publisher_id.clone()],
-                },
-            );
+            room.broadcast_except(me, &room.published(vec![publisher_id.clone()]));
             publisher.closed().await;
             lock(&published).remove(&publisher_id);
+            room.track_unpublished(&publisher_id);
             tracing::info!(room = room.name, participant = %me, publisher = publisher_id, "unpublished");
             room.broadcast_except(me, &ServerMessage::Unpublished { publisher_id });
         });

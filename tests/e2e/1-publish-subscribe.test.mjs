@@ -18,7 +18,7 @@ test("viewer decodes the publisher's video and receives its audio", { timeout: 9
   const b = await openPage(suite.browser, suite.base, `/?room=${room}`, "B");
   const t0 = Date.now();
   // Within 15 s of B opening: a tile per track and both counters growing between two samples.
-  await waitFor(b, () => window.rheomeshApp.tiles === 2, 15000, "B has A's 2 tiles");
+  await waitFor(b, () => window.rheomeshApp.tracks === 2, 15000, "B has A's 2 tracks");
   const remaining = () => Math.max(1000, 15000 - (Date.now() - t0));
   const [v0, v1] = await expectGrowth(b, ids.video, "framesDecoded", { minDelta: 10, timeoutMs: remaining() });
   const [a0, a1] = await expectGrowth(b, ids.audio, "packetsReceived", { minDelta: 20, timeoutMs: remaining() });
@@ -56,7 +56,7 @@ test("viewer decodes the publisher's video and receives its audio", { timeout: 9
   // with A's remote video actually rendering.
   await b.evaluate(() => window.rheomeshControls.publishCamera());
   await waitPublished(b);
-  await waitFor(a, () => window.rheomeshApp.tiles === 2, 15000, "A has B's 2 tiles");
+  await waitFor(a, () => window.rheomeshApp.tracks === 2, 15000, "A has B's 2 tracks");
   await waitFor(
     b,
     () => {

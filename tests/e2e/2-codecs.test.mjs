@@ -19,7 +19,7 @@ for (const codec of ["VP8", "VP9", "H264", "AV1"]) {
       const sent = await sentVideoCodec(a);
       assert.equal(sent.toUpperCase(), `VIDEO/${codec}`, "A's outbound video codec");
 
-      await waitFor(b, () => window.rheomeshApp.tiles === 2, 15000, "B has A's 2 tiles");
+      await waitFor(b, () => window.rheomeshApp.tracks === 2, 15000, "B has A's 2 tracks");
       const [f0, f1] = await expectGrowth(b, ids.video, "framesDecoded", { minDelta: 10, timeoutMs: 15000 });
       const inbound = (await inboundStats(b)).filter((s) => s.kind === "video" && s.trackIdentifier);
       const video = inbound.find((s) => s.framesDecoded > 0);

@@ -39,9 +39,10 @@ test("three participants see each other; a leaver's tiles and subscriptions go a
     // Everyone gets the other two participants' audio + video.
     for (const [i, page] of pages.entries()) {
       const others = ids.filter((_, j) => j !== i).flatMap((x) => [x.audio, x.video]).sort();
-      await waitFor(page, () => window.rheomeshApp.tiles === 4, 20000, `${names[i]} has 4 tiles`);
+      await waitFor(page, () => window.rheomeshApp.tracks === 4, 20000, `${names[i]} has 4 tracks`);
       const state = await appState(page);
       assert.deepEqual([...state.subscribed].sort(), others, `${names[i]} subscribed to the other two`);
+      assert.equal(state.tiles, 2, `${names[i]} shows a tile per participant (camera and microphone together)`);
       const active = await activeRemoteMsids(page);
       for (const id of others) assert.ok(active.includes(id), `${names[i]}'s subscribe SDP carries ${id}: ${JSON.stringify(active)}`);
     }
@@ -59,12 +60,13 @@ test("three participants see each other; a leaver's tiles and subscriptions go a
     await pages[2].click("#leave");
     for (const [i, page] of pages.slice(0, 2).entries()) {
       const other = ids[1 - i];
-      await waitFor(page, () => window.rheomeshApp.tiles === 2, 10000, `${names[i]} drops P3's tiles`);
+      await waitFor(page, () => window.rheomeshApp.tracks === 2, 10000, `${names[i]} drops P3's tracks`);
       const state = await appState(page);
       assert.deepEqual([...state.subscribed].sort(), [other.audio, other.video].sort(), `${names[i]} keeps only the remaining peer`);
+      assert.equal(state.tiles, 1, `${names[i]} keeps one tile`);
       for (const id of gone) {
         assert.equal(state.stats[id], undefined, `${names[i]} has no stats for ${id}`);
-        assert.equal(await page.locator(`#remote .tile[data-publisher-id="${id}"]`).count(), 0, `${names[i]} has no tile for ${id}`);
+        assert.equal(await page.locator(`#remote [data-publisher-id="${id}"]`).count(), 0, `${names[i]} has no tile for ${id}`);
       }
       // The server renegotiated P3's tracks out of this subscribe transport.
       await waitFor(

@@ -43,7 +43,7 @@ test("publisher ICE restart keeps the viewer's video flowing", { timeout: 90000 
   const b = await openPage(suite.browser, suite.base, `/?room=${room}`, "B");
   try {
     const ids = await waitPublished(a);
-    await waitFor(b, () => window.rheomeshApp.tiles === 2, 15000, "B has A's 2 tiles");
+    await waitFor(b, () => window.rheomeshApp.tracks === 2, 15000, "B has A's 2 tracks");
     await expectGrowth(b, ids.video, "framesDecoded", { minDelta: 10, timeoutMs: 15000 });
 
     const before = await publisherIce(a);

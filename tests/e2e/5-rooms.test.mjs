@@ -26,13 +26,13 @@ test("two rooms are isolated", { timeout: 90000 }, async () => {
     const room2Ids = [xIds.audio, xIds.video];
 
     // Room 1's viewer gets A's tracks and decodes them.
-    await waitFor(v, () => window.rheomeshApp.tiles === 2, 15000, "V has A's 2 tiles");
+    await waitFor(v, () => window.rheomeshApp.tracks === 2, 15000, "V has A's 2 tracks");
     await expectGrowth(v, aIds.video, "framesDecoded", { minDelta: 10, timeoutMs: 15000 });
     assert.deepEqual([...(await appState(v)).subscribed].sort(), [...room1Ids].sort(), "V subscribed to A only");
 
     // Y joins room 2 after A published: a leak would show in its SubscriberInit reply.
     y = await openPage(suite.browser, suite.base, `/?room=${room2}`, "Y(room2)");
-    await waitFor(y, () => window.rheomeshApp.tiles === 2, 15000, "Y has X's 2 tiles");
+    await waitFor(y, () => window.rheomeshApp.tracks === 2, 15000, "Y has X's 2 tracks");
     await expectGrowth(y, xIds.video, "framesDecoded", { minDelta: 10, timeoutMs: 15000 });
     // Both room-2 sockets have had their SubscriberInit reply (a Published, possibly empty).
     for (const page of [x, y]) {

@@ -91,7 +91,7 @@ test("simulcast: the viewer switches layers within 2 s, without stalls or NACKs,
     );
 
     b = await openPage(suite.browser, suite.base, `/?room=${room}`, "B");
-    await waitFor(b, () => window.rheomeshApp.tiles === 2, 15000, "B has A's 2 tiles");
+    await waitFor(b, () => window.rheomeshApp.tracks === 2, 15000, "B has A's 2 tracks");
     const subscriberId = await waitFor(
       b,
       (id) => window.rheomeshApp.subscriberIdOf[id] ?? null,
@@ -101,7 +101,7 @@ test("simulcast: the viewer switches layers within 2 s, without stalls or NACKs,
     );
     const subscribed = (await socketMessages(b)).filter((m) => m.action === "Subscribed").map((m) => m.subscriberId);
     assert.ok(subscribed.includes(subscriberId), `${subscriberId} came in a Subscribed: ${subscribed}`);
-    const picker = `#remote .tile.video[data-publisher-id="${ids.video}"] select.layer-picker`;
+    const picker = `#remote [data-publisher-id="${ids.video}"] select.layer-picker`;
     assert.equal(await b.locator(picker).inputValue(), "auto", "the picker starts at auto");
     await startInboundSampler(b, ids.video);
 

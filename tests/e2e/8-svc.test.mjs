@@ -39,7 +39,7 @@ async function publishAndView(prefix, query, body) {
   try {
     const ids = await waitPublished(a);
     b = await openPage(suite.browser, suite.base, `/?room=${room}`, "B");
-    await waitFor(b, () => window.rheomeshApp.tiles === 2, 15000, "B has A's 2 tiles");
+    await waitFor(b, () => window.rheomeshApp.tracks === 2, 15000, "B has A's 2 tracks");
     await waitFor(b, (id) => window.rheomeshApp.subscriberIdOf[id] ?? null, 10000, "B knows its subscriberId", ids.video);
     await startInboundSampler(b, ids.video);
     await body({ a, b, ids });

@@ -99,7 +99,7 @@ test("bandwidth estimation: a shaped viewer gets the layer its link carries, aud
     b = await openPage(env.shapedBrowser, base, `/?room=${room}`, "B");
     c = await openPage(env.browser, base, `/?room=${room}`, "C");
     for (const p of [b, c]) {
-      await waitFor(p, () => window.rheomeshApp.tiles === 2, 15000, `${p.e2eName} has A's 2 tiles`);
+      await waitFor(p, () => window.rheomeshApp.tracks === 2, 15000, `${p.e2eName} has A's 2 tracks`);
       await waitFor(p, (id) => window.rheomeshApp.subscriberIdOf[id] ?? null, 10000, "subscribed to A's video", ids.video);
       await startInboundSampler(p, ids.video);
     }

@@ -7,6 +7,12 @@ export interface PublishOptions {
     codec?: PublishCodec;
     /** `sendEncodings` of the transceiver: simulcast layers or an SVC `scalabilityMode`. */
     encodings?: RTCRtpEncodingParameters[];
+    /**
+     * The stream the track belongs to: its id becomes the msid stream id of the m-line, which
+     * the server keeps in every subscriber's offer, so that subscribers can tell which tracks
+     * go together (a participant's camera and microphone). Default: a stream of its own.
+     */
+    stream?: MediaStream;
 }
 /** The result of {@link PublishTransport.publish}. */
 export interface Publisher {
@@ -61,6 +67,12 @@ export declare class PublishTransport extends Transport {
      * send to the server. The local track itself is left running: the application owns it.
      */
     unpublish(id: string): Promise<RTCSessionDescriptionInit>;
+    /**
+     * Sends `track` in place of what publisher `id` sends now (another camera or microphone),
+     * without renegotiation: the publisher id, the m-line and its subscribers stay. `null`
+     * sends nothing until a track is given again. The kind must match.
+     */
+    replaceTrack(id: string, track: MediaStreamTrack | null): Promise<void>;
     /** Restarts ICE: returns an offer with new ICE credentials to send to the server. */
     restartIce(): Promise<RTCSessionDescriptionInit>;
     /** Applies the server's answer to the last offer, then any queued remote candidates. */

@@ -10,6 +10,11 @@ export interface Subscriber {
     id: string;
     /** The received track. */
     track: MediaStreamTrack;
+    /**
+     * The msid stream id the server gave the track: the publisher's own stream id, shared by
+     * the tracks it published together (e.g. camera and microphone); null when absent.
+     */
+    streamId: string | null;
 }
 /** Options of {@link SubscribeTransport.subscribeData}. */
 export interface SubscribeDataOptions {
@@ -73,6 +78,8 @@ export declare class SubscribeTransport extends Transport {
     /** Records a channel the server opened and resolves the `subscribeData` calls waiting for it. */
     private onDataChannel;
     private findTrack;
+    /** The track received from `publisherId` and its msid stream id, or null. */
+    private findReceived;
     private resolveWaiters;
     private rejectWaiters;
     private removeWaiter;
