@@ -103,6 +103,10 @@ pub enum PublishError {
     /// This track id is already published in the router.
     #[error("track {0} is already published")]
     AlreadyPublished(String),
+    /// The transport already has as many data channels as one publisher may (64); the
+    /// channel with this label was closed.
+    #[error("too many data channels: {0} was closed")]
+    TooManyDataChannels(String),
 }
 
 /// Errors from [`SubscribeTransport::subscribe`](crate::transport::SubscribeTransport::subscribe).

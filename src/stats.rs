@@ -97,6 +97,9 @@ pub struct ShardStats {
     /// Subscribers' reliable data channels closed because they could not keep up (their
     /// send buffer was full: a message would otherwise have been lost silently).
     pub data_channels_closed_slow: u64,
+    /// Data channels a publisher opened beyond the 64 one publish transport may have:
+    /// closed at once.
+    pub data_channels_refused: u64,
     /// Times a subscriber's video was paused until the next keyframe because the shard was
     /// overloaded ([`crate::forward::overload`]); the packets it then missed count in
     /// `dropped_waiting_keyframe`. Audio and keyframes are never shed.

@@ -10,9 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::peer::{PeerConfig, TestPeer};
-use common::sfu::{candidate_init, setup, wait_connected, wait_until};
+use common::sfu::{candidate_init, connect_publisher, setup, wait_connected, wait_until};
 use rheomesh::config::WebRTCTransportConfig;
 use rheomesh::data::{DataPublisher, DataSubscriber};
+use rheomesh::error::{PublishError, SubscribeError};
 use rheomesh::router::Router;
 use rheomesh::transport::{PublishTransport, SubscribeTransport};
 use rheomesh::SessionDescription;
@@ -291,5 +292,59 @@ async fn a_64_kib_message_is_delivered_a_larger_one_is_dropped_and_counted() {
     assert!(
         pt.data_publish("no-such-channel").await.is_err(),
         "a label no channel has"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_gets_64_data_channels_more_are_closed_and_counted() {
+    let (worker, router) = setup(1).await;
+    let (pt, peer, _first) = data_publisher(&router, "ch-0", true, None).await;
+    // 63 more in-band, as a browser opens its later channels: all usable.
+    for i in 1..64 {
+        peer.open_data_channel(&format!("ch-{i}"), true, None);
+    }
+    for i in 1..64 {
+        pt.data_publish(format!("ch-{i}"))
+            .await
+            .unwrap_or_else(|e| panic!("ch-{i}: {e}"));
+    }
+    assert_eq!(router.data_publisher_ids().len(), 64);
+    // The 65th is closed by the server, refused to data_publish and counted.
+    peer.open_data_channel("ch-64", true, None);
+    assert!(
+        wait_until(Duration::from_secs(5), || peer
+            .data_channel("ch-64")
+            .is_some_and(|c| c.closed))
+        .await,
+        "the channel beyond the cap is closed: {:?}",
+        peer.data_channel("ch-64").map(|c| (c.open, c.closed))
+    );
+    assert_eq!(
+        pt.data_publish("ch-64").await.unwrap_err(),
+        PublishError::TooManyDataChannels("ch-64".into())
+    );
+    let stats = worker.lock().await.stats().await;
+    assert_eq!(stats.total(|s| s.data_channels_refused), 1);
+    // The 64 still carry messages.
+    let (_st, sub_peer, _sub) = data_subscriber(&router, "ch-63").await;
+    assert!(peer.send_data("ch-63", false, b"still here"));
+    assert!(
+        wait_until(Duration::from_secs(5), || sub_peer
+            .data_channel("ch-63")
+            .is_some_and(
+                |c| c.messages == vec![(false, b"still here".to_vec())]
+            ))
+        .await,
+        "a message on the 64th channel arrives"
+    );
+    // Media and data ids do not mix: a data subscribe to a media track and the reverse fail.
+    let _media = connect_publisher(&router, None, Some("media-v"), PeerConfig::default()).await;
+    let t = router
+        .create_subscribe_transport(WebRTCTransportConfig::default())
+        .await;
+    assert!(t.data_subscribe("media-v").await.is_err());
+    assert_eq!(
+        t.subscribe("ch-0").await.unwrap_err(),
+        SubscribeError::UnknownPublisher("ch-0".into())
     );
 }

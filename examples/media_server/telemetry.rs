@@ -162,6 +162,7 @@ fn drops(s: &ShardStats) -> [(&'static str, u64); 16] {
         ("overload_pause", s.overload_pauses),
         ("data", s.data_dropped),
         ("data_channel_closed_slow", s.data_channels_closed_slow),
+        ("data_channel_refused", s.data_channels_refused),
     ]
 }
 

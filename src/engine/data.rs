@@ -43,6 +43,8 @@ pub(crate) enum ChannelChange {
     Closed,
     /// Its SCTP send buffer drained below [`BUFFERED_LOW`].
     Low,
+    /// A publisher opened it beyond [`MAX_PUBLISHER_CHANNELS`]: it was closed at once.
+    Refused,
 }
 
 /// One data-channel message on its way to subscribers.

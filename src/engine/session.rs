@@ -581,6 +581,8 @@ impl Session {
                         None if full => {
                             tracing::debug!(session = self.id.0, "data channel closed: too many");
                             self.rtc.direct_api().close_data_channel(id);
+                            out.channels
+                                .push((self.slot, id, super::data::ChannelChange::Refused));
                         }
                         None => self.data_up.push(super::data::DataUp {
                             label,

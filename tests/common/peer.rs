@@ -431,6 +431,12 @@ impl TestPeer {
             .expect("data_channel_offer")
     }
 
+    /// Publisher side: open another data channel `label` in-band (no renegotiation).
+    pub fn open_data_channel(&self, label: &str, ordered: bool, max_retransmits: Option<u16>) {
+        self.shared
+            .with(|s| s.peer.open_data_channel(label, ordered, max_retransmits))
+    }
+
     /// Send on open data channel `label`; false if not open or the buffer is full.
     pub fn send_data(&self, label: &str, binary: bool, data: &[u8]) -> bool {
         self.shared.with(|s| s.peer.send_data(label, binary, data))

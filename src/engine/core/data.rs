@@ -43,7 +43,7 @@ impl ShardCore {
         let up = match s.data_up.iter_mut().find(|d| d.label == label) {
             Some(d) => d,
             None if full => {
-                let _ = reply.send(Err(PublishError::UnknownTrack(label)));
+                let _ = reply.send(Err(PublishError::TooManyDataChannels(label)));
                 return;
             }
             None => {
@@ -191,6 +191,10 @@ impl ShardCore {
 
     /// A data channel of session `slot` opened, closed or drained.
     fn channel_changed(&mut self, slot: usize, channel: ChannelId, change: ChannelChange) {
+        if change == ChannelChange::Refused {
+            self.counters.data_channels_refused += 1;
+            return;
+        }
         let Some(s) = self.sessions.get_mut(slot) else {
             return;
         };
@@ -235,6 +239,7 @@ impl ShardCore {
                     let _ = s.events.send(SessionEvent::DataClosed(d.id));
                 }
             }
+            ChannelChange::Refused => {}
             ChannelChange::Low => {
                 // Room again: what waited goes first, in order.
                 while let Some((binary, payload)) = d.queue.front() {

@@ -445,6 +445,27 @@ impl ClientPeer {
         Ok(offer.to_sdp_string())
     }
 
+    /// Open another data channel `label` in-band (DCEP), on a connection whose SCTP
+    /// association exists: no renegotiation, as a browser does for its second channel.
+    pub fn open_data_channel(&mut self, label: &str, ordered: bool, max_retransmits: Option<u16>) {
+        let reliability = match max_retransmits {
+            None => str0m::channel::Reliability::Reliable,
+            Some(n) => str0m::channel::Reliability::MaxRetransmits { retransmits: n },
+        };
+        let id = self
+            .rtc
+            .direct_api()
+            .create_data_channel(str0m::channel::ChannelConfig {
+                label: label.to_string(),
+                ordered,
+                reliability,
+                negotiated: None,
+                protocol: String::new(),
+            });
+        self.data.created(id, label);
+        self.drain();
+    }
+
     /// Send `data` on the open channel `label`; false if it is not open or str0m's buffer
     /// is full.
     pub fn send_data(&mut self, label: &str, binary: bool, data: &[u8]) -> bool {
