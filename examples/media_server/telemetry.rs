@@ -144,7 +144,7 @@ fn describe() {
 }
 
 /// Counters of `ShardStats` that count drops, as the `reason` label of `rheomesh_dropped_total`.
-fn drops(s: &ShardStats) -> [(&'static str, u64); 16] {
+fn drops(s: &ShardStats) -> [(&'static str, u64); 17] {
     [
         ("malformed", s.dropped_malformed),
         ("unknown_source", s.dropped_unknown_source),
