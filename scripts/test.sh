@@ -3,7 +3,7 @@
 # real peers, once more through the portable send path, packaging and an outside consumer), the TypeScript client (unit tests, bundle), the browser end-to-end tests
 # (headless Chromium against the example server), the loadgen smoke test and a join storm
 # beside a live call. Installs what a test needs when it is
-# missing (Chromium, Node.js, ffmpeg, the npm packages). `.ci/run` calls exactly this script.
+# missing (Chromium, Node.js, ffmpeg, GStreamer, the npm packages). `.ci/run` calls exactly this script.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -28,6 +28,8 @@ command -v node >/dev/null && command -v npm >/dev/null || apt_install nodejs np
 command -v chromium >/dev/null || apt_install chromium
 # The recording tests' receiver and prober.
 command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || apt_install --no-install-recommends ffmpeg
+# GStreamer reads the same SDP (gst-launch-1.0, sdpdemux in -bad, depayloaders and matroskamux in -good).
+gst-inspect-1.0 sdpdemux >/dev/null 2>&1 && gst-inspect-1.0 matroskamux >/dev/null 2>&1 || apt_install --no-install-recommends gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
 echo "node $(node --version), npm $(npm --version), $(chromium --version 2>/dev/null || echo chromium)"
 
 step "rustfmt"
