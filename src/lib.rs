@@ -43,6 +43,7 @@ pub mod subscriber;
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
 pub mod transport;
+pub mod whip;
 pub mod wire;
 pub mod worker;
 

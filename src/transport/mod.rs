@@ -61,6 +61,8 @@ pub(crate) struct Core {
     on_closed: Mutex<Vec<ClosedCallback>>,
     /// Candidates are handed out once a local description exists (like a browser does).
     described: AtomicBool,
+    /// Closing began ([`Core::close_with`]): operations are refused from here on.
+    closing: AtomicBool,
     pub(crate) state: watch::Sender<TransportState>,
     /// The API side's tracing span of this transport (`transport`, `router`, `role`): its
     /// event task runs in it. The shard has its own `session` span with the same fields.
@@ -84,6 +86,7 @@ impl Core {
             on_ice: Mutex::new(None),
             on_closed: Mutex::new(Vec::new()),
             described: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
             state: watch::channel(TransportState::New).0,
             span,
         }
@@ -116,7 +119,7 @@ impl Core {
     }
 
     pub(crate) fn is_closed(&self) -> bool {
-        *self.state.borrow() == TransportState::Closed
+        self.closing.load(Ordering::Acquire) || *self.state.borrow() == TransportState::Closed
     }
 
     pub(crate) async fn set_on_ice_candidate(&self, cb: IceCandidateCallback) {
@@ -218,10 +221,19 @@ impl Core {
 
     /// Mark closed and run close callbacks once. Returns false if it was already closed.
     pub(crate) fn mark_closed(&self) -> bool {
-        let was = self.state.send_replace(TransportState::Closed);
-        if was == TransportState::Closed {
+        self.close_with(|| {})
+    }
+
+    /// Close once: the first caller runs `cleanup` (unpublish, end subscriptions), then the
+    /// state turns `Closed` and the close callbacks run, so that whoever waits for `Closed`
+    /// ([`close_and_wait`](Self::close_and_wait)) finds the cleanup done. Operations are
+    /// refused from the start of the cleanup. Returns false if closing had begun already.
+    pub(crate) fn close_with(&self, cleanup: impl FnOnce()) -> bool {
+        if self.closing.swap(true, Ordering::AcqRel) {
             return false;
         }
+        cleanup();
+        self.state.send_replace(TransportState::Closed);
         let cbs = std::mem::take(&mut *self.on_closed.lock().unwrap_or_else(|e| e.into_inner()));
         for cb in cbs {
             cb();

@@ -37,10 +37,10 @@ pub(crate) struct PublishInner {
 
 impl PublishInner {
     fn on_session_closed(&self) {
-        if self.core.mark_closed() {
+        self.core.close_with(|| {
             self.tracks_changed.notify_waiters();
             self.unpublish_all();
-        }
+        });
     }
 
     /// Take every track this transport published out of the router (its subscribers are
@@ -270,6 +270,21 @@ impl PublishTransport {
         self.inner.tracks_changed.notify_waiters();
         core.described();
         Ok(SessionDescription::answer(answer))
+    }
+
+    /// The ids [`publish`](Self::publish) accepts now: the `a=msid` track ids of the
+    /// receiving m-lines the offers so far negotiated with a codec the router carries (an
+    /// m-line without `a=msid` gets an id of str0m's making), in m-line order. Used by
+    /// clients that publish everything they send, such as WHIP's.
+    pub fn track_ids(&self) -> Vec<String> {
+        self.inner
+            .tracks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|t| t.active)
+            .map(|t| t.track_id.clone())
+            .collect()
     }
 
     /// Publish the track whose `a=msid` track id is `publisher_id`.

@@ -139,9 +139,7 @@ impl super::SessionHandler for RecordInner {
         &self.core
     }
     fn session_closed(&self) {
-        if self.core.mark_closed() {
-            self.stop_all();
-        }
+        self.core.close_with(|| self.stop_all());
     }
 }
 

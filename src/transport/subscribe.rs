@@ -137,14 +137,14 @@ impl SubscribeInner {
     }
 
     fn on_session_closed(&self) {
-        if self.core.mark_closed() {
+        self.core.close_with(|| {
             let mut downs: Vec<DownTrackId> = self.subs().keys().copied().collect();
             downs.extend(self.data_subs().keys().copied());
             for d in downs {
                 self.remove_subscription(d, false);
             }
             self.release();
-        }
+        });
     }
 }
 

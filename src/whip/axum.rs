@@ -1,0 +1,158 @@
+//! An [axum](https://docs.rs/axum) router serving a [`Whip`] endpoint (feature `axum`):
+//! `POST /{room}/{stream}` creates a session in the router [`WhipHost::router`] gives for
+//! `room`, `PATCH` / `DELETE` on `/{room}/{stream}/{resource}` (the `Location` it
+//! answered), `OPTIONS` on both. Nest it where it should live:
+//!
+//! ```ignore
+//! let app = axum::Router::new().nest("/whip", rheomesh::whip::axum::router(whip, host));
+//! ```
+
+use std::future::Future;
+
+use axum::body::Bytes;
+use axum::extract::{OriginalUri, Path, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::post;
+
+use super::{Request, Response, Whip};
+use crate::publisher::Publisher;
+use crate::router::Router;
+
+/// What the application decides for the WHIP router: which [`Router`] a room is, and what
+/// to do with published tracks.
+pub trait WhipHost: Clone + Send + Sync + 'static {
+    /// The router of `room`; `None` answers `404`.
+    fn router(&self, room: String) -> impl Future<Output = Option<Router>> + Send;
+
+    /// Session `resource` of stream `stream` published `publishers` in `room` (e.g. tell
+    /// the room's participants). Called once per session, after its `201`.
+    fn published(
+        &self,
+        room: String,
+        stream: String,
+        resource: String,
+        publishers: Vec<Publisher>,
+    ) {
+        let _ = (room, stream, resource, publishers);
+    }
+}
+
+#[derive(Clone)]
+struct AppState<H> {
+    whip: Whip,
+    host: H,
+}
+
+/// The routes of `whip`, with `host` choosing the routers.
+pub fn router<H: WhipHost>(whip: Whip, host: H) -> axum::Router {
+    axum::Router::new()
+        .route(
+            "/{room}/{stream}",
+            post(post_offer::<H>)
+                .options(options::<H>)
+                .fallback(not_allowed_collection::<H>),
+        )
+        .route(
+            "/{room}/{stream}/{resource}",
+            axum::routing::patch(patch::<H>)
+                .delete(delete::<H>)
+                .options(options::<H>)
+                .fallback(not_allowed_resource::<H>),
+        )
+        .with_state(AppState { whip, host })
+}
+
+fn request<'a>(headers: &'a HeaderMap, body: &'a str) -> Request<'a> {
+    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    Request {
+        content_type: get("content-type"),
+        authorization: get("authorization"),
+        if_match: get("if-match"),
+        body,
+    }
+}
+
+fn reply(r: Response) -> axum::response::Response {
+    let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut headers = HeaderMap::new();
+    for (name, value) in r.headers {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) {
+            headers.insert(n, v);
+        }
+    }
+    (status, headers, r.body).into_response()
+}
+
+fn utf8<'a>(whip: &Whip, body: &'a Bytes) -> Result<&'a str, Response> {
+    std::str::from_utf8(body).map_err(|_| whip.error(400, "the body is not UTF-8"))
+}
+
+async fn post_offer<H: WhipHost>(
+    State(s): State<AppState<H>>,
+    Path((room, stream)): Path<(String, String)>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> axum::response::Response {
+    let body = match utf8(&s.whip, &body) {
+        Ok(b) => b,
+        Err(r) => return reply(r),
+    };
+    let req = request(&headers, body);
+    // Authorization before anything else: an unauthorized client learns nothing.
+    if let Err(r) = s.whip.authorize(&req) {
+        return reply(r);
+    }
+    let Some(router) = s.host.router(room.clone()).await else {
+        return reply(s.whip.error(404, "no such room"));
+    };
+    match s.whip.post(&router, uri.path(), &req).await {
+        Ok(published) => {
+            s.host
+                .published(room, stream, published.resource, published.publishers);
+            reply(published.response)
+        }
+        Err(r) => reply(r),
+    }
+}
+
+async fn patch<H: WhipHost>(
+    State(s): State<AppState<H>>,
+    Path((_room, _stream, resource)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> axum::response::Response {
+    let body = match utf8(&s.whip, &body) {
+        Ok(b) => b,
+        Err(r) => return reply(r),
+    };
+    reply(s.whip.patch(&resource, &request(&headers, body)).await)
+}
+
+async fn delete<H: WhipHost>(
+    State(s): State<AppState<H>>,
+    Path((_room, _stream, resource)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> axum::response::Response {
+    reply(s.whip.delete(&resource, &request(&headers, "")).await)
+}
+
+async fn options<H: WhipHost>(State(s): State<AppState<H>>) -> axum::response::Response {
+    reply(s.whip.options())
+}
+
+async fn not_allowed_collection<H: WhipHost>(
+    State(s): State<AppState<H>>,
+) -> axum::response::Response {
+    reply(s.whip.method_not_allowed("POST, OPTIONS"))
+}
+
+async fn not_allowed_resource<H: WhipHost>(
+    State(s): State<AppState<H>>,
+) -> axum::response::Response {
+    reply(s.whip.method_not_allowed("PATCH, DELETE, OPTIONS"))
+}
