@@ -18,6 +18,7 @@ mod room;
 mod session;
 mod telemetry;
 mod tls;
+mod whip;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -128,6 +129,9 @@ struct Args {
     /// PATH) with `-c copy` into a .mkv file per track, listening on --record-host.
     #[arg(long, env = "RHEOMESH_RECORD_DIR")]
     record_dir: Option<PathBuf>,
+    /// Require `Authorization: Bearer TOKEN` on the WHIP endpoints (/whip/...).
+    #[arg(long, env = "RHEOMESH_WHIP_TOKEN")]
+    whip_token: Option<String>,
 }
 
 /// `--bwe`: bandwidth estimation on subscribe transports.
@@ -250,6 +254,12 @@ async fn run(args: Args) -> Result<std::process::ExitCode, Box<dyn std::error::E
         args.record_dir.clone(),
     );
     let rooms = Rooms::new(worker.clone(), media, record);
+    let whip = rheomesh::whip::Whip::new(rheomesh::whip::WhipConfig {
+        token: args.whip_token.clone(),
+        transport: transport_config.clone(),
+        ..Default::default()
+    });
+    let whip_routes = rheomesh::whip::axum::router(whip.clone(), whip::Host::new(rooms.clone()));
     let state = AppState {
         rooms,
         transport_config,
@@ -267,7 +277,8 @@ async fn run(args: Args) -> Result<std::process::ExitCode, Box<dyn std::error::E
         .route("/socket", get(socket))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
-        .with_state(state);
+        .with_state(state)
+        .nest("/whip", whip_routes);
 
     let http_addr = SocketAddr::new(args.http_bind.unwrap_or(args.bind), args.port);
     let listener = tokio::net::TcpListener::bind(http_addr)
@@ -338,6 +349,7 @@ async fn run(args: Args) -> Result<std::process::ExitCode, Box<dyn std::error::E
     // session closes its transports and its WebSocket.
     let _ = shutdown_tx.send(true);
     let graceful = async {
+        whip.close_all().await;
         live.wait_idle().await;
         tracing::info!("sessions closed");
         let _ = stop_http.send(());

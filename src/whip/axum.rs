@@ -36,6 +36,12 @@ pub trait WhipHost: Clone + Send + Sync + 'static {
     ) {
         let _ = (room, stream, resource, publishers);
     }
+
+    /// A `POST` for `room` and `stream` was refused after [`router`](Self::router) gave a
+    /// router (bad offer, conflict, too many sessions): undo what `router` prepared.
+    fn refused(&self, room: String, stream: String) {
+        let _ = (room, stream);
+    }
 }
 
 #[derive(Clone)]
@@ -116,7 +122,10 @@ async fn post_offer<H: WhipHost>(
                 .published(room, stream, published.resource, published.publishers);
             reply(published.response)
         }
-        Err(r) => reply(r),
+        Err(r) => {
+            s.host.refused(room, stream);
+            reply(r)
+        }
     }
 }
 

@@ -387,6 +387,14 @@ impl Whip {
         self.cors(Response::new(200, ""))
     }
 
+    /// End every session (e.g. at shutdown); returns once their transports are closed.
+    pub async fn close_all(&self) {
+        let sessions: Vec<Session> = self.lock().drain().map(|(_, s)| s).collect();
+        for s in sessions {
+            s.transport.close().await;
+        }
+    }
+
     /// The publish transport of `resource`, if it is a session of this endpoint.
     pub fn transport(&self, resource: &str) -> Option<PublishTransport> {
         self.lock().get(resource).map(|s| s.transport.clone())
