@@ -17,12 +17,15 @@ use crate::room::{Outbox, ParticipantId, Room, Rooms, MAX_NAME_CHARS};
 /// Longest room name (as for `/socket`).
 const MAX_ROOM_NAME: usize = 128;
 
+/// A WHIP session's participant: its room and id.
+type Joined = (Arc<Room>, ParticipantId);
+
 /// The rooms WHIP sessions publish into.
 #[derive(Clone)]
 pub struct Host {
     rooms: Rooms,
     /// Participants joined for a `POST` being answered, by room.
-    pending: Arc<StdMutex<HashMap<String, Vec<(Arc<Room>, ParticipantId)>>>>,
+    pending: Arc<StdMutex<HashMap<String, Vec<Joined>>>>,
 }
 
 impl Host {
@@ -33,7 +36,7 @@ impl Host {
         }
     }
 
-    fn take(&self, room: &str) -> Option<(Arc<Room>, ParticipantId)> {
+    fn take(&self, room: &str) -> Option<Joined> {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         let list = pending.get_mut(room)?;
         let entry = list.pop();
