@@ -131,6 +131,10 @@ pub enum SubscribeError {
     /// The media session failed internally and was closed.
     #[error("session failed: {0}")]
     SessionFailed(String),
+    /// A viewer's offer ([`SubscribeTransport::answer_viewer_offer`](crate::transport::SubscribeTransport::answer_viewer_offer))
+    /// was refused: not SDP, or receiving none of the tracks.
+    #[error("offer refused: {0}")]
+    BadOffer(String),
 }
 
 /// Errors from the [`RecordingTransport`](crate::transport::RecordingTransport).

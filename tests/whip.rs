@@ -302,3 +302,109 @@ async fn bad_whip_requests_get_their_statuses() {
     assert_eq!(whip.sessions(), 0);
     assert!(router.publisher_ids().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whep_plays_a_whip_stream_restarts_ice_and_ends_with_it() {
+    let (worker, router) = setup(2).await;
+    let whip = Whip::new(WhipConfig::default());
+    let (publisher, whip_resource, _) = whip_publish(&whip, &router, "whep-a", "whep-v").await;
+    publisher.start_sending(100, 50, Duration::from_millis(500));
+
+    // A str0m viewer offers to receive audio and video; the server binds the two tracks.
+    let viewer = Arc::new(TestPeer::new(PeerConfig::default()));
+    let offer = viewer.view_offer();
+    let ids = vec!["whep-a".to_string(), "whep-v".to_string()];
+    let viewing = whip
+        .post_whep(&router, "/whep/room/cam", &ids, &req(SDP, None, &offer))
+        .await
+        .unwrap_or_else(|r| panic!("WHEP POST refused: {} {}", r.status, r.body));
+    let r = &viewing.response;
+    assert_eq!(r.status, 201);
+    assert_eq!(viewing.subscribers.len(), 2);
+    assert!(r.get("location").unwrap().starts_with("/whep/room/cam/"));
+    let etag = r.get("etag").unwrap().to_string();
+    viewer
+        .accept_answer(&r.body)
+        .expect("the viewer takes the answer");
+    let patched = whip
+        .patch(
+            &viewing.resource,
+            &req(FRAG, Some(&etag), &trickle(&viewer)),
+        )
+        .await;
+    assert_eq!(patched.status, 204, "{}", patched.body);
+    assert!(
+        wait_connected(&viewer, Duration::from_secs(10)).await,
+        "the viewer connects"
+    );
+    let received = |v: &TestPeer| {
+        v.remote_track_ids()
+            .iter()
+            .map(|id| v.received(id).distinct_counters)
+            .collect::<Vec<u64>>()
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let r = received(&viewer);
+            r.len() == 2 && r.iter().all(|n| *n >= 40)
+        })
+        .await,
+        "the viewer receives audio and video: {:?}",
+        received(&viewer)
+    );
+
+    // An ICE restart re-applies the viewer's offer; the session stays.
+    let r = whip
+        .patch(
+            &viewing.resource,
+            &req(
+                FRAG,
+                Some("*"),
+                "a=ice-ufrag:wrst\r\na=ice-pwd:whepwhepwhepwhepwhep00\r\n",
+            ),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(sdpfrag::parse(&r.body).unwrap().ufrag.is_some());
+
+    // Errors: nothing published under the name, an offer receiving nothing.
+    let none = whip
+        .post_whep(
+            &router,
+            "/whep",
+            &["nobody".into()],
+            &req(SDP, None, &offer),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(none.status, 404);
+    let sender_only = TestPeer::new(PeerConfig::default()).publish_offer(Some("zz-a"), None);
+    let r = whip
+        .post_whep(&router, "/whep", &ids, &req(SDP, None, &sender_only))
+        .await
+        .unwrap_err();
+    assert_eq!(r.status, 400, "{}", r.body);
+
+    // The WHIP publisher leaves: the WHEP session ends by itself.
+    assert_eq!(
+        whip.delete(&whip_resource, &req(None, None, ""))
+            .await
+            .status,
+        200
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || whip.sessions() == 0).await,
+        "the WHEP session ends with its stream: {} left",
+        whip.sessions()
+    );
+    let w = worker.clone();
+    let mut sessions = usize::MAX;
+    for _ in 0..100 {
+        sessions = w.lock().await.stats().await.sessions();
+        if sessions == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(sessions, 0, "no session left");
+}

@@ -115,6 +115,16 @@ pub(crate) enum Command {
         candidate: String,
         reply: oneshot::Sender<Result<(), TransportError>>,
     },
+    /// Subscribe side, the viewer offering (WHEP): apply its offer and bind each `specs`
+    /// track to a receiving m-line of its kind; the answer and the down-tracks bound. A
+    /// later offer (an ICE restart) is applied as is and binds nothing new.
+    AcceptViewerOffer {
+        id: SessionId,
+        sdp: String,
+        offer: Box<SdpOffer>,
+        specs: Vec<DownTrackSpec>,
+        reply: oneshot::Sender<Result<(String, Vec<DownTrackId>), SubscribeError>>,
+    },
     /// Subscribe side: add a down-track and produce an offer folding all pending changes.
     AddDownTrack {
         id: SessionId,

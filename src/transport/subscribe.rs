@@ -44,6 +44,9 @@ pub(crate) struct SubscribeInner {
     /// Data channels: route and handle of each.
     data_subs: Mutex<HashMap<DownTrackId, (Subscription, Arc<crate::data::DataSubscriberInner>)>>,
     renegotiate_wanted: AtomicBool,
+    /// The viewer makes the offers (WHEP, [`SubscribeTransport::answer_viewer_offer`]):
+    /// this transport never offers.
+    viewer_offers: AtomicBool,
 }
 
 impl SubscribeInner {
@@ -115,7 +118,7 @@ impl SubscribeInner {
         });
         self.router.close_route(&entry.route);
         entry.handle.mark_closed();
-        if renegotiate && !self.core.is_closed() {
+        if renegotiate && !self.core.is_closed() && !self.viewer_offers.load(Ordering::Acquire) {
             self.renegotiate_wanted.store(true, Ordering::Release);
             if let Some(me) = self.weak.upgrade() {
                 tokio::spawn(self::renegotiate(me));
@@ -268,6 +271,7 @@ impl SubscribeTransport {
             subs: Mutex::new(HashMap::new()),
             data_subs: Mutex::new(HashMap::new()),
             renegotiate_wanted: AtomicBool::new(false),
+            viewer_offers: AtomicBool::new(false),
         });
         if !closed_at_birth {
             super::spawn_event_loop(events, &inner);
@@ -301,6 +305,11 @@ impl SubscribeTransport {
         let core = &inner.core;
         if core.is_closed() {
             return Err(SubscribeError::Closed);
+        }
+        if inner.viewer_offers.load(Ordering::Acquire) {
+            return Err(SubscribeError::BadOffer(
+                "the viewer makes this transport's offers (answer_viewer_offer)".into(),
+            ));
         }
         let lookup = |router: &RouterInner| {
             router
@@ -371,6 +380,110 @@ impl SubscribeTransport {
             Subscriber { inner: handle },
             SessionDescription::offer(offer),
         ))
+    }
+
+    /// The viewer offers (WHEP): answer `offer`, a viewer's offer of receiving m-lines, with
+    /// the tracks `publisher_ids` bound to them (each to the first free m-line of its kind,
+    /// in the order given). Returns the answer and a subscriber per track bound; tracks no
+    /// m-line takes are left out. Fails if no track is bound, the offer is not valid SDP,
+    /// an id is unknown, or this transport already subscribes. Call again with a new offer
+    /// of the same m-lines (an ICE restart): it is applied, nothing new is bound. The
+    /// transport never offers by itself afterwards: when a publisher leaves, its subscriber
+    /// closes and its m-line stays (the viewer's stream just ends).
+    pub async fn answer_viewer_offer(
+        &self,
+        offer: SessionDescription,
+        publisher_ids: &[String],
+    ) -> Result<(SessionDescription, Vec<Subscriber>), SubscribeError> {
+        let inner = &self.inner;
+        let core = &inner.core;
+        if offer.sdp_type != SdpType::Offer {
+            return Err(SubscribeError::BadOffer("not an offer".into()));
+        }
+        if core.is_closed() {
+            return Err(SubscribeError::Closed);
+        }
+        let restart = !inner.subs().is_empty();
+        if restart && !inner.viewer_offers.load(Ordering::Acquire) {
+            return Err(SubscribeError::BadOffer(
+                "this transport's offers come from the server (subscribe)".into(),
+            ));
+        }
+        inner.viewer_offers.store(true, Ordering::Release);
+        let mut found = Vec::new();
+        if !restart {
+            let router = inner.router.lock();
+            for id in publisher_ids {
+                let p = router
+                    .get(id)
+                    .ok_or_else(|| SubscribeError::UnknownPublisher(id.clone()))?;
+                found.push((id.clone(), p.info.clone(), p.shard));
+            }
+        }
+        let (sdp, parsed) = crate::engine::sdp_parse::parse_offer(offer.sdp)
+            .await
+            .map_err(|e| SubscribeError::BadOffer(e.to_string()))?;
+        let permit = inner
+            .acquire()
+            .await
+            .ok_or(SubscribeError::NegotiationTimeout)?;
+        let specs: Vec<DownTrackSpec> = found
+            .iter()
+            .map(|(_, info, _)| DownTrackSpec::of(info, DownTrackId(next_id())))
+            .collect();
+        let (tx, rx) = oneshot::channel();
+        if !core.send(Command::AcceptViewerOffer {
+            id: core.id,
+            sdp,
+            offer: Box::new(parsed),
+            specs: specs.clone(),
+            reply: tx,
+        }) {
+            return Err(SubscribeError::Closed);
+        }
+        let (answer, bound) = rx.await.unwrap_or(Err(SubscribeError::Closed))?;
+        if !restart && bound.is_empty() {
+            drop(permit);
+            return Err(SubscribeError::BadOffer(
+                "the offer receives none of the tracks (no receiving m-line of their kind, or no common codec)".into(),
+            ));
+        }
+        let mut subscribers = Vec::with_capacity(bound.len());
+        for ((id, info, publisher_shard), spec) in found.into_iter().zip(specs) {
+            if !bound.contains(&spec.id) {
+                continue;
+            }
+            let down = spec.id;
+            let handle = Arc::new(SubscriberInner {
+                id: down,
+                publisher_id: id.clone(),
+                kind: MediaKind::from(info.kind),
+                transport: inner.weak.clone(),
+                closed: watch::channel(false).0,
+                layers: watch::channel(crate::subscriber::LayerState::default()).0,
+            });
+            let route = Subscription {
+                publisher_id: id,
+                track: info.key,
+                down,
+                publisher_shard,
+                subscriber_shard: core.shard,
+            };
+            inner.subs().insert(
+                down,
+                SubEntry {
+                    route: route.clone(),
+                    handle: handle.clone(),
+                },
+            );
+            if !inner.router.open_route(&route, inner.weak.clone()) {
+                inner.remove_subscription(down, false);
+            }
+            subscribers.push(Subscriber { inner: handle });
+        }
+        drop(permit);
+        core.described();
+        Ok((SessionDescription::answer(answer), subscribers))
     }
 
     /// Subscribe to data publisher `publisher_id`: the server opens a channel with its

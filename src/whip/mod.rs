@@ -1,6 +1,6 @@
-//! WHIP ingest (RFC 9725) over a [`Router`], independent of any HTTP framework: an
-//! adapter turns its HTTP request into a [`Request`] and the returned [`Response`] back
-//! (the `axum` feature has one: [`axum`](mod@self::axum)).
+//! WHIP ingest (RFC 9725) and WHEP playback over a [`Router`], independent of any HTTP
+//! framework: an adapter turns its HTTP request into a [`Request`] and the returned
+//! [`Response`] back (the `axum` feature has one: [`axum`](mod@self::axum)).
 //!
 //! A WHIP client `POST`s an SDP offer; [`Whip::post`] creates a
 //! [`PublishTransport`] for it, answers, publishes every track the offer sends in the
@@ -14,6 +14,12 @@
 //! resource, `409` a track id already published, `412` an `If-Match` that is not the
 //! resource's `ETag`, `413` body too large, `415` wrong content type, `428` a `PATCH`
 //! without `If-Match`, `503` too many sessions.
+//!
+//! WHEP is the same resource protocol the other way: [`Whip::post_whep`] answers a viewer's
+//! offer (receiving m-lines) with published tracks bound to them, through a
+//! [`SubscribeTransport`] whose offers come from the viewer
+//! ([`SubscribeTransport::answer_viewer_offer`]); `PATCH` and `DELETE` are shared. A WHEP
+//! session ends by itself when every track it plays is unpublished.
 //!
 //! Every response carries the CORS headers a browser client needs.
 
@@ -29,7 +35,8 @@ use crate::config::WebRTCTransportConfig;
 use crate::publisher::Publisher;
 use crate::router::Router;
 use crate::signal::{IceCandidateInit, SessionDescription};
-use crate::transport::PublishTransport;
+use crate::subscriber::Subscriber;
+use crate::transport::{PublishTransport, SubscribeTransport};
 
 /// Largest offer accepted (browsers' offers are a few KiB; simulcast with many codecs
 /// stays under 16 KiB).
@@ -123,8 +130,61 @@ pub struct Published {
     pub publishers: Vec<Publisher>,
 }
 
+/// A WHEP `POST` that created a session.
+#[derive(Debug)]
+pub struct Viewing {
+    /// `201 Created` with the answer.
+    pub response: Response,
+    /// The resource id (the last segment of `Location`).
+    pub resource: String,
+    /// A subscriber per track bound to the viewer's m-lines.
+    pub subscribers: Vec<Subscriber>,
+}
+
+/// The transport behind a resource.
+#[derive(Clone)]
+enum Transport {
+    /// WHIP: the client publishes.
+    Publish(PublishTransport),
+    /// WHEP: the client views.
+    View(SubscribeTransport),
+}
+
+impl Transport {
+    async fn close(&self) {
+        match self {
+            Transport::Publish(t) => t.close().await,
+            Transport::View(t) => t.close().await,
+        }
+    }
+
+    async fn add_ice_candidate(&self, c: IceCandidateInit) -> Result<(), String> {
+        let r = match self {
+            Transport::Publish(t) => t.add_ice_candidate(c).await,
+            Transport::View(t) => t.add_ice_candidate(c).await,
+        };
+        r.map_err(|e| e.to_string())
+    }
+
+    /// Apply the client's offer again (an ICE restart): the answer.
+    async fn reoffer(&self, offer: String) -> Result<String, String> {
+        match self {
+            Transport::Publish(t) => t
+                .get_answer(SessionDescription::offer(offer))
+                .await
+                .map(|a| a.sdp)
+                .map_err(|e| e.to_string()),
+            Transport::View(t) => t
+                .answer_viewer_offer(SessionDescription::offer(offer), &[])
+                .await
+                .map(|(a, _)| a.sdp)
+                .map_err(|e| e.to_string()),
+        }
+    }
+}
+
 struct Session {
-    transport: PublishTransport,
+    transport: Transport,
     /// The offer as last applied (an ICE restart re-applies it with new credentials).
     offer: String,
     etag: String,
@@ -188,29 +248,15 @@ impl Whip {
             .header("Allow", allow)
     }
 
-    /// `POST` of an offer: publish its tracks in `router`. `location_prefix` is the path
-    /// the resource goes under (`Location` is `{location_prefix}/{resource}`).
+    /// `POST` of an offer (WHIP): publish its tracks in `router`. `location_prefix` is the
+    /// path the resource goes under (`Location` is `{location_prefix}/{resource}`).
     pub async fn post(
         &self,
         router: &Router,
         location_prefix: &str,
         req: &Request<'_>,
     ) -> Result<Published, Response> {
-        self.authorize(req)?;
-        if !is_type(req.content_type, "application/sdp") {
-            return Err(self.error(415, "the offer must be application/sdp"));
-        }
-        if req.body.len() > MAX_OFFER {
-            return Err(self.error(413, format!("offers are at most {MAX_OFFER} bytes")));
-        }
-        if !req.body.trim_start().starts_with("v=0") {
-            return Err(self.error(400, "the body is not an SDP offer (no v=0)"));
-        }
-        if self.sessions() >= self.inner.config.max_sessions {
-            return Err(self
-                .error(503, "too many WHIP sessions")
-                .header("Retry-After", "5"));
-        }
+        self.check_offer(req)?;
         let transport = router
             .create_publish_transport(self.inner.config.transport.clone())
             .await;
@@ -243,8 +289,108 @@ impl Whip {
                 }
             }
         }
+        let (response, resource) = self
+            .register(
+                Transport::Publish(transport),
+                req.body,
+                answer.sdp,
+                location_prefix,
+            )
+            .await?;
+        Ok(Published {
+            response,
+            resource,
+            publishers,
+        })
+    }
+
+    /// `POST` of a viewer's offer (WHEP): answer it with the tracks `publisher_ids` of
+    /// `router` bound to its receiving m-lines (`404` when none of them is published).
+    /// The session ends by itself once every track it plays is unpublished.
+    pub async fn post_whep(
+        &self,
+        router: &Router,
+        location_prefix: &str,
+        publisher_ids: &[String],
+        req: &Request<'_>,
+    ) -> Result<Viewing, Response> {
+        self.check_offer(req)?;
+        let published = router.publisher_ids();
+        let ids: Vec<String> = publisher_ids
+            .iter()
+            .filter(|id| published.contains(id))
+            .cloned()
+            .collect();
+        if ids.is_empty() {
+            return Err(self.error(404, "nothing is published under that name"));
+        }
+        let transport = router
+            .create_subscribe_transport(self.inner.config.transport.clone())
+            .await;
+        let (answer, subscribers) = match transport
+            .answer_viewer_offer(SessionDescription::offer(req.body), &ids)
+            .await
+        {
+            Ok(a) => a,
+            Err(e) => {
+                transport.close().await;
+                return Err(self.error(400, e.to_string()));
+            }
+        };
+        let (response, resource) = self
+            .register(
+                Transport::View(transport.clone()),
+                req.body,
+                answer.sdp,
+                location_prefix,
+            )
+            .await?;
+        // Nothing left to play: the session ends (the viewer sees its connection close).
+        let subs = subscribers.clone();
+        tokio::spawn(async move {
+            for s in &subs {
+                s.closed().await;
+            }
+            transport.close().await;
+        });
+        Ok(Viewing {
+            response,
+            resource,
+            subscribers,
+        })
+    }
+
+    /// The checks every `POST` passes first.
+    fn check_offer(&self, req: &Request<'_>) -> Result<(), Response> {
+        self.authorize(req)?;
+        if !is_type(req.content_type, "application/sdp") {
+            return Err(self.error(415, "the offer must be application/sdp"));
+        }
+        if req.body.len() > MAX_OFFER {
+            return Err(self.error(413, format!("offers are at most {MAX_OFFER} bytes")));
+        }
+        if !req.body.trim_start().starts_with("v=0") {
+            return Err(self.error(400, "the body is not an SDP offer (no v=0)"));
+        }
+        if self.sessions() >= self.inner.config.max_sessions {
+            return Err(self
+                .error(503, "too many sessions")
+                .header("Retry-After", "5"));
+        }
+        Ok(())
+    }
+
+    /// Enter a new session in the table (it leaves when its transport closes) and make
+    /// its `201`: the answer, `Location`, `ETag`.
+    async fn register(
+        &self,
+        transport: Transport,
+        offer: &str,
+        answer: String,
+        location_prefix: &str,
+    ) -> Result<(Response, String), Response> {
         let resource = random_token();
-        let etag = etag_of(&answer.sdp);
+        let etag = etag_of(&answer);
         let full = {
             let mut sessions = self.lock();
             let full = sessions.len() >= self.inner.config.max_sessions;
@@ -253,7 +399,7 @@ impl Whip {
                     resource.clone(),
                     Session {
                         transport: transport.clone(),
-                        offer: req.body.to_string(),
+                        offer: offer.to_string(),
                         etag: etag.clone(),
                         patching: Arc::default(),
                     },
@@ -264,23 +410,24 @@ impl Whip {
         if full {
             transport.close().await;
             return Err(self
-                .error(503, "too many WHIP sessions")
+                .error(503, "too many sessions")
                 .header("Retry-After", "5"));
         }
-        // The session leaves the table when its transport closes for any reason.
         let weak: Weak<WhipInner> = Arc::downgrade(&self.inner);
         let key = resource.clone();
-        transport
-            .on_closed(Box::new(move || {
-                if let Some(inner) = weak.upgrade() {
-                    inner
-                        .sessions
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .remove(&key);
-                }
-            }))
-            .await;
+        let forget: crate::transport::ClosedCallback = Box::new(move || {
+            if let Some(inner) = weak.upgrade() {
+                inner
+                    .sessions
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&key);
+            }
+        });
+        match &transport {
+            Transport::Publish(t) => t.on_closed(forget).await,
+            Transport::View(t) => t.on_closed(forget).await,
+        }
         let location = format!("{}/{resource}", location_prefix.trim_end_matches('/'));
         let response = self
             .cors(Response::new(201, ""))
@@ -288,14 +435,13 @@ impl Whip {
             .header("Location", location)
             .header("ETag", etag)
             .header("Accept-Patch", "application/trickle-ice-sdpfrag");
-        Ok(Published {
-            response: Response {
-                body: answer.sdp,
+        Ok((
+            Response {
+                body: answer,
                 ..response
             },
             resource,
-            publishers,
-        })
+        ))
     }
 
     /// `PATCH` on `resource`: trickled candidates, or an ICE restart.
@@ -308,7 +454,7 @@ impl Whip {
             .get(resource)
             .map(|s| (s.transport.clone(), s.patching.clone()))
         else {
-            return self.error(404, "no such WHIP session");
+            return self.error(404, "no such session");
         };
         if !is_type(req.content_type, "application/trickle-ice-sdpfrag") {
             return self.error(415, "PATCH takes application/trickle-ice-sdpfrag");
@@ -323,7 +469,7 @@ impl Whip {
             .get(resource)
             .map(|s| (s.offer.clone(), s.etag.clone()))
         else {
-            return self.error(404, "no such WHIP session");
+            return self.error(404, "no such session");
         };
         let if_match = match req.if_match.map(str::trim) {
             None => return self.error(428, "PATCH needs If-Match"),
@@ -343,14 +489,11 @@ impl Whip {
                 return self.error(400, "an ICE restart needs a=ice-ufrag and a=ice-pwd");
             };
             let new_offer = sdpfrag::with_credentials(&offer, ufrag, pwd);
-            let answer = match transport
-                .get_answer(SessionDescription::offer(new_offer.clone()))
-                .await
-            {
+            let answer = match transport.reoffer(new_offer.clone()).await {
                 Ok(a) => a,
                 Err(e) => return self.error(400, format!("ICE restart refused: {e}")),
             };
-            let etag = etag_of(&answer.sdp);
+            let etag = etag_of(&answer);
             if let Some(s) = self.lock().get_mut(resource) {
                 s.offer = new_offer;
                 s.etag = etag.clone();
@@ -359,7 +502,7 @@ impl Whip {
                 .cors(Response::new(200, ""))
                 .header("Content-Type", "application/trickle-ice-sdpfrag")
                 .header("ETag", etag);
-            response.body = sdpfrag::from_answer(&answer.sdp);
+            response.body = sdpfrag::from_answer(&answer);
         }
         for (mid, candidate) in frag.candidates {
             let init = IceCandidateInit {
@@ -381,7 +524,7 @@ impl Whip {
             return r;
         }
         let Some(session) = self.lock().remove(resource) else {
-            return self.error(404, "no such WHIP session");
+            return self.error(404, "no such session");
         };
         session.transport.close().await;
         self.cors(Response::new(200, ""))
@@ -395,9 +538,12 @@ impl Whip {
         }
     }
 
-    /// The publish transport of `resource`, if it is a session of this endpoint.
+    /// The publish transport of `resource`, if it is a WHIP session of this endpoint.
     pub fn transport(&self, resource: &str) -> Option<PublishTransport> {
-        self.lock().get(resource).map(|s| s.transport.clone())
+        match self.lock().get(resource).map(|s| s.transport.clone()) {
+            Some(Transport::Publish(t)) => Some(t),
+            _ => None,
+        }
     }
 
     fn authorize(&self, req: &Request<'_>) -> Result<(), Response> {

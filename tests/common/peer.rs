@@ -402,6 +402,13 @@ impl TestPeer {
             .expect("publish_offer")
     }
 
+    /// Viewer side (WHEP): an offer with a receive-only audio and video m-line.
+    pub fn view_offer(&self) -> String {
+        self.shared
+            .with(|s| s.peer.view_offer(&[MediaKind::Audio, MediaKind::Video]))
+            .expect("view_offer")
+    }
+
     /// Publisher side: an offer for one simulcast VP8 track with `encodings` (rid and the
     /// picture size its keyframes announce), local tracks 0.. in that order.
     pub fn publish_simulcast_offer(

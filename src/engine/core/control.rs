@@ -33,6 +33,7 @@ impl ShardCore {
             Command::AcceptOffer { id, .. }
             | Command::AddRemoteCandidate { id, .. }
             | Command::AddDownTrack { id, .. }
+            | Command::AcceptViewerOffer { id, .. }
             | Command::RemoveDownTrack { id, .. }
             | Command::AddRecordingTrack { id, .. }
             | Command::PublishData { id, .. }
@@ -67,6 +68,16 @@ impl ShardCore {
                 reply,
             } => {
                 let r = self.add_remote_candidate(id, &candidate);
+                let _ = reply.send(r);
+            }
+            Command::AcceptViewerOffer {
+                id,
+                sdp,
+                offer,
+                specs,
+                reply,
+            } => {
+                let r = self.accept_viewer_offer(id, &sdp, *offer, specs, now);
                 let _ = reply.send(r);
             }
             Command::AddDownTrack { id, spec, reply } => {
@@ -487,6 +498,103 @@ impl ShardCore {
         self.routes.add_local(spec.track, dslot, spec.kind);
         self.after_mutation(slot);
         Ok(offer.to_sdp_string())
+    }
+
+    fn accept_viewer_offer(
+        &mut self,
+        id: SessionId,
+        sdp: &str,
+        offer: SdpOffer,
+        specs: Vec<DownTrackSpec>,
+        now: Instant,
+    ) -> Result<(String, Vec<DownTrackId>), SubscribeError> {
+        let slot = self.slot_of(id).ok_or(SubscribeError::Closed)?;
+        let s = self.sessions.get_mut(slot).ok_or(SubscribeError::Closed)?;
+        if s.pending_offer.is_some() {
+            return Err(SubscribeError::BadOffer(
+                "this transport has an offer of its own waiting for an answer".into(),
+            ));
+        }
+        let first = s.downs.is_empty();
+        let answer = match s.guarded(|s| s.rtc.sdp_api().accept_offer(offer)) {
+            Some(Ok(a)) => a,
+            Some(Err(e)) => {
+                if !s.rtc.is_alive() {
+                    s.dead = Some(CloseReason::Failed(e.to_string()));
+                    self.doom(slot);
+                }
+                return Err(SubscribeError::BadOffer(e.to_string()));
+            }
+            None => {
+                self.counters.session_panics += 1;
+                self.doom(slot);
+                return Err(SubscribeError::SessionFailed(
+                    "panic in accept_offer".into(),
+                ));
+            }
+        };
+        let answer_sdp = answer_in_offer_order(sdp, &answer.to_sdp_string());
+        s.remote_ufrag = sdp
+            .lines()
+            .find_map(|l| l.trim_end().strip_prefix("a=ice-ufrag:"))
+            .map(str::to_string);
+        let mut bound = Vec::new();
+        if first {
+            let mut specs: Vec<Option<DownTrackSpec>> = specs.into_iter().map(Some).collect();
+            for mid in sdp_mids(&answer_sdp) {
+                let Some(media) = s.rtc.media(mid) else {
+                    continue;
+                };
+                if !media.direction().is_sending() {
+                    continue;
+                }
+                let kind = media.kind();
+                let remote_pts: Vec<_> = media.remote_pts().to_vec();
+                let Some(spec) = specs
+                    .iter_mut()
+                    .find(|x| x.as_ref().is_some_and(|x| x.kind == kind))
+                    .and_then(Option::take)
+                else {
+                    continue;
+                };
+                let dslot = self.downs.next_slot();
+                let mut d = DownTrack::new(spec.id, slot, spec.track, spec.kind, mid, spec.params);
+                for p in &d.spec_params {
+                    if let Some(local) = s.rtc.codec_config().match_params(*p) {
+                        let lpt = local.pt();
+                        if remote_pts.contains(&lpt) {
+                            d.pt_map[(*p.pt() & 0x7f) as usize] = *lpt;
+                            d.ssrc = Some(0.into());
+                        }
+                    }
+                }
+                // Mapped to a payload type the viewer takes: bind it to the m-line's stream.
+                let tx = s.rtc.direct_api().stream_tx_by_mid(mid, None).map(|tx| {
+                    tx.set_rtx_cache(0, Duration::ZERO, None);
+                    tx.set_external_rtx(kind == MediaKind::Video);
+                    tx.ssrc()
+                });
+                if d.ssrc.is_none() || tx.is_none() {
+                    continue;
+                }
+                d.ssrc = tx;
+                s.anchor_mid.get_or_insert(mid);
+                s.downs.push(dslot);
+                if d.kind == MediaKind::Video {
+                    d.keyframe_retry.record(now);
+                    self.want_keyframe.push((d.track, d.keyframe_rank()));
+                }
+                let (track, did, dkind) = (d.track, d.id, d.kind);
+                let got = self.downs.insert(d);
+                debug_assert_eq!(got, dslot);
+                self.down_by_id.insert(did, dslot);
+                self.routes.add_local(track, dslot, dkind);
+                bound.push(did);
+            }
+        }
+        self.sync_ufrag(slot);
+        self.after_mutation(slot);
+        Ok((answer_sdp, bound))
     }
 
     fn remove_down_track(&mut self, id: SessionId, down: DownTrackId) {

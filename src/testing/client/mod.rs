@@ -184,6 +184,20 @@ impl ClientPeer {
         Ok(offer.to_sdp_string())
     }
 
+    /// A viewer's offer (WHEP): a receive-only m-line per kind in `kinds`, in that order.
+    pub fn view_offer(&mut self, kinds: &[MediaKind]) -> Result<String, String> {
+        let mut api = self.rtc.sdp_api();
+        for kind in kinds {
+            api.add_media(*kind, Direction::RecvOnly, None, None, None);
+        }
+        let applied = api.apply();
+        self.drain();
+        let (offer, pending) = applied.ok_or("no changes to offer")?;
+        self.pending = Some(pending);
+        self.offered = Vec::new();
+        Ok(offer.to_sdp_string())
+    }
+
     /// An offer to publish one simulcast video track `track_id` in stream `stream_id` with
     /// `encodings` (rid and the picture size its keyframes announce), listed in the
     /// `a=simulcast` line in the order given. Each encoding becomes a local track of the
@@ -483,6 +497,17 @@ impl ClientPeer {
     /// The data channels (open, or closed after being open), by label.
     pub fn data_channels(&self) -> &Channels {
         &self.data
+    }
+
+    /// Data-channel messages received on all channels so far (kept or cleared).
+    pub fn data_received(&self) -> u64 {
+        self.data.received_total()
+    }
+
+    /// Drop the data-channel messages kept so far (their count stays): a long run that
+    /// only counts them keeps memory flat.
+    pub fn clear_data_messages(&mut self) {
+        self.data.clear_messages();
     }
 
     /// Poll str0m until it wants a timeout. Follows every input and change.
