@@ -259,7 +259,9 @@ async fn run(args: Args) -> Result<std::process::ExitCode, Box<dyn std::error::E
         transport: transport_config.clone(),
         ..Default::default()
     });
-    let whip_routes = rheomesh::whip::axum::router(whip.clone(), whip::Host::new(rooms.clone()));
+    let whip_host = whip::Host::new(rooms.clone());
+    let whip_routes = rheomesh::whip::axum::router(whip.clone(), whip_host.clone());
+    let whep_routes = rheomesh::whip::axum::whep_router(whip.clone(), whip_host);
     let state = AppState {
         rooms,
         transport_config,
@@ -278,7 +280,8 @@ async fn run(args: Args) -> Result<std::process::ExitCode, Box<dyn std::error::E
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
         .with_state(state)
-        .nest("/whip", whip_routes);
+        .nest("/whip", whip_routes)
+        .nest("/whep", whep_routes);
 
     let http_addr = SocketAddr::new(args.http_bind.unwrap_or(args.bind), args.port);
     let listener = tokio::net::TcpListener::bind(http_addr)

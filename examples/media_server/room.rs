@@ -251,6 +251,11 @@ impl Rooms {
         (room, id)
     }
 
+    /// Room `name`, if it exists.
+    pub async fn find(&self, name: &str) -> Option<Arc<Room>> {
+        self.rooms.lock().await.get(name).cloned()
+    }
+
     /// Rooms, participants and published tracks right now.
     pub async fn census(&self) -> Census {
         let rooms = self.rooms.lock().await;

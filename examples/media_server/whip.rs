@@ -1,8 +1,10 @@
-//! WHIP ingest in the example (`docs/PROTOCOL.md`, "HTTP endpoints"): `POST
-//! /whip/{room}/{stream}` and its resource, served by `rheomesh::whip::axum`. A WHIP
-//! session is a participant of its room named after its stream: the room's WebSocket
-//! participants get `Published` (with that name) for its tracks and `Unpublished` when it
-//! ends, as for any participant.
+//! WHIP ingest and WHEP playback in the example (`docs/PROTOCOL.md`, "HTTP endpoints"):
+//! `POST /whip/{room}/{stream}`, `POST /whep/{room}/{stream}` and their resources, served
+//! by `rheomesh::whip::axum`. A WHIP session is a participant of its room named after its
+//! stream: the room's WebSocket participants get `Published` (with that name) for its
+//! tracks and `Unpublished` when it ends, as for any participant. A WHEP viewer of
+//! `{stream}` gets that WHIP session's tracks, or else the published track whose id is
+//! `{stream}`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex as StdMutex};
@@ -26,6 +28,8 @@ pub struct Host {
     rooms: Rooms,
     /// Participants joined for a `POST` being answered, by room.
     pending: Arc<StdMutex<HashMap<String, Vec<Joined>>>>,
+    /// The tracks of each live WHIP session, by (room, stream).
+    streams: Arc<StdMutex<HashMap<(String, String), Vec<String>>>>,
 }
 
 impl Host {
@@ -33,11 +37,12 @@ impl Host {
         Host {
             rooms,
             pending: Arc::default(),
+            streams: Arc::default(),
         }
     }
 
     fn take(&self, room: &str) -> Option<Joined> {
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let mut pending = lock(&self.pending);
         let list = pending.get_mut(room)?;
         let entry = list.pop();
         if list.is_empty() {
@@ -57,9 +62,7 @@ impl WhipHost for Host {
         let (outbox, _unread) = Outbox::new();
         let (joined, id) = self.rooms.join(&room, outbox).await;
         let router = joined.router.clone();
-        self.pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        lock(&self.pending)
             .entry(room)
             .or_default()
             .push((joined, id));
@@ -84,7 +87,10 @@ impl WhipHost for Host {
             joined.track_published(id, p, false);
         }
         tracing::info!(room, stream, resource, participant = %id, tracks = ?ids, "WHIP session published");
-        joined.broadcast_except(id, &joined.published(ids));
+        joined.broadcast_except(id, &joined.published(ids.clone()));
+        let key = (room.clone(), stream.clone());
+        lock(&self.streams).insert(key.clone(), ids);
+        let streams = self.streams.clone();
         let rooms = self.rooms.clone();
         tokio::spawn(async move {
             for p in publishers {
@@ -98,8 +104,18 @@ impl WhipHost for Host {
                 );
             }
             tracing::info!(room = joined.name, resource, "WHIP session ended");
+            lock(&streams).remove(&key);
             rooms.leave(&joined, id).await;
         });
+    }
+
+    async fn whep_tracks(&self, room: String, stream: String) -> Option<(Router, Vec<String>)> {
+        let joined = self.rooms.find(&room).await?;
+        let ids = lock(&self.streams)
+            .get(&(room, stream.clone()))
+            .cloned()
+            .unwrap_or_else(|| vec![stream]);
+        Some((joined.router.clone(), ids))
     }
 
     fn refused(&self, room: String, _stream: String) {
@@ -108,4 +124,8 @@ impl WhipHost for Host {
             tokio::spawn(async move { rooms.leave(&joined, id).await });
         }
     }
+}
+
+fn lock<T>(m: &StdMutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -1,10 +1,14 @@
-//! An [axum](https://docs.rs/axum) router serving a [`Whip`] endpoint (feature `axum`):
-//! `POST /{room}/{stream}` creates a session in the router [`WhipHost::router`] gives for
-//! `room`, `PATCH` / `DELETE` on `/{room}/{stream}/{resource}` (the `Location` it
-//! answered), `OPTIONS` on both. Nest it where it should live:
+//! [axum](https://docs.rs/axum) routers serving a [`Whip`] endpoint (feature `axum`).
+//! [`router`] (WHIP): `POST /{room}/{stream}` creates a session in the router
+//! [`WhipHost::router`] gives for `room`; [`whep_router`] (WHEP): `POST /{room}/{stream}`
+//! plays the tracks [`WhipHost::whep_tracks`] names. Both: `PATCH` / `DELETE` on
+//! `/{room}/{stream}/{resource}` (the `Location` answered), `OPTIONS` on both. Nest them
+//! where they should live:
 //!
 //! ```ignore
-//! let app = axum::Router::new().nest("/whip", rheomesh::whip::axum::router(whip, host));
+//! let app = axum::Router::new()
+//!     .nest("/whip", rheomesh::whip::axum::router(whip.clone(), host.clone()))
+//!     .nest("/whep", rheomesh::whip::axum::whep_router(whip, host));
 //! ```
 
 use std::future::Future;
@@ -37,6 +41,20 @@ pub trait WhipHost: Clone + Send + Sync + 'static {
         let _ = (room, stream, resource, publishers);
     }
 
+    /// WHEP: the router of `room` and the ids of the tracks a viewer of `stream` gets;
+    /// `None` answers `404`. By default, the published track whose id is `stream`.
+    fn whep_tracks(
+        &self,
+        room: String,
+        stream: String,
+    ) -> impl Future<Output = Option<(Router, Vec<String>)>> + Send {
+        let host = self.clone();
+        async move {
+            let router = host.router(room).await?;
+            Some((router, vec![stream]))
+        }
+    }
+
     /// A `POST` for `room` and `stream` was refused after [`router`](Self::router) gave a
     /// router (bad offer, conflict, too many sessions): undo what `router` prepared.
     fn refused(&self, room: String, stream: String) {
@@ -67,6 +85,50 @@ pub fn router<H: WhipHost>(whip: Whip, host: H) -> axum::Router {
                 .fallback(not_allowed_resource::<H>),
         )
         .with_state(AppState { whip, host })
+}
+
+/// The WHEP routes of `whip` (sessions share its table, its token and its limits), with
+/// `host` naming the tracks of a stream.
+pub fn whep_router<H: WhipHost>(whip: Whip, host: H) -> axum::Router {
+    axum::Router::new()
+        .route(
+            "/{room}/{stream}",
+            post(post_whep::<H>)
+                .options(options::<H>)
+                .fallback(not_allowed_collection::<H>),
+        )
+        .route(
+            "/{room}/{stream}/{resource}",
+            axum::routing::patch(patch::<H>)
+                .delete(delete::<H>)
+                .options(options::<H>)
+                .fallback(not_allowed_resource::<H>),
+        )
+        .with_state(AppState { whip, host })
+}
+
+async fn post_whep<H: WhipHost>(
+    State(s): State<AppState<H>>,
+    Path((room, stream)): Path<(String, String)>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> axum::response::Response {
+    let body = match utf8(&s.whip, &body) {
+        Ok(b) => b,
+        Err(r) => return reply(r),
+    };
+    let req = request(&headers, body);
+    if let Err(r) = s.whip.authorize(&req) {
+        return reply(r);
+    }
+    let Some((router, ids)) = s.host.whep_tracks(room, stream).await else {
+        return reply(s.whip.error(404, "no such stream"));
+    };
+    match s.whip.post_whep(&router, uri.path(), &ids, &req).await {
+        Ok(viewing) => reply(viewing.response),
+        Err(r) => reply(r),
+    }
 }
 
 fn request<'a>(headers: &'a HeaderMap, body: &'a str) -> Request<'a> {

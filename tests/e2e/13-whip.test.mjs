@@ -1,8 +1,10 @@
-// 13. WHIP ingest (RFC 9725) from a browser: a page publishes camera + microphone with a
+// 13. WHIP ingest (RFC 9725) and WHEP playback with browsers: a page publishes camera + microphone with a
 //     plain WHIP client (fetch + RTCPeerConnection, non-trickle: its candidates in the offer)
 //     to /whip/{room}/{stream} of a server started with --whip-token; a WebSocket participant
 //     of the same room sees a tile named after the stream and decodes it; an ICE restart over
-//     PATCH (If-Match: *) keeps it playing; DELETE unpublishes it (the viewer drops the tile).
+//     PATCH (If-Match: *) keeps it playing. A WHEP viewer page (recvonly offer to
+//     /whep/{room}/cam) decodes the same stream, also across an ICE restart over PATCH.
+//     DELETE unpublishes it (the viewer drops the tile; the WHEP session ends with it).
 //     Missing or wrong token: 401; bad SDP: 400; unknown resource: 404; OPTIONS: CORS.
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
@@ -60,6 +62,59 @@ function whipPublish(p, path, token) {
   );
 }
 
+/** In page `p`: view `path` over WHEP (a recvonly audio + video offer). */
+function whepView(p, path, token) {
+  return p.evaluate(
+    async ({ path, token }) => {
+      const pc = new RTCPeerConnection();
+      pc.addTransceiver("audio", { direction: "recvonly" });
+      pc.addTransceiver("video", { direction: "recvonly" });
+      await pc.setLocalDescription(await pc.createOffer());
+      await new Promise((resolve) => {
+        if (pc.iceGatheringState === "complete") return resolve();
+        pc.addEventListener("icegatheringstatechange", () => pc.iceGatheringState === "complete" && resolve());
+        setTimeout(resolve, 3000);
+      });
+      const res = await fetch(path, {
+        method: "POST",
+        headers: { "Content-Type": "application/sdp", Authorization: `Bearer ${token}` },
+        body: pc.localDescription.sdp,
+      });
+      const answer = await res.text();
+      if (res.status !== 201) throw new Error(`WHEP POST: ${res.status} ${answer}`);
+      await pc.setRemoteDescription({ type: "answer", sdp: answer });
+      window.whip = { pc, answer, location: res.headers.get("Location"), etag: res.headers.get("ETag") };
+      return { location: window.whip.location };
+    },
+    { path, token },
+  );
+}
+
+/** In page `p` (a WHEP viewer): video frames decoded so far. */
+function whepFrames(p) {
+  return p.evaluate(async () => {
+    const report = await window.whip.pc.getStats();
+    let frames = 0;
+    for (const r of report.values()) if (r.type === "inbound-rtp" && r.kind === "video") frames = r.framesDecoded ?? 0;
+    return frames;
+  });
+}
+
+/** Waits until the WHEP viewer in `p` decodes `delta` more frames. */
+async function whepDecodes(p, delta, timeoutMs) {
+  const start = await whepFrames(p);
+  await waitFor(
+    p,
+    async ({ start, delta }) => {
+      const report = await window.whip.pc.getStats();
+      return [...report.values()].some((r) => r.type === "inbound-rtp" && r.kind === "video" && r.framesDecoded >= start + delta);
+    },
+    timeoutMs,
+    `the WHEP viewer decodes ${delta} more frames`,
+    { start, delta },
+  );
+}
+
 /** In page `p`: restart ICE over PATCH; resolves with the new local ufrag and the status. */
 function whipRestartIce(p, token) {
   return p.evaluate(async (token) => {
@@ -99,7 +154,7 @@ function whipTransport(p) {
   });
 }
 
-test("a browser publishes over WHIP; a room participant watches; ICE restart by PATCH; DELETE ends it", { timeout: 120000 }, async () => {
+test("a browser publishes over WHIP; a room participant and a WHEP viewer watch; ICE restarts by PATCH; DELETE ends it", { timeout: 120000 }, async () => {
   const room = uniqueRoom("whip");
   const w = await openPage(browser, server.base, "/", "WHIP");
   const v = await openPage(browser, server.base, `/?room=${room}&name=Viewer`, "Viewer");
@@ -135,13 +190,55 @@ test("a browser publishes over WHIP; a room participant watches; ICE restart by 
     console.log(`ICE before ${JSON.stringify(before)}, after ${JSON.stringify(afterRestart)}`);
     await expectGrowth(v, ids.video, "framesDecoded", { minDelta: 10, timeoutMs: 10000 });
 
-    // DELETE: unpublished; the viewer drops the tile.
-    const status = await w.evaluate(
-      async (token) => (await fetch(window.whip.location, { method: "DELETE", headers: { Authorization: `Bearer ${token}` } })).status,
-      TOKEN,
-    );
-    assert.equal(status, 200);
-    await waitFor(v, () => window.rheomeshApp.tracks === 0 && window.rheomeshApp.tiles === 0, 5000, "the viewer drops the WHIP tile");
+    // A WHEP viewer of the same stream decodes it, also across an ICE restart.
+    const wv = await openPage(browser, server.base, "/", "WHEP");
+    try {
+      const view = await whepView(wv, `/whep/${room}/cam`, TOKEN);
+      assert.match(view.location, new RegExp(`^/whep/${room}/cam/[0-9a-f]{32}$`));
+      await whepDecodes(wv, 20, 15000);
+      const r = await whipRestartIce(wv, TOKEN);
+      assert.equal(r.status, 200, JSON.stringify(r));
+      await waitFor(
+        wv,
+        async (ufrag) => {
+          const report = await window.whip.pc.getStats();
+          return [...report.values()].some((x) => x.type === "transport" && x.iceLocalUsernameFragment === ufrag && x.iceState === "connected");
+        },
+        15000,
+        "the WHEP viewer connected again on the new ICE credentials",
+        r.ufrag,
+      );
+      await whepDecodes(wv, 20, 10000);
+      const refused = await wv.evaluate(
+        async (room) => (await fetch(`/whep/${room}/cam`, { method: "POST", headers: { "Content-Type": "application/sdp" }, body: "v=0\r\n" })).status,
+        room,
+      );
+      assert.equal(refused, 401, "WHEP wants the token too");
+      const unknown = await wv.evaluate(
+        async ({ room, token }) =>
+          (await fetch(`/whep/${room}/nobody`, { method: "POST", headers: { "Content-Type": "application/sdp", Authorization: `Bearer ${token}` }, body: "v=0\r\n" })).status,
+        { room, token: TOKEN },
+      );
+      assert.equal(unknown, 404, "no such stream");
+
+      // DELETE of the WHIP session: unpublished; the room viewer drops the tile, and the WHEP
+      // session ends with it (its resource is gone).
+      const status = await w.evaluate(
+        async (token) => (await fetch(window.whip.location, { method: "DELETE", headers: { Authorization: `Bearer ${token}` } })).status,
+        TOKEN,
+      );
+      assert.equal(status, 200);
+      await waitFor(v, () => window.rheomeshApp.tracks === 0 && window.rheomeshApp.tiles === 0, 5000, "the viewer drops the WHIP tile");
+      await waitFor(
+        wv,
+        async (token) => (await fetch(window.whip.location, { method: "DELETE", headers: { Authorization: `Bearer ${token}` } })).status === 404,
+        5000,
+        "the WHEP session ended with its stream",
+        TOKEN,
+      );
+    } finally {
+      await closePage(wv);
+    }
     await expectNoAppError(v);
   } finally {
     await closePage(w);
