@@ -914,3 +914,38 @@ pub fn rtp_extension(data: &[u8]) {
         }
     }
 }
+
+/// `sdpfrag`: a WHIP/WHEP `PATCH` body (`rheomesh::whip::sdpfrag::parse`), as UTF-8 text
+/// (other bytes are replaced). Invariants: no panic; an accepted fragment has both
+/// credentials or neither, made only of ICE characters; every candidate is a
+/// `candidate:` attribute without control characters; the server's reply fragment built
+/// from an answer (`from_answer`) parses back with the answer's credentials.
+pub fn sdpfrag(data: &[u8]) {
+    use rheomesh::whip::sdpfrag::{credentials, from_answer, parse, with_credentials};
+    let text = String::from_utf8_lossy(data);
+    if let Ok(f) = parse(&text) {
+        assert_eq!(f.ufrag.is_some(), f.pwd.is_some());
+        for c in [&f.ufrag, &f.pwd].into_iter().flatten() {
+            assert!(!c.is_empty());
+            assert!(c
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/'));
+        }
+        for (_, c) in &f.candidates {
+            assert!(c.starts_with("candidate:") && c.len() > "candidate:".len());
+            assert!(!c.chars().any(char::is_control));
+        }
+        if let (Some(u), Some(p)) = (&f.ufrag, &f.pwd) {
+            // A restart offer rebuilt from this input carries exactly these credentials.
+            let offer = with_credentials(&text, u, p);
+            if let Some((u2, p2)) = credentials(&offer) {
+                assert_eq!((u2, p2), (u.as_str(), p.as_str()));
+            }
+            let reply = from_answer(&offer);
+            if text.len() < 8 * 1024 {
+                let back = parse(&reply).expect("a reply fragment parses");
+                assert_eq!(back.ufrag.as_deref(), Some(u.as_str()));
+            }
+        }
+    }
+}

@@ -79,6 +79,11 @@ fn rtp_extension_corpus() {
 }
 
 #[test]
+fn sdpfrag_corpus() {
+    replay("sdpfrag", 4, usize::MAX, checks::sdpfrag);
+}
+
+#[test]
 fn layer_selection_corpus() {
     replay("layer_selection", 3, usize::MAX, checks::layer_selection);
 }
