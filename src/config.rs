@@ -46,6 +46,30 @@ pub struct WorkerConfig {
     pub pin_threads: bool,
     /// Capacity of each shard-to-shard ring, in packets. Default: 4096.
     pub ring_capacity: usize,
+    /// Relay between workers ([`crate::relay`]): where this worker accepts relays and the
+    /// secret every worker of the deployment shares. `None` (default): no relay port, and
+    /// `relay_to` fails.
+    pub relay: Option<RelayConfig>,
+}
+
+/// A worker's relay settings (see [`crate::relay`]).
+#[derive(Clone, PartialEq, Eq)]
+pub struct RelayConfig {
+    /// TCP address the relay control port listens on (port 0: any free port; see
+    /// [`Worker::relay_addr`](crate::worker::Worker::relay_addr)).
+    pub bind: std::net::SocketAddr,
+    /// The secret shared by the workers that relay to each other (at least 16 bytes):
+    /// both ends of a relay link prove they know it before anything is relayed.
+    pub secret: String,
+}
+
+impl std::fmt::Debug for RelayConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RelayConfig")
+            .field("bind", &self.bind)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
 }
 
 impl Default for WorkerConfig {
@@ -59,6 +83,7 @@ impl Default for WorkerConfig {
             port_max: u16::MAX,
             pin_threads: false,
             ring_capacity: 4096,
+            relay: None,
         }
     }
 }

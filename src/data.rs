@@ -71,6 +71,35 @@ impl DataPublisher {
         let _ = rx.wait_for(|c| *c).await;
     }
 
+    /// Relay this data channel to router `router_id` of the worker whose relay port is
+    /// `addr`, as [`Publisher::relay_to`](crate::publisher::Publisher::relay_to) does for
+    /// media: published there under the same id, with the same ordering and reliability.
+    pub async fn relay_to(
+        &self,
+        addr: std::net::SocketAddr,
+        router_id: &str,
+    ) -> Result<(), crate::error::RelayError> {
+        let router = self
+            .inner
+            .router
+            .upgrade()
+            .ok_or(crate::error::RelayError::Closed)?;
+        if self.is_closed() {
+            return Err(crate::error::RelayError::Closed);
+        }
+        let hub = router
+            .hub
+            .upgrade()
+            .ok_or(crate::error::RelayError::Closed)?;
+        hub.relay(
+            &router,
+            crate::relay::Relayed::Data(&self.id()),
+            addr,
+            router_id,
+        )
+        .await
+    }
+
     /// Stop publishing it: its subscribers' channels close.
     pub fn close(&self) {
         if let Some(r) = self.inner.router.upgrade() {

@@ -28,6 +28,9 @@ pub enum WorkerError {
     /// A shard socket could not be created or bound.
     #[error("binding shard socket: {0}")]
     Bind(#[source] std::io::Error),
+    /// The relay port could not be opened, or the relay secret is too short.
+    #[error("relay port: {0}")]
+    Relay(#[source] std::io::Error),
     /// A shard thread could not be started.
     #[error("starting shard thread: {0}")]
     Spawn(#[source] std::io::Error),
@@ -166,4 +169,29 @@ pub enum RecordingError {
     /// RTP and RTCP).
     #[error("no port left for another track")]
     NoPort,
+}
+
+/// Errors from [`Publisher::relay_to`](crate::publisher::Publisher::relay_to) and
+/// [`DataPublisher::relay_to`](crate::data::DataPublisher::relay_to).
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RelayError {
+    /// This worker has no [`RelayConfig`](crate::config::RelayConfig) (no shared secret).
+    #[error("relay is not configured on this worker")]
+    NotConfigured,
+    /// The other worker could not be reached or did not answer in time.
+    #[error("relay peer unreachable: {0}")]
+    Unreachable(String),
+    /// The other worker refused (wrong secret, unknown router, bad offer, …).
+    #[error("relay refused: {0}")]
+    Refused(String),
+    /// The control link closed meanwhile.
+    #[error("relay link closed")]
+    LinkClosed,
+    /// The publisher is closed.
+    #[error("publisher is closed")]
+    Closed,
+    /// Subscribing to the publisher on this worker failed.
+    #[error("relay subscription: {0}")]
+    Subscribe(SubscribeError),
 }

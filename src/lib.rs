@@ -35,6 +35,7 @@ pub mod data;
 pub mod error;
 pub mod forward;
 pub mod publisher;
+pub mod relay;
 pub mod router;
 pub mod signal;
 pub mod stats;

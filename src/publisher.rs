@@ -134,6 +134,38 @@ impl Publisher {
         let _ = rx.wait_for(|c| *c).await;
     }
 
+    /// Relay this track to router `router_id` of the worker whose relay port is `addr`
+    /// (its [`Worker::relay_addr`](crate::worker::Worker::relay_addr)): it is published
+    /// there under the same id, and subscribed like a local track. Returns once it is
+    /// published on the other worker. The relay ends when this publisher closes (the other
+    /// worker unpublishes it) or the link between the workers dies. Both workers need a
+    /// [`RelayConfig`](crate::config::RelayConfig) with the same secret.
+    pub async fn relay_to(
+        &self,
+        addr: std::net::SocketAddr,
+        router_id: &str,
+    ) -> Result<(), crate::error::RelayError> {
+        let router = self
+            .inner
+            .router
+            .upgrade()
+            .ok_or(crate::error::RelayError::Closed)?;
+        if self.is_closed() {
+            return Err(crate::error::RelayError::Closed);
+        }
+        let hub = router
+            .hub
+            .upgrade()
+            .ok_or(crate::error::RelayError::Closed)?;
+        hub.relay(
+            &router,
+            crate::relay::Relayed::Media(&self.id()),
+            addr,
+            router_id,
+        )
+        .await
+    }
+
     /// Unpublish: every subscriber is told and its transport renegotiates.
     pub async fn close(&self) {
         if let Some(r) = self.inner.router.upgrade() {

@@ -74,6 +74,9 @@ pub(crate) struct RouterInner {
     pub(crate) media: MediaConfig,
     pub(crate) publishers: Mutex<HashMap<String, PublishedTrack>>,
     pub(crate) data_publishers: Mutex<HashMap<String, PublishedData>>,
+    /// The worker's relay side (relays to and from other workers); weak: the worker owns
+    /// it (relay sessions hold routers).
+    pub(crate) hub: Weak<crate::relay::Hub>,
     /// The transports created here, for [`Router::close`].
     members: Mutex<Members>,
 }
@@ -236,6 +239,17 @@ impl RouterInner {
         role: Role,
         cfg: &WebRTCTransportConfig,
     ) -> (Core, mpsc::UnboundedReceiver<SessionEvent>) {
+        self.create_session_with(role, cfg, false).await
+    }
+
+    /// Like `create_session`; `full_ice`: a full (controlling) ICE agent instead of
+    /// ICE-lite, for a session whose other end is another worker (ICE-lite too).
+    pub(crate) async fn create_session_with(
+        self: &Arc<Self>,
+        role: Role,
+        cfg: &WebRTCTransportConfig,
+        full_ice: bool,
+    ) -> (Core, mpsc::UnboundedReceiver<SessionEvent>) {
         let stun_servers = resolve_stun_servers(&cfg.configuration.ice_servers).await;
         let shard = self.engine.pick_shard();
         shard
@@ -253,6 +267,7 @@ impl RouterInner {
             stun_servers,
             connect_timeout: cfg.connect_timeout,
             idle_timeout: cfg.ice_disconnected_timeout,
+            full_ice,
             events: events_tx,
         };
         let created = if self.is_closed() {
@@ -327,9 +342,14 @@ async fn resolve_stun_servers(
 }
 
 impl Router {
-    pub(crate) fn new(engine: Arc<Engine>, media: MediaConfig) -> Router {
-        Router {
+    pub(crate) fn new(
+        engine: Arc<Engine>,
+        hub: Arc<crate::relay::Hub>,
+        media: MediaConfig,
+    ) -> Router {
+        let router = Router {
             inner: Arc::new(RouterInner {
+                hub: Arc::downgrade(&hub),
                 id: format!("router-{}", next_id()),
                 engine,
                 media,
@@ -337,7 +357,9 @@ impl Router {
                 data_publishers: Mutex::new(HashMap::new()),
                 members: Mutex::new(Members::default()),
             }),
-        }
+        };
+        hub.register(&router.inner);
+        router
     }
 
     /// The router id, unique in the process.

@@ -17,6 +17,7 @@ use crate::stats::{ShardStats, WorkerStats};
 pub struct Worker {
     engine: Arc<Engine>,
     config: WorkerConfig,
+    hub: Arc<crate::relay::Hub>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -33,13 +34,29 @@ impl Worker {
     /// and handle created from it are dropped.
     #[must_use = "dropping the worker stops its shards"]
     pub async fn new(config: WorkerConfig) -> Result<Arc<Mutex<Worker>>, WorkerError> {
+        let hub = crate::relay::Hub::start(config.relay.as_ref()).map_err(WorkerError::Relay)?;
         let engine = Arc::new(Engine::start(&config)?);
-        Ok(Arc::new(Mutex::new(Worker { engine, config })))
+        Ok(Arc::new(Mutex::new(Worker {
+            engine,
+            config,
+            hub,
+        })))
     }
 
     /// Create a router (a meeting room) negotiating `media`.
     pub fn new_router(&mut self, media: MediaConfig) -> Router {
-        Router::new(self.engine.clone(), media)
+        Router::new(self.engine.clone(), self.hub.clone(), media)
+    }
+
+    /// The address this worker accepts relays on (its [`RelayConfig`](crate::config::RelayConfig)
+    /// bind address, with the port chosen if it was 0); `None` without relay.
+    pub fn relay_addr(&self) -> Option<SocketAddr> {
+        self.hub.local_addr()
+    }
+
+    /// Relay links, sessions and refusals of this worker.
+    pub async fn relay_stats(&self) -> crate::relay::RelayStats {
+        self.hub.stats().await
     }
 
     /// The configuration the worker was started with.

@@ -46,6 +46,8 @@ pub(crate) struct SessionSpec {
     pub(crate) stun_servers: Vec<std::net::SocketAddr>,
     pub(crate) connect_timeout: Duration,
     pub(crate) idle_timeout: Duration,
+    /// A full ICE agent (relay sessions to another worker) instead of ICE-lite.
+    pub(crate) full_ice: bool,
     pub(crate) events: mpsc::UnboundedSender<SessionEvent>,
 }
 

@@ -258,7 +258,17 @@ impl std::fmt::Debug for SubscribeTransport {
 
 impl SubscribeTransport {
     pub(crate) async fn create(router: &Arc<RouterInner>, cfg: WebRTCTransportConfig) -> Self {
-        let (core, events) = router.create_session(Role::Subscribe, &cfg).await;
+        Self::create_with(router, cfg, false).await
+    }
+
+    async fn create_with(
+        router: &Arc<RouterInner>,
+        cfg: WebRTCTransportConfig,
+        full_ice: bool,
+    ) -> Self {
+        let (core, events) = router
+            .create_session_with(Role::Subscribe, &cfg, full_ice)
+            .await;
         let closed_at_birth = core.is_closed();
         let inner = Arc::new_cyclic(|weak| SubscribeInner {
             core,
@@ -278,6 +288,12 @@ impl SubscribeTransport {
             router.adopt(&inner);
         }
         SubscribeTransport { inner }
+    }
+
+    /// A relay transport: like a subscribe transport, but with a full ICE agent (the other
+    /// end is another worker's ICE-lite publish transport).
+    pub(crate) async fn create_relay(router: &Arc<RouterInner>) -> Self {
+        Self::create_with(router, WebRTCTransportConfig::default(), true).await
     }
 
     /// Register the callback that receives new offers when the transport must renegotiate

@@ -202,7 +202,7 @@ impl ShardCore {
         let pass = Alphanumeric.sample_string(&mut rand::rng(), 24);
         let mut cfg = Rtc::builder()
             .set_rtp_mode(true)
-            .set_ice_lite(true)
+            .set_ice_lite(!spec.full_ice)
             .set_crypto_provider(crate::engine::dtls::crypto_provider())
             .set_local_ice_credentials(IceCreds {
                 ufrag: ufrag.clone(),

@@ -1,0 +1,286 @@
+//! Relay between two workers in one process (separate shards, UDP ports and relay ports on
+//! 127.0.0.1): a str0m publisher on worker A relayed to a router of worker B, where str0m
+//! subscribers receive it; keyframe requests cross the relay; the link's failure
+//! unpublishes on B; a wrong secret, an unknown router and garbage are refused and counted
+//! while a live relay goes on.
+
+mod common;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::peer::PeerConfig;
+use common::sfu::{connect_publisher, connect_subscriber, wait_until};
+use rheomesh::config::{MediaConfig, RelayConfig, WorkerConfig};
+use rheomesh::error::RelayError;
+use rheomesh::router::Router;
+use rheomesh::worker::Worker;
+use tokio::sync::Mutex;
+
+const SECRET: &str = "relay-test-secret-0123456789";
+
+async fn relay_worker(secret: &str) -> (Arc<Mutex<Worker>>, Router, SocketAddr) {
+    let mut config = WorkerConfig::default();
+    config.shards = 2;
+    config.relay = Some(RelayConfig {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        secret: secret.into(),
+    });
+    let worker = Worker::new(config).await.expect("worker starts");
+    let router = worker.lock().await.new_router(MediaConfig::default());
+    let addr = worker.lock().await.relay_addr().expect("relay port");
+    (worker, router, addr)
+}
+
+async fn relay_stats(w: &Arc<Mutex<Worker>>) -> rheomesh::relay::RelayStats {
+    w.lock().await.relay_stats().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_relayed_to_another_worker_reaches_its_subscribers() {
+    let (wa, ra, _addr_a) = relay_worker(SECRET).await;
+    let (wb, rb, addr_b) = relay_worker(SECRET).await;
+    let p = connect_publisher(&ra, Some("rl-a"), Some("rl-v"), PeerConfig::default()).await;
+    for publisher in &p.publishers {
+        publisher
+            .relay_to(addr_b, rb.id())
+            .await
+            .unwrap_or_else(|e| panic!("relay {}: {e}", publisher.id()));
+    }
+    assert_eq!(
+        rb.publisher_ids(),
+        vec!["rl-a".to_string(), "rl-v".to_string()]
+    );
+    let s = relay_stats(&wa).await;
+    assert_eq!(
+        (s.links_out, s.sessions_out),
+        (1, 1),
+        "one link, one session: {s:?}"
+    );
+    let s = relay_stats(&wb).await;
+    assert_eq!((s.links_in, s.sessions_in), (1, 1), "{s:?}");
+
+    // Two subscribers on B get everything A's publisher sends.
+    let mut subs = Vec::new();
+    for _ in 0..2 {
+        let mut sub = connect_subscriber(&rb, PeerConfig::default()).await;
+        sub.subscribe("rl-v").await;
+        sub.subscribe("rl-a").await;
+        subs.push(sub);
+    }
+    p.peer.start_sending(150, 50, Duration::from_secs(1));
+    assert!(
+        wait_until(Duration::from_secs(10), || p.peer.stats().sent_video
+            >= 1000)
+        .await,
+        "A's publisher sends"
+    );
+    p.peer.stop_sending();
+    let sent = p.peer.stats();
+    for sub in &subs {
+        let ok = wait_until(Duration::from_secs(10), || {
+            sub.peer.received("rl-v").distinct_counters * 1000 >= sent.sent_video * 999
+                && sub.peer.received("rl-a").distinct_counters * 1000 >= sent.sent_audio * 999
+        })
+        .await;
+        assert!(
+            ok,
+            "≥ 99.9 % on B: video {} of {}, audio {} of {}",
+            sub.peer.received("rl-v").distinct_counters,
+            sent.sent_video,
+            sub.peer.received("rl-a").distinct_counters,
+            sent.sent_audio
+        );
+    }
+
+    // A keyframe request of a subscriber on B reaches the publisher on A.
+    let before = p.peer.stats().keyframe_requests;
+    p.peer.start_sending(50, 0, Duration::from_secs(60));
+    assert!(subs[0].peer.request_keyframe("rl-v"));
+    assert!(
+        wait_until(Duration::from_secs(1), || p.peer.stats().keyframe_requests
+            > before)
+        .await,
+        "the keyframe request crossed the relay within 1 s"
+    );
+    p.peer.stop_sending();
+
+    // The publisher leaves A: B unpublishes it, its subscribers are told.
+    p.transport.close().await;
+    assert!(
+        wait_until(Duration::from_secs(5), || rb.publisher_ids().is_empty()).await,
+        "B unpublishes what A's publisher relayed: {:?}",
+        rb.publisher_ids()
+    );
+    for sub in &subs {
+        assert!(sub.subscribers.iter().all(|s| s.is_closed()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_other_worker_dying_unpublishes_within_5_s_and_relaying_again_works() {
+    let (wb, rb, addr_b) = relay_worker(SECRET).await;
+    let mut sub = connect_subscriber(&rb, PeerConfig::default()).await;
+    {
+        let (wa, ra, _) = relay_worker(SECRET).await;
+        let p = connect_publisher(&ra, None, Some("die-v"), PeerConfig::default()).await;
+        p.publishers[0]
+            .relay_to(addr_b, rb.id())
+            .await
+            .expect("relayed");
+        let s = sub.subscribe("die-v").await;
+        assert_eq!(rb.publisher_ids(), vec!["die-v".to_string()]);
+        assert!(!s.is_closed());
+        // Worker A dies: its relay link closes.
+        let t0 = std::time::Instant::now();
+        drop(wa);
+        assert!(
+            wait_until(Duration::from_secs(5), || rb.publisher_ids().is_empty()
+                && s.is_closed())
+            .await,
+            "B unpublished A's track within 5 s"
+        );
+        println!(
+            "unpublished on B {} ms after A died",
+            t0.elapsed().as_millis()
+        );
+        drop((p, ra));
+    }
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            futures_like_stats(&wb).sessions_in == 0
+        })
+        .await
+    );
+    // A restarted worker relays again.
+    let (_wa2, ra2, _) = relay_worker(SECRET).await;
+    let p2 = connect_publisher(&ra2, None, Some("die-v"), PeerConfig::default()).await;
+    p2.publishers[0]
+        .relay_to(addr_b, rb.id())
+        .await
+        .expect("relayed again");
+    sub.subscribe("die-v").await;
+    p2.peer.start_sending(100, 0, Duration::from_secs(1));
+    assert!(
+        wait_until(Duration::from_secs(10), || sub
+            .peer
+            .received("die-v")
+            .distinct_counters
+            >= 50)
+        .await,
+        "media flows again"
+    );
+}
+
+/// The relay stats without awaiting (for `wait_until`'s closure).
+fn futures_like_stats(w: &Arc<Mutex<Worker>>) -> rheomesh::relay::RelayStats {
+    let w = w.clone();
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async move { w.lock().await.relay_stats().await })
+    })
+    .join()
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_secrets_unknown_routers_and_garbage_are_refused_and_counted() {
+    let (_wa, ra, _) = relay_worker(SECRET).await;
+    let (wb, rb, addr_b) = relay_worker(SECRET).await;
+    // A live relay with a subscriber on B.
+    let p = connect_publisher(&ra, None, Some("live-v"), PeerConfig::default()).await;
+    p.publishers[0]
+        .relay_to(addr_b, rb.id())
+        .await
+        .expect("relayed");
+    let mut sub = connect_subscriber(&rb, PeerConfig::default()).await;
+    sub.subscribe("live-v").await;
+    p.peer.start_sending(100, 0, Duration::from_secs(1));
+
+    // A worker with another secret.
+    let (_we, re, _) = relay_worker("another-secret-0123456789").await;
+    let pe = connect_publisher(&re, None, Some("evil-v"), PeerConfig::default()).await;
+    let e = pe.publishers[0]
+        .relay_to(addr_b, rb.id())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, RelayError::Refused(_)), "{e}");
+    // An unknown router.
+    let e = p.publishers[0]
+        .relay_to(addr_b, "router-nope")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, RelayError::Refused(ref m) if m.contains("unknown router")),
+        "{e}"
+    );
+    // No relay configured here.
+    let (_wn, rn) = common::sfu::setup(1).await;
+    let pn = connect_publisher(&rn, None, Some("n-v"), PeerConfig::default()).await;
+    assert_eq!(
+        pn.publishers[0]
+            .relay_to(addr_b, rb.id())
+            .await
+            .unwrap_err(),
+        RelayError::NotConfigured
+    );
+    // Garbage at the relay port: a text line, a huge length, a frame with a forged tag.
+    for junk in [
+        b"GET / HTTP/1.1\r\n\r\n".to_vec(),
+        u32::MAX.to_be_bytes().to_vec(),
+        [&100u32.to_be_bytes()[..], &[7u8; 100][..]].concat(),
+    ] {
+        let mut c = std::net::TcpStream::connect(addr_b).unwrap();
+        let _ = c.write_all(&junk);
+        let _ = c.shutdown(std::net::Shutdown::Write);
+    }
+    // Garbage UDP at B's shards.
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for a in wb.lock().await.local_addrs() {
+        for _ in 0..50 {
+            let _ = udp.send_to(&[0x80, 0x60, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12], a);
+        }
+    }
+    let ok = wait_until(Duration::from_secs(5), || {
+        let s = futures_like_stats(&wb);
+        // The wrong secret and the forged tag fail authentication; the text line and the
+        // huge length are malformed.
+        s.auth_failures >= 2 && s.unknown_router >= 1 && s.bad_frames >= 2
+    })
+    .await;
+    assert!(ok, "counted: {:?}", futures_like_stats(&wb));
+    // The live relay lost nothing meanwhile.
+    let before = sub.peer.received("live-v").distinct_counters;
+    assert!(
+        wait_until(Duration::from_secs(5), || sub
+            .peer
+            .received("live-v")
+            .distinct_counters
+            >= before + 100)
+        .await,
+        "the live relay keeps delivering"
+    );
+    p.peer.stop_sending();
+    let sent = p.peer.stats().sent_video;
+    assert!(
+        wait_until(Duration::from_secs(5), || sub
+            .peer
+            .received("live-v")
+            .distinct_counters
+            * 1000
+            >= sent * 999)
+        .await,
+        "≥ 99.9 %: {} of {sent}",
+        sub.peer.received("live-v").distinct_counters
+    );
+    assert_eq!(
+        rb.publisher_ids(),
+        vec!["live-v".to_string()],
+        "nothing else was published"
+    );
+}
