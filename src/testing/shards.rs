@@ -117,6 +117,7 @@ impl MemoryShards {
             stun_servers: Vec::new(),
             connect_timeout: Duration::from_secs(3600),
             idle_timeout: Duration::from_secs(3600),
+            full_ice: false,
             events: tx,
         };
         self.command(shard, now, |reply| Command::CreateSession {
