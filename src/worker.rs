@@ -69,6 +69,23 @@ impl Worker {
         self.engine.shards.iter().map(|s| s.local_addr).collect()
     }
 
+    /// Test hook: relay sessions (of every worker in the process) lose every `n`-th SRTP
+    /// datagram they send; 0 stops it. Only with the `testing` feature.
+    #[cfg(feature = "testing")]
+    #[doc(hidden)]
+    pub fn set_relay_loss_for_tests(every_nth: u32) {
+        crate::engine::session::RELAY_DROP_EVERY
+            .store(every_nth, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Test hook: how many datagrams [`set_relay_loss_for_tests`](Self::set_relay_loss_for_tests)
+    /// dropped so far. Only with the `testing` feature.
+    #[cfg(feature = "testing")]
+    #[doc(hidden)]
+    pub fn relay_losses_for_tests() -> u64 {
+        crate::engine::session::RELAY_DROPPED.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Test hook: block every shard thread for `d` (at most 5 s), as a stall would.
     /// Only with the `testing` feature; not for production use.
     #[cfg(feature = "testing")]

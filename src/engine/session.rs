@@ -359,6 +359,11 @@ pub(crate) struct Session {
     /// (port 0), only made inactive: browsers tear the transport down when the tagged
     /// m-line, or every m-line, of a BUNDLE group is rejected.
     pub(crate) anchor_mid: Option<Mid>,
+    /// A relay session (full ICE agent, the other end another worker).
+    pub(crate) full_ice: bool,
+    /// SRTP datagrams this session sent (for the relay loss test hook).
+    #[cfg(feature = "testing")]
+    pub(crate) srtp_sent: u64,
     /// Down-tracks waiting for the answer that makes them active.
     pub(crate) awaiting_answer: Vec<DownTrackId>,
     /// Bandwidth estimation toward the subscriber, when on (`MediaConfig::bandwidth_estimation`).
@@ -503,6 +508,16 @@ impl Session {
 
     /// Queue a datagram of this session for the shard's next `sendmmsg`.
     pub(crate) fn transmit(&mut self, t: Transmit, out: &mut DrainOut) {
+        #[cfg(feature = "testing")]
+        if self.full_ice && matches!(t.contents.first(), Some(128..=191)) {
+            // Test hook: lose every n-th SRTP datagram on relay links.
+            self.srtp_sent += 1;
+            let every = RELAY_DROP_EVERY.load(std::sync::atomic::Ordering::Relaxed);
+            if every > 0 && self.srtp_sent.is_multiple_of(u64::from(every)) {
+                RELAY_DROPPED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return;
+            }
+        }
         if !self.addrs.contains(&t.destination) {
             self.addrs.push(t.destination);
             out.new_addrs.push((t.destination, self.slot));
@@ -906,3 +921,13 @@ fn dd_switch_mask(
     }
     mask
 }
+
+/// Test hook: relay sessions drop every n-th SRTP datagram they send (0: none).
+#[cfg(feature = "testing")]
+pub(crate) static RELAY_DROP_EVERY: std::sync::atomic::AtomicU32 =
+    std::sync::atomic::AtomicU32::new(0);
+
+/// Datagrams the relay loss hook dropped.
+#[cfg(feature = "testing")]
+pub(crate) static RELAY_DROPPED: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(0);

@@ -278,6 +278,9 @@ impl ShardCore {
             data_up: Vec::new(),
             data_downs: Vec::new(),
             anchor_mid: None,
+            full_ice: spec.full_ice,
+            #[cfg(feature = "testing")]
+            srtp_sent: 0,
         };
         let got = self.sessions.insert(session);
         debug_assert_eq!(got, slot);
