@@ -6,83 +6,12 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::peer::{PeerConfig, TestPeer};
-use common::sfu::{candidate_init, connect_publisher, setup, wait_connected, wait_until};
+use common::sfu::{connect_publisher, data_publisher, data_subscriber, setup, wait_until};
 use rheomesh::config::WebRTCTransportConfig;
-use rheomesh::data::{DataPublisher, DataSubscriber};
 use rheomesh::error::{PublishError, SubscribeError};
-use rheomesh::router::Router;
-use rheomesh::transport::{PublishTransport, SubscribeTransport};
-use rheomesh::SessionDescription;
-
-/// A connected publisher with one data channel `label`, published.
-async fn data_publisher(
-    router: &Router,
-    label: &str,
-    ordered: bool,
-    max_retransmits: Option<u16>,
-) -> (PublishTransport, Arc<TestPeer>, DataPublisher) {
-    let peer = Arc::new(TestPeer::new(PeerConfig::default()));
-    let transport = router
-        .create_publish_transport(WebRTCTransportConfig::default())
-        .await;
-    let offer = peer.data_channel_offer(label, ordered, max_retransmits);
-    let answer = transport
-        .get_answer(SessionDescription::offer(offer))
-        .await
-        .expect("a data-only offer is accepted");
-    peer.accept_answer(&answer.sdp).expect("answer accepted");
-    transport
-        .add_ice_candidate(candidate_init(&peer))
-        .await
-        .expect("candidate");
-    assert!(
-        wait_connected(&peer, Duration::from_secs(10)).await,
-        "publisher connects"
-    );
-    let publisher = transport.data_publish(label).await.expect("data published");
-    (transport, peer, publisher)
-}
-
-/// A connected subscriber of data publisher `label`, its channel open.
-async fn data_subscriber(
-    router: &Router,
-    label: &str,
-) -> (SubscribeTransport, Arc<TestPeer>, DataSubscriber) {
-    let peer = Arc::new(TestPeer::new(PeerConfig::default()));
-    let transport = router
-        .create_subscribe_transport(WebRTCTransportConfig::default())
-        .await;
-    let (sub, offer) = transport
-        .data_subscribe(label)
-        .await
-        .expect("data subscribe");
-    let offer = offer.expect("the first data channel of a connection needs an offer");
-    let answer = peer.accept_offer(&offer.sdp).expect("peer answers");
-    transport
-        .set_answer(SessionDescription::answer(answer))
-        .await
-        .expect("answer applied");
-    transport
-        .add_ice_candidate(candidate_init(&peer))
-        .await
-        .expect("candidate");
-    let connected = wait_connected(&peer, Duration::from_secs(10)).await;
-    assert!(connected, "subscriber connects: {:?}", peer.error());
-    let p = peer.clone();
-    let label2 = label.to_string();
-    assert!(
-        wait_until(Duration::from_secs(10), move || p
-            .data_channel(&label2)
-            .is_some_and(|c| c.open))
-        .await,
-        "the subscriber's channel opens"
-    );
-    (transport, peer, sub)
-}
 
 /// The `i`-th message: binary for even `i`, text for odd, carrying `i`.
 fn message(i: usize) -> (bool, Vec<u8>) {

@@ -284,3 +284,45 @@ async fn wrong_secrets_unknown_routers_and_garbage_are_refused_and_counted() {
         "nothing else was published"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_channel_relayed_to_another_worker_reaches_its_subscribers() {
+    let (_wa, ra, _) = relay_worker(SECRET).await;
+    let (_wb, rb, addr_b) = relay_worker(SECRET).await;
+    let (_pt, peer, publisher) = common::sfu::data_publisher(&ra, "rl-chat", true, None).await;
+    publisher
+        .relay_to(addr_b, rb.id())
+        .await
+        .expect("data relayed");
+    assert_eq!(rb.data_publisher_ids(), vec!["rl-chat".to_string()]);
+    let (_st, sub_peer, _sub) = common::sfu::data_subscriber(&rb, "rl-chat").await;
+    for i in 0..100 {
+        assert!(peer.send_data("rl-chat", i % 2 == 0, format!("m{i}").as_bytes()));
+    }
+    let ok = wait_until(Duration::from_secs(10), || {
+        sub_peer
+            .data_channel("rl-chat")
+            .is_some_and(|c| c.messages.len() == 100)
+    })
+    .await;
+    let got = sub_peer
+        .data_channel("rl-chat")
+        .map(|c| c.messages)
+        .unwrap_or_default();
+    assert!(ok, "100 messages across the relay: got {}", got.len());
+    for (i, (binary, data)) in got.iter().enumerate() {
+        assert_eq!(
+            (*binary, data.as_slice()),
+            (i % 2 == 0, format!("m{i}").as_bytes())
+        );
+    }
+    // Unpublished on A: unpublished on B.
+    publisher.close();
+    assert!(
+        wait_until(Duration::from_secs(5), || rb
+            .data_publisher_ids()
+            .is_empty())
+        .await,
+        "B unpublishes the relayed channel"
+    );
+}
