@@ -949,3 +949,40 @@ pub fn sdpfrag(data: &[u8]) {
         }
     }
 }
+
+/// `relay_frame`: bytes arriving at a worker's relay port after the length prefix of a
+/// frame (`rheomesh::relay::wire`). Byte 0 picks the frame number; the rest is the frame
+/// body. Invariants: no panic; a body that is not authentic under the key is refused
+/// (`BadTag` or `Length`), never parsed; a frame the right key encoded decodes to the same
+/// message, and only under its own number and direction.
+pub fn relay_frame(data: &[u8]) {
+    use rheomesh::relay::wire::{decode, encode, frame_len, session_key, FrameError, Msg, Side};
+    let Some((&seq, body)) = data.split_first() else {
+        return;
+    };
+    let key = session_key(b"fuzz-secret-0123456789", &"a".repeat(64), &"b".repeat(64));
+    if body.len() >= 4 {
+        let _ = frame_len([body[0], body[1], body[2], body[3]]);
+    }
+    match decode(&key, Side::Connector, u64::from(seq), body) {
+        Ok(_) => panic!("a forged frame was accepted"),
+        Err(FrameError::BadTag) | Err(FrameError::Length(_)) => {}
+        Err(e) => panic!("unexpected {e:?}"),
+    }
+    // Whatever text the body holds, sent as an offer by the right key, round-trips.
+    let msg = Msg::Offer {
+        req: u64::from(seq),
+        session: 1,
+        offer: String::from_utf8_lossy(body).into_owned(),
+    };
+    let frame = encode(&key, Side::Connector, u64::from(seq), &msg);
+    let n = frame_len(frame[..4].try_into().unwrap());
+    if let Ok(n) = n {
+        assert_eq!(n, frame.len() - 4);
+        assert_eq!(decode(&key, Side::Connector, u64::from(seq), &frame[4..]), Ok(msg));
+        assert_eq!(
+            decode(&key, Side::Listener, u64::from(seq), &frame[4..]),
+            Err(FrameError::BadTag)
+        );
+    }
+}

@@ -79,6 +79,11 @@ fn rtp_extension_corpus() {
 }
 
 #[test]
+fn relay_frame_corpus() {
+    replay("relay_frame", 4, usize::MAX, checks::relay_frame);
+}
+
+#[test]
 fn sdpfrag_corpus() {
     replay("sdpfrag", 4, usize::MAX, checks::sdpfrag);
 }
