@@ -18,6 +18,13 @@
 //! `recording`: the same publisher recorded by 100 recording transports (plain RTP, no
 //! SRTP), in bursts as `forwarding`.
 //!
+//! `data`: one publisher's data channel (ordered, reliable) to 100 subscribers' channels, in
+//! bursts of 32 messages of 100 bytes (chat-sized; `_1024B`: 1 KiB): DTLS and SCTP in from
+//! the publisher, routing (one ring entry per other shard), a write into each subscriber's
+//! channel, SCTP and DTLS out per subscriber at the batch end, and the subscribers' SCTP
+//! acknowledgements coming back. Only the shards' time is measured (around their calls), not
+//! the peers'. Throughput in delivered messages (one message to 100 subscribers counts 100).
+//!
 //! Two groups of forwarding:
 //! - `forwarding`: bursts of 32 publisher packets per batch, with no time passing between
 //!   them: the cost of forwarding itself, the best case.
@@ -232,5 +239,54 @@ fn recording(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, forwarding, forwarding_real_rate, recording);
+/// Publisher messages per batch of `data` (a burst of chat messages).
+const DATA_BATCH: u64 = 32;
+/// A chat message's size.
+const DATA_LEN: usize = 100;
+
+/// Data channels: one publisher's messages to 100 subscribers on 1 or 2 shards, 100-byte
+/// messages (and 1 KiB ones on one shard). Throughput in delivered messages.
+fn data(c: &mut Criterion) {
+    let mut g = group(c, "data");
+    let subs = 100usize;
+    for (shards, len) in [(1usize, DATA_LEN), (2, DATA_LEN), (1, 1024)] {
+        let mut f = Fanout::with_data(shards, subs).expect("data fan-out connects");
+        // SCTP's congestion windows open over the first bursts.
+        for _ in 0..10 {
+            f.deliver_data(DATA_BATCH as usize, len);
+        }
+        let size = if len == DATA_LEN {
+            String::new()
+        } else {
+            format!("_{len}B")
+        };
+        g.throughput(Throughput::Elements(subs as u64));
+        g.bench_function(
+            BenchmarkId::new(format!("{shards}_shards{size}"), subs),
+            |b| b.iter_custom(|iters| data_bursts(&mut f, iters, subs, len)),
+        );
+    }
+    g.finish();
+}
+
+/// `iters` publisher messages of `len` bytes through `f` in bursts of [`DATA_BATCH`], each
+/// delivered to `subs` subscribers and acknowledged: the time of the shards' work.
+fn data_bursts(f: &mut Fanout, iters: u64, subs: usize, len: usize) -> Duration {
+    f.take_server_time();
+    let mut delivered = 0;
+    let mut left = iters;
+    while left > 0 {
+        let k = left.min(DATA_BATCH);
+        delivered += f.deliver_data(k as usize, len);
+        left -= k;
+    }
+    assert!(
+        delivered >= iters * subs as u64,
+        "only {delivered} of {} messages delivered",
+        iters * subs as u64
+    );
+    f.take_server_time()
+}
+
+criterion_group!(benches, forwarding, forwarding_real_rate, recording, data);
 criterion_main!(benches);

@@ -979,7 +979,10 @@ pub fn relay_frame(data: &[u8]) {
     let n = frame_len(frame[..4].try_into().unwrap());
     if let Ok(n) = n {
         assert_eq!(n, frame.len() - 4);
-        assert_eq!(decode(&key, Side::Connector, u64::from(seq), &frame[4..]), Ok(msg));
+        assert_eq!(
+            decode(&key, Side::Connector, u64::from(seq), &frame[4..]),
+            Ok(msg)
+        );
         assert_eq!(
             decode(&key, Side::Listener, u64::from(seq), &frame[4..]),
             Err(FrameError::BadTag)

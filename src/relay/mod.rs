@@ -4,8 +4,8 @@
 //! subscribed like a local one.
 //!
 //! Two planes, as between a browser and a worker:
-//! - **Control**: one TCP connection per pair of workers ([`link`]), from the source worker
-//!   to the other's relay port ([`RelayConfig`](crate::config::RelayConfig)). Both ends prove
+//! - **Control**: one TCP connection per pair of workers (`link.rs`), from the source worker
+//!   to the other's relay port ([`crate::config::RelayConfig`]). Both ends prove
 //!   they know the shared secret before anything else, and every frame is authenticated
 //!   (HMAC-SHA256 with a per-connection key, numbered: [`wire`]). It carries offers and
 //!   answers, publish requests and a heartbeat.

@@ -20,8 +20,8 @@ pub use client::{
     Arrival, Channels, ClientConfig, ClientPeer, DataChannelState, ReceivedTrack, SendStats,
     DEFAULT_AUDIO_LEN, DEFAULT_VIDEO_LEN, LATENCY_BUCKETS, LAYER_COUNTER_SPAN, MAX_COUNTER,
 };
-pub use fanout::Fanout;
+pub use fanout::{Fanout, DATA_LABEL};
 pub use pieces::{DemuxBench, RingPair};
-pub use shards::{MemoryShards, SessionRef, TrackRef};
+pub use shards::{DataPublishing, DataTrackRef, MemoryShards, SessionRef, TrackRef};
 /// The media kinds of [`ClientPeer::publish_offer`], re-exported for crates without str0m.
 pub use str0m::media::MediaKind;

@@ -8,9 +8,11 @@ use tokio::sync::{mpsc, oneshot};
 use crate::config::MediaConfig;
 use crate::engine::command::{Command, DownTrackSpec, Role, SessionEvent, SessionSpec, TrackInfo};
 use crate::engine::core::ShardCore;
+use crate::engine::data::DataInfo;
 use crate::engine::ring::Mesh;
+use crate::engine::TrackKey;
 use crate::engine::{next_id, DownTrackId, SessionId, ShardId};
-use crate::error::{NegotiationError, SubscribeError, TransportError};
+use crate::error::{NegotiationError, PublishError, SubscribeError, TransportError};
 use crate::stats::ShardStats;
 
 /// A session (transport) on one of the in-memory shards.
@@ -37,6 +39,37 @@ impl TrackRef {
     /// The publisher id (the track's `a=msid` track id).
     pub fn id(&self) -> &str {
         &self.info.track_id
+    }
+}
+
+/// A published data channel (a data track), once its publish request was answered.
+#[derive(Debug, Clone)]
+pub struct DataTrackRef {
+    info: DataInfo,
+}
+
+impl DataTrackRef {
+    /// The data publisher id (the channel's label).
+    pub fn id(&self) -> &str {
+        &self.info.label
+    }
+}
+
+/// A data publish request ([`MemoryShards::publish_data`]): answered once the peer's
+/// channel is open on the publish session, which may take a few datagrams.
+pub struct DataPublishing {
+    reply: oneshot::Receiver<Result<DataInfo, PublishError>>,
+}
+
+impl DataPublishing {
+    /// The answer, once there is one: the data track, or why it was refused. `None` while
+    /// the channel is not yet open (drive the datagrams on and ask again).
+    pub fn answer(&mut self) -> Option<Result<DataTrackRef, PublishError>> {
+        match self.reply.try_recv() {
+            Ok(r) => Some(r.map(|info| DataTrackRef { info })),
+            Err(oneshot::error::TryRecvError::Empty) => None,
+            Err(oneshot::error::TryRecvError::Closed) => Some(Err(PublishError::Closed)),
+        }
     }
 }
 
@@ -224,6 +257,52 @@ impl MemoryShards {
             })
             .unwrap_or(Err(SubscribeError::Closed))?;
         self.route_to(info.key, s.shard, now);
+        Ok(offer)
+    }
+
+    /// Publish side: publish the peer's data channel `label` of session `s`, as
+    /// `PublishTransport::data_publish` does; answered once the channel is open.
+    pub fn publish_data(&mut self, s: SessionRef, label: &str, now: Instant) -> DataPublishing {
+        let key = TrackKey::new(s.shard, next_id());
+        let (tx, rx) = oneshot::channel();
+        self.cores[s.shard].handle_command(
+            Command::PublishData {
+                id: s.id,
+                label: label.to_string(),
+                key,
+                reply: tx,
+            },
+            now,
+        );
+        DataPublishing { reply: rx }
+    }
+
+    /// Subscribe side: open a channel of data track `data` on session `s` (and route the
+    /// track to its shard), as `SubscribeTransport::data_subscribe` does; returns the offer
+    /// to send when the connection gets its SCTP m-line with it, `None` when the channel
+    /// opens in-band.
+    pub fn data_subscribe(
+        &mut self,
+        s: SessionRef,
+        data: &DataTrackRef,
+        now: Instant,
+    ) -> Result<Option<String>, SubscribeError> {
+        let info = data.info.clone();
+        let key = info.key;
+        let down = DownTrackId(next_id());
+        let offer = self
+            .command(s.shard, now, |reply| Command::AddDataDown {
+                id: s.id,
+                down,
+                info: Box::new(info),
+                reply,
+            })
+            .unwrap_or(Err(SubscribeError::Closed))?;
+        let from = key.shard();
+        if from != s.shard {
+            self.cores[from]
+                .handle_command(Command::AddRemoteDataRoute { key, dest: s.shard }, now);
+        }
         Ok(offer)
     }
 

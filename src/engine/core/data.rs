@@ -158,7 +158,10 @@ impl ShardCore {
     }
 
     /// What sessions' drains produced for data channels: messages to route, channels that
-    /// opened or closed.
+    /// opened or closed. The subscribers' sessions written to are drained at the batch end
+    /// ([`ShardCore::tick`]), as those on other shards are: a burst that arrives in several
+    /// of the publisher's datagrams leaves in few SCTP packets per subscriber, not in one
+    /// per datagram (and nothing is sent before the batch end anyway).
     pub(super) fn route_data_out(&mut self) {
         self.counters.data_dropped += std::mem::take(&mut self.out.data_too_large);
         let mut channels = std::mem::take(&mut self.out.channels);
@@ -186,7 +189,6 @@ impl ShardCore {
             self.deliver_data(&pkt);
         }
         self.out.data = data;
-        self.flush_data_sessions();
     }
 
     /// A data channel of session `slot` opened, closed or drained.

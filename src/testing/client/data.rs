@@ -15,8 +15,11 @@ pub struct DataChannelState {
     pub closed: bool,
     /// Its configuration as str0m has it (ordering, reliability), once open.
     pub config: Option<ChannelConfig>,
-    /// Messages received, in arrival order: binary or text, and the bytes.
+    /// Messages received, in arrival order: binary or text, and the bytes (since the last
+    /// [`ClientPeer::clear_data_messages`](super::ClientPeer::clear_data_messages)).
     pub messages: Vec<(bool, Vec<u8>)>,
+    /// Messages received in all, cleared or not.
+    pub received: u64,
 }
 
 /// Every data channel of a peer, by label.
@@ -34,6 +37,7 @@ impl Channels {
             closed: false,
             config: None,
             messages: Vec::new(),
+            received: 0,
         });
     }
 
@@ -47,6 +51,7 @@ impl Channels {
                 closed: false,
                 config: None,
                 messages: Vec::new(),
+                received: 0,
             }),
         }
     }
@@ -62,6 +67,7 @@ impl Channels {
     pub(super) fn received(&mut self, d: ChannelData) {
         if let Some(c) = self.list.iter_mut().find(|c| c.id == d.id) {
             c.messages.push((d.binary, d.data));
+            c.received += 1;
         }
     }
 
@@ -77,6 +83,18 @@ impl Channels {
             .iter()
             .find(|c| c.label == label && c.open)
             .map(|c| c.id)
+    }
+
+    /// Messages received on all channels, cleared or not.
+    pub(super) fn received_total(&self) -> u64 {
+        self.list.iter().map(|c| c.received).sum()
+    }
+
+    /// Drop the messages kept (their count stays).
+    pub(super) fn clear_messages(&mut self) {
+        for c in &mut self.list {
+            c.messages.clear();
+        }
     }
 
     /// The channel labelled `label`.
