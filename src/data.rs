@@ -79,21 +79,11 @@ impl DataPublisher {
         addr: std::net::SocketAddr,
         router_id: &str,
     ) -> Result<(), crate::error::RelayError> {
-        let router = self
-            .inner
-            .router
-            .upgrade()
-            .ok_or(crate::error::RelayError::Closed)?;
-        if self.is_closed() {
-            return Err(crate::error::RelayError::Closed);
-        }
-        let hub = router
-            .hub
-            .upgrade()
-            .ok_or(crate::error::RelayError::Closed)?;
-        hub.relay(
-            &router,
-            crate::relay::Relayed::Data(&self.id()),
+        let id = self.id();
+        crate::relay::relay_from(
+            &self.inner.router,
+            self.is_closed(),
+            crate::relay::Relayed::Data(&id),
             addr,
             router_id,
         )

@@ -145,21 +145,11 @@ impl Publisher {
         addr: std::net::SocketAddr,
         router_id: &str,
     ) -> Result<(), crate::error::RelayError> {
-        let router = self
-            .inner
-            .router
-            .upgrade()
-            .ok_or(crate::error::RelayError::Closed)?;
-        if self.is_closed() {
-            return Err(crate::error::RelayError::Closed);
-        }
-        let hub = router
-            .hub
-            .upgrade()
-            .ok_or(crate::error::RelayError::Closed)?;
-        hub.relay(
-            &router,
-            crate::relay::Relayed::Media(&self.id()),
+        let id = self.id();
+        crate::relay::relay_from(
+            &self.inner.router,
+            self.is_closed(),
+            crate::relay::Relayed::Media(&id),
             addr,
             router_id,
         )

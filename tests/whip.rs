@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::peer::{PeerConfig, TestPeer};
-use common::sfu::{connect_subscriber, setup, wait_connected, wait_until};
+use common::sfu::{connect_subscriber, sessions_after, setup, wait_connected, wait_until};
 use rheomesh::router::Router;
 use rheomesh::whip::{sdpfrag, Request, Response, Whip, WhipConfig};
 
@@ -153,16 +153,7 @@ async fn whip_publishes_restarts_ice_and_deletes() {
     );
     assert_eq!(whip.sessions(), 0);
     sub.transport.close().await;
-    let w = worker.clone();
-    let mut sessions = usize::MAX;
-    for _ in 0..100 {
-        sessions = w.lock().await.stats().await.sessions();
-        if sessions == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(sessions, 0, "no session left");
+    assert_eq!(sessions_after(&worker).await, 0, "no session left");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -397,14 +388,5 @@ async fn whep_plays_a_whip_stream_restarts_ice_and_ends_with_it() {
         "the WHEP session ends with its stream: {} left",
         whip.sessions()
     );
-    let w = worker.clone();
-    let mut sessions = usize::MAX;
-    for _ in 0..100 {
-        sessions = w.lock().await.stats().await.sessions();
-        if sessions == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(sessions, 0, "no session left");
+    assert_eq!(sessions_after(&worker).await, 0, "no session left");
 }

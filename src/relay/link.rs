@@ -194,7 +194,7 @@ impl Link {
             let mut seq = 1u64;
             loop {
                 let frame = tokio::select! {
-                    f = read_frame_split(&mut reader, &key, them, seq) => f,
+                    f = read_frame(&mut reader, &key, them, seq) => f,
                     _ = closed.wait_for(|c| *c) => break,
                 };
                 seq += 1;
@@ -343,25 +343,10 @@ enum ReadError {
     Frame(wire::FrameError),
 }
 
+/// Read frame number `seq` from `from` off `stream` (the hello on the whole stream, the
+/// rest on the read half).
 async fn read_frame(
-    stream: &mut TcpStream,
-    key: &hmac::Key,
-    from: Side,
-    seq: u64,
-) -> Result<Msg, ReadError> {
-    let mut prefix = [0u8; 4];
-    stream
-        .read_exact(&mut prefix)
-        .await
-        .map_err(ReadError::Io)?;
-    let n = wire::frame_len(prefix).map_err(ReadError::Frame)?;
-    let mut body = vec![0u8; n];
-    stream.read_exact(&mut body).await.map_err(ReadError::Io)?;
-    wire::decode(key, from, seq, &body).map_err(ReadError::Frame)
-}
-
-async fn read_frame_split(
-    stream: &mut tokio::net::tcp::OwnedReadHalf,
+    stream: &mut (impl AsyncReadExt + Unpin),
     key: &hmac::Key,
     from: Side,
     seq: u64,

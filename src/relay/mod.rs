@@ -330,6 +330,23 @@ impl Hub {
     }
 }
 
+/// Relay `what` of the router behind `router` (unless `closed`): `relay_to` of
+/// publishers and data publishers.
+pub(crate) async fn relay_from(
+    router: &Weak<RouterInner>,
+    closed: bool,
+    what: Relayed<'_>,
+    peer: SocketAddr,
+    remote_router: &str,
+) -> Result<(), RelayError> {
+    let router = router.upgrade().ok_or(RelayError::Closed)?;
+    let hub = router.hub.upgrade().ok_or(RelayError::Closed)?;
+    if closed {
+        return Err(RelayError::Closed);
+    }
+    hub.relay(&router, what, peer, remote_router).await
+}
+
 /// What to relay.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Relayed<'a> {

@@ -126,6 +126,43 @@ impl SubscribeInner {
         }
     }
 
+    /// Enter subscription `down` of track `info` (publisher `publisher_id`): known here
+    /// first, so a publisher leaving from now on finds it, then routed and registered with
+    /// the publisher. Returns its handle, and false if the publisher left meanwhile (undo
+    /// with `remove_subscription`).
+    fn register(
+        &self,
+        down: DownTrackId,
+        publisher_id: &str,
+        info: &crate::engine::command::TrackInfo,
+        publisher_shard: crate::engine::ShardId,
+    ) -> (Arc<SubscriberInner>, bool) {
+        let handle = Arc::new(SubscriberInner {
+            id: down,
+            publisher_id: publisher_id.to_string(),
+            kind: MediaKind::from(info.kind),
+            transport: self.weak.clone(),
+            closed: watch::channel(false).0,
+            layers: watch::channel(crate::subscriber::LayerState::default()).0,
+        });
+        let route = Subscription {
+            publisher_id: publisher_id.to_string(),
+            track: info.key,
+            down,
+            publisher_shard,
+            subscriber_shard: self.core.shard,
+        };
+        self.subs().insert(
+            down,
+            SubEntry {
+                route: route.clone(),
+                handle: handle.clone(),
+            },
+        );
+        let registered = self.router.open_route(&route, self.weak.clone());
+        (handle, registered)
+    }
+
     /// Send a down-track's layer ceiling to its shard; false if the session is gone.
     pub(crate) fn set_preferred_layer(
         &self,
@@ -362,31 +399,7 @@ impl SubscribeTransport {
             return Err(SubscribeError::Closed);
         }
         let offer = rx.await.unwrap_or(Err(SubscribeError::Closed))?;
-        let handle = Arc::new(SubscriberInner {
-            id: down,
-            publisher_id: track_id.clone(),
-            kind: MediaKind::from(info.kind),
-            transport: inner.weak.clone(),
-            closed: watch::channel(false).0,
-            layers: watch::channel(crate::subscriber::LayerState::default()).0,
-        });
-        let route = Subscription {
-            publisher_id: track_id.clone(),
-            track: info.key,
-            down,
-            publisher_shard,
-            subscriber_shard: core.shard,
-        };
-        // Known here first, so a publisher leaving from now on finds the subscription.
-        inner.subs().insert(
-            down,
-            SubEntry {
-                route: route.clone(),
-                handle: handle.clone(),
-            },
-        );
-        // Route and register with the publisher; if it left meanwhile, undo below.
-        let registered = inner.router.open_route(&route, inner.weak.clone());
+        let (handle, registered) = inner.register(down, &track_id, &info, publisher_shard);
         inner.hold(permit);
         core.described();
         if !registered {
@@ -470,29 +483,8 @@ impl SubscribeTransport {
                 continue;
             }
             let down = spec.id;
-            let handle = Arc::new(SubscriberInner {
-                id: down,
-                publisher_id: id.clone(),
-                kind: MediaKind::from(info.kind),
-                transport: inner.weak.clone(),
-                closed: watch::channel(false).0,
-                layers: watch::channel(crate::subscriber::LayerState::default()).0,
-            });
-            let route = Subscription {
-                publisher_id: id,
-                track: info.key,
-                down,
-                publisher_shard,
-                subscriber_shard: core.shard,
-            };
-            inner.subs().insert(
-                down,
-                SubEntry {
-                    route: route.clone(),
-                    handle: handle.clone(),
-                },
-            );
-            if !inner.router.open_route(&route, inner.weak.clone()) {
+            let (handle, registered) = inner.register(down, &id, &info, publisher_shard);
+            if !registered {
                 inner.remove_subscription(down, false);
             }
             subscribers.push(Subscriber { inner: handle });

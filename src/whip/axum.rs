@@ -68,12 +68,21 @@ struct AppState<H> {
     host: H,
 }
 
-/// The routes of `whip`, with `host` choosing the routers.
+/// The WHIP routes of `whip`, with `host` choosing the routers.
 pub fn router<H: WhipHost>(whip: Whip, host: H) -> axum::Router {
+    routes(post(post_offer::<H>), whip, host)
+}
+
+/// `POST` by `post_route` on the collection, the shared resource routes.
+fn routes<H: WhipHost>(
+    post_route: axum::routing::MethodRouter<AppState<H>>,
+    whip: Whip,
+    host: H,
+) -> axum::Router {
     axum::Router::new()
         .route(
             "/{room}/{stream}",
-            post(post_offer::<H>)
+            post_route
                 .options(options::<H>)
                 .fallback(not_allowed_collection::<H>),
         )
@@ -90,21 +99,7 @@ pub fn router<H: WhipHost>(whip: Whip, host: H) -> axum::Router {
 /// The WHEP routes of `whip` (sessions share its table, its token and its limits), with
 /// `host` naming the tracks of a stream.
 pub fn whep_router<H: WhipHost>(whip: Whip, host: H) -> axum::Router {
-    axum::Router::new()
-        .route(
-            "/{room}/{stream}",
-            post(post_whep::<H>)
-                .options(options::<H>)
-                .fallback(not_allowed_collection::<H>),
-        )
-        .route(
-            "/{room}/{stream}/{resource}",
-            axum::routing::patch(patch::<H>)
-                .delete(delete::<H>)
-                .options(options::<H>)
-                .fallback(not_allowed_resource::<H>),
-        )
-        .with_state(AppState { whip, host })
+    routes(post(post_whep::<H>), whip, host)
 }
 
 async fn post_whep<H: WhipHost>(

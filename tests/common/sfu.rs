@@ -37,6 +37,19 @@ pub async fn setup_with(shards: usize, media: MediaConfig) -> (Arc<Mutex<Worker>
     (worker, router)
 }
 
+/// The worker's session count once it reaches 0, or after 2 s (what is left).
+pub async fn sessions_after(worker: &Arc<Mutex<Worker>>) -> usize {
+    let mut sessions = usize::MAX;
+    for _ in 0..100 {
+        sessions = worker.lock().await.stats().await.sessions();
+        if sessions == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    sessions
+}
+
 /// Poll `f` every 20 ms until it is true or `timeout` passes. Returns the last value.
 pub async fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = tokio::time::Instant::now() + timeout;

@@ -28,15 +28,13 @@ after(async () => {
   if (/\b(ERROR|panicked)\b/.test(out)) console.log(`server output:\n${out}`);
 });
 
-/** In page `p`: publish camera + microphone over WHIP to `path`; resolves with the ids. */
-function whipPublish(p, path, token) {
-  return p.evaluate(
-    async ({ path, token }) => {
-      const stream = await navigator.mediaDevices.getUserMedia({ video: true, audio: true });
-      const pc = new RTCPeerConnection();
-      for (const t of stream.getTracks()) pc.addTransceiver(t, { direction: "sendonly", streams: [stream] });
+/** Defines `window.postOffer(pc, path, token)` in page `p`: the WHIP/WHEP client's POST —
+ *  a non-trickle offer (candidates gathered, bounded), 201 expected, the answer applied;
+ *  leaves `window.whip` = { pc, answer, location, etag }. */
+function definePostOffer(p) {
+  return p.evaluate(() => {
+    window.postOffer = async (pc, path, token) => {
       await pc.setLocalDescription(await pc.createOffer());
-      // Non-trickle: wait (bounded) for the candidates to be in the offer.
       await new Promise((resolve) => {
         if (pc.iceGatheringState === "complete") return resolve();
         pc.addEventListener("icegatheringstatechange", () => pc.iceGatheringState === "complete" && resolve());
@@ -48,9 +46,22 @@ function whipPublish(p, path, token) {
         body: pc.localDescription.sdp,
       });
       const answer = await res.text();
-      if (res.status !== 201) throw new Error(`POST: ${res.status} ${answer}`);
+      if (res.status !== 201) throw new Error(`POST ${path}: ${res.status} ${answer}`);
       await pc.setRemoteDescription({ type: "answer", sdp: answer });
       window.whip = { pc, answer, location: res.headers.get("Location"), etag: res.headers.get("ETag") };
+    };
+  });
+}
+
+/** In page `p`: publish camera + microphone over WHIP to `path`; resolves with the ids. */
+async function whipPublish(p, path, token) {
+  await definePostOffer(p);
+  return p.evaluate(
+    async ({ path, token }) => {
+      const stream = await navigator.mediaDevices.getUserMedia({ video: true, audio: true });
+      const pc = new RTCPeerConnection();
+      for (const t of stream.getTracks()) pc.addTransceiver(t, { direction: "sendonly", streams: [stream] });
+      await window.postOffer(pc, path, token);
       return {
         location: window.whip.location,
         etag: window.whip.etag,
@@ -63,27 +74,14 @@ function whipPublish(p, path, token) {
 }
 
 /** In page `p`: view `path` over WHEP (a recvonly audio + video offer). */
-function whepView(p, path, token) {
+async function whepView(p, path, token) {
+  await definePostOffer(p);
   return p.evaluate(
     async ({ path, token }) => {
       const pc = new RTCPeerConnection();
       pc.addTransceiver("audio", { direction: "recvonly" });
       pc.addTransceiver("video", { direction: "recvonly" });
-      await pc.setLocalDescription(await pc.createOffer());
-      await new Promise((resolve) => {
-        if (pc.iceGatheringState === "complete") return resolve();
-        pc.addEventListener("icegatheringstatechange", () => pc.iceGatheringState === "complete" && resolve());
-        setTimeout(resolve, 3000);
-      });
-      const res = await fetch(path, {
-        method: "POST",
-        headers: { "Content-Type": "application/sdp", Authorization: `Bearer ${token}` },
-        body: pc.localDescription.sdp,
-      });
-      const answer = await res.text();
-      if (res.status !== 201) throw new Error(`WHEP POST: ${res.status} ${answer}`);
-      await pc.setRemoteDescription({ type: "answer", sdp: answer });
-      window.whip = { pc, answer, location: res.headers.get("Location"), etag: res.headers.get("ETag") };
+      await window.postOffer(pc, path, token);
       return { location: window.whip.location };
     },
     { path, token },
