@@ -117,6 +117,29 @@ async fn a_publisher_relayed_to_another_worker_reaches_its_subscribers() {
     for sub in &subs {
         assert!(sub.subscribers.iter().all(|s| s.is_closed()));
     }
+    // Nothing left of the relay on either side: the idle session pair closed (the control
+    // link stays, for later relays).
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            let (a, b) = (futures_like_stats(&wa), futures_like_stats(&wb));
+            a.sessions_out == 0 && b.sessions_in == 0
+        })
+        .await,
+        "relay sessions closed: A {:?}, B {:?}",
+        futures_like_stats(&wa),
+        futures_like_stats(&wb)
+    );
+    assert_eq!(
+        common::sfu::sessions_after(&wa).await,
+        0,
+        "no session left on A"
+    );
+    let b_sessions = wb.lock().await.stats().await.sessions();
+    assert_eq!(
+        b_sessions,
+        subs.len(),
+        "on B only the subscribers' own transports"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -298,6 +298,11 @@ impl Link {
             .remove(&req);
     }
 
+    /// Send a message that gets no reply (dropped if the link is closed or backed up).
+    pub(crate) fn send(&self, msg: Msg) {
+        let _ = self.out.try_send(msg);
+    }
+
     /// Reply to request `req`.
     pub(crate) async fn reply(&self, req: u64, result: Result<ReplySdp, String>) {
         let msg = match result {

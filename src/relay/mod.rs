@@ -250,8 +250,14 @@ impl Hub {
         remote_router: &str,
     ) -> Result<(), RelayError> {
         let ol = self.out_link(peer).await?;
-        let sess = ol.session(router, remote_router).await?;
-        let _turn = sess.turn.lock().await;
+        let mut sess = ol.session(router, remote_router).await?;
+        let mut _turn = sess.turn.lock().await;
+        if sess.transport.state() == crate::transport::TransportState::Closed {
+            // Closed as idle meanwhile: a fresh one.
+            drop(_turn);
+            sess = ol.session(router, remote_router).await?;
+            _turn = sess.turn.lock().await;
+        }
         let (offer, undo): (Option<String>, Undo) = match what {
             Relayed::Media(id) => {
                 let (sub, offer) = sess
@@ -317,15 +323,26 @@ impl Hub {
             Ok(())
         }
         .await;
+        drop(_turn);
         if result.is_err() {
             match undo {
-                Undo::Media(s) => {
-                    drop(_turn);
-                    s.close().await
-                }
+                Undo::Media(s) => s.close().await,
                 Undo::Data(s) => s.close(),
             }
+            return result;
         }
+        // When the relayed track ends and nothing else uses the session, the session pair
+        // closes (on both workers).
+        let (weak_link, weak_sess) = (Arc::downgrade(&ol), Arc::downgrade(&sess));
+        tokio::spawn(async move {
+            match undo {
+                Undo::Media(s) => s.closed().await,
+                Undo::Data(s) => s.closed().await,
+            }
+            if let (Some(ol), Some(sess)) = (weak_link.upgrade(), weak_sess.upgrade()) {
+                ol.close_if_idle(&sess).await;
+            }
+        });
         result
     }
 }
@@ -379,6 +396,21 @@ struct OutSession {
 }
 
 impl OutLink {
+    /// Close session `sess` on both workers if it relays nothing any more.
+    async fn close_if_idle(&self, sess: &Arc<OutSession>) {
+        let _turn = sess.turn.lock().await;
+        if !sess.transport.subscribers().is_empty() || !sess.transport.data_subscribers().is_empty()
+        {
+            return;
+        }
+        self.sessions
+            .lock()
+            .await
+            .retain(|_, s| !Arc::ptr_eq(s, sess));
+        self.link.send(Msg::Close { session: sess.id });
+        sess.transport.close().await;
+    }
+
     /// The session from `router` to `remote_router`, created on first use.
     async fn session(
         self: &Arc<Self>,
