@@ -22,6 +22,9 @@ const MAX_ROOM_NAME: usize = 128;
 /// A WHIP session's participant: its room and id.
 type Joined = (Arc<Room>, ParticipantId);
 
+/// The tracks of each live WHIP session, by (room, stream).
+type Streams = HashMap<(String, String), Vec<String>>;
+
 /// The rooms WHIP sessions publish into.
 #[derive(Clone)]
 pub struct Host {
@@ -29,7 +32,7 @@ pub struct Host {
     /// Participants joined for a `POST` being answered, by room.
     pending: Arc<StdMutex<HashMap<String, Vec<Joined>>>>,
     /// The tracks of each live WHIP session, by (room, stream).
-    streams: Arc<StdMutex<HashMap<(String, String), Vec<String>>>>,
+    streams: Arc<StdMutex<Streams>>,
 }
 
 impl Host {
