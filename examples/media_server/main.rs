@@ -9,8 +9,10 @@
 //! This file parses arguments, starts the worker, serves HTTP (the page, `/socket`,
 //! `/healthz`, `/metrics`) and shuts down gracefully on SIGTERM or Ctrl-C; `room.rs` keeps
 //! the rooms, `session.rs` handles one WebSocket, `protocol.rs` defines its messages,
-//! `telemetry.rs` renders the metrics, `tls.rs` holds the TLS options.
+//! `telemetry.rs` renders the metrics, `tls.rs` holds the TLS options, `cluster.rs` joins
+//! other servers through Redis (`--redis`).
 
+mod cluster;
 mod limits;
 mod protocol;
 mod record;
@@ -33,7 +35,8 @@ use axum::routing::get;
 use clap::Parser;
 use metrics_exporter_prometheus::PrometheusHandle;
 use rheomesh::config::{
-    MediaConfig, RTCIceServer, WebRTCTransportConfig, WorkerConfig, DEFAULT_INITIAL_BITRATE_BPS,
+    MediaConfig, RTCIceServer, RelayConfig, WebRTCTransportConfig, WorkerConfig,
+    DEFAULT_INITIAL_BITRATE_BPS,
 };
 use rheomesh::worker::Worker;
 use serde::Deserialize;
@@ -132,6 +135,22 @@ struct Args {
     /// Require `Authorization: Bearer TOKEN` on the WHIP endpoints (/whip/...).
     #[arg(long, env = "RHEOMESH_WHIP_TOKEN")]
     whip_token: Option<String>,
+    /// Join a cluster of media servers through this Redis server (redis://HOST:PORT/): the
+    /// participants of a room see and subscribe to its tracks on every node (cluster.rs).
+    /// Needs --relay-secret.
+    #[arg(long, env = "RHEOMESH_REDIS")]
+    redis: Option<String>,
+    /// This node's id in the cluster (A-Z, a-z, 0-9, '.', '_', '-'). Default: a random one.
+    #[arg(long, env = "RHEOMESH_NODE_ID", requires = "redis")]
+    node_id: Option<String>,
+    /// TCP address of the relay port other nodes relay tracks to (port 0: any free port).
+    /// Default: --bind, port 0. An unspecified IP (0.0.0.0) is announced as --bind.
+    #[arg(long, env = "RHEOMESH_RELAY_BIND")]
+    relay_bind: Option<SocketAddr>,
+    /// Secret shared by the nodes that relay to each other (at least 16 bytes); enables the
+    /// relay port.
+    #[arg(long, env = "RHEOMESH_RELAY_SECRET", hide_env_values = true)]
+    relay_secret: Option<String>,
 }
 
 /// `--bwe`: bandwidth estimation on subscribe transports.
@@ -215,6 +234,36 @@ async fn run(args: Args) -> Result<std::process::ExitCode, Box<dyn std::error::E
         }
         worker_config.shards = shards;
     }
+    match (&args.redis, &args.relay_secret) {
+        (Some(_), None) => {
+            return Err(
+                "--redis needs --relay-secret (the same on every node, at least 16 \
+                        bytes): nodes relay tracks to each other"
+                    .into(),
+            )
+        }
+        (_, Some(secret)) if secret.len() < 16 => {
+            return Err("--relay-secret must be at least 16 bytes".into())
+        }
+        (_, Some(secret)) => {
+            worker_config.relay = Some(RelayConfig {
+                bind: args.relay_bind.unwrap_or(SocketAddr::new(args.bind, 0)),
+                secret: secret.clone(),
+            });
+        }
+        (None, None) => {}
+    }
+    let node_id = match &args.redis {
+        Some(_) => {
+            let id = args
+                .node_id
+                .clone()
+                .unwrap_or_else(|| format!("node-{:08x}", rand::random::<u32>()));
+            cluster::check_node_id(&id)?;
+            Some(id)
+        }
+        None => None,
+    };
     let metrics = telemetry::install()?;
     let worker = Worker::new(worker_config)
         .await
@@ -259,6 +308,20 @@ async fn run(args: Args) -> Result<std::process::ExitCode, Box<dyn std::error::E
         transport: transport_config.clone(),
         ..Default::default()
     });
+    let cluster = match (&args.redis, node_id) {
+        (Some(url), Some(node)) => {
+            let mut relay_addr = worker
+                .lock()
+                .await
+                .relay_addr()
+                .ok_or("the relay port is not listening")?;
+            if relay_addr.ip().is_unspecified() {
+                relay_addr.set_ip(args.bind);
+            }
+            Some(cluster::Cluster::start(url, node, relay_addr, rooms.clone()).await?)
+        }
+        _ => None,
+    };
     let whip_host = whip::Host::new(rooms.clone());
     let whip_routes = rheomesh::whip::axum::router(whip.clone(), whip_host.clone());
     let whep_routes = rheomesh::whip::axum::whep_router(whip.clone(), whip_host);
@@ -307,6 +370,9 @@ async fn run(args: Args) -> Result<std::process::ExitCode, Box<dyn std::error::E
         _ => "",
     };
     println!("Rheomesh media server: open {scheme}://{http_addr}/?room=demo{note}");
+    if let Some(c) = &cluster {
+        println!("cluster node {}", c.node());
+    }
     let limits = limits::Limits::new(
         args.max_connections.max(1),
         Duration::from_secs(args.header_timeout_secs.max(1)),
@@ -352,6 +418,10 @@ async fn run(args: Args) -> Result<std::process::ExitCode, Box<dyn std::error::E
     // session closes its transports and its WebSocket.
     let _ = shutdown_tx.send(true);
     let graceful = async {
+        if let Some(c) = &cluster {
+            // The other nodes drop this node's tracks at their next resync.
+            c.leave().await;
+        }
         whip.close_all().await;
         live.wait_idle().await;
         tracing::info!("sessions closed");

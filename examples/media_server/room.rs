@@ -2,15 +2,17 @@
 //! A room is created by its first participant and dropped with its last. This module only
 //! keeps membership and delivers messages; it does not know the protocol's actions.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex as StdMutex};
+use std::sync::{Arc, Mutex as StdMutex, OnceLock};
 
 use rheomesh::config::MediaConfig;
+use rheomesh::publisher::Publisher;
 use rheomesh::router::Router;
 use rheomesh::worker::Worker;
 use tokio::sync::{mpsc, Mutex, Notify};
 
+use crate::cluster::Cluster;
 use crate::protocol::ServerMessage;
 
 /// Messages a participant's WebSocket writer may have waiting. The browser page never has
@@ -75,6 +77,8 @@ pub struct Room {
     pub router: Router,
     participants: StdMutex<HashMap<ParticipantId, Outbox>>,
     meta: StdMutex<Meta>,
+    /// With `--redis`: where this room's tracks are announced (`cluster.rs`).
+    cluster: Option<Cluster>,
 }
 
 /// What the room tells about its participants beside media (protocol extensions): display
@@ -84,11 +88,30 @@ pub struct Room {
 struct Meta {
     names: HashMap<ParticipantId, String>,
     tracks: HashMap<String, TrackMeta>,
+    /// With `--redis`: the room's tracks published on other nodes (`cluster.rs`).
+    remote: BTreeMap<String, RemoteTrack>,
 }
 
 struct TrackMeta {
     owner: ParticipantId,
     muted: bool,
+    publisher: Publisher,
+}
+
+/// A track of the room published on another node of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteTrack {
+    pub node: String,
+    pub name: Option<String>,
+}
+
+/// What [`Room::set_remote_tracks`] changed.
+#[derive(Debug, Default)]
+pub struct RemoteChanges {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    /// (tracks, their new name)
+    pub renamed: Vec<(Vec<String>, String)>,
 }
 
 /// Longest display name, in characters.
@@ -130,6 +153,8 @@ impl Room {
                 if t.muted {
                     muted.push(id.clone());
                 }
+            } else if let Some(name) = meta.remote.get(id).and_then(|r| r.name.as_ref()) {
+                names.insert(id.clone(), name.clone());
             }
         }
         ServerMessage::Published {
@@ -139,30 +164,124 @@ impl Room {
         }
     }
 
-    /// `owner` published track `id` (muted from the start or not).
-    pub fn track_published(&self, owner: ParticipantId, id: &str, muted: bool) {
-        self.meta()
-            .tracks
-            .insert(id.to_owned(), TrackMeta { owner, muted });
+    /// `owner` published `publisher` (muted from the start or not).
+    pub fn track_published(&self, owner: ParticipantId, publisher: &Publisher, muted: bool) {
+        let id = publisher.id();
+        let name = {
+            let mut meta = self.meta();
+            meta.tracks.insert(
+                id.clone(),
+                TrackMeta {
+                    owner,
+                    muted,
+                    publisher: publisher.clone(),
+                },
+            );
+            meta.names.get(&owner).cloned()
+        };
+        if let Some(c) = &self.cluster {
+            c.announce(&self.name, &id, name, Some(kind_name(publisher)));
+        }
     }
 
     /// Track `id` is no longer published.
     pub fn track_unpublished(&self, id: &str) {
-        self.meta().tracks.remove(id);
+        let was_local = self.meta().tracks.remove(id).is_some();
+        if let (true, Some(c)) = (was_local, &self.cluster) {
+            c.withdraw(&self.name, id);
+        }
     }
 
     /// Set `who`'s display name; returns its published tracks (to tell the others).
     pub fn set_name(&self, who: ParticipantId, name: String) -> Vec<String> {
         let mut meta = self.meta();
-        meta.names.insert(who, name);
-        let mut ids: Vec<String> = meta
+        meta.names.insert(who, name.clone());
+        let mut tracks: Vec<(String, String)> = meta
             .tracks
             .iter()
             .filter(|(_, t)| t.owner == who)
-            .map(|(id, _)| id.clone())
+            .map(|(id, t)| (id.clone(), kind_name(&t.publisher)))
             .collect();
-        ids.sort();
-        ids
+        drop(meta);
+        tracks.sort();
+        if let Some(c) = &self.cluster {
+            for (id, kind) in &tracks {
+                c.announce(&self.name, id, Some(name.clone()), Some(kind.clone()));
+            }
+        }
+        tracks.into_iter().map(|(id, _)| id).collect()
+    }
+
+    /// The cluster this room's tracks are announced in (`--redis`).
+    pub fn cluster(&self) -> Option<&Cluster> {
+        self.cluster.as_ref()
+    }
+
+    /// The local publisher of track `id` (not a relayed copy).
+    pub fn local_publisher(&self, id: &str) -> Option<Publisher> {
+        self.meta().tracks.get(id).map(|t| t.publisher.clone())
+    }
+
+    /// The tracks published by this node's participants: (id, name, kind).
+    pub fn local_tracks(&self) -> Vec<(String, Option<String>, Option<String>)> {
+        let meta = self.meta();
+        meta.tracks
+            .iter()
+            .map(|(id, t)| {
+                (
+                    id.clone(),
+                    meta.names.get(&t.owner).cloned(),
+                    Some(kind_name(&t.publisher)),
+                )
+            })
+            .collect()
+    }
+
+    /// Track `id` if it is published on another node.
+    pub fn remote_track(&self, id: &str) -> Option<RemoteTrack> {
+        self.meta().remote.get(id).cloned()
+    }
+
+    /// Every track a participant of this room can subscribe to: the router's, or with
+    /// `--redis` those published on this node and on the others (not the router's relayed
+    /// copies, which come and go with subscriptions and with the track on its node).
+    pub fn track_ids(&self) -> Vec<String> {
+        if self.cluster.is_none() {
+            return self.router.publisher_ids();
+        }
+        let meta = self.meta();
+        let ids: BTreeSet<String> = meta
+            .tracks
+            .keys()
+            .chain(meta.remote.keys())
+            .cloned()
+            .collect();
+        ids.into_iter().collect()
+    }
+
+    /// Replace the tracks published on other nodes; what changed, to tell the participants.
+    pub fn set_remote_tracks(&self, remote: BTreeMap<String, RemoteTrack>) -> RemoteChanges {
+        let mut meta = self.meta();
+        let old = std::mem::replace(&mut meta.remote, remote);
+        let mut changes = RemoteChanges::default();
+        let mut renamed: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (id, t) in &meta.remote {
+            match old.get(id) {
+                None => changes.added.push(id.clone()),
+                Some(o) if o.name != t.name => {
+                    if let Some(name) = &t.name {
+                        renamed.entry(name.clone()).or_default().push(id.clone());
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+        changes.removed = old
+            .into_keys()
+            .filter(|id| !meta.remote.contains_key(id))
+            .collect();
+        changes.renamed = renamed.into_iter().map(|(n, ids)| (ids, n)).collect();
+        changes
     }
 
     /// Mark `who`'s track `id` muted or not: whether that changed, or an error if `id` is
@@ -187,9 +306,20 @@ impl Room {
         }
     }
 
+    /// Send `msg` to every participant.
+    pub fn broadcast(&self, msg: &ServerMessage) {
+        for outbox in self.participants().values() {
+            let _ = outbox.send(msg.clone());
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.participants().len()
     }
+}
+
+fn kind_name(p: &Publisher) -> String {
+    format!("{:?}", p.kind()).to_lowercase()
 }
 
 /// Counts over all rooms, for `/metrics`.
@@ -211,6 +341,8 @@ pub struct Rooms {
     next_id: Arc<AtomicU64>,
     /// Where recordings go (`--record-*`).
     pub record: Arc<crate::record::RecordSettings>,
+    /// With `--redis`: the cluster, set once at start.
+    cluster: Arc<OnceLock<Cluster>>,
 }
 
 impl Rooms {
@@ -225,7 +357,18 @@ impl Rooms {
             rooms: Arc::default(),
             next_id: Arc::new(AtomicU64::new(1)),
             record: Arc::new(record),
+            cluster: Arc::default(),
         }
+    }
+
+    /// Announce every room's tracks through `cluster` (rooms created from now on).
+    pub fn set_cluster(&self, cluster: Cluster) {
+        let _ = self.cluster.set(cluster);
+    }
+
+    /// Every room right now.
+    pub async fn all(&self) -> Vec<Arc<Room>> {
+        self.rooms.lock().await.values().cloned().collect()
     }
 
     /// Add a participant to room `name` (creating the room and its router if needed).
@@ -242,8 +385,12 @@ impl Rooms {
                     router,
                     participants: StdMutex::default(),
                     meta: StdMutex::default(),
+                    cluster: self.cluster.get().cloned(),
                 });
                 rooms.insert(name.to_owned(), room.clone());
+                if let Some(c) = &room.cluster {
+                    c.room_created(room.clone());
+                }
                 room
             }
         };
@@ -276,10 +423,22 @@ impl Rooms {
     pub async fn leave(&self, room: &Arc<Room>, id: ParticipantId) {
         let mut rooms = self.rooms.lock().await;
         room.participants().remove(&id);
-        {
+        let gone: Vec<String> = {
             let mut meta = room.meta();
             meta.names.remove(&id);
+            let gone = meta
+                .tracks
+                .iter()
+                .filter(|(_, t)| t.owner == id)
+                .map(|(k, _)| k.clone())
+                .collect();
             meta.tracks.retain(|_, t| t.owner != id);
+            gone
+        };
+        if let Some(c) = &room.cluster {
+            for track in gone {
+                c.withdraw(&room.name, &track);
+            }
         }
         if room.len() == 0 && rooms.get(&room.name).is_some_and(|r| Arc::ptr_eq(r, room)) {
             rooms.remove(&room.name);

@@ -496,10 +496,10 @@ impl Participant {
         }
         // Repeating SubscriberInit just lists the room again.
         let own = lock(&self.published);
+        // The router's tracks, and with --redis those of the room on other nodes.
         let publisher_ids = self
             .room
-            .router
-            .publisher_ids()
+            .track_ids()
             .into_iter()
             .filter(|id| !own.contains_key(id))
             .collect();
@@ -620,7 +620,7 @@ impl Participant {
                 let muted = waiting.remove(&publisher_id).unwrap_or(false);
                 match result {
                     Ok(p) => {
-                        room.track_published(me, &publisher_id, muted);
+                        room.track_published(me, &p, muted);
                         p
                     }
                     Err(e) => {
@@ -645,10 +645,21 @@ impl Participant {
         let Some(t) = self.subscribe_transport() else {
             return;
         };
-        let (t, outbox) = (t.clone(), self.outbox.clone());
+        let (t, outbox, room) = (t.clone(), self.outbox.clone(), self.room.clone());
         // `subscribe` waits for the answer to any outstanding offer, which arrives on this
         // participant's read loop.
         tokio::spawn(async move {
+            // With --redis, a track published on another node is relayed here first.
+            if let Some(cluster) = room.cluster() {
+                if room.remote_track(&publisher_id).is_some() {
+                    if let Err(e) = cluster.ensure_relayed(&room, &publisher_id).await {
+                        let _ = outbox.send(ServerMessage::error(format!(
+                            "Subscribe {publisher_id:?}: {e}"
+                        )));
+                        return;
+                    }
+                }
+            }
             match t.subscribe(publisher_id.clone()).await {
                 Ok((subscriber, offer)) => {
                     let _ = outbox.send(ServerMessage::Offer { sdp: offer });

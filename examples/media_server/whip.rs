@@ -86,7 +86,7 @@ impl WhipHost for Host {
         let name = crate::room::check_name(&name).unwrap_or_else(|_| "WHIP".into());
         joined.set_name(id, name);
         let ids: Vec<String> = publishers.iter().map(|p| p.id()).collect();
-        for p in &ids {
+        for p in &publishers {
             joined.track_published(id, p, false);
         }
         tracing::info!(room, stream, resource, participant = %id, tracks = ?ids, "WHIP session published");
