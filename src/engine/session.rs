@@ -359,7 +359,9 @@ pub(crate) struct Session {
     /// (port 0), only made inactive: browsers tear the transport down when the tagged
     /// m-line, or every m-line, of a BUNDLE group is rejected.
     pub(crate) anchor_mid: Option<Mid>,
-    /// A relay session (full ICE agent, the other end another worker).
+    /// A relay session (full ICE agent, the other end another worker): the relay loss
+    /// test hook applies to it.
+    #[cfg(feature = "testing")]
     pub(crate) full_ice: bool,
     /// SRTP datagrams this session sent (for the relay loss test hook).
     #[cfg(feature = "testing")]

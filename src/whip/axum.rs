@@ -109,14 +109,10 @@ async fn post_whep<H: WhipHost>(
     headers: HeaderMap,
     body: Bytes,
 ) -> axum::response::Response {
-    let body = match utf8(&s.whip, &body) {
-        Ok(b) => b,
+    let req = match authorized(&s.whip, &headers, &body) {
+        Ok(r) => r,
         Err(r) => return reply(r),
     };
-    let req = request(&headers, body);
-    if let Err(r) = s.whip.authorize(&req) {
-        return reply(r);
-    }
     let Some((router, ids)) = s.host.whep_tracks(room, stream).await else {
         return reply(s.whip.error(404, "no such stream"));
     };
@@ -154,6 +150,18 @@ fn utf8<'a>(whip: &Whip, body: &'a Bytes) -> Result<&'a str, Response> {
     std::str::from_utf8(body).map_err(|_| whip.error(400, "the body is not UTF-8"))
 }
 
+/// A `POST`'s request, once its body is text and its token right: checked before anything
+/// else, so that an unauthorized client learns nothing.
+fn authorized<'a>(
+    whip: &Whip,
+    headers: &'a HeaderMap,
+    body: &'a Bytes,
+) -> Result<Request<'a>, Response> {
+    let req = request(headers, utf8(whip, body)?);
+    whip.authorize(&req)?;
+    Ok(req)
+}
+
 async fn post_offer<H: WhipHost>(
     State(s): State<AppState<H>>,
     Path((room, stream)): Path<(String, String)>,
@@ -161,15 +169,10 @@ async fn post_offer<H: WhipHost>(
     headers: HeaderMap,
     body: Bytes,
 ) -> axum::response::Response {
-    let body = match utf8(&s.whip, &body) {
-        Ok(b) => b,
+    let req = match authorized(&s.whip, &headers, &body) {
+        Ok(r) => r,
         Err(r) => return reply(r),
     };
-    let req = request(&headers, body);
-    // Authorization before anything else: an unauthorized client learns nothing.
-    if let Err(r) = s.whip.authorize(&req) {
-        return reply(r);
-    }
     let Some(router) = s.host.router(room.clone()).await else {
         return reply(s.whip.error(404, "no such room"));
     };

@@ -278,6 +278,7 @@ impl ShardCore {
             data_up: Vec::new(),
             data_downs: Vec::new(),
             anchor_mid: None,
+            #[cfg(feature = "testing")]
             full_ice: spec.full_ice,
             #[cfg(feature = "testing")]
             srtp_sent: 0,
