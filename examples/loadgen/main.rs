@@ -54,6 +54,10 @@ struct Args {
         default_value = "ws://127.0.0.1:3000/socket"
     )]
     url: String,
+    /// Subscribers connect here instead of --url: another node of a cluster (the example's
+    /// `--redis`), so every packet crosses a relay between the two servers.
+    #[arg(long, env = "LOADGEN_SUBSCRIBE_URL")]
+    subscribe_url: Option<String>,
     /// wss://: accept any server certificate (e.g. the example server's self-signed --tls).
     #[arg(long, env = "LOADGEN_INSECURE")]
     insecure: bool,
@@ -102,6 +106,10 @@ struct Args {
     /// PID of the media server: report its CPU time and memory.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// With `--subscribe-url`: PID of the publishers' server, which relays each packet once
+    /// to the subscribers' server (`--server-pid`): report its CPU per relayed packet.
+    #[arg(long)]
+    relay_pid: Option<u32>,
     /// Print one JSON object on stdout (the human-readable report goes to stderr).
     #[arg(long)]
     json: bool,
@@ -419,14 +427,23 @@ async fn run(args: Args) -> Result<(), String> {
     let server_before = sample_server(args.server_pid)?;
     let engine = Arc::new(Engine::start(args.media_threads)?);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let ctx = Arc::new(signaling::Ctx {
-        urls: if args.rooms == 1 {
-            vec![url.clone()]
+    let urls_of = |base: &str| -> Result<Vec<String>, String> {
+        if args.rooms == 1 {
+            Ok(vec![room_url(base, &room)?])
         } else {
             (0..args.rooms)
-                .map(|r| room_url(&args.url, &format!("{room}-{r}")))
-                .collect::<Result<_, _>>()?
-        },
+                .map(|r| room_url(base, &format!("{room}-{r}")))
+                .collect()
+        }
+    };
+    let urls = urls_of(&args.url)?;
+    let subscribe_urls = match &args.subscribe_url {
+        Some(u) => urls_of(u)?,
+        None => urls.clone(),
+    };
+    let ctx = Arc::new(signaling::Ctx {
+        urls,
+        subscribe_urls,
         tls,
         bind,
         simulcast: args.simulcast,
@@ -572,6 +589,7 @@ async fn run(args: Args) -> Result<(), String> {
 
     let t0 = Instant::now();
     let server0 = sample_server_or_warn(args.server_pid);
+    let relay0 = sample_server_or_warn(args.relay_pid);
     let self0 = stats::self_cpu_seconds();
     let tids = engine.thread_ids();
     let threads0: Vec<f64> = tids
@@ -583,6 +601,7 @@ async fn run(args: Args) -> Result<(), String> {
     phase(&mut progress, "measure", window_start, window_end).await;
 
     let server1 = sample_server_or_warn(args.server_pid);
+    let relay1 = sample_server_or_warn(args.relay_pid);
     let self1 = stats::self_cpu_seconds();
     let threads1: Vec<f64> = tids
         .iter()
@@ -810,6 +829,30 @@ async fn run(args: Args) -> Result<(), String> {
         _ => Value::Null,
     };
 
+    // The publishers' node relays each packet once: what subscribers received, per
+    // subscriber of a publisher (delivery is near 100 % in a healthy run).
+    let relay_json = match (args.relay_pid, relay0, relay1) {
+        (Some(pid), Some(a), Some(b)) => {
+            let cpu = b.cpu_s - a.cpu_s;
+            let relayed = r.received as f64 / f64::from(s.max(1));
+            let per_packet = (relayed > 0.0).then(|| cpu * 1e6 / relayed);
+            human(format!(
+                "relay node: pid {pid}: CPU {cpu:.2} s in window = {:.1} % of one core; {} CPU \
+                 per relayed packet (≈ {relayed:.0} relayed: received / subscribers per publisher)",
+                cpu / wall * 100.0,
+                per_packet.map_or("-".into(), |v| format!("{v:.2} µs")),
+            ));
+            json!({
+                "pid": pid,
+                "cpu_s_window": cpu,
+                "cpu_percent_of_core": cpu / wall * 100.0,
+                "relayed_packets": relayed,
+                "cpu_us_per_relayed_packet": per_packet,
+            })
+        }
+        _ => Value::Null,
+    };
+
     if args.json {
         // Separate: one json! with every key exceeds the macro recursion limit.
         let join_json = json!({
@@ -889,6 +932,7 @@ async fn run(args: Args) -> Result<(), String> {
             "ice_disconnects": r.disconnects,
             "subscribers_unconnected_at_end": r.unconnected,
             "server": server_json,
+            "relay_node": relay_json,
         });
         println!("{out}");
     }

@@ -70,8 +70,10 @@ fn describe(url: &str, e: tungstenite::Error) -> String {
 
 /// Shared by all participants.
 pub struct Ctx {
-    /// One URL per room (`--rooms`); publisher `i` and its subscribers use `urls[i % len]`.
+    /// One URL per room (`--rooms`); publisher `i` uses `urls[i % len]`, its subscribers
+    /// `subscribe_urls[i % len]` (the same, unless `--subscribe-url`).
     pub urls: Vec<String>,
+    pub subscribe_urls: Vec<String>,
     /// TLS for `wss://` (`None`: verify with the web PKI roots).
     pub tls: Option<Connector>,
     /// Address of the peers' UDP sockets (their host candidates).
@@ -89,11 +91,12 @@ pub struct Ctx {
 impl Ctx {
     /// The signaling URL (and so the room) of `spec`: its publisher's room.
     fn url_for(&self, spec: &Spec) -> &str {
-        let publisher = match spec {
-            Spec::Publisher { index, .. } => *index,
-            Spec::Subscriber { publisher, .. } => *publisher,
-        };
-        &self.urls[publisher as usize % self.urls.len()]
+        match spec {
+            Spec::Publisher { index, .. } => &self.urls[*index as usize % self.urls.len()],
+            Spec::Subscriber { publisher, .. } => {
+                &self.subscribe_urls[*publisher as usize % self.subscribe_urls.len()]
+            }
+        }
     }
 
     fn incident(&self, what: String) {
