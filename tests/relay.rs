@@ -252,16 +252,31 @@ async fn wrong_secrets_unknown_routers_and_garbage_are_refused_and_counted() {
             .unwrap_err(),
         RelayError::NotConfigured
     );
-    // Garbage at the relay port: a text line, a huge length, a frame with a forged tag.
+    // Garbage at the relay port: a text line, a huge length, a hello-sized length too
+    // large for a hello (refused before it is read), a frame with a forged tag.
     for junk in [
         b"GET / HTTP/1.1\r\n\r\n".to_vec(),
         u32::MAX.to_be_bytes().to_vec(),
+        100_000u32.to_be_bytes().to_vec(),
         [&100u32.to_be_bytes()[..], &[7u8; 100][..]].concat(),
     ] {
         let mut c = std::net::TcpStream::connect(addr_b).unwrap();
         let _ = c.write_all(&junk);
         let _ = c.shutdown(std::net::Shutdown::Write);
     }
+    // Connections that never say hello: at most 32 wait in their handshake, the rest are
+    // closed at once and counted.
+    let idle: Vec<std::net::TcpStream> = (0..40)
+        .map(|_| std::net::TcpStream::connect(addr_b).unwrap())
+        .collect();
+    assert!(
+        wait_until(Duration::from_secs(5), || futures_like_stats(&wb).refused
+            >= 8)
+        .await,
+        "handshakes beyond 32 refused: {:?}",
+        futures_like_stats(&wb)
+    );
+    drop(idle);
     // Garbage UDP at B's shards.
     let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     for a in wb.lock().await.local_addrs() {
@@ -273,7 +288,7 @@ async fn wrong_secrets_unknown_routers_and_garbage_are_refused_and_counted() {
         let s = futures_like_stats(&wb);
         // The wrong secret and the forged tag fail authentication; the text line and the
         // huge length are malformed.
-        s.auth_failures >= 2 && s.unknown_router >= 1 && s.bad_frames >= 2
+        s.auth_failures >= 2 && s.unknown_router >= 1 && s.bad_frames >= 3
     })
     .await;
     assert!(ok, "counted: {:?}", futures_like_stats(&wb));

@@ -26,6 +26,8 @@ const PING_EVERY: Duration = Duration::from_secs(1);
 pub(crate) const DEAD_AFTER: Duration = Duration::from_secs(3);
 /// How long a request waits for its reply.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// Largest hello frame (tag and JSON): what an unauthenticated peer can make us read.
+const MAX_HELLO: usize = 512;
 /// Frames waiting to be written.
 const OUTBOX: usize = 1024;
 
@@ -362,6 +364,10 @@ async fn read_frame(
         .await
         .map_err(ReadError::Io)?;
     let n = wire::frame_len(prefix).map_err(ReadError::Frame)?;
+    // Before the handshake, nothing larger than a hello is read (and allocated).
+    if seq == 0 && n > MAX_HELLO {
+        return Err(ReadError::Frame(wire::FrameError::Length(n)));
+    }
     let mut body = vec![0u8; n];
     stream.read_exact(&mut body).await.map_err(ReadError::Io)?;
     wire::decode(key, from, seq, &body).map_err(ReadError::Frame)

@@ -38,6 +38,10 @@ use crate::router::RouterInner;
 use crate::signal::SessionDescription;
 use crate::transport::{PublishTransport, SubscribeTransport};
 
+/// Connections in their handshake at once (unauthenticated: each costs a task and a
+/// buffer for 5 s at most); further ones are closed at once and counted as refused.
+const MAX_HANDSHAKES: usize = 32;
+
 /// Relay sessions one control link may open on a worker.
 const MAX_SESSIONS_PER_LINK: usize = 1024;
 
@@ -70,7 +74,8 @@ pub struct RelayStats {
     pub bad_frames: u64,
     /// Relay requests naming a router this worker does not have.
     pub unknown_router: u64,
-    /// Other relay requests refused (bad offer, unknown track, too many sessions).
+    /// Other relay requests refused (bad offer, unknown track, too many sessions), and
+    /// connections closed at once because 32 others were already in their handshake.
     pub refused: u64,
 }
 
@@ -86,6 +91,8 @@ pub(crate) struct Hub {
     listener: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Links other workers opened, closed with the hub.
     inbound: Mutex<Vec<Weak<Link>>>,
+    /// Accepted connections still in their handshake.
+    handshakes: Arc<AtomicUsize>,
 }
 
 impl Drop for Hub {
@@ -118,6 +125,7 @@ impl Hub {
             counters: Arc::default(),
             listener: Mutex::new(None),
             inbound: Mutex::new(Vec::new()),
+            handshakes: Arc::default(),
         };
         let Some(config) = config else {
             return Ok(Arc::new(hub));
@@ -141,9 +149,25 @@ impl Hub {
                 };
                 let Some(hub) = weak.upgrade() else { break };
                 let (secret, counters) = (hub.secret.clone(), hub.counters.clone());
+                let handshakes = hub.handshakes.clone();
                 drop(hub);
+                if handshakes.fetch_add(1, Ordering::AcqRel) >= MAX_HANDSHAKES {
+                    handshakes.fetch_sub(1, Ordering::AcqRel);
+                    counters.refused.fetch_add(1, Ordering::Relaxed);
+                    drop(stream);
+                    continue;
+                }
                 if let Some(secret) = secret {
-                    tokio::spawn(serve(weak.clone(), secret, counters, stream, peer));
+                    tokio::spawn(serve(
+                        weak.clone(),
+                        secret,
+                        counters,
+                        handshakes,
+                        stream,
+                        peer,
+                    ));
+                } else {
+                    handshakes.fetch_sub(1, Ordering::AcqRel);
                 }
             }
         });
@@ -483,10 +507,13 @@ async fn serve(
     hub: Weak<Hub>,
     secret: Vec<u8>,
     counters: Arc<Counters>,
+    handshakes: Arc<AtomicUsize>,
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
 ) {
-    let (link, mut inbox) = match Link::accept(stream, peer, &secret, counters).await {
+    let accepted = Link::accept(stream, peer, &secret, counters).await;
+    handshakes.fetch_sub(1, Ordering::AcqRel);
+    let (link, mut inbox) = match accepted {
         Ok(l) => l,
         Err(e) => {
             tracing::warn!(peer = %peer, "relay connection refused: {e}");

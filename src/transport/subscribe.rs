@@ -510,6 +510,11 @@ impl SubscribeTransport {
         if core.is_closed() {
             return Err(SubscribeError::Closed);
         }
+        if inner.viewer_offers.load(Ordering::Acquire) {
+            return Err(SubscribeError::BadOffer(
+                "the viewer makes this transport's offers (answer_viewer_offer)".into(),
+            ));
+        }
         let lookup = |router: &RouterInner| {
             router
                 .data()

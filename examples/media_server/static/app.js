@@ -638,7 +638,7 @@ async function publishStream(stream, what) {
     watchEnded(id, track);
     showLocalTrack(id);
     // Muted before publishing: publish muted.
-    if (source === "camera" || source === "microphone") applyMute(track.kind);
+    if ((source === "camera" || source === "microphone") && state.localMuted[track.kind]) applyMute(track.kind);
   }
   showLocalControls();
   listDevices().catch((e) => console.warn("devices", e));
