@@ -90,6 +90,19 @@ impl DataPublisher {
         .await
     }
 
+    /// Stop relaying this channel to router `router_id` of the worker at `addr`, as
+    /// [`Publisher::stop_relay`](crate::publisher::Publisher::stop_relay) does for media.
+    pub async fn stop_relay(&self, addr: std::net::SocketAddr, router_id: &str) -> bool {
+        let id = self.id();
+        crate::relay::unrelay_from(
+            &self.inner.router,
+            crate::relay::Relayed::Data(&id),
+            addr,
+            router_id,
+        )
+        .await
+    }
+
     /// Stop publishing it: its subscribers' channels close.
     pub fn close(&self) {
         if let Some(r) = self.inner.router.upgrade() {

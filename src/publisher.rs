@@ -156,6 +156,21 @@ impl Publisher {
         .await
     }
 
+    /// Stop relaying this track to router `router_id` of the worker at `addr` (started
+    /// by [`relay_to`](Self::relay_to)): the other worker unpublishes it, its subscribers
+    /// there are told, and the relay session between the routers closes if it carries
+    /// nothing else. Returns whether such a relay was running.
+    pub async fn stop_relay(&self, addr: std::net::SocketAddr, router_id: &str) -> bool {
+        let id = self.id();
+        crate::relay::unrelay_from(
+            &self.inner.router,
+            crate::relay::Relayed::Media(&id),
+            addr,
+            router_id,
+        )
+        .await
+    }
+
     /// Unpublish: every subscriber is told and its transport renegotiates.
     pub async fn close(&self) {
         if let Some(r) = self.inner.router.upgrade() {

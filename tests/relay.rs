@@ -364,3 +364,79 @@ async fn a_data_channel_relayed_to_another_worker_reaches_its_subscribers() {
         "B unpublishes the relayed channel"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_a_relay_unpublishes_it_on_the_other_worker_and_it_can_start_again() {
+    let (wa, ra, _) = relay_worker(SECRET).await;
+    let (wb, rb, addr_b) = relay_worker(SECRET).await;
+    let p = connect_publisher(&ra, Some("st-a"), Some("st-v"), PeerConfig::default()).await;
+    for publisher in &p.publishers {
+        publisher.relay_to(addr_b, rb.id()).await.expect("relayed");
+    }
+    let mut sub = connect_subscriber(&rb, PeerConfig::default()).await;
+    let video = sub.subscribe("st-v").await;
+    let audio = sub.subscribe("st-a").await;
+    p.peer.start_sending(150, 50, Duration::from_secs(60));
+
+    // Stop the video relay only: B unpublishes it, the audio relay goes on.
+    let v = p.publishers.iter().find(|x| x.id() == "st-v").unwrap();
+    assert!(v.stop_relay(addr_b, rb.id()).await, "it was relayed");
+    assert!(
+        !v.stop_relay(addr_b, rb.id()).await,
+        "a second stop finds nothing"
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || rb.publisher_ids()
+            == vec!["st-a".to_string()]
+            && video.is_closed())
+        .await,
+        "B unpublished the video: {:?}",
+        rb.publisher_ids()
+    );
+    assert!(!audio.is_closed());
+    let before = sub.peer.received("st-a").distinct_counters;
+    assert!(
+        wait_until(Duration::from_secs(5), || sub
+            .peer
+            .received("st-a")
+            .distinct_counters
+            >= before + 50)
+        .await,
+        "the audio relay keeps delivering"
+    );
+    assert_eq!(
+        futures_like_stats(&wa).sessions_out,
+        1,
+        "audio still relayed"
+    );
+
+    // The last relay stopped: the session pair closes on both sides.
+    let a = p.publishers.iter().find(|x| x.id() == "st-a").unwrap();
+    assert!(a.stop_relay(addr_b, rb.id()).await);
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            let (sa, sb) = (futures_like_stats(&wa), futures_like_stats(&wb));
+            rb.publisher_ids().is_empty() && sa.sessions_out == 0 && sb.sessions_in == 0
+        })
+        .await,
+        "relay sessions closed: A {:?}, B {:?}",
+        futures_like_stats(&wa),
+        futures_like_stats(&wb)
+    );
+    assert!(audio.is_closed());
+
+    // And it starts again: new media reaches a new subscription on B.
+    v.relay_to(addr_b, rb.id()).await.expect("relayed again");
+    sub.subscribe("st-v").await;
+    let before = sub.peer.received("st-v").distinct_counters;
+    assert!(
+        wait_until(Duration::from_secs(10), || sub
+            .peer
+            .received("st-v")
+            .distinct_counters
+            >= before + 100)
+        .await,
+        "media flows after the relay restarts"
+    );
+    p.peer.stop_sending();
+}

@@ -265,6 +265,56 @@ impl Hub {
         Ok(ol)
     }
 
+    /// End the relay of `what` of `router` to `remote_router` at `peer`, if there is one:
+    /// its relay subscription closes, the other worker unpublishes it (its subscribers are
+    /// told), and the session pair closes if it relays nothing else.
+    async fn unrelay(
+        &self,
+        router: &Arc<RouterInner>,
+        what: Relayed<'_>,
+        peer: SocketAddr,
+        remote_router: &str,
+    ) -> bool {
+        let ol = match self.out.lock().await.get(&peer) {
+            Some(l) => l.clone(),
+            None => return false,
+        };
+        let key = (router.id.clone(), remote_router.to_string());
+        let Some(sess) = ol.sessions.lock().await.get(&key).cloned() else {
+            return false;
+        };
+        match what {
+            Relayed::Media(id) => {
+                let sub = sess
+                    .transport
+                    .subscribers()
+                    .into_iter()
+                    .find(|s| s.publisher_id() == id && !s.is_closed());
+                match sub {
+                    Some(s) => {
+                        s.close().await;
+                        true
+                    }
+                    None => false,
+                }
+            }
+            Relayed::Data(id) => {
+                let sub = sess
+                    .transport
+                    .data_subscribers()
+                    .into_iter()
+                    .find(|s| s.publisher_id() == id && !s.is_closed());
+                match sub {
+                    Some(s) => {
+                        s.close();
+                        true
+                    }
+                    None => false,
+                }
+            }
+        }
+    }
+
     /// Relay `what` of `router` to router `remote_router` of the worker at `peer`.
     pub(crate) async fn relay(
         self: &Arc<Self>,
@@ -369,6 +419,23 @@ impl Hub {
         });
         result
     }
+}
+
+/// Stop relaying `what` of the router behind `router` to router `remote_router` of the
+/// worker at `peer`: `stop_relay` of publishers and data publishers. True if it was relayed.
+pub(crate) async fn unrelay_from(
+    router: &Weak<RouterInner>,
+    what: Relayed<'_>,
+    peer: SocketAddr,
+    remote_router: &str,
+) -> bool {
+    let Some(router) = router.upgrade() else {
+        return false;
+    };
+    let Some(hub) = router.hub.upgrade() else {
+        return false;
+    };
+    hub.unrelay(&router, what, peer, remote_router).await
 }
 
 /// Relay `what` of the router behind `router` (unless `closed`): `relay_to` of
