@@ -440,3 +440,90 @@ async fn stopping_a_relay_unpublishes_it_on_the_other_worker_and_it_can_start_ag
     );
     p.peer.stop_sending();
 }
+
+/// Offer order: (rid, keyframe size). Ranks: "b" 0, "c" 1, "a" 2 (as in tests/simulcast.rs).
+const SIMULCAST: [(&str, (u16, u16)); 3] =
+    [("a", (1280, 720)), ("b", (320, 180)), ("c", (640, 360))];
+/// The publisher's local track (offer order) of each rank.
+const TRACK_OF_RANK: [usize; 3] = [1, 2, 0];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relayed_simulcast_track_carries_every_encoding() {
+    let (_wa, ra, _) = relay_worker(SECRET).await;
+    let (_wb, rb, addr_b) = relay_worker(SECRET).await;
+    let publisher = common::sfu::connect_simulcast_publisher(&ra, "sv", &SIMULCAST).await;
+    publisher.peer.start_sending(50, 0, Duration::from_secs(2));
+    publisher
+        .publisher
+        .relay_to(addr_b, rb.id())
+        .await
+        .expect("relayed");
+
+    // On B, three subscribers preferring each layer get that encoding only.
+    let mut subs = Vec::new();
+    for rank in 0..3u8 {
+        let mut sub = connect_subscriber(&rb, PeerConfig::default()).await;
+        let subscriber = sub.subscribe("sv").await;
+        subscriber
+            .set_preferred_layer(rank, None)
+            .await
+            .expect("preference set");
+        subs.push((sub, subscriber, rank));
+    }
+    for (sub, subscriber, rank) in &subs {
+        let reached = wait_until(Duration::from_secs(10), || {
+            let l = subscriber.layers();
+            l.current.map(|c| c.spatial) == Some(*rank) && l.available == 3
+        })
+        .await;
+        assert!(
+            reached,
+            "B's subscriber of rank {rank} settles, three encodings available on B: {:?}",
+            subscriber.layers()
+        );
+        let track = TRACK_OF_RANK[usize::from(*rank)];
+        let at = sub.peer.received("sv").by_layer[track];
+        assert!(
+            wait_until(Duration::from_secs(5), || sub.peer.received("sv").by_layer
+                [track]
+                > at)
+            .await,
+            "rank {rank}'s encoding arrives"
+        );
+        let before = sub.peer.received("sv");
+        assert!(
+            wait_until(Duration::from_secs(10), || sub.peer.received("sv").intact
+                >= before.intact + 60)
+            .await,
+            "60 more packets of rank {rank}"
+        );
+        let after = sub.peer.received("sv");
+        for (r, &t) in TRACK_OF_RANK.iter().enumerate() {
+            if r != usize::from(*rank) {
+                assert_eq!(
+                    after.by_layer[t], before.by_layer[t],
+                    "subscriber of rank {rank} got only its encoding: {after:?}"
+                );
+            }
+        }
+        assert_eq!(after.corrupt, 0, "{after:?}");
+        assert_eq!(after.duplicates, before.duplicates, "{after:?}");
+        assert_eq!(after.seq_gaps, before.seq_gaps, "{after:?}");
+    }
+
+    // Each encoding crossed the relay: every rank's keyframes reached B's subscribers, and
+    // a keyframe request from B's top-layer subscriber reaches A's top encoding.
+    let top = TRACK_OF_RANK[2];
+    let before = publisher.peer.sent(top).keyframes;
+    assert!(subs[2].0.peer.request_keyframe("sv"));
+    assert!(
+        wait_until(Duration::from_secs(2), || publisher
+            .peer
+            .sent(top)
+            .keyframes
+            > before)
+        .await,
+        "the top encoding on A sent a keyframe on B's request"
+    );
+    publisher.peer.stop_sending();
+}

@@ -71,6 +71,8 @@ pub(crate) struct TrackInfo {
     pub(crate) params: Vec<PayloadParams>,
     /// False once the m-line stopped receiving (inactive / removed by the publisher).
     pub(crate) active: bool,
+    /// Simulcast encodings its offer announced (1: one stream, SVC layers or none).
+    pub(crate) layers: u8,
 }
 
 /// What a subscribe session needs to forward a track.
@@ -82,6 +84,11 @@ pub(crate) struct DownTrackSpec {
     pub(crate) stream_id: String,
     pub(crate) kind: MediaKind,
     pub(crate) params: Vec<PayloadParams>,
+    /// Simulcast encodings of the track ([`TrackInfo::layers`]).
+    pub(crate) layers: u8,
+    /// A relay to another worker: every encoding is forwarded, each as a stream of its
+    /// own (one simulcast m-line), with no layer selection and no bandwidth cap.
+    pub(crate) relay: bool,
 }
 
 impl DownTrackSpec {
@@ -94,6 +101,8 @@ impl DownTrackSpec {
             stream_id: info.stream_id.clone(),
             kind: info.kind,
             params: info.params.clone(),
+            layers: info.layers,
+            relay: false,
         }
     }
 }

@@ -4,6 +4,7 @@
 //! commands on the shard thread, read by the packet path without locks.
 
 use std::collections::HashMap;
+use str0m::media::Rid;
 use str0m::media::{MediaKind, Mid};
 use str0m::rtp::Ssrc;
 
@@ -49,6 +50,16 @@ pub(crate) struct DownTrack {
     pub(crate) grant: Grant,
     /// A recording transport's track: sent as plain RTP, not through a str0m session.
     pub(crate) plain: Option<Box<crate::engine::core::PlainOut>>,
+    /// A relay's down-track ([`DownTrackSpec::relay`](crate::engine::command::DownTrackSpec)):
+    /// never capped by the bandwidth allocator.
+    pub(crate) relay: bool,
+    /// A relay of a simulcast track: the rank of the one encoding this down-track
+    /// forwards, and the rid of its send stream (the m-line's other encodings are its
+    /// `companions`).
+    pub(crate) pin: Option<(u8, Rid)>,
+    /// The down-tracks of the same m-line forwarding the other encodings (a relay of a
+    /// simulcast track): removed with this one.
+    pub(crate) companions: Vec<DownTrackId>,
 }
 
 impl DownTrack {
@@ -91,7 +102,15 @@ impl DownTrack {
             reported: (None, 0),
             grant: Grant::UNLIMITED,
             plain: None,
+            relay: false,
+            pin: None,
+            companions: Vec::new(),
         }
+    }
+
+    /// The rid of its send stream (a relay of one simulcast encoding), else none.
+    pub(crate) fn rid(&self) -> Option<Rid> {
+        self.pin.map(|(_, rid)| rid)
     }
 
     /// Forwards layers of a simulcast or SVC track (it has seen one's packet).
@@ -123,7 +142,7 @@ impl DownTrack {
     /// keyframe and the audio (with Chromium behind 300 kbit/s the switch down took 4–7 s
     /// before, 1.6–6 s since, most of it the estimator's reaction).
     pub(crate) fn set_grant(&mut self, grant: Grant) {
-        if grant == self.grant {
+        if grant == self.grant || self.relay {
             return;
         }
         let resumed = self.grant == Grant::Paused;
@@ -167,6 +186,9 @@ impl DownTrack {
     /// one being forwarded, or (before a simulcast packet was seen) the ceiling, which
     /// the publisher side clamps to what flows.
     pub(crate) fn keyframe_rank(&self) -> u8 {
+        if let Some((rank, _)) = self.pin {
+            return rank;
+        }
         if !self.layered() {
             return self.preferred.spatial;
         }

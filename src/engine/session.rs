@@ -266,8 +266,8 @@ pub(crate) struct DrainOut {
     pub(crate) channels: Vec<(usize, str0m::channel::ChannelId, super::data::ChannelChange)>,
     /// Data-channel messages refused for their size (larger than 64 KiB).
     pub(crate) data_too_large: u64,
-    /// Keyframe requests from subscribers: (session slot, mid).
-    pub(crate) keyframe_requests: Vec<(usize, Mid)>,
+    /// Keyframe requests from subscribers: (session slot, mid, rid).
+    pub(crate) keyframe_requests: Vec<(usize, Mid, Option<Rid>)>,
     /// NACKs from subscribers (session slot, request), answered when the batch ends.
     pub(crate) nacks: Vec<(usize, NackRequest)>,
     /// Remote addresses newly proven (we answered them): (addr, session slot).
@@ -553,7 +553,7 @@ impl Session {
                 }
             }
             Event::KeyframeRequest(r) if self.role == Role::Subscribe => {
-                out.keyframe_requests.push((self.slot, r.mid));
+                out.keyframe_requests.push((self.slot, r.mid, r.rid));
             }
             Event::NackRequest(r) if self.role == Role::Subscribe => {
                 out.nacks.push((self.slot, r));

@@ -47,6 +47,9 @@ pub(crate) struct SubscribeInner {
     /// The viewer makes the offers (WHEP, [`SubscribeTransport::answer_viewer_offer`]):
     /// this transport never offers.
     viewer_offers: AtomicBool,
+    /// A relay to another worker ([`SubscribeTransport::create_relay`]): simulcast tracks
+    /// are sent with every encoding.
+    relay: bool,
 }
 
 impl SubscribeInner {
@@ -319,6 +322,7 @@ impl SubscribeTransport {
             data_subs: Mutex::new(HashMap::new()),
             renegotiate_wanted: AtomicBool::new(false),
             viewer_offers: AtomicBool::new(false),
+            relay: full_ice,
         });
         if !closed_at_birth {
             super::spawn_event_loop(events, &inner);
@@ -393,7 +397,10 @@ impl SubscribeTransport {
         let (tx, rx) = oneshot::channel();
         if !core.send(Command::AddDownTrack {
             id: core.id,
-            spec: Box::new(DownTrackSpec::of(&info, down)),
+            spec: Box::new(DownTrackSpec {
+                relay: inner.relay,
+                ..DownTrackSpec::of(&info, down)
+            }),
             reply: tx,
         }) {
             return Err(SubscribeError::Closed);

@@ -143,6 +143,8 @@ async fn negotiate_publisher(
 pub struct SimulcastPub {
     pub transport: PublishTransport,
     pub peer: Arc<TestPeer>,
+    #[allow(dead_code)]
+    pub publisher: rheomesh::publisher::Publisher,
 }
 
 /// Connect a test peer publishing `track_id` as simulcast with `encodings` (rid and the
@@ -161,11 +163,15 @@ pub async fn connect_simulcast_publisher(
         answer.contains("a=simulcast:recv"),
         "the answer receives simulcast:\n{answer}"
     );
-    transport
+    let publisher = transport
         .try_publish(track_id)
         .await
         .expect("track published");
-    SimulcastPub { transport, peer }
+    SimulcastPub {
+        transport,
+        peer,
+        publisher,
+    }
 }
 
 /// A subscribing peer.

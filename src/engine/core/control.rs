@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use rand::distr::{Alphanumeric, SampleString};
 use str0m::change::{SdpAnswer, SdpOffer};
-use str0m::media::{Direction, MediaKind, Rids};
+use str0m::media::{Direction, MediaKind, Rid, Rids, Simulcast, SimulcastLayer};
 use str0m::{Candidate, IceCreds, Rtc};
 
 use super::ShardCore;
@@ -24,7 +24,7 @@ use crate::engine::sdp::{answer_in_offer_order, sdp_mids, sdp_msids, stop_m_line
 use crate::engine::session::{DdCapture, PendingOffer, Session, UpTrack};
 use crate::engine::{next_id, DownTrackId, SessionId, TrackKey};
 use crate::error::{NegotiationError, SubscribeError, TransportError};
-use crate::forward::{MAX_INITIAL_BPS, MIN_INITIAL_BPS};
+use crate::forward::{MAX_INITIAL_BPS, MAX_LAYERS, MIN_INITIAL_BPS};
 
 impl ShardCore {
     /// One command from the API side.
@@ -393,6 +393,11 @@ impl ShardCore {
                 Rids::Specific(r) => r.clone(),
                 _ => Vec::new(),
             };
+            let layers = if kind == MediaKind::Video && rids.len() > 1 {
+                rids.len().min(MAX_LAYERS) as u8
+            } else {
+                1
+            };
             match s.up.iter_mut().find(|u| u.mid == mid) {
                 Some(u) => {
                     u.info.active = active;
@@ -401,6 +406,7 @@ impl ShardCore {
                             mid,
                             TrackInfo {
                                 params,
+                                layers,
                                 ..u.info.clone()
                             },
                             &rids,
@@ -415,6 +421,7 @@ impl ShardCore {
                         kind,
                         params,
                         active: true,
+                        layers,
                     };
                     new_ups.push(info.key);
                     s.up.push(UpTrack::new(mid, info, &rids));
@@ -465,6 +472,20 @@ impl ShardCore {
         let s = self.sessions.get_mut(slot).ok_or(SubscribeError::Closed)?;
         let stops = std::mem::take(&mut s.to_stop);
         let anchor = s.anchor_mid;
+        // A relay of a simulcast track sends every encoding: one stream per rank.
+        let pinned = spec.relay && spec.kind == MediaKind::Video && spec.layers > 1;
+        let rids: Vec<Rid> = if pinned {
+            (0..spec.layers).map(relay_rid).collect()
+        } else {
+            Vec::new()
+        };
+        let simulcast = pinned.then(|| {
+            let mut sim = Simulcast::new();
+            for r in &rids {
+                sim.add_send_layer(SimulcastLayer::new(r));
+            }
+            sim
+        });
         let r = s.guarded(|s| {
             let mut api = s.rtc.sdp_api();
             stop_m_lines(&mut api, &stops, anchor);
@@ -473,7 +494,7 @@ impl ShardCore {
                 Direction::SendOnly,
                 Some(spec.stream_id.clone()),
                 Some(spec.track_id.clone()),
-                None,
+                simulcast,
             );
             api.apply().map(|(offer, pending)| (mid, offer, pending))
         });
@@ -493,13 +514,37 @@ impl ShardCore {
             ice_restart: false,
         });
         s.anchor_mid.get_or_insert(mid);
-        s.downs.push(dslot);
-        s.awaiting_answer.push(spec.id);
-        let down = DownTrack::new(spec.id, slot, spec.track, spec.kind, mid, spec.params);
-        let got = self.downs.insert(down);
-        debug_assert_eq!(got, dslot);
-        self.down_by_id.insert(spec.id, dslot);
-        self.routes.add_local(spec.track, dslot, spec.kind);
+        // One down-track per encoding sent: the first has the subscription's id, the
+        // others are its companions.
+        let ids: Vec<DownTrackId> = (0..rids.len().max(1))
+            .map(|i| {
+                if i == 0 {
+                    spec.id
+                } else {
+                    DownTrackId(next_id())
+                }
+            })
+            .collect();
+        for (i, &did) in ids.iter().enumerate() {
+            let dslot = if i == 0 {
+                dslot
+            } else {
+                self.downs.next_slot()
+            };
+            s.downs.push(dslot);
+            s.awaiting_answer.push(did);
+            let mut down =
+                DownTrack::new(did, slot, spec.track, spec.kind, mid, spec.params.clone());
+            down.relay = spec.relay;
+            down.pin = rids.get(i).map(|r| (i as u8, *r));
+            if i == 0 {
+                down.companions = ids[1..].to_vec();
+            }
+            let got = self.downs.insert(down);
+            debug_assert_eq!(got, dslot);
+            self.down_by_id.insert(did, dslot);
+            self.routes.add_local(spec.track, dslot, spec.kind);
+        }
         self.after_mutation(slot);
         Ok(offer.to_sdp_string())
     }
@@ -609,6 +654,20 @@ impl ShardCore {
             return;
         };
         self.routes.remove_local(d.track, dslot);
+        for c in &d.companions {
+            // The m-line's other encodings: stopped with it.
+            if let Some(cslot) = self.down_by_id.remove(c) {
+                if let Some(cd) = self.downs.remove(cslot) {
+                    self.routes.remove_local(cd.track, cslot);
+                }
+                if let Some(&slot) = self.by_id.get(&id) {
+                    if let Some(s) = self.sessions.get_mut(slot) {
+                        s.downs.retain(|x| *x != cslot);
+                        s.awaiting_answer.retain(|x| x != c);
+                    }
+                }
+            }
+        }
         if let Some(&slot) = self.by_id.get(&id) {
             if let Some(s) = self.sessions.get_mut(slot) {
                 s.downs.retain(|x| *x != dslot);
@@ -720,7 +779,7 @@ impl ShardCore {
                 continue;
             };
             let mut api = s.rtc.direct_api();
-            let ssrc = api.stream_tx_by_mid(d.mid, None).map(|tx| tx.ssrc());
+            let ssrc = api.stream_tx_by_mid(d.mid, d.rid()).map(|tx| tx.ssrc());
             let remote_pts: Vec<_> = s
                 .rtc
                 .media(d.mid)
@@ -741,7 +800,7 @@ impl ShardCore {
                 // No retransmission cache and no byte histories for str0m's ratio cap per
                 // subscriber: video NACKs come to the packet path, which answers them from
                 // the track's shared store within the down-track's `RtxBudget`.
-                if let Some(tx) = s.rtc.direct_api().stream_tx_by_mid(d.mid, None) {
+                if let Some(tx) = s.rtc.direct_api().stream_tx_by_mid(d.mid, d.rid()) {
                     tx.set_rtx_cache(0, Duration::ZERO, None);
                     tx.set_external_rtx(d.kind == MediaKind::Video);
                 }
@@ -757,4 +816,10 @@ impl ShardCore {
         self.after_mutation(slot);
         Ok(())
     }
+}
+
+/// The rid of a relay's send stream for the encoding of rank `rank` (the other worker
+/// ranks encodings by what they carry, not by name).
+fn relay_rid(rank: u8) -> Rid {
+    Rid::from(["r0", "r1", "r2", "r3"][usize::from(rank).min(MAX_LAYERS - 1)])
 }

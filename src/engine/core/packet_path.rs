@@ -124,11 +124,13 @@ impl ShardCore {
         if self.out.keyframe_requests.is_empty() {
             return;
         }
-        for &(sslot, mid) in &self.out.keyframe_requests {
+        for &(sslot, mid, rid) in &self.out.keyframe_requests {
             if let Some(s) = self.sessions.get(sslot) {
                 for &d in &s.downs {
                     if let Some(dt) = self.downs.get(d) {
-                        if dt.mid == mid {
+                        // A relay's encodings share the m-line: the rid names which.
+                        let same = dt.pin.is_none() || rid.is_none() || dt.rid() == rid;
+                        if dt.mid == mid && same {
                             self.want_keyframe.push((dt.track, dt.keyframe_rank()));
                         }
                     }
@@ -336,7 +338,12 @@ impl Delivery<'_> {
             clock_offset: pkt.layer.clock_offset,
         };
         let mut marker = pkt.marker;
-        if pkt.layer.active != 0 {
+        if let Some((rank, _)) = d.pin {
+            // A relay of one encoding: the others go on their own streams.
+            if pkt.layer.active != 0 && !pkt.layer.svc && pkt.layer.spatial != rank {
+                return;
+            }
+        } else if pkt.layer.active != 0 {
             if pkt.layer.active != d.seen_active || pkt.layer.svc != d.svc() {
                 d.seen_active = pkt.layer.active;
                 d.set_svc(pkt.layer.svc);
