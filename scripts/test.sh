@@ -30,7 +30,7 @@ command -v chromium >/dev/null || apt_install chromium
 command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || apt_install --no-install-recommends ffmpeg
 # GStreamer reads the same SDP (gst-launch-1.0, sdpdemux in -bad, depayloaders and matroskamux in -good).
 gst-inspect-1.0 sdpdemux >/dev/null 2>&1 && gst-inspect-1.0 matroskamux >/dev/null 2>&1 || apt_install --no-install-recommends gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
-# The cluster test (tests/e2e/14-cluster) starts a redis-server of its own on a free port.
+# The cluster tests (tests/e2e/14-cluster, 15-cluster-layers) start a redis-server of their own on a free port.
 command -v redis-server >/dev/null || apt_install --no-install-recommends redis-server
 echo "node $(node --version), npm $(npm --version), $(chromium --version 2>/dev/null || echo chromium)"
 

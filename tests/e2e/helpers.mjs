@@ -11,7 +11,7 @@
 //   RHEOMESH_E2E_SERVER_LOG  1 = echo the server's output as it comes
 import { spawn, spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
-import { createServer } from "node:net";
+import { connect, createServer } from "node:net";
 import { fileURLToPath } from "node:url";
 import { after, before } from "node:test";
 import { chromium } from "playwright-core";
@@ -537,4 +537,64 @@ export function longestDecodeStall(samples) {
     }
   }
   return Math.max(longest, samples[samples.length - 1].at - since);
+}
+
+// ---- Redis, for the cluster tests ----
+
+/** One PING to Redis on `port`: true if it answered +PONG. */
+function redisPing(port) {
+  return new Promise((resolve) => {
+    const sock = connect({ host: "127.0.0.1", port });
+    let data = "";
+    const done = (ok) => {
+      sock.destroy();
+      resolve(ok);
+    };
+    sock.setTimeout(1000, () => done(false));
+    sock.on("error", () => done(false));
+    sock.on("connect", () => sock.write("PING\r\n"));
+    sock.on("data", (chunk) => {
+      data += chunk;
+      if (data.includes("\r\n")) done(data.startsWith("+PONG"));
+    });
+  });
+}
+
+/**
+ * A redis-server of the test's own on a free loopback port, with no persistence (installed by
+ * scripts/test.sh); `stop()` ends it.
+ */
+export async function startRedis() {
+  const port = await freePort();
+  const child = spawn(
+    "redis-server",
+    ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+    { stdio: ["ignore", "pipe", "pipe"] },
+  );
+  let output = "";
+  child.stdout.on("data", (c) => (output += c));
+  child.stderr.on("data", (c) => (output += c));
+  let exited = null;
+  child.on("exit", (code, signal) => (exited = { code, signal }));
+  child.on("error", (e) => (exited = { error: e.message }));
+  const deadline = Date.now() + 10000;
+  while (!(await redisPing(port))) {
+    if (exited) throw new Error(`redis-server exited (${JSON.stringify(exited)}); is it installed (scripts/test.sh)?\n${output}`);
+    if (Date.now() > deadline) {
+      child.kill("SIGKILL");
+      throw new Error(`redis-server not answering on ${port} within 10 s:\n${output}`);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return {
+    url: `redis://127.0.0.1:${port}/`,
+    async stop() {
+      if (exited) return;
+      const gone = new Promise((r) => child.once("exit", r));
+      child.kill("SIGTERM");
+      const timer = setTimeout(() => child.kill("SIGKILL"), 3000);
+      await gone;
+      clearTimeout(timer);
+    },
+  };
 }

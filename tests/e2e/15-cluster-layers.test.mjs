@@ -1,0 +1,150 @@
+// 15. Every layer crosses a relay. Two example servers in a cluster on Redis (as in 14); A
+//     publishes on node 1, B views on node 2, so B's subscription is served by node 2 from
+//     node 1's relay.
+//     - Simulcast (VP8, three rids): the relay carries all three encodings, so B, asking for
+//       spatial layer 0, then 2, then 1 (SetPreferredLayer), decodes the width A sends on that
+//       rid each time, within 5 s, and node 2 reports the layer (LayerChanged).
+//     - SVC (VP9 L3T3_KEY, one stream): B first decodes A's top layer, then asks for spatial
+//       1: it decodes half that width.
+//     Before this, a relay carried only the top encoding: B could not go below it.
+//
+// The test starts its own redis-server (installed by scripts/test.sh).
+import assert from "node:assert/strict";
+import { after, before, test } from "node:test";
+import {
+  closePage, expectNoAppError, inboundSamples, launchBrowser, openPage, outboundVideoStats, startInboundSampler,
+  startRedis, startServer, stopInboundSampler, uniqueRoom, until, waitFor, waitPublished,
+} from "./helpers.mjs";
+
+const SECRET = "e2e-cluster-layers-secret-0123456789";
+const SWITCH_WITHIN_MS = 5000; // a relayed layer switch: the keyframe crosses both servers
+const RAMP_UP_MS = 45000; // Chromium's estimate must grow before it sends the top layer
+
+const ctx = {};
+before(async () => {
+  ctx.redis = await startRedis();
+  const args = (id) => ["--redis", ctx.redis.url, "--node-id", id, "--relay-secret", SECRET];
+  ctx.node1 = await startServer({ args: args("l1") });
+  ctx.node2 = await startServer({ args: args("l2") });
+  ctx.browser = await launchBrowser();
+});
+after(async () => {
+  await ctx.browser?.close().catch(() => {});
+  for (const s of [ctx.node1, ctx.node2]) {
+    if (!s) continue;
+    await s.stop();
+    const out = s.output().trim();
+    if (/\b(ERROR|panicked)\b/.test(out)) console.log(`server output:\n${out}`);
+  }
+  await ctx.redis?.stop();
+});
+
+/** A publishes with `query` on node 1, B views on node 2; then `body`, then both close. */
+async function acrossNodes(prefix, query, body) {
+  const room = uniqueRoom(prefix);
+  const a = await openPage(ctx.browser, ctx.node1.base, `/?room=${room}&autopublish=1&${query}`, "A@1");
+  let b = null;
+  try {
+    const ids = await waitPublished(a);
+    b = await openPage(ctx.browser, ctx.node2.base, `/?room=${room}`, "B@2");
+    await waitFor(b, () => window.rheomeshApp.tracks === 2, 20000, "B (node 2) has A's 2 tracks");
+    await waitFor(b, (id) => window.rheomeshApp.subscriberIdOf[id] ?? null, 15000, "B subscribed to A's video", ids.video);
+    await startInboundSampler(b, ids.video);
+    await body({ a, b, ids });
+    await stopInboundSampler(b, ids.video);
+    await expectNoAppError(b);
+  } finally {
+    if (b) await closePage(b);
+    await closePage(a);
+  }
+}
+
+test("simulcast across the relay: B on node 2 reaches each of A's three encodings", { timeout: 180000 }, async (t) => {
+  await acrossNodes("relay-simulcast", "simulcast=1&video=1280x720", async ({ a, b, ids }) => {
+    // Every rid sends (frames growing over a second), ranked by width as the servers do.
+    let previous = null;
+    await until(
+      async () => {
+        const now = { at: Date.now(), stats: await outboundVideoStats(a) };
+        if (!previous) previous = now;
+        if (now.at - previous.at < 1000) return null;
+        const before = previous;
+        previous = now;
+        if (now.stats.length !== 3) return null;
+        return now.stats.every((s) => s.framesSent >= (before.stats.find((p) => p.rid === s.rid)?.framesSent ?? 0) + 10);
+      },
+      RAMP_UP_MS,
+      "A sends frames on all three rids",
+    );
+    const widthOf = async (sid) => {
+      const stats = (await outboundVideoStats(a)).filter((s) => s.framesSent > 0);
+      return stats.length === 3 ? stats[sid].frameWidth : null;
+    };
+    const times = [];
+    for (const sid of [0, 2, 1]) {
+      const asked = Date.now();
+      await b.evaluate(({ id, sid }) => window.rheomeshControls.setPreferredLayer(id, sid), { id: ids.video, sid });
+      const widths = new Set();
+      const hit = await until(
+        async () => {
+          const w = await widthOf(sid);
+          if (w) widths.add(w);
+          const s = (await inboundSamples(b, ids.video, asked)).find((x) => widths.has(x.frameWidth));
+          return s ?? null;
+        },
+        SWITCH_WITHIN_MS + 3000,
+        `B decodes the width of A's encoding ${sid}`,
+      );
+      const took = hit.at - asked;
+      times.push(`s${sid} ${hit.frameWidth}px after ${took} ms`);
+      assert.ok(took <= SWITCH_WITHIN_MS, `layer ${sid}: decoded width ${hit.frameWidth} after ${took} ms`);
+      const layer = await waitFor(
+        b,
+        ({ id, sid, asked }) => {
+          const l = window.rheomeshApp.layers[id];
+          return l && l.sid === sid && l.at >= asked ? l : null;
+        },
+        3000,
+        `node 2 reports layer ${sid}`,
+        { id: ids.video, sid, asked },
+      );
+      assert.equal(layer.sid, sid);
+    }
+    t.diagnostic(`switches across the relay: ${times.join(", ")}`);
+    console.log(`relayed simulcast: ${times.join(", ")}`);
+    const widths = (await inboundSamples(b, ids.video, 0)).map((s) => s.frameWidth).filter((w) => w > 0);
+    assert.ok(new Set(widths).size >= 3, `B decoded three widths: ${[...new Set(widths)]}`);
+  });
+});
+
+test("SVC across the relay: B on node 2 goes from A's top spatial layer to the middle one", { timeout: 180000 }, async (t) => {
+  await acrossNodes("relay-svc", "svc=L3T3_KEY&codec=VP9&video=1280x720", async ({ a, b, ids }) => {
+    const sentWidth = async () => (await outboundVideoStats(a)).find((x) => x.framesSent > 0)?.frameWidth ?? 0;
+    const top = await until(
+      async () => {
+        const sent = await sentWidth();
+        const s = (await inboundSamples(b, ids.video, Date.now() - 1000)).at(-1);
+        return s && sent >= 640 && s.frameWidth === sent ? s : null;
+      },
+      60000,
+      "B decodes A's top spatial layer (A's full width)",
+    );
+    const asked = Date.now();
+    await b.evaluate((id) => window.rheomeshControls.setPreferredLayer(id, 1), ids.video);
+    const mid = new Set([top.frameWidth / 2]);
+    const hit = await until(
+      async () => {
+        const sent = await sentWidth();
+        if (sent) mid.add(sent / 2);
+        const s = (await inboundSamples(b, ids.video, asked)).find((x) => mid.has(x.frameWidth));
+        return s ?? null;
+      },
+      SWITCH_WITHIN_MS + 3000,
+      "B decodes the middle spatial layer (half of A's width)",
+    );
+    const took = hit.at - asked;
+    t.diagnostic(`SVC across the relay: top ${top.frameWidth}px, middle ${hit.frameWidth}px after ${took} ms`);
+    console.log(`relayed SVC: top ${top.frameWidth}px, middle ${hit.frameWidth}px after ${took} ms`);
+    assert.ok(took <= SWITCH_WITHIN_MS, `middle layer after ${took} ms`);
+  });
+});
