@@ -2,7 +2,9 @@
 //! sees and can subscribe to every track of its room, wherever it is published. Tracks stay
 //! where they were published; a node relays one into its own router of the room
 //! (`Publisher::relay_to`, the library's relay between workers) when a participant of it
-//! subscribes.
+//! subscribes, and asks for the relay to stop (`Publisher::stop_relay`) when its last local
+//! subscription to it ended 2 s ago (`--relay-linger-ms`; a page reloaded within that
+//! finds the track still relayed).
 //!
 //! What is in Redis:
 //! - `rheomesh:node:{node}`: JSON `{"instance", "relayAddr", "startedMs"}`, set with a 3 s
@@ -18,23 +20,39 @@
 //!   that have that room read the hash again.
 //! - `rheomesh:to:{node}`: requests to one node, `{"type": "relay", "room", "publisherId",
 //!   "relayAddr", "routerId", "from"}`: relay that local publisher into router `routerId`
-//!   of the worker whose relay port is `relayAddr`.
+//!   of the worker whose relay port is `relayAddr`; `{"type": "unrelay", "room",
+//!   "publisherId", "relayAddr", "routerId", "from"}`: stop that relay. A node runs the
+//!   requests for one (publisher, relay port, router) in the order they came, one at a
+//!   time, and skips one that repeats the request before it.
+//!
+//! The subscribing node counts, per relayed track, the local subscriptions that use it (a
+//! subscription ends however its subscriber closes: `StopSubscribe`, the participant
+//! leaving, its transport closing, the relayed copy going). When the count stays at 0 for
+//! the linger time, the track is *stopping*: `unrelay` goes to its node (asked again
+//! every 2 s) until the relayed copy is unpublished from the local router (at most 5 s;
+//! tried 3 times). A subscription that comes while a track is stopping waits for that end,
+//! then asks for a new relay, so it never subscribes to a copy about to be unpublished.
+//! (Unless the track's node stays silent through the whole stop: after it the waiting
+//! subscriptions take the copy still here, and an `unrelay` that node runs later still ends
+//! them.)
+//! A stopped relay changes nothing for the room's participants (the track is still
+//! published on its node, and nobody here subscribed to the copy): no `Unpublished`.
 //!
 //! Every node also reads the hash of each of its rooms every second, so a dead node's
 //! tracks are unpublished (`Unpublished` to the room's participants) within 3 s (TTL) + 1 s,
 //! and a lost pub/sub message only delays a change by a second. The relayed copies of a
 //! dead node's tracks go by themselves (the relay link dies, the library unpublishes them).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use redis::aio::MultiplexedConnection;
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 use crate::protocol::ServerMessage;
 use crate::room::{RemoteTrack, Room, Rooms};
@@ -45,8 +63,14 @@ const NODE_TTL: Duration = Duration::from_secs(3);
 const TICK: Duration = Duration::from_secs(1);
 /// Longest wait for one Redis command.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
-/// Longest wait for a relayed track to be published in the local router.
+/// Longest wait for a relayed track to be published in the local router, or for a
+/// stopped one to be unpublished from it.
 const RELAY_WAIT: Duration = Duration::from_secs(5);
+/// A request to another node is repeated this often while its effect is not seen (pub/sub
+/// may lose a message).
+const ASK_AGAIN: Duration = Duration::from_secs(2);
+/// Attempts at stopping a relay whose copy does not go away, before leaving it be.
+const MAX_STOP_ATTEMPTS: u32 = 3;
 
 const EVENTS: &str = "rheomesh:events";
 
@@ -104,17 +128,167 @@ struct RoomEvent {
     node: String,
 }
 
+/// A message on `rheomesh:to:{node}`.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "camelCase")]
 enum NodeMessage {
-    #[serde(rename_all = "camelCase")]
-    Relay {
-        room: String,
-        publisher_id: String,
-        relay_addr: SocketAddr,
-        router_id: String,
-        from: String,
-    },
+    /// Relay a local publisher into a router of the sender.
+    Relay(RelayRequest),
+    /// Stop that relay.
+    Unrelay(RelayRequest),
+}
+
+/// Publisher `publisher_id` of `room`, relayed into router `router_id` of the worker whose
+/// relay port is `relay_addr`, for node `from`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RelayRequest {
+    room: String,
+    publisher_id: String,
+    relay_addr: SocketAddr,
+    router_id: String,
+    from: String,
+}
+
+/// A request of another node about one of this node's publishers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RelayOp {
+    Relay,
+    Unrelay,
+}
+
+/// (publisher, relay port, router): one relay of a local publisher.
+type RelayTarget = (String, SocketAddr, String);
+
+/// The requests for one [`RelayTarget`]: the one running and those waiting, run in order.
+struct OpQueue {
+    running: RelayOp,
+    waiting: VecDeque<RelayOp>,
+}
+
+/// (router id, publisher id): a remote track relayed into one of this node's routers. A
+/// router id names one room for its lifetime (a room closed and created again has another).
+type RelayKey = (String, String);
+
+/// The subscribing side's state of one relayed track.
+#[derive(Debug)]
+struct RelayedTrack {
+    /// The track's node.
+    node: String,
+    /// Local subscriptions using it (or waiting for it).
+    uses: usize,
+    /// Changed whenever `uses` leaves or reaches 0: a grace timer started for an earlier
+    /// idle period does nothing.
+    seq: u64,
+    /// `unrelay` was sent; the copy has yet to be unpublished here.
+    stopping: bool,
+    /// Stops that ended with the copy still here.
+    failed_stops: u32,
+}
+
+/// Every relayed track's state on this node (the subscribing side), under one lock.
+#[derive(Debug, Default)]
+struct RelayUses(HashMap<RelayKey, RelayedTrack>);
+
+impl RelayUses {
+    /// A local subscription will use `key` (relayed from `node`).
+    fn acquire(&mut self, key: &RelayKey, node: &str) {
+        let t = self.0.entry(key.clone()).or_insert_with(|| RelayedTrack {
+            node: node.to_owned(),
+            uses: 0,
+            seq: 0,
+            stopping: false,
+            failed_stops: 0,
+        });
+        node.clone_into(&mut t.node);
+        t.uses += 1;
+        t.seq += 1;
+    }
+
+    /// A subscription using `key` ended: `Some(seq)` if it was the last one (start the
+    /// grace timer with `seq`). Not while stopping: [`Self::end_stop`] decides then.
+    fn release(&mut self, key: &RelayKey) -> Option<u64> {
+        let t = self.0.get_mut(key)?;
+        t.uses = t.uses.saturating_sub(1);
+        if t.uses > 0 || t.stopping {
+            return None;
+        }
+        t.seq += 1;
+        Some(t.seq)
+    }
+
+    /// The grace timer `seq` ran out: if `key` is still unused since, it is stopping from
+    /// now on; returns its node.
+    fn begin_stop(&mut self, key: &RelayKey, seq: u64) -> Option<String> {
+        let t = self.0.get_mut(key)?;
+        if t.uses > 0 || t.stopping || t.seq != seq {
+            return None;
+        }
+        t.stopping = true;
+        Some(t.node.clone())
+    }
+
+    fn is_stopping(&self, key: &RelayKey) -> bool {
+        self.0.get(key).is_some_and(|t| t.stopping)
+    }
+
+    /// The stop of `key` ended, with its copy unpublished here (`gone`) or not: `Some(seq)`
+    /// to try again after a grace period (nobody uses it and it is still here).
+    fn end_stop(&mut self, key: &RelayKey, gone: bool) -> Option<u64> {
+        let t = self.0.get_mut(key)?;
+        t.stopping = false;
+        if t.uses > 0 {
+            // Subscriptions came meanwhile: they relay it again (or use the copy still here).
+            t.failed_stops = 0;
+            return None;
+        }
+        if gone {
+            self.0.remove(key);
+            return None;
+        }
+        t.failed_stops += 1;
+        if t.failed_stops >= MAX_STOP_ATTEMPTS {
+            self.0.remove(key);
+            return None;
+        }
+        t.seq += 1;
+        Some(t.seq)
+    }
+}
+
+/// The relayed tracks of a node (its subscribing side), for `/metrics`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RelayCensus {
+    /// Remote tracks relayed here (or being relayed, or stopped).
+    pub tracks: usize,
+    /// Local subscriptions using them.
+    pub uses: usize,
+    /// Of `tracks`, those whose relay is being stopped.
+    pub stopping: usize,
+    /// Stops begun so far.
+    pub unrelays: u64,
+    /// Subscriptions that came while their track's relay was stopping (and waited).
+    pub waited_for_stop: u64,
+}
+
+/// One local subscription's use of a relayed track ([`Cluster::use_relayed`]); dropping it
+/// ends the use.
+pub struct RelayLease {
+    cluster: Cluster,
+    room: Arc<Room>,
+    key: RelayKey,
+}
+
+impl Drop for RelayLease {
+    fn drop(&mut self) {
+        let Some(seq) = lock(&self.cluster.0.relays).release(&self.key) else {
+            return;
+        };
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let (cluster, room, key) = (self.cluster.clone(), self.room.clone(), self.key.clone());
+            rt.spawn(cluster.stop_when_unused(room, key, seq));
+        }
+    }
 }
 
 /// A change to this node's entries in Redis, applied in order by one task.
@@ -144,19 +318,32 @@ struct Inner {
     writes: mpsc::UnboundedSender<Write>,
     /// One resync at a time (so a change is broadcast once).
     sync: tokio::sync::Mutex<()>,
-    /// Relays this node was asked for and is setting up: (publisher, address, router).
-    relaying: StdMutex<HashSet<(String, SocketAddr, String)>>,
+    /// Hosting side: the relay requests of other nodes being run, per relay.
+    relay_ops: StdMutex<HashMap<RelayTarget, OpQueue>>,
+    /// Subscribing side: the remote tracks relayed here and their local uses.
+    relays: StdMutex<RelayUses>,
+    /// Woken when a relayed track stops stopping.
+    relays_changed: Notify,
+    /// How long a relayed track stays without a local subscriber before its relay is
+    /// stopped (`--relay-linger-ms`).
+    linger: Duration,
+    /// Stops of relays begun by this node.
+    unrelays: AtomicU64,
+    /// Subscriptions that waited for a stop of their track to end.
+    waited_for_stop: AtomicU64,
     /// Set by [`Cluster::leave`]: no more heartbeats.
     leaving: AtomicBool,
 }
 
 impl Cluster {
     /// Connect to Redis at `url` (fails if it does not answer), register as `node` and
-    /// start the heartbeat, the subscriber and the resync loop over `rooms`.
+    /// start the heartbeat, the subscriber and the resync loop over `rooms`. A remote track
+    /// relayed here is unrelayed `linger` after its last local subscriber left.
     pub async fn start(
         url: &str,
         node: String,
         relay_addr: SocketAddr,
+        linger: Duration,
         rooms: Rooms,
     ) -> Result<Cluster, String> {
         let url_shown = redact(url);
@@ -175,7 +362,12 @@ impl Cluster {
             conn: tokio::sync::Mutex::new(Some(conn)),
             writes,
             sync: tokio::sync::Mutex::new(()),
-            relaying: StdMutex::default(),
+            relay_ops: StdMutex::default(),
+            relays: StdMutex::default(),
+            relays_changed: Notify::new(),
+            linger,
+            unrelays: AtomicU64::new(0),
+            waited_for_stop: AtomicU64::new(0),
             leaving: AtomicBool::new(false),
         }));
         let previous: Option<String> = cluster
@@ -431,16 +623,8 @@ impl Cluster {
                 }
             } else if msg.get_channel_name() == mine {
                 match serde_json::from_str::<NodeMessage>(&payload) {
-                    Ok(NodeMessage::Relay {
-                        room,
-                        publisher_id,
-                        relay_addr,
-                        router_id,
-                        from,
-                    }) => {
-                        self.relay(rooms, room, publisher_id, relay_addr, router_id, from)
-                            .await
-                    }
+                    Ok(NodeMessage::Relay(r)) => self.request(rooms, RelayOp::Relay, r),
+                    Ok(NodeMessage::Unrelay(r)) => self.request(rooms, RelayOp::Unrelay, r),
                     Err(e) => tracing::debug!("cluster: bad message {payload:?}: {e}"),
                 }
             }
@@ -448,51 +632,246 @@ impl Cluster {
         Ok(())
     }
 
-    /// Another node asks for a local publisher of `room`, relayed into its router.
-    async fn relay(
+    /// Another node asks to relay a local publisher of `room` into its router, or to stop
+    /// that relay: queued behind the requests for the same relay still running.
+    fn request(&self, rooms: &Rooms, op: RelayOp, request: RelayRequest) {
+        let RelayRequest {
+            room,
+            publisher_id,
+            relay_addr,
+            router_id,
+            from,
+        } = request;
+        let target: RelayTarget = (publisher_id, relay_addr, router_id);
+        {
+            let mut ops = lock(&self.0.relay_ops);
+            if let Some(q) = ops.get_mut(&target) {
+                // The same request twice in a row (asked again meanwhile) is one.
+                if q.waiting.back().copied().unwrap_or(q.running) != op {
+                    q.waiting.push_back(op);
+                }
+                return;
+            }
+            ops.insert(
+                target.clone(),
+                OpQueue {
+                    running: op,
+                    waiting: VecDeque::new(),
+                },
+            );
+        }
+        let (cluster, rooms) = (self.clone(), rooms.clone());
+        tokio::spawn(async move {
+            let mut op = op;
+            loop {
+                cluster.run_op(&rooms, op, &room, &target, &from).await;
+                let next = {
+                    let mut ops = lock(&cluster.0.relay_ops);
+                    let next = ops.get_mut(&target).and_then(|q| {
+                        let next = q.waiting.pop_front()?;
+                        q.running = next;
+                        Some(next)
+                    });
+                    if next.is_none() {
+                        ops.remove(&target);
+                    }
+                    next
+                };
+                match next {
+                    Some(n) => op = n,
+                    None => return,
+                }
+            }
+        });
+    }
+
+    /// Run one request of node `from`.
+    async fn run_op(
         &self,
         rooms: &Rooms,
-        room: String,
-        publisher_id: String,
-        addr: SocketAddr,
-        router_id: String,
-        from: String,
+        op: RelayOp,
+        room: &str,
+        (publisher_id, addr, router_id): &RelayTarget,
+        from: &str,
     ) {
-        let publisher = match rooms.find(&room).await {
-            Some(r) => r.local_publisher(&publisher_id),
+        let publisher = match rooms.find(room).await {
+            Some(r) => r.local_publisher(publisher_id),
             None => None,
         };
         let Some(publisher) = publisher else {
-            tracing::info!(
-                room,
-                publisher = publisher_id,
-                from,
-                "cluster: relay asked for a track not published here"
-            );
+            // An unrelay may come after the track was unpublished here (which ended the
+            // relay): expected. A relay request for it is worth a line.
+            if op == RelayOp::Relay {
+                tracing::info!(
+                    room,
+                    publisher = publisher_id,
+                    from,
+                    "cluster: relay asked for a track not published here"
+                );
+            }
             return;
         };
-        let key = (publisher_id.clone(), addr, router_id.clone());
-        if !lock(&self.0.relaying).insert(key.clone()) {
-            return; // already on its way
-        }
-        let cluster = self.clone();
-        tokio::spawn(async move {
-            let result = publisher.relay_to(addr, &router_id).await;
-            lock(&cluster.0.relaying).remove(&key);
-            match result {
+        match op {
+            RelayOp::Relay => match publisher.relay_to(*addr, router_id).await {
                 Ok(()) => {
                     tracing::info!(room, publisher = publisher_id, to = from, %addr, "cluster: relaying")
                 }
                 Err(e) => {
                     tracing::warn!(room, publisher = publisher_id, to = from, %addr, "cluster: relay failed: {e}")
                 }
+            },
+            RelayOp::Unrelay => {
+                if publisher.stop_relay(*addr, router_id).await {
+                    tracing::info!(room, publisher = publisher_id, to = from, %addr, "cluster: relay stopped")
+                } else {
+                    tracing::debug!(room, publisher = publisher_id, to = from, %addr, "cluster: unrelay of a relay not running")
+                }
             }
+        }
+    }
+
+    /// The subscribing side's relays right now, for `/metrics`.
+    pub fn relay_census(&self) -> RelayCensus {
+        let relays = lock(&self.0.relays);
+        RelayCensus {
+            tracks: relays.0.len(),
+            uses: relays.0.values().map(|t| t.uses).sum(),
+            stopping: relays.0.values().filter(|t| t.stopping).count(),
+            unrelays: self.0.unrelays.load(Ordering::Relaxed),
+            waited_for_stop: self.0.waited_for_stop.load(Ordering::Relaxed),
+        }
+    }
+
+    /// A local subscription to `publisher_id`, a track of `room` published on another
+    /// node: make it available in this node's router of the room (relayed from its node)
+    /// and count the use until the returned lease is dropped. Once no lease is left for
+    /// the linger time, the relay is stopped.
+    pub async fn use_relayed(
+        &self,
+        room: &Arc<Room>,
+        publisher_id: &str,
+    ) -> Result<RelayLease, String> {
+        let Some(remote) = room.remote_track(publisher_id) else {
+            return Err("no such track in this room".into());
+        };
+        let key: RelayKey = (room.router.id().to_owned(), publisher_id.to_owned());
+        // Counted from here on: no stop of it begins before the lease is dropped.
+        lock(&self.0.relays).acquire(&key, &remote.node);
+        let lease = RelayLease {
+            cluster: self.clone(),
+            room: room.clone(),
+            key: key.clone(),
+        };
+        // A stop begun before: wait until it ended (the copy unpublished here, at most
+        // RELAY_WAIT), then relay anew; never subscribe to a copy about to go.
+        let deadline = tokio::time::Instant::now() + RELAY_WAIT + TICK;
+        let mut waited = false;
+        loop {
+            let changed = self.0.relays_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let stopping = lock(&self.0.relays).is_stopping(&key);
+            if !stopping {
+                break;
+            }
+            if !waited {
+                waited = true;
+                self.0.waited_for_stop.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(
+                    room = room.name,
+                    publisher = publisher_id,
+                    "cluster: subscribing to a track whose relay is stopping: waiting for the stop"
+                );
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return Err("its previous relay did not stop in time".into());
+            }
+        }
+        self.ensure_relayed(room, publisher_id).await?;
+        Ok(lease)
+    }
+
+    /// The last lease of `key` was dropped (grace timer `seq`): after the linger time
+    /// without a new one, stop the relay; again (up to [`MAX_STOP_ATTEMPTS`]) if the copy
+    /// stays.
+    async fn stop_when_unused(self, room: Arc<Room>, key: RelayKey, mut seq: u64) {
+        loop {
+            tokio::time::sleep(self.0.linger).await;
+            let node = lock(&self.0.relays).begin_stop(&key, seq);
+            let Some(node) = node else {
+                return; // used again meanwhile
+            };
+            self.0.unrelays.fetch_add(1, Ordering::Relaxed);
+            let gone = self.unrelay(&room, &key, &node).await;
+            let again = lock(&self.0.relays).end_stop(&key, gone);
+            self.0.relays_changed.notify_waiters();
+            match again {
+                Some(next) => {
+                    tracing::warn!(
+                        room = room.name,
+                        publisher = key.1,
+                        node,
+                        "cluster: the relay did not stop within {RELAY_WAIT:?}; trying again"
+                    );
+                    seq = next;
+                }
+                None => return,
+            }
+        }
+    }
+
+    /// Ask `node` to stop relaying track `key` into this node's router of `room`, and wait
+    /// (at most [`RELAY_WAIT`]) until the copy is unpublished here: whether it is gone. Asked
+    /// at least once, even if the copy is gone already (the room closed: the other node's
+    /// relay session would otherwise stay).
+    async fn unrelay(&self, room: &Room, (router_id, publisher_id): &RelayKey, node: &str) -> bool {
+        let here = || {
+            room.router
+                .publisher_ids()
+                .iter()
+                .any(|p| p == publisher_id)
+        };
+        if here() {
+            tracing::info!(
+                room = room.name,
+                publisher = publisher_id,
+                node,
+                "cluster: no local subscriber left; stopping the relay"
+            );
+        }
+        let request = NodeMessage::Unrelay(RelayRequest {
+            room: room.name.clone(),
+            publisher_id: publisher_id.clone(),
+            relay_addr: self.0.relay_addr,
+            router_id: router_id.clone(),
+            from: self.0.node.clone(),
         });
+        let payload = serde_json::to_string(&request).unwrap_or_default();
+        let deadline = tokio::time::Instant::now() + RELAY_WAIT;
+        let mut next_ask = tokio::time::Instant::now();
+        loop {
+            if tokio::time::Instant::now() >= next_ask {
+                if let Err(e) = self
+                    .query::<i64>(redis::cmd("PUBLISH").arg(inbox(node)).arg(&payload))
+                    .await
+                {
+                    tracing::debug!(node, "cluster: unrelay request: {e}");
+                }
+                next_ask += ASK_AGAIN;
+            }
+            if !here() {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
     }
 
     /// Make `publisher_id` (a track of `room` published on another node) available in this
     /// node's router of the room: ask its node to relay it, wait until it is published here.
-    pub async fn ensure_relayed(&self, room: &Room, publisher_id: &str) -> Result<(), String> {
+    async fn ensure_relayed(&self, room: &Room, publisher_id: &str) -> Result<(), String> {
         let published_here = || {
             room.router
                 .publisher_ids()
@@ -505,17 +884,17 @@ impl Cluster {
         let Some(remote) = room.remote_track(publisher_id) else {
             return Err("no such track in this room".into());
         };
-        let request = NodeMessage::Relay {
+        let request = NodeMessage::Relay(RelayRequest {
             room: room.name.clone(),
             publisher_id: publisher_id.to_owned(),
             relay_addr: self.0.relay_addr,
             router_id: room.router.id().to_owned(),
             from: self.0.node.clone(),
-        };
+        });
         let payload = serde_json::to_string(&request).unwrap_or_default();
         let deadline = tokio::time::Instant::now() + RELAY_WAIT;
-        // Asked again every 2 s in case the request was lost (the other node ignores a
-        // request for a relay already on its way).
+        // Asked again every 2 s in case the request was lost (the other node skips a
+        // request that repeats the one before it).
         let mut next_ask = tokio::time::Instant::now();
         loop {
             if tokio::time::Instant::now() >= next_ask {
@@ -525,7 +904,7 @@ impl Cluster {
                 if receivers == 0 {
                     tracing::debug!(node = remote.node, "cluster: relay request reached nobody");
                 }
-                next_ask += Duration::from_secs(2);
+                next_ask += ASK_AGAIN;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
             if published_here() {
@@ -659,16 +1038,94 @@ mod tests {
 
     #[test]
     fn messages_have_the_documented_shape() {
-        let m = NodeMessage::Relay {
+        let m = NodeMessage::Relay(RelayRequest {
             room: "r".into(),
             publisher_id: "p".into(),
             relay_addr: "127.0.0.1:9".parse().unwrap(),
             router_id: "x".into(),
             from: "n2".into(),
-        };
+        });
         assert_eq!(
             serde_json::to_string(&m).unwrap(),
             r#"{"type":"relay","room":"r","publisherId":"p","relayAddr":"127.0.0.1:9","routerId":"x","from":"n2"}"#
         );
+        let m = NodeMessage::Unrelay(RelayRequest {
+            room: "r".into(),
+            publisher_id: "p".into(),
+            relay_addr: "127.0.0.1:9".parse().unwrap(),
+            router_id: "x".into(),
+            from: "n2".into(),
+        });
+        let text = serde_json::to_string(&m).unwrap();
+        assert_eq!(
+            text,
+            r#"{"type":"unrelay","room":"r","publisherId":"p","relayAddr":"127.0.0.1:9","routerId":"x","from":"n2"}"#
+        );
+        assert!(matches!(
+            serde_json::from_str::<NodeMessage>(&text).unwrap(),
+            NodeMessage::Unrelay(RelayRequest { ref publisher_id, .. }) if publisher_id == "p"
+        ));
+    }
+
+    fn key() -> RelayKey {
+        ("router".into(), "track".into())
+    }
+
+    #[test]
+    fn a_relay_stops_only_after_its_last_use_and_a_quiet_grace_period() {
+        let mut r = RelayUses::default();
+        r.acquire(&key(), "n1");
+        r.acquire(&key(), "n1");
+        assert_eq!(r.release(&key()), None, "one use left");
+        let seq = r.release(&key()).expect("the last use ended");
+        // A subscription during the grace period cancels that timer.
+        r.acquire(&key(), "n1");
+        assert_eq!(r.begin_stop(&key(), seq), None);
+        let seq2 = r.release(&key()).unwrap();
+        assert_eq!(
+            r.begin_stop(&key(), seq),
+            None,
+            "an earlier timer does nothing"
+        );
+        assert_eq!(r.begin_stop(&key(), seq2).as_deref(), Some("n1"));
+        assert!(r.is_stopping(&key()));
+        assert_eq!(r.begin_stop(&key(), seq2), None, "one stop at a time");
+        assert_eq!(r.end_stop(&key(), true), None);
+        assert!(r.0.is_empty(), "a stopped relay is forgotten");
+    }
+
+    #[test]
+    fn a_subscription_during_a_stop_waits_for_it_and_keeps_the_track() {
+        let mut r = RelayUses::default();
+        r.acquire(&key(), "n1");
+        let seq = r.release(&key()).unwrap();
+        assert!(r.begin_stop(&key(), seq).is_some());
+        // A new subscription: counted, sees the stop (and waits for its end).
+        r.acquire(&key(), "n1");
+        assert!(r.is_stopping(&key()));
+        assert_eq!(r.end_stop(&key(), true), None, "in use: no new stop");
+        assert!(!r.is_stopping(&key()));
+        assert_eq!(r.0[&key()].uses, 1);
+        // Its lease dropped while a stop runs: the stop's end decides.
+        let seq = r.release(&key()).unwrap();
+        assert!(r.begin_stop(&key(), seq).is_some());
+        r.acquire(&key(), "n1");
+        assert_eq!(r.release(&key()), None, "stopping: no second timer");
+        assert_eq!(r.end_stop(&key(), true), None);
+        assert!(r.0.is_empty());
+    }
+
+    #[test]
+    fn a_stop_that_fails_is_tried_again_a_few_times() {
+        let mut r = RelayUses::default();
+        r.acquire(&key(), "n1");
+        let mut seq = r.release(&key()).unwrap();
+        for _ in 1..MAX_STOP_ATTEMPTS {
+            assert!(r.begin_stop(&key(), seq).is_some());
+            seq = r.end_stop(&key(), false).expect("tried again");
+        }
+        assert!(r.begin_stop(&key(), seq).is_some());
+        assert_eq!(r.end_stop(&key(), false), None, "given up");
+        assert!(r.0.is_empty());
     }
 }

@@ -151,6 +151,11 @@ struct Args {
     /// relay port.
     #[arg(long, env = "RHEOMESH_RELAY_SECRET", hide_env_values = true)]
     relay_secret: Option<String>,
+    /// With --redis: how long, in milliseconds, a track relayed here from another node stays
+    /// relayed after its last subscriber here is gone (a page reload within it finds it
+    /// still relayed); then the relay is stopped.
+    #[arg(long, env = "RHEOMESH_RELAY_LINGER_MS", default_value_t = 2000)]
+    relay_linger_ms: u64,
 }
 
 /// `--bwe`: bandwidth estimation on subscribe transports.
@@ -318,7 +323,8 @@ async fn run(args: Args) -> Result<std::process::ExitCode, Box<dyn std::error::E
             if relay_addr.ip().is_unspecified() {
                 relay_addr.set_ip(args.bind);
             }
-            Some(cluster::Cluster::start(url, node, relay_addr, rooms.clone()).await?)
+            let linger = Duration::from_millis(args.relay_linger_ms);
+            Some(cluster::Cluster::start(url, node, relay_addr, linger, rooms.clone()).await?)
         }
         _ => None,
     };

@@ -366,6 +366,11 @@ impl Rooms {
         let _ = self.cluster.set(cluster);
     }
 
+    /// The cluster (`--redis`), once started.
+    pub fn cluster(&self) -> Option<Cluster> {
+        self.cluster.get().cloned()
+    }
+
     /// Every room right now.
     pub async fn all(&self) -> Vec<Arc<Room>> {
         self.rooms.lock().await.values().cloned().collect()

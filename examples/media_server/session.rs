@@ -649,14 +649,20 @@ impl Participant {
         // `subscribe` waits for the answer to any outstanding offer, which arrives on this
         // participant's read loop.
         tokio::spawn(async move {
-            // With --redis, a track published on another node is relayed here first.
+            // With --redis, a track published on another node is relayed here first, and
+            // the relay is held while this subscription lasts (however it ends: its
+            // subscriber closes).
+            let mut lease = None;
             if let Some(cluster) = room.cluster() {
                 if room.remote_track(&publisher_id).is_some() {
-                    if let Err(e) = cluster.ensure_relayed(&room, &publisher_id).await {
-                        let _ = outbox.send(ServerMessage::error(format!(
-                            "Subscribe {publisher_id:?}: {e}"
-                        )));
-                        return;
+                    match cluster.use_relayed(&room, &publisher_id).await {
+                        Ok(l) => lease = Some(l),
+                        Err(e) => {
+                            let _ = outbox.send(ServerMessage::error(format!(
+                                "Subscribe {publisher_id:?}: {e}"
+                            )));
+                            return;
+                        }
                     }
                 }
             }
@@ -667,6 +673,13 @@ impl Participant {
                         subscriber_id: subscriber.id(),
                         publisher_id: publisher_id.clone(),
                     });
+                    if let Some(lease) = lease {
+                        let subscriber = subscriber.clone();
+                        tokio::spawn(async move {
+                            subscriber.closed().await;
+                            drop(lease);
+                        });
+                    }
                     tokio::spawn(report_layers(subscriber, outbox));
                 }
                 Err(e) => {

@@ -1,5 +1,6 @@
 //! `/metrics`: Prometheus text exposition of the worker's per-shard statistics
-//! (`Worker::stats`) and of this server's rooms, refreshed on every scrape.
+//! (`Worker::stats`), of its relay (`Worker::relay_stats`, when it has a relay port) and of
+//! this server's rooms, refreshed on every scrape.
 //!
 //! The shard counters are absolute totals kept by the library, so they are set with
 //! `Counter::absolute`; gauges are set. Every engine metric carries a `shard` label.
@@ -9,6 +10,7 @@ use std::time::Duration;
 
 use metrics::{counter, describe_counter, describe_gauge, gauge, Unit};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use rheomesh::relay::RelayStats;
 use rheomesh::stats::{ShardStats, WorkerStats};
 use rheomesh::worker::Worker;
 use tokio::sync::Mutex;
@@ -62,6 +64,34 @@ fn describe() {
         (
             "rheomesh_tracks",
             "Published tracks (publishers) in all rooms.",
+        ),
+        (
+            "rheomesh_relay_links_out",
+            "Relay control links this worker opened (it relays to those workers).",
+        ),
+        (
+            "rheomesh_relay_links_in",
+            "Relay control links other workers opened to this one.",
+        ),
+        (
+            "rheomesh_relay_sessions_out",
+            "Relay sessions (router pairs) this worker sends on.",
+        ),
+        (
+            "rheomesh_relay_sessions_in",
+            "Relay sessions other workers send to this one on.",
+        ),
+        (
+            "rheomesh_cluster_relayed_tracks",
+            "Tracks of other nodes relayed into this node's rooms for its subscribers (with --redis).",
+        ),
+        (
+            "rheomesh_cluster_relay_uses",
+            "Local subscriptions to tracks relayed from other nodes (with --redis).",
+        ),
+        (
+            "rheomesh_cluster_relays_stopping",
+            "Relayed tracks whose relay this node is stopping (no subscriber left; with --redis).",
         ),
     ];
     for (name, help) in gauges {
@@ -127,6 +157,30 @@ fn describe() {
         (
             "rheomesh_sessions_closed_total",
             "Sessions closed (any reason).",
+        ),
+        (
+            "rheomesh_relay_auth_failures_total",
+            "Relay connections refused for not proving the shared secret.",
+        ),
+        (
+            "rheomesh_relay_bad_frames_total",
+            "Relay connections closed for a malformed or unauthenticated frame.",
+        ),
+        (
+            "rheomesh_relay_unknown_router_total",
+            "Relay requests naming a router this worker does not have.",
+        ),
+        (
+            "rheomesh_relay_refused_total",
+            "Other relay requests and connections refused.",
+        ),
+        (
+            "rheomesh_cluster_unrelays_total",
+            "Relays of other nodes' tracks this node stopped (no subscriber left for --relay-linger-ms).",
+        ),
+        (
+            "rheomesh_cluster_relay_waits_total",
+            "Subscriptions that waited for their track's relay to finish stopping, then relayed it anew.",
         ),
         (
             "rheomesh_ws_disconnected_total",
@@ -203,6 +257,17 @@ fn record_shards(stats: &WorkerStats) {
     }
 }
 
+fn record_relay(r: &RelayStats) {
+    gauge!("rheomesh_relay_links_out").set(r.links_out as f64);
+    gauge!("rheomesh_relay_links_in").set(r.links_in as f64);
+    gauge!("rheomesh_relay_sessions_out").set(r.sessions_out as f64);
+    gauge!("rheomesh_relay_sessions_in").set(r.sessions_in as f64);
+    counter!("rheomesh_relay_auth_failures_total").absolute(r.auth_failures);
+    counter!("rheomesh_relay_bad_frames_total").absolute(r.bad_frames);
+    counter!("rheomesh_relay_unknown_router_total").absolute(r.unknown_router);
+    counter!("rheomesh_relay_refused_total").absolute(r.refused);
+}
+
 /// Refresh every metric from the worker and the rooms, then render the exposition text.
 pub async fn scrape(
     handle: &PrometheusHandle,
@@ -211,11 +276,20 @@ pub async fn scrape(
 ) -> String {
     let stats = tokio::time::timeout(STATS_TIMEOUT, async {
         let worker = worker.lock().await;
-        worker.stats().await
+        let relay = match worker.relay_addr() {
+            Some(_) => Some(worker.relay_stats().await),
+            None => None,
+        };
+        (worker.stats().await, relay)
     })
     .await;
     match stats {
-        Ok(stats) => record_shards(&stats),
+        Ok((stats, relay)) => {
+            record_shards(&stats);
+            if let Some(relay) = relay {
+                record_relay(&relay);
+            }
+        }
         Err(_) => {
             tracing::warn!("/metrics: shard statistics timed out; serving the previous values")
         }
@@ -224,6 +298,14 @@ pub async fn scrape(
     gauge!("rheomesh_rooms").set(census.rooms as f64);
     gauge!("rheomesh_participants").set(census.participants as f64);
     gauge!("rheomesh_tracks").set(census.tracks as f64);
+    if let Some(cluster) = rooms.cluster() {
+        let r = cluster.relay_census();
+        gauge!("rheomesh_cluster_relayed_tracks").set(r.tracks as f64);
+        gauge!("rheomesh_cluster_relay_uses").set(r.uses as f64);
+        gauge!("rheomesh_cluster_relays_stopping").set(r.stopping as f64);
+        counter!("rheomesh_cluster_unrelays_total").absolute(r.unrelays);
+        counter!("rheomesh_cluster_relay_waits_total").absolute(r.waited_for_stop);
+    }
     handle.run_upkeep();
     handle.render()
 }
