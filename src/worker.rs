@@ -86,6 +86,32 @@ impl Worker {
         crate::engine::session::RELAY_DROPPED.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Test hook: relay sessions (of every worker in the process) keep a copy of every
+    /// `n`-th SRTP or SRTCP datagram they send and send it again, from the same socket to the
+    /// same destination, `delay` of their SRTP/SRTCP datagrams later (0: right after the
+    /// original): a replay of captured ciphertext from the legitimate address. `every_nth`
+    /// 0 stops capturing (what is held still goes). Only with the `testing` feature.
+    #[cfg(feature = "testing")]
+    #[doc(hidden)]
+    pub fn set_relay_replay_for_tests(every_nth: u32, delay: u32) {
+        use crate::engine::session::{RELAY_REPLAY_DELAY, RELAY_REPLAY_EVERY};
+        RELAY_REPLAY_DELAY.store(delay, std::sync::atomic::Ordering::Relaxed);
+        RELAY_REPLAY_EVERY.store(every_nth, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Test hook: how many (SRTP, SRTCP) datagrams
+    /// [`set_relay_replay_for_tests`](Self::set_relay_replay_for_tests) replayed so far.
+    /// Only with the `testing` feature.
+    #[cfg(feature = "testing")]
+    #[doc(hidden)]
+    pub fn relay_replays_for_tests() -> (u64, u64) {
+        use crate::engine::session::{RELAY_REPLAYED_RTCP, RELAY_REPLAYED_RTP};
+        (
+            RELAY_REPLAYED_RTP.load(std::sync::atomic::Ordering::Relaxed),
+            RELAY_REPLAYED_RTCP.load(std::sync::atomic::Ordering::Relaxed),
+        )
+    }
+
     /// Test hook: block every shard thread for `d` (at most 5 s), as a stall would.
     /// Only with the `testing` feature; not for production use.
     #[cfg(feature = "testing")]

@@ -511,6 +511,8 @@ impl Session {
     /// Queue a datagram of this session for the shard's next `sendmmsg`.
     pub(crate) fn transmit(&mut self, t: Transmit, out: &mut DrainOut) {
         #[cfg(feature = "testing")]
+        let mut replay = None;
+        #[cfg(feature = "testing")]
         if self.full_ice && matches!(t.contents.first(), Some(128..=191)) {
             // Test hook: lose every n-th SRTP datagram on relay links.
             self.srtp_sent += 1;
@@ -519,6 +521,8 @@ impl Session {
                 RELAY_DROPPED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 return;
             }
+            // Test hook: replay captured datagrams on relay links.
+            replay = Some(relay_replay_capture(self.srtp_sent, &t));
         }
         if !self.addrs.contains(&t.destination) {
             self.addrs.push(t.destination);
@@ -528,6 +532,10 @@ impl Session {
         self.traffic.bytes_out += t.contents.len() as u64;
         out.bytes_queued += t.contents.len() as u64;
         out.send.push(t.destination, t.contents.into());
+        #[cfg(feature = "testing")]
+        if let Some(captured) = replay {
+            relay_replay_release(self.id.0, self.srtp_sent, captured, out);
+        }
     }
 
     fn handle_event(&mut self, e: Event, out: &mut DrainOut) {
@@ -933,3 +941,89 @@ pub(crate) static RELAY_DROP_EVERY: std::sync::atomic::AtomicU32 =
 #[cfg(feature = "testing")]
 pub(crate) static RELAY_DROPPED: std::sync::atomic::AtomicU64 =
     std::sync::atomic::AtomicU64::new(0);
+
+/// Test hook: relay sessions keep a copy of every n-th SRTP/SRTCP datagram they send (0:
+/// none) and send it again [`RELAY_REPLAY_DELAY`] of their SRTP/SRTCP datagrams later.
+#[cfg(feature = "testing")]
+pub(crate) static RELAY_REPLAY_EVERY: std::sync::atomic::AtomicU32 =
+    std::sync::atomic::AtomicU32::new(0);
+
+/// How many of its datagrams a relay session sends before a captured one again (0: right
+/// after the original).
+#[cfg(feature = "testing")]
+pub(crate) static RELAY_REPLAY_DELAY: std::sync::atomic::AtomicU32 =
+    std::sync::atomic::AtomicU32::new(0);
+
+/// SRTP (RTP) datagrams the relay replay hook sent again.
+#[cfg(feature = "testing")]
+pub(crate) static RELAY_REPLAYED_RTP: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(0);
+
+/// SRTCP datagrams the relay replay hook sent again.
+#[cfg(feature = "testing")]
+pub(crate) static RELAY_REPLAYED_RTCP: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(0);
+
+/// A captured datagram: (session id, due when the session has sent this many SRTP/SRTCP
+/// datagrams, destination, the datagram as sent).
+#[cfg(feature = "testing")]
+type Held = (u64, u64, SocketAddr, Vec<u8>);
+
+#[cfg(feature = "testing")]
+thread_local! {
+    /// Datagrams the replay hook captured on this shard (so replayed from its socket),
+    /// waiting for their turn; at most [`MAX_HELD`] (the oldest, of sessions gone, go).
+    static RELAY_HELD: std::cell::RefCell<std::collections::VecDeque<Held>> =
+        const { std::cell::RefCell::new(std::collections::VecDeque::new()) };
+}
+
+#[cfg(feature = "testing")]
+const MAX_HELD: usize = 4096;
+
+/// The replay hook's copy of datagram number `sent` of a relay session, if it takes one.
+#[cfg(feature = "testing")]
+fn relay_replay_capture(sent: u64, t: &Transmit) -> Option<(SocketAddr, Vec<u8>)> {
+    let every = RELAY_REPLAY_EVERY.load(std::sync::atomic::Ordering::Relaxed);
+    (every > 0 && sent.is_multiple_of(u64::from(every)))
+        .then(|| (t.destination, t.contents.to_vec()))
+}
+
+/// Hold `captured` of relay session `session` (which has sent `sent` SRTP/SRTCP datagrams,
+/// the original of `captured` last), and queue the held ones of that session that are due,
+/// after the original: same socket, same destination, same bytes.
+#[cfg(feature = "testing")]
+fn relay_replay_release(
+    session: u64,
+    sent: u64,
+    captured: Option<(SocketAddr, Vec<u8>)>,
+    out: &mut DrainOut,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    RELAY_HELD.with_borrow_mut(|held| {
+        if let Some((dest, data)) = captured {
+            let due = sent + u64::from(RELAY_REPLAY_DELAY.load(Relaxed));
+            held.push_back((session, due, dest, data));
+            if held.len() > MAX_HELD {
+                held.pop_front();
+            }
+        }
+        let mut i = 0;
+        while i < held.len() {
+            if held[i].0 != session || held[i].1 > sent {
+                i += 1;
+                continue;
+            }
+            let Some((_, _, dest, data)) = held.remove(i) else {
+                break;
+            };
+            // RFC 5761: RTCP packet types 192-223 where RTP has marker and payload type.
+            if matches!(data.get(1), Some(192..=223)) {
+                RELAY_REPLAYED_RTCP.fetch_add(1, Relaxed);
+            } else {
+                RELAY_REPLAYED_RTP.fetch_add(1, Relaxed);
+            }
+            out.bytes_queued += data.len() as u64;
+            out.send.push(dest, data);
+        }
+    });
+}
