@@ -154,6 +154,8 @@ struct State {
     shaper_dropped: u64,
     /// Not reading its socket (a peer that stopped polling): datagrams wait in the kernel.
     deaf: bool,
+    /// While `Some`, a copy of every SRTCP datagram the peer sends (an attacker's capture).
+    captured_rtcp: Option<Vec<(SocketAddr, Vec<u8>)>>,
 }
 
 impl State {
@@ -164,6 +166,12 @@ impl State {
             if lossy && is_srtp(&data) && self.rng.next_f64() < self.cfg.loss_out {
                 self.dropped_out += 1;
                 continue;
+            }
+            if let Some(c) = self.captured_rtcp.as_mut() {
+                // RTCP packet types 192-223 in the second byte (RFC 5761 demultiplexing).
+                if is_srtp(&data) && matches!(data.get(1), Some(192..=223)) {
+                    c.push((dest, data.clone()));
+                }
             }
             let _ = socket.send_to(&data, dest);
         }
@@ -360,6 +368,7 @@ impl TestPeer {
                 shaper: None,
                 shaper_dropped: 0,
                 deaf: false,
+                captured_rtcp: None,
             }),
             connected: Condvar::new(),
             socket,
@@ -458,6 +467,31 @@ impl TestPeer {
     /// The peer's str0m error, if it failed.
     pub fn error(&self) -> Option<String> {
         self.shared.with(|s| s.peer.error().map(str::to_string))
+    }
+
+    /// Start (or stop) keeping a copy of every SRTCP datagram the peer sends.
+    #[allow(dead_code)]
+    pub fn capture_rtcp(&self, on: bool) {
+        self.shared.with(|s| {
+            if on {
+                s.captured_rtcp.get_or_insert_with(Vec::new);
+            } else {
+                s.captured_rtcp = None;
+            }
+        });
+    }
+
+    /// Send every captured SRTCP datagram again, from the peer's socket to where it went (a
+    /// replay); returns how many.
+    #[allow(dead_code)]
+    pub fn replay_captured_rtcp(&self) -> usize {
+        let captured = self
+            .shared
+            .with(|s| s.captured_rtcp.clone().unwrap_or_default());
+        for (dest, data) in &captured {
+            let _ = self.shared.socket.send_to(data, *dest);
+        }
+        captured.len()
     }
 
     /// Stop (or resume) reading the socket, as a peer that stopped polling.

@@ -72,6 +72,7 @@ impl SrtpContext {
                     sha1_hmac_provider,
                     rx_scratch: Vec::with_capacity(RX_SCRATCH_CAPACITY),
                     decrypt_warnings: DecryptWarnings::default(),
+                    rtcp_replay: RtcpReplay::default(),
                 }
             }
             SrtpProfile::AEAD_AES_128_GCM => {
@@ -88,6 +89,7 @@ impl SrtpContext {
                     sha1_hmac_provider,
                     rx_scratch: Vec::with_capacity(RX_SCRATCH_CAPACITY),
                     decrypt_warnings: DecryptWarnings::default(),
+                    rtcp_replay: RtcpReplay::default(),
                 }
             }
             SrtpProfile::AEAD_AES_256_GCM => {
@@ -104,6 +106,7 @@ impl SrtpContext {
                     sha1_hmac_provider,
                     rx_scratch: Vec::with_capacity(RX_SCRATCH_CAPACITY),
                     decrypt_warnings: DecryptWarnings::default(),
+                    rtcp_replay: RtcpReplay::default(),
                 }
             }
             _ => panic!("Unexpected SRTP profile: {profile:?}"),
@@ -147,6 +150,7 @@ impl SrtpContext {
             sha1_hmac_provider: provider.sha1_hmac_provider,
             rx_scratch: Vec::with_capacity(RX_SCRATCH_CAPACITY),
             decrypt_warnings: DecryptWarnings::default(),
+            rtcp_replay: RtcpReplay::default(),
         }
     }
 
@@ -187,6 +191,7 @@ impl SrtpContext {
             sha1_hmac_provider: provider.sha1_hmac_provider,
             rx_scratch: Vec::with_capacity(RX_SCRATCH_CAPACITY),
             decrypt_warnings: DecryptWarnings::default(),
+            rtcp_replay: RtcpReplay::default(),
         }
     }
 }
@@ -205,6 +210,61 @@ pub struct SrtpContext {
     /// to `unprotect_rtp` so we don't allocate a fresh `Vec` per packet.
     rx_scratch: Vec<u8>,
     decrypt_warnings: DecryptWarnings,
+    /// (Rheomesh patch.) Replay protection of received SRTCP.
+    rtcp_replay: RtcpReplay,
+}
+
+/// (Rheomesh patch.) Replay protection of received SRTCP (RFC 3711 3.3.2, which requires
+/// it): per sending SSRC, the highest SRTCP index accepted and a bitmap of the 64 below
+/// it. An index at or below one already accepted, or older than the window, is refused,
+/// after the packet authenticated and before it is used. Upstream checks replays of SRTP
+/// only (against the stream's receive window), so a captured SRTCP packet (a sender
+/// report, a NACK, a keyframe request) could be sent again and be accepted.
+#[derive(Debug, Default)]
+struct RtcpReplay {
+    /// (ssrc, highest index, bit `d` set: index `highest - d` seen); at most
+    /// [`RtcpReplay::MAX_SSRCS`], the oldest entry replaced first.
+    windows: Vec<(u32, u32, u64)>,
+}
+
+impl RtcpReplay {
+    /// SSRCs remembered: a peer sends RTCP from a handful.
+    const MAX_SSRCS: usize = 64;
+
+    /// Whether `index` of `ssrc` is new (not a replay, not older than the window).
+    fn fresh(&self, ssrc: u32, index: u32) -> bool {
+        match self.windows.iter().find(|w| w.0 == ssrc) {
+            None => true,
+            Some(&(_, highest, seen)) => {
+                if index > highest {
+                    return true;
+                }
+                let d = highest - index;
+                d < 64 && seen & (1 << d) == 0
+            }
+        }
+    }
+
+    /// Note `index` of `ssrc` as received (an authenticated packet that was [`fresh`](Self::fresh)).
+    fn accept(&mut self, ssrc: u32, index: u32) {
+        match self.windows.iter_mut().find(|w| w.0 == ssrc) {
+            Some(w) => {
+                if index > w.1 {
+                    let shift = index - w.1;
+                    w.2 = if shift >= 64 { 1 } else { (w.2 << shift) | 1 };
+                    w.1 = index;
+                } else {
+                    w.2 |= 1 << (w.1 - index);
+                }
+            }
+            None => {
+                if self.windows.len() >= Self::MAX_SSRCS {
+                    self.windows.remove(0);
+                }
+                self.windows.push((ssrc, index, 1));
+            }
+        }
+    }
 }
 
 /// SrtpContext contains cipher contexts that can't observe broken invariants after a panic.
@@ -592,6 +652,14 @@ impl SrtpContext {
                 // E-flag and SRTCP index.
                 let e_and_si = u32::from_be_bytes(srtcp_index_be);
 
+                // (Rheomesh patch.) Authenticated above: refuse a replay, else note it.
+                let rtcp_ssrc = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]);
+                if !self.rtcp_replay.fresh(rtcp_ssrc, e_and_si & 0x7fff_ffff) {
+                    trace!("unprotect_rtcp replayed index");
+                    return None;
+                }
+                self.rtcp_replay.accept(rtcp_ssrc, e_and_si & 0x7fff_ffff);
+
                 let is_encrypted = e_and_si & 0x8000_0000 > 0;
 
                 if !is_encrypted {
@@ -657,6 +725,12 @@ impl SrtpContext {
                 let srtcp_index = e_and_si & 0x7fff_ffff;
                 let ssrc = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]);
 
+                // (Rheomesh patch.) A replayed index is refused (noted once authenticated).
+                if !self.rtcp_replay.fresh(ssrc, srtcp_index) {
+                    trace!("unprotect_rtcp replayed index");
+                    return None;
+                }
+
                 let iv = AeadAes128Gcm::rtcp_iv(*salt, ssrc, srtcp_index);
                 // Declared out here for lifetime purposes, only used in the first branch of the if.
                 let mut encrypted_aad = [0; AeadAes128Gcm::RTCP_AAD_LEN];
@@ -684,6 +758,7 @@ impl SrtpContext {
                         return None;
                     }
                 };
+                self.rtcp_replay.accept(ssrc, srtcp_index);
 
                 if is_encrypted {
                     output.truncate(8 + count);
@@ -730,6 +805,12 @@ impl SrtpContext {
                 let srtcp_index = e_and_si & 0x7fff_ffff;
                 let ssrc = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]);
 
+                // (Rheomesh patch.) A replayed index is refused (noted once authenticated).
+                if !self.rtcp_replay.fresh(ssrc, srtcp_index) {
+                    trace!("unprotect_rtcp replayed index");
+                    return None;
+                }
+
                 let iv = AeadAes256Gcm::rtcp_iv(*salt, ssrc, srtcp_index);
                 // Declared out here for lifetime purposes, only used in the first branch of the if.
                 let mut encrypted_aad = [0; AeadAes256Gcm::RTCP_AAD_LEN];
@@ -757,6 +838,7 @@ impl SrtpContext {
                         return None;
                     }
                 };
+                self.rtcp_replay.accept(ssrc, srtcp_index);
 
                 if is_encrypted {
                     output.truncate(8 + count);
@@ -1117,6 +1199,8 @@ mod test {
 
             // Successful packets do not reset the warning budget or failure counts.
             assert!(context.unprotect_rtp(&valid_rtp, &header, 1).is_some());
+            // (A new packet: the same one again is a replay, refused.)
+            let valid_rtcp = context.protect_rtcp(&plaintext_rtcp);
             assert!(context.unprotect_rtcp(&valid_rtcp).is_some());
             assert!(context.unprotect_rtp(&rtp, &header, 1).is_none());
             assert!(context.unprotect_rtcp(&rtcp).is_none());
