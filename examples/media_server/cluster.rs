@@ -1,33 +1,42 @@
 //! Cluster of media servers on Redis (`--redis URL --node-id ID`): a participant on any node
-//! sees and can subscribe to every track of its room, wherever it is published. Tracks stay
-//! where they were published; a node relays one into its own router of the room
-//! (`Publisher::relay_to`, the library's relay between workers) when a participant of it
-//! subscribes, and asks for the relay to stop (`Publisher::stop_relay`) when its last local
-//! subscription to it ended 2 s ago (`--relay-linger-ms`; a page reloaded within that
-//! finds the track still relayed).
+//! sees and can subscribe to every track and data channel of its room, wherever it is
+//! published, and sees its mute state. Tracks and data channels stay where they were
+//! published; a node relays one into its own router of the room (`Publisher::relay_to`,
+//! `DataPublisher::relay_to`: the library's relay between workers) when a participant of it
+//! subscribes, or a WHEP viewer of it plays it, and asks for the relay to stop
+//! (`stop_relay`) when its last local subscription to it ended 2 s ago
+//! (`--relay-linger-ms`; a page reloaded within that finds it still relayed).
 //!
 //! What is in Redis:
 //! - `rheomesh:node:{node}`: JSON `{"instance", "relayAddr", "startedMs"}`, set with a 3 s
 //!   TTL and refreshed every second. `instance` is random per process: a node restarted
 //!   under the same id is a new instance, whose predecessor's tracks are dead.
 //! - `rheomesh:room:{room}:tracks`: hash, publisher id → JSON `{"node", "instance",
-//!   "name", "kind"}`, written by the node whose participant published the track, removed
-//!   when it is unpublished. An entry whose node key is missing (expired: the node died) or
-//!   names another instance is stale: every node ignores it and deletes it.
+//!   "name", "kind", "muted", "stream"}` (`muted` only when true; `stream` only for a track
+//!   of a WHIP session: its `{stream}`, which a WHEP viewer on another node names), written
+//!   by the node whose participant published the track (again when its name or mute state
+//!   changes), removed when it is unpublished.
+//! - `rheomesh:room:{room}:data`: hash, data publisher id (the channel's label) → JSON
+//!   `{"node", "instance", "kind": "data"}`, the same for the room's data channels (a hash
+//!   of their own: a label may equal a track id).
+//!
+//! An entry whose node key is missing (expired: the node died) or names another instance is
+//! stale: every node ignores it and deletes it.
 //!
 //! Pub/sub channels:
-//! - `rheomesh:events`: `{"room", "node"}` after a node changed a room's hash: the nodes
-//!   that have that room read the hash again.
+//! - `rheomesh:events`: `{"room", "node"}` after a node changed a room's hashes: the nodes
+//!   that have that room read them again.
 //! - `rheomesh:to:{node}`: requests to one node, `{"type": "relay", "room", "publisherId",
 //!   "relayAddr", "routerId", "from"}`: relay that local publisher into router `routerId`
-//!   of the worker whose relay port is `relayAddr`; `{"type": "unrelay", "room",
-//!   "publisherId", "relayAddr", "routerId", "from"}`: stop that relay. A node runs the
+//!   of the worker whose relay port is `relayAddr`; `{"type": "unrelay", ...}` with the same
+//!   fields: stop that relay. Both with `"data": true` for a data channel. A node runs the
 //!   requests for one (publisher, relay port, router) in the order they came, one at a
 //!   time, and skips one that repeats the request before it.
 //!
-//! The subscribing node counts, per relayed track, the local subscriptions that use it (a
-//! subscription ends however its subscriber closes: `StopSubscribe`, the participant
-//! leaving, its transport closing, the relayed copy going). When the count stays at 0 for
+//! The subscribing node counts, per relayed track or data channel, the local uses of it (a
+//! subscription ends however its subscriber closes: `StopSubscribe`/`StopSubscribeData`,
+//! the participant leaving, its transport closing, the relayed copy going; a WHEP session
+//! uses its tracks until it ends). When the count stays at 0 for
 //! the linger time, the track is *stopping*: `unrelay` goes to its node (asked again
 //! every 2 s) until the relayed copy is unpublished from the local router (at most 5 s;
 //! tried 3 times). A subscription that comes while a track is stopping waits for that end,
@@ -38,10 +47,12 @@
 //! A stopped relay changes nothing for the room's participants (the track is still
 //! published on its node, and nobody here subscribed to the copy): no `Unpublished`.
 //!
-//! Every node also reads the hash of each of its rooms every second, so a dead node's
-//! tracks are unpublished (`Unpublished` to the room's participants) within 3 s (TTL) + 1 s,
-//! and a lost pub/sub message only delays a change by a second. The relayed copies of a
-//! dead node's tracks go by themselves (the relay link dies, the library unpublishes them).
+//! Every node also reads the hashes of each of its rooms every second, so a dead node's
+//! tracks and data channels are unpublished (`Unpublished`, `DataUnpublished` to the room's
+//! participants) within 3 s (TTL) + 1 s, and a lost pub/sub message only delays a change by
+//! a second. A change of a remote track's name or mute state reaches the room's
+//! participants the same way (`NameChanged`, `Muted`). The relayed copies of a dead node's
+//! tracks go by themselves (the relay link dies, the library unpublishes them).
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -53,6 +64,9 @@ use futures_util::StreamExt;
 use redis::aio::MultiplexedConnection;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, Notify};
+
+use rheomesh::data::DataPublisher;
+use rheomesh::publisher::Publisher;
 
 use crate::protocol::ServerMessage;
 use crate::room::{RemoteTrack, Room, Rooms};
@@ -80,6 +94,26 @@ fn node_key(node: &str) -> String {
 
 fn tracks_key(room: &str) -> String {
     format!("rheomesh:room:{room}:tracks")
+}
+
+fn data_key(room: &str) -> String {
+    format!("rheomesh:room:{room}:data")
+}
+
+/// The hash of `room` that holds publishers of kind `carried`.
+fn hash_key(room: &str, carried: Carried) -> String {
+    match carried {
+        Carried::Track => tracks_key(room),
+        Carried::Data => data_key(room),
+    }
+}
+
+/// What a publisher of a room is: a media track or a data channel (the router keeps them
+/// apart: a label may equal a track id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Carried {
+    Track,
+    Data,
 }
 
 fn inbox(node: &str) -> String {
@@ -111,15 +145,34 @@ struct NodeInfo {
     started_ms: u64,
 }
 
-/// A field of `rheomesh:room:{room}:tracks`.
+/// A field of `rheomesh:room:{room}:tracks` or `rheomesh:room:{room}:data`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct TrackEntry {
     node: String,
     instance: String,
+    #[serde(flatten)]
+    about: Announced,
+}
+
+/// What a node tells about one of its local publishers (beside where it is).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Announced {
+    /// Its participant's display name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    name: Option<String>,
+    pub name: Option<String>,
+    /// `audio`, `video`, or `data`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    kind: Option<String>,
+    pub kind: Option<String>,
+    /// Muted at the source (`SetMuted`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub muted: bool,
+    /// The WHIP stream (`/whip/{room}/{stream}`) whose session published it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<String>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -138,8 +191,8 @@ enum NodeMessage {
     Unrelay(RelayRequest),
 }
 
-/// Publisher `publisher_id` of `room`, relayed into router `router_id` of the worker whose
-/// relay port is `relay_addr`, for node `from`.
+/// Publisher `publisher_id` of `room` (a data channel if `data`), relayed into router
+/// `router_id` of the worker whose relay port is `relay_addr`, for node `from`.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RelayRequest {
@@ -148,6 +201,18 @@ struct RelayRequest {
     relay_addr: SocketAddr,
     router_id: String,
     from: String,
+    #[serde(default, skip_serializing_if = "is_false")]
+    data: bool,
+}
+
+impl RelayRequest {
+    fn carried(&self) -> Carried {
+        if self.data {
+            Carried::Data
+        } else {
+            Carried::Track
+        }
+    }
 }
 
 /// A request of another node about one of this node's publishers.
@@ -157,8 +222,8 @@ enum RelayOp {
     Unrelay,
 }
 
-/// (publisher, relay port, router): one relay of a local publisher.
-type RelayTarget = (String, SocketAddr, String);
+/// (kind, publisher, relay port, router): one relay of a local publisher.
+type RelayTarget = (Carried, String, SocketAddr, String);
 
 /// The requests for one [`RelayTarget`]: the one running and those waiting, run in order.
 struct OpQueue {
@@ -166,9 +231,10 @@ struct OpQueue {
     waiting: VecDeque<RelayOp>,
 }
 
-/// (router id, publisher id): a remote track relayed into one of this node's routers. A
-/// router id names one room for its lifetime (a room closed and created again has another).
-type RelayKey = (String, String);
+/// (router id, kind, publisher id): a remote track or data channel relayed into one of this
+/// node's routers. A router id names one room for its lifetime (a room closed and created
+/// again has another).
+type RelayKey = (String, Carried, String);
 
 /// The subscribing side's state of one relayed track.
 #[derive(Debug)]
@@ -256,10 +322,10 @@ impl RelayUses {
     }
 }
 
-/// The relayed tracks of a node (its subscribing side), for `/metrics`.
+/// The relayed tracks and data channels of a node (its subscribing side), for `/metrics`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RelayCensus {
-    /// Remote tracks relayed here (or being relayed, or stopped).
+    /// Remote tracks and data channels relayed here (or being relayed, or stopped).
     pub tracks: usize,
     /// Local subscriptions using them.
     pub uses: usize,
@@ -291,16 +357,57 @@ impl Drop for RelayLease {
     }
 }
 
+/// A local publisher another node asks to relay: a track or a data channel.
+enum LocalPublisher {
+    Track(Publisher),
+    Data(DataPublisher),
+}
+
+impl LocalPublisher {
+    /// Publisher `id` of kind `carried` of a local participant of `room` (not a relayed copy).
+    fn find(room: &Room, carried: Carried, id: &str) -> Option<LocalPublisher> {
+        match carried {
+            Carried::Track => room.local_publisher(id).map(LocalPublisher::Track),
+            Carried::Data => room.local_data_publisher(id).map(LocalPublisher::Data),
+        }
+    }
+
+    async fn relay_to(&self, addr: SocketAddr, router_id: &str) -> Result<(), String> {
+        match self {
+            LocalPublisher::Track(p) => p.relay_to(addr, router_id).await,
+            LocalPublisher::Data(p) => p.relay_to(addr, router_id).await,
+        }
+        .map_err(|e| e.to_string())
+    }
+
+    async fn stop_relay(&self, addr: SocketAddr, router_id: &str) -> bool {
+        match self {
+            LocalPublisher::Track(p) => p.stop_relay(addr, router_id).await,
+            LocalPublisher::Data(p) => p.stop_relay(addr, router_id).await,
+        }
+    }
+}
+
+/// Whether publisher `id` of kind `carried` is in `room`'s router (local or a relayed copy).
+fn in_router(room: &Room, carried: Carried, id: &str) -> bool {
+    let ids = match carried {
+        Carried::Track => room.router.publisher_ids(),
+        Carried::Data => room.router.data_publisher_ids(),
+    };
+    ids.iter().any(|p| p == id)
+}
+
 /// A change to this node's entries in Redis, applied in order by one task.
 enum Write {
     Announce {
         room: String,
+        carried: Carried,
         publisher_id: String,
-        name: Option<String>,
-        kind: Option<String>,
+        about: Announced,
     },
     Withdraw {
         room: String,
+        carried: Carried,
         publisher_id: String,
     },
 }
@@ -460,26 +567,22 @@ impl Cluster {
             .await;
     }
 
-    /// A local participant published `publisher_id` in `room`.
-    pub fn announce(
-        &self,
-        room: &str,
-        publisher_id: &str,
-        name: Option<String>,
-        kind: Option<String>,
-    ) {
+    /// A local participant published `publisher_id` in `room` (or its name or mute state
+    /// changed): written in the order of the calls.
+    pub fn announce(&self, room: &str, carried: Carried, publisher_id: &str, about: Announced) {
         let _ = self.0.writes.send(Write::Announce {
             room: room.to_owned(),
+            carried,
             publisher_id: publisher_id.to_owned(),
-            name,
-            kind,
+            about,
         });
     }
 
     /// A local publisher of `room` is gone.
-    pub fn withdraw(&self, room: &str, publisher_id: &str) {
+    pub fn withdraw(&self, room: &str, carried: Carried, publisher_id: &str) {
         let _ = self.0.writes.send(Write::Withdraw {
             room: room.to_owned(),
+            carried,
             publisher_id: publisher_id.to_owned(),
         });
     }
@@ -495,30 +598,37 @@ impl Cluster {
             let (room, result) = match w {
                 Write::Announce {
                     room,
+                    carried,
                     publisher_id,
-                    name,
-                    kind,
+                    about,
                 } => {
                     let entry = TrackEntry {
                         node: self.0.node.clone(),
                         instance: self.0.instance.clone(),
-                        name,
-                        kind,
+                        about,
                     };
                     let value = serde_json::to_string(&entry).unwrap_or_default();
                     let r = self
                         .query::<()>(
                             redis::cmd("HSET")
-                                .arg(tracks_key(&room))
+                                .arg(hash_key(&room, carried))
                                 .arg(&publisher_id)
                                 .arg(value),
                         )
                         .await;
                     (room, r)
                 }
-                Write::Withdraw { room, publisher_id } => {
+                Write::Withdraw {
+                    room,
+                    carried,
+                    publisher_id,
+                } => {
                     let r = self
-                        .query::<()>(redis::cmd("HDEL").arg(tracks_key(&room)).arg(&publisher_id))
+                        .query::<()>(
+                            redis::cmd("HDEL")
+                                .arg(hash_key(&room, carried))
+                                .arg(&publisher_id),
+                        )
                         .await;
                     (room, r)
                 }
@@ -561,8 +671,8 @@ impl Cluster {
                     tracing::info!("cluster: Redis is back; announcing this node's tracks again");
                     healthy = true;
                     for room in rooms.all().await {
-                        for (id, name, kind) in room.local_tracks() {
-                            self.announce(&room.name, &id, name, kind);
+                        for (carried, id, about) in room.local_publishers() {
+                            self.announce(&room.name, carried, &id, about);
                         }
                     }
                 }
@@ -635,14 +745,16 @@ impl Cluster {
     /// Another node asks to relay a local publisher of `room` into its router, or to stop
     /// that relay: queued behind the requests for the same relay still running.
     fn request(&self, rooms: &Rooms, op: RelayOp, request: RelayRequest) {
+        let carried = request.carried();
         let RelayRequest {
             room,
             publisher_id,
             relay_addr,
             router_id,
             from,
+            ..
         } = request;
-        let target: RelayTarget = (publisher_id, relay_addr, router_id);
+        let target: RelayTarget = (carried, publisher_id, relay_addr, router_id);
         {
             let mut ops = lock(&self.0.relay_ops);
             if let Some(q) = ops.get_mut(&target) {
@@ -691,11 +803,11 @@ impl Cluster {
         rooms: &Rooms,
         op: RelayOp,
         room: &str,
-        (publisher_id, addr, router_id): &RelayTarget,
+        (carried, publisher_id, addr, router_id): &RelayTarget,
         from: &str,
     ) {
         let publisher = match rooms.find(room).await {
-            Some(r) => r.local_publisher(publisher_id),
+            Some(r) => LocalPublisher::find(&r, *carried, publisher_id),
             None => None,
         };
         let Some(publisher) = publisher else {
@@ -705,8 +817,9 @@ impl Cluster {
                 tracing::info!(
                     room,
                     publisher = publisher_id,
+                    ?carried,
                     from,
-                    "cluster: relay asked for a track not published here"
+                    "cluster: relay asked for a publisher not published here"
                 );
             }
             return;
@@ -742,21 +855,26 @@ impl Cluster {
         }
     }
 
-    /// A local subscription to `publisher_id`, a track of `room` published on another
-    /// node: make it available in this node's router of the room (relayed from its node)
-    /// and count the use until the returned lease is dropped. Once no lease is left for
-    /// the linger time, the relay is stopped.
+    /// A local subscription to `publisher_id`, a track (or data channel: `carried`) of
+    /// `room` published on another node: make it available in this node's router of the
+    /// room (relayed from its node) and count the use until the returned lease is dropped.
+    /// Once no lease is left for the linger time, the relay is stopped.
     pub async fn use_relayed(
         &self,
         room: &Arc<Room>,
+        carried: Carried,
         publisher_id: &str,
     ) -> Result<RelayLease, String> {
-        let Some(remote) = room.remote_track(publisher_id) else {
-            return Err("no such track in this room".into());
+        let Some(node) = room.remote_node(carried, publisher_id) else {
+            return Err(not_here(carried));
         };
-        let key: RelayKey = (room.router.id().to_owned(), publisher_id.to_owned());
+        let key: RelayKey = (
+            room.router.id().to_owned(),
+            carried,
+            publisher_id.to_owned(),
+        );
         // Counted from here on: no stop of it begins before the lease is dropped.
-        lock(&self.0.relays).acquire(&key, &remote.node);
+        lock(&self.0.relays).acquire(&key, &node);
         let lease = RelayLease {
             cluster: self.clone(),
             room: room.clone(),
@@ -787,7 +905,7 @@ impl Cluster {
                 return Err("its previous relay did not stop in time".into());
             }
         }
-        self.ensure_relayed(room, publisher_id).await?;
+        self.ensure_relayed(room, carried, publisher_id).await?;
         Ok(lease)
     }
 
@@ -809,7 +927,8 @@ impl Cluster {
                 Some(next) => {
                     tracing::warn!(
                         room = room.name,
-                        publisher = key.1,
+                        publisher = key.2,
+                        carried = ?key.1,
                         node,
                         "cluster: the relay did not stop within {RELAY_WAIT:?}; trying again"
                     );
@@ -824,17 +943,18 @@ impl Cluster {
     /// (at most [`RELAY_WAIT`]) until the copy is unpublished here: whether it is gone. Asked
     /// at least once, even if the copy is gone already (the room closed: the other node's
     /// relay session would otherwise stay).
-    async fn unrelay(&self, room: &Room, (router_id, publisher_id): &RelayKey, node: &str) -> bool {
-        let here = || {
-            room.router
-                .publisher_ids()
-                .iter()
-                .any(|p| p == publisher_id)
-        };
+    async fn unrelay(
+        &self,
+        room: &Room,
+        (router_id, carried, publisher_id): &RelayKey,
+        node: &str,
+    ) -> bool {
+        let here = || in_router(room, *carried, publisher_id);
         if here() {
             tracing::info!(
                 room = room.name,
                 publisher = publisher_id,
+                ?carried,
                 node,
                 "cluster: no local subscriber left; stopping the relay"
             );
@@ -845,6 +965,7 @@ impl Cluster {
             relay_addr: self.0.relay_addr,
             router_id: router_id.clone(),
             from: self.0.node.clone(),
+            data: *carried == Carried::Data,
         });
         let payload = serde_json::to_string(&request).unwrap_or_default();
         let deadline = tokio::time::Instant::now() + RELAY_WAIT;
@@ -869,20 +990,21 @@ impl Cluster {
         }
     }
 
-    /// Make `publisher_id` (a track of `room` published on another node) available in this
-    /// node's router of the room: ask its node to relay it, wait until it is published here.
-    async fn ensure_relayed(&self, room: &Room, publisher_id: &str) -> Result<(), String> {
-        let published_here = || {
-            room.router
-                .publisher_ids()
-                .iter()
-                .any(|p| p == publisher_id)
-        };
+    /// Make `publisher_id` (a track or data channel of `room` published on another node)
+    /// available in this node's router of the room: ask its node to relay it, wait until it
+    /// is published here.
+    async fn ensure_relayed(
+        &self,
+        room: &Room,
+        carried: Carried,
+        publisher_id: &str,
+    ) -> Result<(), String> {
+        let published_here = || in_router(room, carried, publisher_id);
         if published_here() {
             return Ok(());
         }
-        let Some(remote) = room.remote_track(publisher_id) else {
-            return Err("no such track in this room".into());
+        let Some(node) = room.remote_node(carried, publisher_id) else {
+            return Err(not_here(carried));
         };
         let request = NodeMessage::Relay(RelayRequest {
             room: room.name.clone(),
@@ -890,6 +1012,7 @@ impl Cluster {
             relay_addr: self.0.relay_addr,
             router_id: room.router.id().to_owned(),
             from: self.0.node.clone(),
+            data: carried == Carried::Data,
         });
         let payload = serde_json::to_string(&request).unwrap_or_default();
         let deadline = tokio::time::Instant::now() + RELAY_WAIT;
@@ -899,10 +1022,10 @@ impl Cluster {
         loop {
             if tokio::time::Instant::now() >= next_ask {
                 let receivers = self
-                    .query::<i64>(redis::cmd("PUBLISH").arg(inbox(&remote.node)).arg(&payload))
+                    .query::<i64>(redis::cmd("PUBLISH").arg(inbox(&node)).arg(&payload))
                     .await?;
                 if receivers == 0 {
-                    tracing::debug!(node = remote.node, "cluster: relay request reached nobody");
+                    tracing::debug!(node, "cluster: relay request reached nobody");
                 }
                 next_ask += ASK_AGAIN;
             }
@@ -912,33 +1035,29 @@ impl Cluster {
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(format!(
-                    "node {} did not relay it within {RELAY_WAIT:?}",
-                    remote.node
+                    "node {node} did not relay it within {RELAY_WAIT:?}"
                 ));
             }
         }
     }
 
-    /// Read `room`'s tracks from Redis and tell the room's participants what changed.
-    async fn sync_room(&self, room: &Arc<Room>) {
-        let _one = self.0.sync.lock().await;
-        let entries: HashMap<String, String> = match self
-            .query(redis::cmd("HGETALL").arg(tracks_key(&room.name)))
-            .await
-        {
-            Ok(e) => e,
-            Err(e) => {
-                tracing::debug!(room = room.name, "cluster: reading the room's tracks: {e}");
-                return;
-            }
-        };
-        let entries: Vec<(String, TrackEntry)> = entries
-            .into_iter()
-            .filter_map(|(id, v)| serde_json::from_str(&v).ok().map(|e| (id, e)))
-            .collect();
-        let nodes: Vec<String> = entries
+    /// Read `room`'s entries in Redis: those of other nodes that are alive, and the stale
+    /// ones (of any node).
+    async fn read_room(&self, room: &str) -> Result<RoomEntries, String> {
+        let mut all = Vec::new();
+        for carried in [Carried::Track, Carried::Data] {
+            let entries: HashMap<String, String> = self
+                .query(redis::cmd("HGETALL").arg(hash_key(room, carried)))
+                .await?;
+            all.extend(entries.into_iter().filter_map(|(id, v)| {
+                serde_json::from_str::<TrackEntry>(&v)
+                    .ok()
+                    .map(|e| (carried, id, e))
+            }));
+        }
+        let nodes: Vec<String> = all
             .iter()
-            .map(|(_, e)| e.node.clone())
+            .map(|(_, _, e)| e.node.clone())
             .filter(|n| *n != self.0.node)
             .collect::<HashSet<_>>()
             .into_iter()
@@ -947,36 +1066,83 @@ impl Cluster {
         alive.insert(self.0.node.clone(), self.0.instance.clone());
         if !nodes.is_empty() {
             let keys: Vec<String> = nodes.iter().map(|n| node_key(n)).collect();
-            let values: Vec<Option<String>> = match self.query(redis::cmd("MGET").arg(&keys)).await
-            {
-                Ok(v) => v,
-                Err(e) => {
-                    tracing::debug!("cluster: reading nodes: {e}");
-                    return;
-                }
-            };
+            let values: Vec<Option<String>> = self
+                .query(redis::cmd("MGET").arg(&keys))
+                .await
+                .map_err(|e| format!("reading nodes: {e}"))?;
             for (node, value) in nodes.into_iter().zip(values) {
                 if let Some(info) = value.and_then(|v| serde_json::from_str::<NodeInfo>(&v).ok()) {
                     alive.insert(node, info.instance);
                 }
             }
         }
-        let mut remote = BTreeMap::new();
-        let mut stale = Vec::new();
-        for (id, e) in entries {
+        let mut read = RoomEntries::default();
+        for (carried, id, e) in all {
             if alive.get(&e.node) != Some(&e.instance) {
-                stale.push(id);
+                read.stale.push((carried, id));
             } else if e.node != self.0.node {
-                remote.insert(
-                    id,
-                    RemoteTrack {
-                        node: e.node,
-                        name: e.name,
-                    },
-                );
+                match carried {
+                    Carried::Track => {
+                        read.tracks.insert(
+                            id,
+                            RemoteTrack {
+                                node: e.node,
+                                name: e.about.name,
+                                muted: e.about.muted,
+                                stream: e.about.stream,
+                            },
+                        );
+                    }
+                    Carried::Data => {
+                        read.data.insert(id, e.node);
+                    }
+                }
             }
         }
-        let changes = room.set_remote_tracks(remote);
+        Ok(read)
+    }
+
+    /// Read `room`'s tracks and data channels now (not at the next tick).
+    pub async fn refresh(&self, room: &Arc<Room>) {
+        self.sync_room(room).await
+    }
+
+    /// The tracks a WHEP viewer of `stream` in `room` gets from other nodes: those of the
+    /// WHIP session `stream` published there, or else the track whose id is `stream` (none
+    /// if Redis does not answer).
+    pub async fn remote_stream(&self, room: &str, stream: &str) -> Vec<String> {
+        let tracks = match self.read_room(room).await {
+            Ok(read) => read.tracks,
+            Err(e) => {
+                tracing::debug!(room, "cluster: reading the room's tracks: {e}");
+                return Vec::new();
+            }
+        };
+        let of_session: Vec<String> = tracks
+            .iter()
+            .filter(|(_, t)| t.stream.as_deref() == Some(stream))
+            .map(|(id, _)| id.clone())
+            .collect();
+        if !of_session.is_empty() {
+            return of_session;
+        }
+        if tracks.contains_key(stream) {
+            return vec![stream.to_owned()];
+        }
+        Vec::new()
+    }
+
+    /// Read `room`'s entries from Redis and tell the room's participants what changed.
+    async fn sync_room(&self, room: &Arc<Room>) {
+        let _one = self.0.sync.lock().await;
+        let read = match self.read_room(&room.name).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(room = room.name, "cluster: reading the room's entries: {e}");
+                return;
+            }
+        };
+        let changes = room.set_remote(read.tracks, read.data);
         if !changes.added.is_empty() {
             room.broadcast(&room.published(changes.added));
         }
@@ -984,6 +1150,12 @@ impl Cluster {
             room.broadcast(&ServerMessage::NameChanged {
                 publisher_ids,
                 name,
+            });
+        }
+        for (publisher_id, muted) in changes.muted {
+            room.broadcast(&ServerMessage::Muted {
+                publisher_id,
+                muted,
             });
         }
         for publisher_id in changes.removed {
@@ -994,12 +1166,58 @@ impl Cluster {
             );
             room.broadcast(&ServerMessage::Unpublished { publisher_id });
         }
-        if !stale.is_empty() {
-            tracing::info!(room = room.name, tracks = ?stale, "cluster: removing tracks of nodes that are gone");
-            let _ = self
-                .query::<()>(redis::cmd("HDEL").arg(tracks_key(&room.name)).arg(&stale))
-                .await;
+        if !changes.data_added.is_empty() {
+            room.broadcast(&ServerMessage::DataPublished {
+                publisher_ids: changes.data_added,
+            });
         }
+        for publisher_id in changes.data_removed {
+            tracing::info!(
+                room = room.name,
+                data_publisher = publisher_id,
+                "cluster: remote data channel gone"
+            );
+            room.broadcast(&ServerMessage::DataUnpublished { publisher_id });
+        }
+        if !read.stale.is_empty() {
+            tracing::info!(room = room.name, entries = ?read.stale, "cluster: removing entries of nodes that are gone");
+            for carried in [Carried::Track, Carried::Data] {
+                let ids: Vec<&String> = read
+                    .stale
+                    .iter()
+                    .filter(|(c, _)| *c == carried)
+                    .map(|(_, id)| id)
+                    .collect();
+                if !ids.is_empty() {
+                    let _ = self
+                        .query::<()>(
+                            redis::cmd("HDEL")
+                                .arg(hash_key(&room.name, carried))
+                                .arg(ids),
+                        )
+                        .await;
+                }
+            }
+        }
+    }
+}
+
+/// What [`Cluster::read_room`] found.
+#[derive(Default)]
+struct RoomEntries {
+    /// Tracks published on other (live) nodes.
+    tracks: BTreeMap<String, RemoteTrack>,
+    /// Data channels published on other (live) nodes: label → node.
+    data: BTreeMap<String, String>,
+    /// Entries of dead nodes (or dead instances).
+    stale: Vec<(Carried, String)>,
+}
+
+/// Why a publisher of `carried` is not relayed: not (or no longer) published on another node.
+fn not_here(carried: Carried) -> String {
+    match carried {
+        Carried::Track => "no such track in this room".into(),
+        Carried::Data => "no such data channel in this room".into(),
     }
 }
 
@@ -1044,6 +1262,7 @@ mod tests {
             relay_addr: "127.0.0.1:9".parse().unwrap(),
             router_id: "x".into(),
             from: "n2".into(),
+            data: false,
         });
         assert_eq!(
             serde_json::to_string(&m).unwrap(),
@@ -1055,6 +1274,7 @@ mod tests {
             relay_addr: "127.0.0.1:9".parse().unwrap(),
             router_id: "x".into(),
             from: "n2".into(),
+            data: false,
         });
         let text = serde_json::to_string(&m).unwrap();
         assert_eq!(
@@ -1063,12 +1283,71 @@ mod tests {
         );
         assert!(matches!(
             serde_json::from_str::<NodeMessage>(&text).unwrap(),
-            NodeMessage::Unrelay(RelayRequest { ref publisher_id, .. }) if publisher_id == "p"
+            NodeMessage::Unrelay(RelayRequest { ref publisher_id, data: false, .. }) if publisher_id == "p"
         ));
+        // A data channel's relay says so.
+        let m = NodeMessage::Relay(RelayRequest {
+            room: "r".into(),
+            publisher_id: "chat".into(),
+            relay_addr: "127.0.0.1:9".parse().unwrap(),
+            router_id: "x".into(),
+            from: "n2".into(),
+            data: true,
+        });
+        let text = serde_json::to_string(&m).unwrap();
+        assert_eq!(
+            text,
+            r#"{"type":"relay","room":"r","publisherId":"chat","relayAddr":"127.0.0.1:9","routerId":"x","from":"n2","data":true}"#
+        );
+        let NodeMessage::Relay(back) = serde_json::from_str::<NodeMessage>(&text).unwrap() else {
+            panic!("{text}");
+        };
+        assert_eq!(back.carried(), Carried::Data);
+    }
+
+    #[test]
+    fn entries_have_the_documented_shape() {
+        let e = TrackEntry {
+            node: "n1".into(),
+            instance: "i".into(),
+            about: Announced {
+                name: Some("Ada".into()),
+                kind: Some("video".into()),
+                muted: true,
+                stream: Some("cam".into()),
+            },
+        };
+        let text = serde_json::to_string(&e).unwrap();
+        assert_eq!(
+            text,
+            r#"{"node":"n1","instance":"i","name":"Ada","kind":"video","muted":true,"stream":"cam"}"#
+        );
+        // Unmuted and not of a WHIP session: as before (older entries read the same).
+        let e = TrackEntry {
+            node: "n1".into(),
+            instance: "i".into(),
+            about: Announced {
+                name: None,
+                kind: Some("data".into()),
+                muted: false,
+                stream: None,
+            },
+        };
+        assert_eq!(
+            serde_json::to_string(&e).unwrap(),
+            r#"{"node":"n1","instance":"i","kind":"data"}"#
+        );
+        let old: TrackEntry =
+            serde_json::from_str(r#"{"node":"n1","instance":"i","name":"A","kind":"audio"}"#)
+                .unwrap();
+        assert!(!old.about.muted);
+        assert_eq!(old.about.name.as_deref(), Some("A"));
+        assert_eq!(hash_key("r", Carried::Track), "rheomesh:room:r:tracks");
+        assert_eq!(hash_key("r", Carried::Data), "rheomesh:room:r:data");
     }
 
     fn key() -> RelayKey {
-        ("router".into(), "track".into())
+        ("router".into(), Carried::Track, "track".into())
     }
 
     #[test]

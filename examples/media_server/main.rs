@@ -136,8 +136,9 @@ struct Args {
     #[arg(long, env = "RHEOMESH_WHIP_TOKEN")]
     whip_token: Option<String>,
     /// Join a cluster of media servers through this Redis server (redis://HOST:PORT/): the
-    /// participants of a room see and subscribe to its tracks on every node (cluster.rs).
-    /// Needs --relay-secret.
+    /// participants of a room see and subscribe to its tracks and data channels on every
+    /// node, with their names and mute state, and WHEP plays a stream of any node
+    /// (cluster.rs). Needs --relay-secret.
     #[arg(long, env = "RHEOMESH_REDIS")]
     redis: Option<String>,
     /// This node's id in the cluster (A-Z, a-z, 0-9, '.', '_', '-'). Default: a random one.
@@ -151,8 +152,8 @@ struct Args {
     /// relay port.
     #[arg(long, env = "RHEOMESH_RELAY_SECRET", hide_env_values = true)]
     relay_secret: Option<String>,
-    /// With --redis: how long, in milliseconds, a track relayed here from another node stays
-    /// relayed after its last subscriber here is gone (a page reload within it finds it
+    /// With --redis: how long, in milliseconds, a track (or data channel) relayed here from
+    /// another node stays relayed after its last subscriber here is gone (a page reload within it finds it
     /// still relayed); then the relay is stopped.
     #[arg(long, env = "RHEOMESH_RELAY_LINGER_MS", default_value_t = 2000)]
     relay_linger_ms: u64,
@@ -330,7 +331,7 @@ async fn run(args: Args) -> Result<std::process::ExitCode, Box<dyn std::error::E
     };
     let whip_host = whip::Host::new(rooms.clone());
     let whip_routes = rheomesh::whip::axum::router(whip.clone(), whip_host.clone());
-    let whep_routes = rheomesh::whip::axum::whep_router(whip.clone(), whip_host);
+    let whep_routes = whip::whep_routes(whip.clone(), whip_host, args.whip_token.clone());
     let state = AppState {
         rooms,
         transport_config,

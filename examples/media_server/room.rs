@@ -7,12 +7,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex as StdMutex, OnceLock};
 
 use rheomesh::config::MediaConfig;
+use rheomesh::data::DataPublisher;
 use rheomesh::publisher::Publisher;
 use rheomesh::router::Router;
 use rheomesh::worker::Worker;
 use tokio::sync::{mpsc, Mutex, Notify};
 
-use crate::cluster::Cluster;
+use crate::cluster::{Announced, Carried, Cluster};
 use crate::protocol::ServerMessage;
 
 /// Messages a participant's WebSocket writer may have waiting. The browser page never has
@@ -88,14 +89,38 @@ pub struct Room {
 struct Meta {
     names: HashMap<ParticipantId, String>,
     tracks: HashMap<String, TrackMeta>,
+    /// The data channels published by this node's participants.
+    data: HashMap<String, DataMeta>,
     /// With `--redis`: the room's tracks published on other nodes (`cluster.rs`).
     remote: BTreeMap<String, RemoteTrack>,
+    /// With `--redis`: the room's data channels published on other nodes: label → node.
+    remote_data: BTreeMap<String, String>,
+}
+
+impl Meta {
+    /// What the cluster is told about local track `id`.
+    fn announced(&self, id: &str) -> Option<Announced> {
+        let t = self.tracks.get(id)?;
+        Some(Announced {
+            name: self.names.get(&t.owner).cloned(),
+            kind: Some(kind_name(&t.publisher)),
+            muted: t.muted,
+            stream: t.stream.clone(),
+        })
+    }
 }
 
 struct TrackMeta {
     owner: ParticipantId,
     muted: bool,
     publisher: Publisher,
+    /// The WHIP stream whose session published it.
+    stream: Option<String>,
+}
+
+struct DataMeta {
+    owner: ParticipantId,
+    publisher: DataPublisher,
 }
 
 /// A track of the room published on another node of the cluster.
@@ -103,15 +128,23 @@ struct TrackMeta {
 pub struct RemoteTrack {
     pub node: String,
     pub name: Option<String>,
+    /// Muted at the source.
+    pub muted: bool,
+    /// The WHIP stream whose session published it.
+    pub stream: Option<String>,
 }
 
-/// What [`Room::set_remote_tracks`] changed.
+/// What [`Room::set_remote`] changed.
 #[derive(Debug, Default)]
 pub struct RemoteChanges {
     pub added: Vec<String>,
     pub removed: Vec<String>,
     /// (tracks, their new name)
     pub renamed: Vec<(Vec<String>, String)>,
+    /// (track, muted now) of the tracks that were there before
+    pub muted: Vec<(String, bool)>,
+    pub data_added: Vec<String>,
+    pub data_removed: Vec<String>,
 }
 
 /// Longest display name, in characters.
@@ -153,8 +186,13 @@ impl Room {
                 if t.muted {
                     muted.push(id.clone());
                 }
-            } else if let Some(name) = meta.remote.get(id).and_then(|r| r.name.as_ref()) {
-                names.insert(id.clone(), name.clone());
+            } else if let Some(r) = meta.remote.get(id) {
+                if let Some(name) = &r.name {
+                    names.insert(id.clone(), name.clone());
+                }
+                if r.muted {
+                    muted.push(id.clone());
+                }
             }
         }
         ServerMessage::Published {
@@ -164,52 +202,84 @@ impl Room {
         }
     }
 
-    /// `owner` published `publisher` (muted from the start or not).
-    pub fn track_published(&self, owner: ParticipantId, publisher: &Publisher, muted: bool) {
-        let id = publisher.id();
-        let name = {
-            let mut meta = self.meta();
-            meta.tracks.insert(
-                id.clone(),
-                TrackMeta {
-                    owner,
-                    muted,
-                    publisher: publisher.clone(),
-                },
-            );
-            meta.names.get(&owner).cloned()
-        };
-        if let Some(c) = &self.cluster {
-            c.announce(&self.name, &id, name, Some(kind_name(publisher)));
+    /// Tell the cluster (if any) what local track `id` is now. Called with the room's meta
+    /// locked, so that the announcements of one track are written in the order of its
+    /// changes.
+    fn announce(&self, meta: &Meta, id: &str) {
+        if let (Some(c), Some(about)) = (&self.cluster, meta.announced(id)) {
+            c.announce(&self.name, Carried::Track, id, about);
         }
+    }
+
+    /// `owner` published `publisher` (muted from the start or not; by the WHIP session of
+    /// `stream`).
+    pub fn track_published(
+        &self,
+        owner: ParticipantId,
+        publisher: &Publisher,
+        muted: bool,
+        stream: Option<String>,
+    ) {
+        let id = publisher.id();
+        let mut meta = self.meta();
+        meta.tracks.insert(
+            id.clone(),
+            TrackMeta {
+                owner,
+                muted,
+                publisher: publisher.clone(),
+                stream,
+            },
+        );
+        self.announce(&meta, &id);
     }
 
     /// Track `id` is no longer published.
     pub fn track_unpublished(&self, id: &str) {
         let was_local = self.meta().tracks.remove(id).is_some();
         if let (true, Some(c)) = (was_local, &self.cluster) {
-            c.withdraw(&self.name, id);
+            c.withdraw(&self.name, Carried::Track, id);
+        }
+    }
+
+    /// `owner` published data channel `publisher`.
+    pub fn data_published(&self, owner: ParticipantId, publisher: &DataPublisher) {
+        let id = publisher.id();
+        self.meta().data.insert(
+            id.clone(),
+            DataMeta {
+                owner,
+                publisher: publisher.clone(),
+            },
+        );
+        if let Some(c) = &self.cluster {
+            c.announce(&self.name, Carried::Data, &id, data_announced());
+        }
+    }
+
+    /// Data channel `id` is no longer published.
+    pub fn data_unpublished(&self, id: &str) {
+        let was_local = self.meta().data.remove(id).is_some();
+        if let (true, Some(c)) = (was_local, &self.cluster) {
+            c.withdraw(&self.name, Carried::Data, id);
         }
     }
 
     /// Set `who`'s display name; returns its published tracks (to tell the others).
     pub fn set_name(&self, who: ParticipantId, name: String) -> Vec<String> {
         let mut meta = self.meta();
-        meta.names.insert(who, name.clone());
-        let mut tracks: Vec<(String, String)> = meta
+        meta.names.insert(who, name);
+        let mut tracks: Vec<String> = meta
             .tracks
             .iter()
             .filter(|(_, t)| t.owner == who)
-            .map(|(id, t)| (id.clone(), kind_name(&t.publisher)))
+            .map(|(id, _)| id.clone())
             .collect();
-        drop(meta);
         tracks.sort();
-        if let Some(c) = &self.cluster {
-            for (id, kind) in &tracks {
-                c.announce(&self.name, id, Some(name.clone()), Some(kind.clone()));
-            }
+        for id in &tracks {
+            self.announce(&meta, id);
         }
-        tracks.into_iter().map(|(id, _)| id).collect()
+        tracks
     }
 
     /// The cluster this room's tracks are announced in (`--redis`).
@@ -222,24 +292,32 @@ impl Room {
         self.meta().tracks.get(id).map(|t| t.publisher.clone())
     }
 
-    /// The tracks published by this node's participants: (id, name, kind).
-    pub fn local_tracks(&self) -> Vec<(String, Option<String>, Option<String>)> {
-        let meta = self.meta();
-        meta.tracks
-            .iter()
-            .map(|(id, t)| {
-                (
-                    id.clone(),
-                    meta.names.get(&t.owner).cloned(),
-                    Some(kind_name(&t.publisher)),
-                )
-            })
-            .collect()
+    /// The local publisher of data channel `id` (not a relayed copy).
+    pub fn local_data_publisher(&self, id: &str) -> Option<DataPublisher> {
+        self.meta().data.get(id).map(|d| d.publisher.clone())
     }
 
-    /// Track `id` if it is published on another node.
-    pub fn remote_track(&self, id: &str) -> Option<RemoteTrack> {
-        self.meta().remote.get(id).cloned()
+    /// The tracks and data channels published by this node's participants, as announced.
+    pub fn local_publishers(&self) -> Vec<(Carried, String, Announced)> {
+        let meta = self.meta();
+        let tracks = meta
+            .tracks
+            .keys()
+            .filter_map(|id| Some((Carried::Track, id.clone(), meta.announced(id)?)));
+        let data = meta
+            .data
+            .keys()
+            .map(|id| (Carried::Data, id.clone(), data_announced()));
+        tracks.chain(data).collect()
+    }
+
+    /// The node of track (or data channel) `id` if it is published on another node.
+    pub fn remote_node(&self, carried: Carried, id: &str) -> Option<String> {
+        let meta = self.meta();
+        match carried {
+            Carried::Track => meta.remote.get(id).map(|t| t.node.clone()),
+            Carried::Data => meta.remote_data.get(id).cloned(),
+        }
     }
 
     /// Every track a participant of this room can subscribe to: the router's, or with
@@ -259,21 +337,46 @@ impl Room {
         ids.into_iter().collect()
     }
 
-    /// Replace the tracks published on other nodes; what changed, to tell the participants.
-    pub fn set_remote_tracks(&self, remote: BTreeMap<String, RemoteTrack>) -> RemoteChanges {
+    /// Every data channel a participant of this room can subscribe to: the router's, or
+    /// with `--redis` those published on this node and on the others (not the router's
+    /// relayed copies).
+    pub fn data_ids(&self) -> Vec<String> {
+        if self.cluster.is_none() {
+            return self.router.data_publisher_ids();
+        }
+        let meta = self.meta();
+        let ids: BTreeSet<String> = meta
+            .data
+            .keys()
+            .chain(meta.remote_data.keys())
+            .cloned()
+            .collect();
+        ids.into_iter().collect()
+    }
+
+    /// Replace the tracks and data channels (label → node) published on other nodes; what
+    /// changed, to tell the participants.
+    pub fn set_remote(
+        &self,
+        remote: BTreeMap<String, RemoteTrack>,
+        remote_data: BTreeMap<String, String>,
+    ) -> RemoteChanges {
         let mut meta = self.meta();
         let old = std::mem::replace(&mut meta.remote, remote);
         let mut changes = RemoteChanges::default();
         let mut renamed: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for (id, t) in &meta.remote {
-            match old.get(id) {
-                None => changes.added.push(id.clone()),
-                Some(o) if o.name != t.name => {
-                    if let Some(name) = &t.name {
-                        renamed.entry(name.clone()).or_default().push(id.clone());
-                    }
+            let Some(o) = old.get(id) else {
+                changes.added.push(id.clone());
+                continue;
+            };
+            if o.name != t.name {
+                if let Some(name) = &t.name {
+                    renamed.entry(name.clone()).or_default().push(id.clone());
                 }
-                Some(_) => {}
+            }
+            if o.muted != t.muted {
+                changes.muted.push((id.clone(), t.muted));
             }
         }
         changes.removed = old
@@ -281,16 +384,32 @@ impl Room {
             .filter(|id| !meta.remote.contains_key(id))
             .collect();
         changes.renamed = renamed.into_iter().map(|(n, ids)| (ids, n)).collect();
+        let old_data = std::mem::replace(&mut meta.remote_data, remote_data);
+        changes.data_added = meta
+            .remote_data
+            .keys()
+            .filter(|id| !old_data.contains_key(*id))
+            .cloned()
+            .collect();
+        changes.data_removed = old_data
+            .into_keys()
+            .filter(|id| !meta.remote_data.contains_key(id))
+            .collect();
         changes
     }
 
     /// Mark `who`'s track `id` muted or not: whether that changed, or an error if `id` is
     /// not a track `who` published.
     pub fn set_muted(&self, who: ParticipantId, id: &str, muted: bool) -> Result<bool, String> {
-        match self.meta().tracks.get_mut(id) {
-            Some(t) if t.owner == who => Ok(std::mem::replace(&mut t.muted, muted) != muted),
-            _ => Err(format!("{id:?} is not published by you")),
+        let mut meta = self.meta();
+        let changed = match meta.tracks.get_mut(id) {
+            Some(t) if t.owner == who => std::mem::replace(&mut t.muted, muted) != muted,
+            _ => return Err(format!("{id:?} is not published by you")),
+        };
+        if changed {
+            self.announce(&meta, id);
         }
+        Ok(changed)
     }
 
     fn participants(&self) -> std::sync::MutexGuard<'_, HashMap<ParticipantId, Outbox>> {
@@ -320,6 +439,14 @@ impl Room {
 
 fn kind_name(p: &Publisher) -> String {
     format!("{:?}", p.kind()).to_lowercase()
+}
+
+/// What the cluster is told about a local data channel.
+fn data_announced() -> Announced {
+    Announced {
+        kind: Some("data".into()),
+        ..Announced::default()
+    }
 }
 
 /// Counts over all rooms, for `/metrics`.
@@ -428,7 +555,7 @@ impl Rooms {
     pub async fn leave(&self, room: &Arc<Room>, id: ParticipantId) {
         let mut rooms = self.rooms.lock().await;
         room.participants().remove(&id);
-        let gone: Vec<String> = {
+        let (gone, data_gone): (Vec<String>, Vec<String>) = {
             let mut meta = room.meta();
             meta.names.remove(&id);
             let gone = meta
@@ -438,11 +565,21 @@ impl Rooms {
                 .map(|(k, _)| k.clone())
                 .collect();
             meta.tracks.retain(|_, t| t.owner != id);
-            gone
+            let data_gone = meta
+                .data
+                .iter()
+                .filter(|(_, d)| d.owner == id)
+                .map(|(k, _)| k.clone())
+                .collect();
+            meta.data.retain(|_, d| d.owner != id);
+            (gone, data_gone)
         };
         if let Some(c) = &room.cluster {
             for track in gone {
-                c.withdraw(&room.name, &track);
+                c.withdraw(&room.name, Carried::Track, &track);
+            }
+            for label in data_gone {
+                c.withdraw(&room.name, Carried::Data, &label);
             }
         }
         if room.len() == 0 && rooms.get(&room.name).is_some_and(|r| Arc::ptr_eq(r, room)) {

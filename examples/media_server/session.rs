@@ -20,6 +20,7 @@ use rheomesh::transport::{PublishTransport, SubscribeTransport};
 use rheomesh::SdpType;
 use tokio::sync::{oneshot, watch, Notify};
 
+use crate::cluster::{Carried, RelayLease};
 use crate::protocol::{self, ClientMessage, ServerMessage};
 use crate::record::Recorder;
 use crate::room::{Outbox, ParticipantId, Room, Rooms, OUTBOX_CAPACITY};
@@ -505,12 +506,12 @@ impl Participant {
             .collect();
         drop(own);
         self.send(self.room.published(publisher_ids));
-        // And the data channels already published (PROTOCOL.md).
+        // And the data channels already published (PROTOCOL.md), with --redis those on the
+        // other nodes too.
         let own = lock(&self.data_published);
         let publisher_ids: Vec<String> = self
             .room
-            .router
-            .data_publisher_ids()
+            .data_ids()
             .into_iter()
             .filter(|id| !own.contains_key(id))
             .collect();
@@ -543,6 +544,7 @@ impl Participant {
             };
             tracing::info!(room = room.name, participant = %me, data_publisher = label, "data published");
             lock(&published).insert(label.clone(), publisher.clone());
+            room.data_published(me, &publisher);
             room.broadcast_except(
                 me,
                 &ServerMessage::DataPublished {
@@ -551,6 +553,7 @@ impl Participant {
             );
             publisher.closed().await;
             lock(&published).remove(&label);
+            room.data_unpublished(&label);
             tracing::info!(room = room.name, participant = %me, data_publisher = label, "data unpublished");
             room.broadcast_except(
                 me,
@@ -565,8 +568,19 @@ impl Participant {
         let Some(t) = self.subscribe_transport() else {
             return;
         };
-        let (t, outbox) = (t.clone(), self.outbox.clone());
+        let (t, outbox, room) = (t.clone(), self.outbox.clone(), self.room.clone());
         tokio::spawn(async move {
+            // With --redis, a data channel published on another node is relayed here first,
+            // and the relay is held while this subscription lasts (as for tracks).
+            let lease = match relay_lease(&room, Carried::Data, &publisher_id).await {
+                Ok(l) => l,
+                Err(e) => {
+                    let _ = outbox.send(ServerMessage::error(format!(
+                        "SubscribeData {publisher_id:?}: {e}"
+                    )));
+                    return;
+                }
+            };
             match t.data_subscribe(publisher_id.clone()).await {
                 Ok((subscriber, offer)) => {
                     // No offer when the connection already carries data channels.
@@ -577,6 +591,12 @@ impl Participant {
                         subscriber_id: subscriber.id(),
                         publisher_id,
                     });
+                    if let Some(lease) = lease {
+                        tokio::spawn(async move {
+                            subscriber.closed().await;
+                            drop(lease);
+                        });
+                    }
                 }
                 Err(e) => {
                     let _ = outbox.send(ServerMessage::error(format!(
@@ -620,7 +640,7 @@ impl Participant {
                 let muted = waiting.remove(&publisher_id).unwrap_or(false);
                 match result {
                     Ok(p) => {
-                        room.track_published(me, &p, muted);
+                        room.track_published(me, &p, muted, None);
                         p
                     }
                     Err(e) => {
@@ -652,20 +672,15 @@ impl Participant {
             // With --redis, a track published on another node is relayed here first, and
             // the relay is held while this subscription lasts (however it ends: its
             // subscriber closes).
-            let mut lease = None;
-            if let Some(cluster) = room.cluster() {
-                if room.remote_track(&publisher_id).is_some() {
-                    match cluster.use_relayed(&room, &publisher_id).await {
-                        Ok(l) => lease = Some(l),
-                        Err(e) => {
-                            let _ = outbox.send(ServerMessage::error(format!(
-                                "Subscribe {publisher_id:?}: {e}"
-                            )));
-                            return;
-                        }
-                    }
+            let lease = match relay_lease(&room, Carried::Track, &publisher_id).await {
+                Ok(l) => l,
+                Err(e) => {
+                    let _ = outbox.send(ServerMessage::error(format!(
+                        "Subscribe {publisher_id:?}: {e}"
+                    )));
+                    return;
                 }
-            }
+            };
             match t.subscribe(publisher_id.clone()).await {
                 Ok((subscriber, offer)) => {
                     let _ = outbox.send(ServerMessage::Offer { sdp: offer });
@@ -702,6 +717,26 @@ impl Participant {
             t.close().await;
         }
     }
+}
+
+/// With `--redis`, for a subscription to `publisher_id` of `room`: if it is published on
+/// another node, relay it here and hold the relay until the lease is dropped (`None`: a
+/// local publisher, or no cluster).
+async fn relay_lease(
+    room: &Arc<Room>,
+    carried: Carried,
+    publisher_id: &str,
+) -> Result<Option<RelayLease>, String> {
+    let Some(cluster) = room.cluster() else {
+        return Ok(None);
+    };
+    if room.remote_node(carried, publisher_id).is_none() {
+        return Ok(None);
+    }
+    cluster
+        .use_relayed(room, carried, publisher_id)
+        .await
+        .map(Some)
 }
 
 /// Tell the participant each time the layer forwarded to `subscriber` changes

@@ -83,15 +83,15 @@ fn describe() {
         ),
         (
             "rheomesh_cluster_relayed_tracks",
-            "Tracks of other nodes relayed into this node's rooms for its subscribers (with --redis).",
+            "Tracks and data channels of other nodes relayed into this node's rooms for its subscribers and WHEP viewers (with --redis).",
         ),
         (
             "rheomesh_cluster_relay_uses",
-            "Local subscriptions to tracks relayed from other nodes (with --redis).",
+            "Local subscriptions (and WHEP sessions' tracks) using tracks and data channels relayed from other nodes (with --redis).",
         ),
         (
             "rheomesh_cluster_relays_stopping",
-            "Relayed tracks whose relay this node is stopping (no subscriber left; with --redis).",
+            "Relayed tracks and data channels whose relay this node is stopping (no subscriber left; with --redis).",
         ),
     ];
     for (name, help) in gauges {
@@ -176,7 +176,7 @@ fn describe() {
         ),
         (
             "rheomesh_cluster_unrelays_total",
-            "Relays of other nodes' tracks this node stopped (no subscriber left for --relay-linger-ms).",
+            "Relays of other nodes' tracks and data channels this node stopped (no subscriber left for --relay-linger-ms).",
         ),
         (
             "rheomesh_cluster_relay_waits_total",

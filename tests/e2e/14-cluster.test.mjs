@@ -1,82 +1,28 @@
 // 14. Two example servers in a cluster on Redis (`--redis`, `--node-id`, `--relay-secret`;
 //     examples/media_server/cluster.rs). A publishes on node 1; B (viewer) and O (a bare
 //     WebSocket participant that never subscribes) are on node 2 in the same room. B decodes
-//     A's video and audio (relayed from node 1 on B's subscription). B leaves: within 5 s node
+//     A's video and audio (relayed from node 1 on B's subscription; A's chat channel too,
+//     which the page subscribes to: node 2's relay counts are 3). B leaves: within 5 s node
 //     2 has stopped the relay (node 1's relay sessions out and node 2's in are 0 in /metrics,
 //     the copies are gone from node 2's router), O got no `Unpublished` and still finds A's
 //     tracks listed; B joins again: relayed again, decoded again. With node 1 frozen (SIGSTOP)
 //     B leaves and joins again while node 2 is stopping the relay: B's new subscriptions wait
 //     for the stop, relay anew once node 1 resumes, and decode. C then publishes on node 2:
 //     B decodes A's and C's; A decodes C's (relayed the other way). Node 1 is killed
-//     (SIGKILL): B and O get `Unpublished` for A's tracks within 5 s and B still decodes C.
+//     (SIGKILL): B and O get `Unpublished` for A's tracks (B `DataUnpublished` for A's chat)
+//     within 5 s and B still decodes C.
 //     Node 1 restarts under the same id, A' publishes there: B sees A' and decodes it.
 //
 // The test starts its own redis-server (installed by scripts/test.sh) on a free loopback port,
 // with no persistence, and stops it at the end.
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { connect } from "node:net";
 import { after, before, test } from "node:test";
 import {
-  appState, closePage, expectGrowth, freePort, launchBrowser, openPage, socketMessages, startServer, uniqueRoom, until,
+  appState, closePage, expectGrowth, launchBrowser, openPage, socketMessages, startRedis, startServer, uniqueRoom, until,
   waitFor, waitPublished,
 } from "./helpers.mjs";
 
 const SECRET = "e2e-cluster-secret-0123456789";
-
-/** One PING to Redis on `port`: true if it answered +PONG. */
-function redisPing(port) {
-  return new Promise((resolve) => {
-    const sock = connect({ host: "127.0.0.1", port });
-    let data = "";
-    const done = (ok) => {
-      sock.destroy();
-      resolve(ok);
-    };
-    sock.setTimeout(1000, () => done(false));
-    sock.on("error", () => done(false));
-    sock.on("connect", () => sock.write("PING\r\n"));
-    sock.on("data", (chunk) => {
-      data += chunk;
-      if (data.includes("\r\n")) done(data.startsWith("+PONG"));
-    });
-  });
-}
-
-async function startRedis() {
-  const port = await freePort();
-  const child = spawn(
-    "redis-server",
-    ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-    { stdio: ["ignore", "pipe", "pipe"] },
-  );
-  let output = "";
-  child.stdout.on("data", (c) => (output += c));
-  child.stderr.on("data", (c) => (output += c));
-  let exited = null;
-  child.on("exit", (code, signal) => (exited = { code, signal }));
-  child.on("error", (e) => (exited = { error: e.message }));
-  const deadline = Date.now() + 10000;
-  while (!(await redisPing(port))) {
-    if (exited) throw new Error(`redis-server exited (${JSON.stringify(exited)}); is it installed (scripts/test.sh)?\n${output}`);
-    if (Date.now() > deadline) {
-      child.kill("SIGKILL");
-      throw new Error(`redis-server not answering on ${port} within 10 s:\n${output}`);
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  return {
-    url: `redis://127.0.0.1:${port}/`,
-    async stop() {
-      if (exited) return;
-      const gone = new Promise((r) => child.once("exit", r));
-      child.kill("SIGTERM");
-      const timer = setTimeout(() => child.kill("SIGKILL"), 3000);
-      await gone;
-      clearTimeout(timer);
-    },
-  };
-}
 
 // A relay outlives its last subscriber by 300 ms here (default 2 s): short enough that node 1
 // can be frozen through a whole stop (below) well within its 3 s heartbeat TTL.
@@ -213,14 +159,17 @@ test("two nodes on Redis: tracks cross nodes, a relay stops with its last subscr
     // after the linger time: the session pair closes on both nodes, the copies go.
     const tLeave = Date.now();
     await b.evaluate(() => window.rheomeshControls.leave());
-    await relayState((m1, m2) => m1.sessionsOut === 0 && m2.sessionsIn === 0 && m2.tracks === 0, 8000, "relay stopped");
+    await relayState((m1, m2) => m1.sessionsOut === 0 && m2.sessionsIn === 0 && m2.tracks === 0 && m2.relayed === 0, 8000, "relay stopped");
     const relayStoppedMs = Date.now() - tLeave;
     console.log(`B left node 2: relay of A's tracks stopped (sessions 0 on both nodes) after ${relayStoppedMs} ms`);
     assert.ok(relayStoppedMs <= 5000, `relay stopped within 5 s of the last subscriber leaving (${relayStoppedMs} ms)`);
     // Nothing changed for the room: O got no Unpublished, A's tracks are still listed.
     const listed = await observer.list();
     for (const id of gone) assert.ok(listed.includes(id), `O still finds ${id} listed: ${JSON.stringify(listed)}`);
-    const stray = (await observer.inbox()).filter((m) => m.action === "Unpublished");
+    const chatA = (await appState(a)).chat.id;
+    const stray = (await observer.inbox()).filter(
+      (m) => m.action === "Unpublished" || (m.action === "DataUnpublished" && m.publisherId === chatA),
+    );
     assert.deepEqual(stray, [], "a stopped relay unpublishes nothing to node 2's participants");
 
     // B joins again: A's tracks are relayed again and decode.
@@ -230,7 +179,13 @@ test("two nodes on Redis: tracks cross nodes, a relay stops with its last subscr
     const refirstFrameMs = Date.now() - tRejoin;
     await expectGrowth(b, idsA.video, "framesDecoded", { minDelta: 10, timeoutMs: 15000 });
     await expectGrowth(b, idsA.audio, "packetsReceived", { minDelta: 20, timeoutMs: 15000 });
-    await relayState((m1, m2) => m1.sessionsOut === 1 && m2.sessionsIn === 1 && m2.tracks === 2, 5000, "relay session n1 → n2 up again");
+    // B's subscriptions on node 2 use A's two tracks and A's chat channel (the page joins the
+    // room's chat), all relayed: 3 uses.
+    await relayState(
+      (m1, m2) => m1.sessionsOut === 1 && m2.sessionsIn === 1 && m2.tracks === 2 && m2.relayed === 3 && m2.uses === 3,
+      5000,
+      "relay session n1 → n2 up again (A's tracks and chat)",
+    );
     console.log(`B joined node 2 again: A's video decoded ${refirstFrameMs} ms after joining (relayed anew)`);
 
     // The race: B subscribes while node 2 is stopping the relay. Node 1 is frozen (SIGSTOP), so
@@ -244,15 +199,15 @@ test("two nodes on Redis: tracks cross nodes, a relay stops with its last subscr
     try {
       await b.evaluate(() => window.rheomeshControls.leave());
       // Short deadlines: node 1's heartbeat key lives 3 s.
-      await until(async () => (await relayMetrics(ctx.node2)).stopping === 2, 2000, "node 2 stopping the relay of A's two tracks");
+      await until(async () => (await relayMetrics(ctx.node2)).stopping === 3, 2000, "node 2 stopping the relay of A's two tracks and chat");
       await b.evaluate((room) => window.rheomeshControls.join(room), room);
       await until(
         async () => {
           const m = await relayMetrics(ctx.node2);
-          return m.stopping === 2 && m.uses === 2;
+          return m.stopping === 3 && m.uses === 3;
         },
         2000,
-        "B's two new subscriptions waiting for the stop",
+        "B's three new subscriptions (two tracks, chat) waiting for the stop",
       );
     } finally {
       process.kill(ctx.node1.pid, "SIGCONT");
@@ -264,12 +219,12 @@ test("two nodes on Redis: tracks cross nodes, a relay stops with its last subscr
     await expectGrowth(b, idsA.video, "framesDecoded", { minDelta: 10, timeoutMs: 15000 });
     await expectGrowth(b, idsA.audio, "packetsReceived", { minDelta: 20, timeoutMs: 15000 });
     const [, raced] = await relayState(
-      (m1, m2) => m1.sessionsOut === 1 && m2.sessionsIn === 1 && m2.tracks === 2 && m2.stopping === 0 && m2.uses === 2,
+      (m1, m2) => m1.sessionsOut === 1 && m2.sessionsIn === 1 && m2.tracks === 2 && m2.stopping === 0 && m2.uses === 3,
       5000,
       "relayed anew after the race",
     );
-    assert.equal(raced.waits - before.waits, 2, "both subscriptions waited for the stop");
-    assert.equal(raced.unrelays - before.unrelays, 2, "one stop per track");
+    assert.equal(raced.waits - before.waits, 3, "the three subscriptions waited for the stop");
+    assert.equal(raced.unrelays - before.unrelays, 3, "one stop per track and channel");
     assert.deepEqual((await appState(b)).subscribed.sort(), [...gone].sort(), "B has A's two tracks");
     assert.deepEqual(
       (await observer.inbox()).filter((m) => m.action === "Unpublished"),
@@ -312,9 +267,18 @@ test("two nodes on Redis: tracks cross nodes, a relay stops with its last subscr
       8000,
       "O gets Unpublished for A's two tracks",
     );
-    console.log(
-      `after SIGKILL of node 1: B's tracks of A gone after ${tracksGoneMs} ms, Unpublished after ${unpublishedMs} ms (O: ${observerMs} ms)`,
+    // A's chat channel (a data channel of node 1) goes the same way.
+    const dataGoneMs = await until(
+      async () =>
+        (await socketMessages(b)).some((m) => m.action === "DataUnpublished" && m.publisherId === chatA) ? Date.now() - tKill : 0,
+      8000,
+      "B gets DataUnpublished for A's chat channel",
     );
+    console.log(
+      `after SIGKILL of node 1: B's tracks of A gone after ${tracksGoneMs} ms, Unpublished after ${unpublishedMs} ms (O: ${observerMs} ms), ` +
+        `DataUnpublished of A's chat after ${dataGoneMs} ms`,
+    );
+    assert.ok(dataGoneMs <= 5000, `DataUnpublished within 5 s (${dataGoneMs} ms)`);
     assert.ok(unpublishedMs <= 5000, `Unpublished within 5 s (${unpublishedMs} ms)`);
     assert.ok(observerMs <= 5000, `Unpublished to O within 5 s (${observerMs} ms)`);
     assert.ok(tracksGoneMs <= 5000, `tracks gone within 5 s (${tracksGoneMs} ms)`);
