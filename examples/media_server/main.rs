@@ -132,7 +132,7 @@ struct Args {
     /// PATH) with `-c copy` into a .mkv file per track, listening on --record-host.
     #[arg(long, env = "RHEOMESH_RECORD_DIR")]
     record_dir: Option<PathBuf>,
-    /// Require `Authorization: Bearer TOKEN` on the WHIP endpoints (/whip/...).
+    /// Require `Authorization: Bearer TOKEN` on the WHIP and WHEP endpoints (/whip/..., /whep/...).
     #[arg(long, env = "RHEOMESH_WHIP_TOKEN")]
     whip_token: Option<String>,
     /// Join a cluster of media servers through this Redis server (redis://HOST:PORT/): the
