@@ -432,14 +432,10 @@ async fn replayed_srtcp_is_refused() {
     let replayed = sub.peer.replay_captured_rtcp();
     assert!(replayed >= 10, "captured SRTCP to replay: {replayed}");
     let before_in = settled.datagrams_in;
-    let mut arrived = false;
-    for _ in 0..100 {
-        if stats().await.datagrams_in >= before_in + replayed as u64 {
-            arrived = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let arrived = sfu::wait_for(Duration::from_secs(2), || async {
+        stats().await.datagrams_in >= before_in + replayed as u64
+    })
+    .await;
     assert!(
         arrived,
         "the {replayed} replayed datagrams reached the server"

@@ -7,36 +7,17 @@
 mod common;
 
 use std::io::Write;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::peer::PeerConfig;
+use common::relay::{relay_stats, relay_worker};
 use common::sfu::{connect_publisher, connect_subscriber, wait_until};
-use rheomesh::config::{MediaConfig, RelayConfig, WorkerConfig};
 use rheomesh::error::RelayError;
-use rheomesh::router::Router;
 use rheomesh::worker::Worker;
 use tokio::sync::Mutex;
 
 const SECRET: &str = "relay-test-secret-0123456789";
-
-async fn relay_worker(secret: &str) -> (Arc<Mutex<Worker>>, Router, SocketAddr) {
-    let mut config = WorkerConfig::default();
-    config.shards = 2;
-    config.relay = Some(RelayConfig {
-        bind: "127.0.0.1:0".parse().unwrap(),
-        secret: secret.into(),
-    });
-    let worker = Worker::new(config).await.expect("worker starts");
-    let router = worker.lock().await.new_router(MediaConfig::default());
-    let addr = worker.lock().await.relay_addr().expect("relay port");
-    (worker, router, addr)
-}
-
-async fn relay_stats(w: &Arc<Mutex<Worker>>) -> rheomesh::relay::RelayStats {
-    w.lock().await.relay_stats().await
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publisher_relayed_to_another_worker_reaches_its_subscribers() {

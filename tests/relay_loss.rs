@@ -7,33 +7,19 @@ mod common;
 use std::time::Duration;
 
 use common::peer::PeerConfig;
+use common::relay::relay_worker;
 use common::sfu::{connect_publisher, connect_subscriber, wait_until};
-use rheomesh::config::{MediaConfig, RelayConfig, WorkerConfig};
 use rheomesh::worker::Worker;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nack_repairs_5_percent_loss_on_the_relay_link() {
-    let mut workers = Vec::new();
-    for _ in 0..2 {
-        let mut config = WorkerConfig::default();
-        config.shards = 2;
-        config.relay = Some(RelayConfig {
-            bind: "127.0.0.1:0".parse().unwrap(),
-            secret: "relay-loss-secret-0123456789".into(),
-        });
-        let w = Worker::new(config).await.expect("worker");
-        let r = w.lock().await.new_router(MediaConfig::default());
-        let addr = w.lock().await.relay_addr();
-        workers.push((w, r, addr));
-    }
+    let secret = "relay-loss-secret-0123456789";
+    let workers = [relay_worker(secret).await, relay_worker(secret).await];
     let (wa, ra, _) = &workers[0];
     let (_wb, rb, addr_b) = &workers[1];
     let p = connect_publisher(ra, Some("loss-a"), Some("loss-v"), PeerConfig::default()).await;
     for publisher in &p.publishers {
-        publisher
-            .relay_to(addr_b.unwrap(), rb.id())
-            .await
-            .expect("relayed");
+        publisher.relay_to(*addr_b, rb.id()).await.expect("relayed");
     }
     let mut sub = connect_subscriber(rb, PeerConfig::default()).await;
     sub.subscribe("loss-v").await;

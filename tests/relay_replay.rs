@@ -10,29 +10,16 @@
 
 mod common;
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::peer::PeerConfig;
-use common::sfu::{connect_publisher, connect_subscriber, wait_until};
-use rheomesh::config::{MediaConfig, RelayConfig, WorkerConfig};
+use common::relay::relay_worker;
+use common::sfu::{connect_publisher, connect_subscriber, wait_for, wait_until};
 use rheomesh::worker::Worker;
 use tokio::sync::Mutex;
 
-/// Poll `f` every 20 ms until it is true or `timeout` passes. Returns the last value.
-async fn wait_for<F: Future<Output = bool>>(timeout: Duration, mut f: impl FnMut() -> F) -> bool {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if f().await {
-            return true;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+const SECRET: &str = "relay-replay-secret-0123456789";
 
 async fn totals(w: &Arc<Mutex<Worker>>) -> (u64, u64, u64, u64) {
     let s = w.lock().await.stats().await;
@@ -46,27 +33,12 @@ async fn totals(w: &Arc<Mutex<Worker>>) -> (u64, u64, u64, u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replayed_relay_datagrams_are_dropped_and_the_relay_stays_up() {
-    let mut workers = Vec::new();
-    for _ in 0..2 {
-        let mut config = WorkerConfig::default();
-        config.shards = 2;
-        config.relay = Some(RelayConfig {
-            bind: "127.0.0.1:0".parse().unwrap(),
-            secret: "relay-replay-secret-0123456789".into(),
-        });
-        let w = Worker::new(config).await.expect("worker");
-        let r = w.lock().await.new_router(MediaConfig::default());
-        let addr = w.lock().await.relay_addr();
-        workers.push((w, r, addr));
-    }
+    let workers = [relay_worker(SECRET).await, relay_worker(SECRET).await];
     let (wa, ra, _) = &workers[0];
     let (wb, rb, addr_b) = &workers[1];
     let p = connect_publisher(ra, Some("rp-a"), Some("rp-v"), PeerConfig::default()).await;
     for publisher in &p.publishers {
-        publisher
-            .relay_to(addr_b.unwrap(), rb.id())
-            .await
-            .expect("relayed");
+        publisher.relay_to(*addr_b, rb.id()).await.expect("relayed");
     }
     let mut subs = Vec::new();
     for _ in 0..2 {

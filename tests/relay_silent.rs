@@ -8,18 +8,15 @@
 
 mod common;
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::peer::PeerConfig;
-use common::sfu::{connect_publisher, connect_subscriber, wait_until};
-use rheomesh::config::{MediaConfig, RelayConfig, WorkerConfig};
+use common::relay::{relay_stats, relay_worker};
+use common::sfu::{connect_publisher, connect_subscriber, wait_for, wait_until};
 use rheomesh::error::RelayError;
-use rheomesh::relay::RelayStats;
-use rheomesh::router::Router;
 use rheomesh::worker::Worker;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -27,39 +24,8 @@ use tokio::sync::Mutex;
 
 const SECRET: &str = "relay-silent-secret-0123456789";
 
-async fn relay_worker() -> (Arc<Mutex<Worker>>, Router, SocketAddr) {
-    let mut config = WorkerConfig::default();
-    config.shards = 2;
-    config.relay = Some(RelayConfig {
-        bind: "127.0.0.1:0".parse().unwrap(),
-        secret: SECRET.into(),
-    });
-    let worker = Worker::new(config).await.expect("worker starts");
-    let router = worker.lock().await.new_router(MediaConfig::default());
-    let addr = worker.lock().await.relay_addr().expect("relay port");
-    (worker, router, addr)
-}
-
-async fn relay_stats(w: &Arc<Mutex<Worker>>) -> RelayStats {
-    w.lock().await.relay_stats().await
-}
-
 async fn sessions(w: &Arc<Mutex<Worker>>) -> usize {
     w.lock().await.stats().await.sessions()
-}
-
-/// Poll `f` every 20 ms until it is true or `timeout` passes. Returns the last value.
-async fn wait_for<F: Future<Output = bool>>(timeout: Duration, mut f: impl FnMut() -> F) -> bool {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if f().await {
-            return true;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// A TCP proxy to `target` on 127.0.0.1. While `forwarding`, bytes (and the end of a
@@ -136,8 +102,8 @@ async fn hold<T>(what: T) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silently_dead_link_unpublishes_within_5_s_and_a_new_path_relays_again() {
-    let (wa, ra, _) = relay_worker().await;
-    let (wb, rb, addr_b) = relay_worker().await;
+    let (wa, ra, _) = relay_worker(SECRET).await;
+    let (wb, rb, addr_b) = relay_worker(SECRET).await;
     let proxy = Proxy::start(addr_b).await;
     let p = connect_publisher(&ra, None, Some("silent-v"), PeerConfig::default()).await;
     p.publishers[0]

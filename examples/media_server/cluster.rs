@@ -1254,28 +1254,26 @@ mod tests {
         assert_eq!(redact("redis://127.0.0.1:6379/"), "redis://127.0.0.1:6379/");
     }
 
-    #[test]
-    fn messages_have_the_documented_shape() {
-        let m = NodeMessage::Relay(RelayRequest {
+    /// A request of node "n2" for publisher `id` of room "r" into router "x".
+    fn request(id: &str, data: bool) -> RelayRequest {
+        RelayRequest {
             room: "r".into(),
-            publisher_id: "p".into(),
+            publisher_id: id.into(),
             relay_addr: "127.0.0.1:9".parse().unwrap(),
             router_id: "x".into(),
             from: "n2".into(),
-            data: false,
-        });
+            data,
+        }
+    }
+
+    #[test]
+    fn messages_have_the_documented_shape() {
+        let m = NodeMessage::Relay(request("p", false));
         assert_eq!(
             serde_json::to_string(&m).unwrap(),
             r#"{"type":"relay","room":"r","publisherId":"p","relayAddr":"127.0.0.1:9","routerId":"x","from":"n2"}"#
         );
-        let m = NodeMessage::Unrelay(RelayRequest {
-            room: "r".into(),
-            publisher_id: "p".into(),
-            relay_addr: "127.0.0.1:9".parse().unwrap(),
-            router_id: "x".into(),
-            from: "n2".into(),
-            data: false,
-        });
+        let m = NodeMessage::Unrelay(request("p", false));
         let text = serde_json::to_string(&m).unwrap();
         assert_eq!(
             text,
@@ -1286,14 +1284,7 @@ mod tests {
             NodeMessage::Unrelay(RelayRequest { ref publisher_id, data: false, .. }) if publisher_id == "p"
         ));
         // A data channel's relay says so.
-        let m = NodeMessage::Relay(RelayRequest {
-            room: "r".into(),
-            publisher_id: "chat".into(),
-            relay_addr: "127.0.0.1:9".parse().unwrap(),
-            router_id: "x".into(),
-            from: "n2".into(),
-            data: true,
-        });
+        let m = NodeMessage::Relay(request("chat", true));
         let text = serde_json::to_string(&m).unwrap();
         assert_eq!(
             text,

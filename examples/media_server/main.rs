@@ -331,7 +331,7 @@ async fn run(args: Args) -> Result<std::process::ExitCode, Box<dyn std::error::E
     };
     let whip_host = whip::Host::new(rooms.clone());
     let whip_routes = rheomesh::whip::axum::router(whip.clone(), whip_host.clone());
-    let whep_routes = whip::whep_routes(whip.clone(), whip_host, args.whip_token.clone());
+    let whep_routes = whip::whep_routes(whip.clone(), whip_host);
     let state = AppState {
         rooms,
         transport_config,

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex as StdMutex};
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{OriginalUri, Path, Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::IntoResponse;
 use rheomesh::publisher::Publisher;
@@ -238,13 +238,12 @@ impl Host {
 
 /// The `/whep` routes: the library's (`rheomesh::whip::axum::whep_router`), except that with
 /// `--redis` a `POST` for a stream published on another node is answered by
-/// [`Host::view_remote`] (once its bearer token, if `token` is set, is right: nothing is
+/// [`Host::view_remote`] (once its bearer token, if one is required, is right: nothing is
 /// relayed for a client that may not view).
-pub fn whep_routes(whip: Whip, host: Host, token: Option<String>) -> axum::Router {
+pub fn whep_routes(whip: Whip, host: Host) -> axum::Router {
     let remote = RemoteWhep {
         whip: whip.clone(),
         host: host.clone(),
-        token: token.map(Arc::from),
     };
     rheomesh::whip::axum::whep_router(whip, host)
         .route_layer(axum::middleware::from_fn_with_state(remote, remote_whep))
@@ -254,29 +253,6 @@ pub fn whep_routes(whip: Whip, host: Host, token: Option<String>) -> axum::Route
 struct RemoteWhep {
     whip: Whip,
     host: Host,
-    token: Option<Arc<str>>,
-}
-
-impl RemoteWhep {
-    /// Whether the request carries the bearer token (compared in constant time), if one
-    /// is required.
-    fn authorized(&self, headers: &HeaderMap) -> bool {
-        let Some(token) = &self.token else {
-            return true;
-        };
-        let given = headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|a| a.strip_prefix("Bearer "))
-            .map(str::trim);
-        given.is_some_and(|g| {
-            g.len() == token.len()
-                && g.bytes()
-                    .zip(token.bytes())
-                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                    == 0
-        })
-    }
 }
 
 /// Around every `/whep` route: a `POST /whep/{room}/{stream}` of a remote stream is answered
@@ -296,7 +272,11 @@ async fn remote_whep(
     let Some((room, stream)) = target else {
         return next.run(req).await;
     };
-    if !r.authorized(req.headers()) {
+    let authorization = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok());
+    if !r.whip.is_authorized(authorization) {
         return next.run(req).await;
     }
     let ids = r.host.remote_stream(&room, &stream).await;
@@ -335,22 +315,7 @@ async fn remote_whep(
         .host
         .view_remote(&r.whip, &room, ids, &location, &request)
         .await;
-    reply(response)
-}
-
-/// A `rheomesh::whip::Response` as axum's (as the library's adapter does).
-fn reply(r: rheomesh::whip::Response) -> axum::response::Response {
-    let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut headers = HeaderMap::new();
-    for (name, value) in r.headers {
-        if let (Ok(n), Ok(v)) = (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_str(&value),
-        ) {
-            headers.insert(n, v);
-        }
-    }
-    (status, headers, r.body).into_response()
+    response.into_response()
 }
 
 fn lock<T>(m: &StdMutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -133,17 +133,25 @@ fn request<'a>(headers: &'a HeaderMap, body: &'a str) -> Request<'a> {
 }
 
 fn reply(r: Response) -> axum::response::Response {
-    let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut headers = HeaderMap::new();
-    for (name, value) in r.headers {
-        if let (Ok(n), Ok(v)) = (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_str(&value),
-        ) {
-            headers.insert(n, v);
+    r.into_response()
+}
+
+/// A [`Response`] as axum's: its status, headers and body.
+impl IntoResponse for Response {
+    fn into_response(self) -> axum::response::Response {
+        let r = self;
+        let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut headers = HeaderMap::new();
+        for (name, value) in r.headers {
+            if let (Ok(n), Ok(v)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(&value),
+            ) {
+                headers.insert(n, v);
+            }
         }
+        (status, headers, r.body).into_response()
     }
-    (status, headers, r.body).into_response()
 }
 
 fn utf8<'a>(whip: &Whip, body: &'a Bytes) -> Result<&'a str, Response> {

@@ -547,19 +547,25 @@ impl Whip {
     }
 
     fn authorize(&self, req: &Request<'_>) -> Result<(), Response> {
-        let Some(token) = &self.inner.config.token else {
+        if self.is_authorized(req.authorization) {
             return Ok(());
+        }
+        Err(self
+            .error(401, "a valid bearer token is required")
+            .header("WWW-Authenticate", "Bearer"))
+    }
+
+    /// Whether an `Authorization` header value carries the configured bearer token
+    /// (compared in constant time); true when no token is configured. For a host that
+    /// must check a request before handing it over (the requests themselves check it).
+    pub fn is_authorized(&self, authorization: Option<&str>) -> bool {
+        let Some(token) = &self.inner.config.token else {
+            return true;
         };
-        let given = req
-            .authorization
+        let given = authorization
             .and_then(|a| a.strip_prefix("Bearer "))
             .map(str::trim);
-        match given {
-            Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => Ok(()),
-            _ => Err(self
-                .error(401, "a valid bearer token is required")
-                .header("WWW-Authenticate", "Bearer")),
-        }
+        given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes()))
     }
 
     fn error(&self, status: u16, message: impl Into<String>) -> Response {

@@ -2,4 +2,5 @@
 #![allow(dead_code)]
 
 pub mod peer;
+pub mod relay;
 pub mod sfu;

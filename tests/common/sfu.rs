@@ -64,6 +64,23 @@ pub async fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool 
     }
 }
 
+/// [`wait_until`] for a condition that must be awaited (e.g. reads worker stats).
+pub async fn wait_for<F: std::future::Future<Output = bool>>(
+    timeout: Duration,
+    mut f: impl FnMut() -> F,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if f().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Wait (off the runtime's worker threads) for a peer to connect.
 pub async fn wait_connected(peer: &Arc<TestPeer>, timeout: Duration) -> bool {
     let p = peer.clone();

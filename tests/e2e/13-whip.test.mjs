@@ -10,6 +10,7 @@ import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import {
   closePage, expectGrowth, expectNoAppError, launchBrowser, openPage, startServer, uniqueRoom, until, waitFor,
+  whepDecodes, whepView, whipPublish
 } from "./helpers.mjs";
 
 const TOKEN = "e2e-whip-token";
@@ -27,91 +28,6 @@ after(async () => {
   const out = server?.output().trim() ?? "";
   if (/\b(ERROR|panicked)\b/.test(out)) console.log(`server output:\n${out}`);
 });
-
-/** Defines `window.postOffer(pc, path, token)` in page `p`: the WHIP/WHEP client's POST —
- *  a non-trickle offer (candidates gathered, bounded), 201 expected, the answer applied;
- *  leaves `window.whip` = { pc, answer, location, etag }. */
-function definePostOffer(p) {
-  return p.evaluate(() => {
-    window.postOffer = async (pc, path, token) => {
-      await pc.setLocalDescription(await pc.createOffer());
-      await new Promise((resolve) => {
-        if (pc.iceGatheringState === "complete") return resolve();
-        pc.addEventListener("icegatheringstatechange", () => pc.iceGatheringState === "complete" && resolve());
-        setTimeout(resolve, 3000);
-      });
-      const res = await fetch(path, {
-        method: "POST",
-        headers: { "Content-Type": "application/sdp", Authorization: `Bearer ${token}` },
-        body: pc.localDescription.sdp,
-      });
-      const answer = await res.text();
-      if (res.status !== 201) throw new Error(`POST ${path}: ${res.status} ${answer}`);
-      await pc.setRemoteDescription({ type: "answer", sdp: answer });
-      window.whip = { pc, answer, location: res.headers.get("Location"), etag: res.headers.get("ETag") };
-    };
-  });
-}
-
-/** In page `p`: publish camera + microphone over WHIP to `path`; resolves with the ids. */
-async function whipPublish(p, path, token) {
-  await definePostOffer(p);
-  return p.evaluate(
-    async ({ path, token }) => {
-      const stream = await navigator.mediaDevices.getUserMedia({ video: true, audio: true });
-      const pc = new RTCPeerConnection();
-      for (const t of stream.getTracks()) pc.addTransceiver(t, { direction: "sendonly", streams: [stream] });
-      await window.postOffer(pc, path, token);
-      return {
-        location: window.whip.location,
-        etag: window.whip.etag,
-        audio: stream.getAudioTracks()[0].id,
-        video: stream.getVideoTracks()[0].id,
-      };
-    },
-    { path, token },
-  );
-}
-
-/** In page `p`: view `path` over WHEP (a recvonly audio + video offer). */
-async function whepView(p, path, token) {
-  await definePostOffer(p);
-  return p.evaluate(
-    async ({ path, token }) => {
-      const pc = new RTCPeerConnection();
-      pc.addTransceiver("audio", { direction: "recvonly" });
-      pc.addTransceiver("video", { direction: "recvonly" });
-      await window.postOffer(pc, path, token);
-      return { location: window.whip.location };
-    },
-    { path, token },
-  );
-}
-
-/** In page `p` (a WHEP viewer): video frames decoded so far. */
-function whepFrames(p) {
-  return p.evaluate(async () => {
-    const report = await window.whip.pc.getStats();
-    let frames = 0;
-    for (const r of report.values()) if (r.type === "inbound-rtp" && r.kind === "video") frames = r.framesDecoded ?? 0;
-    return frames;
-  });
-}
-
-/** Waits until the WHEP viewer in `p` decodes `delta` more frames. */
-async function whepDecodes(p, delta, timeoutMs) {
-  const start = await whepFrames(p);
-  await waitFor(
-    p,
-    async ({ start, delta }) => {
-      const report = await window.whip.pc.getStats();
-      return [...report.values()].some((r) => r.type === "inbound-rtp" && r.kind === "video" && r.framesDecoded >= start + delta);
-    },
-    timeoutMs,
-    `the WHEP viewer decodes ${delta} more frames`,
-    { start, delta },
-  );
-}
 
 /** In page `p`: restart ICE over PATCH; resolves with the new local ufrag and the status. */
 function whipRestartIce(p, token) {

@@ -18,8 +18,8 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import {
-  appState, closePage, expectGrowth, launchBrowser, openPage, socketMessages, startRedis, startServer, uniqueRoom, until,
-  waitFor, waitPublished,
+  appState, expectGrowth, metricsOf, pageSet, socketMessages, startCluster, startServer, stopCluster, uniqueRoom,
+  until, waitFor, waitPublished
 } from "./helpers.mjs";
 
 const SECRET = "e2e-cluster-secret-0123456789";
@@ -31,23 +31,11 @@ const nodeArgs = (redis, id) => [
   "--redis", redis.url, "--node-id", id, "--relay-secret", SECRET, "--relay-linger-ms", String(LINGER_MS),
 ];
 
-const ctx = {};
+let ctx = {};
 before(async () => {
-  ctx.redis = await startRedis();
-  ctx.node1 = await startServer({ args: nodeArgs(ctx.redis, "n1") });
-  ctx.node2 = await startServer({ args: nodeArgs(ctx.redis, "n2") });
-  ctx.browser = await launchBrowser();
+  ctx = await startCluster(nodeArgs);
 });
-after(async () => {
-  await ctx.browser?.close().catch(() => {});
-  for (const s of [ctx.node1, ctx.node1b, ctx.node2]) {
-    if (!s) continue;
-    await s.stop();
-    const out = s.output().trim();
-    if (/\b(ERROR|panicked)\b/.test(out)) console.log(`server output:\n${out}`);
-  }
-  await ctx.redis?.stop();
-});
+after(() => stopCluster(ctx, [ctx.node1b]));
 
 /** The Unpublished messages `page` got for `ids`. */
 async function unpublishedFor(page, ids) {
@@ -56,8 +44,7 @@ async function unpublishedFor(page, ids) {
 
 /** A node's relay gauges and published-track count, from its /metrics. */
 async function relayMetrics(server) {
-  const text = await (await fetch(`${server.base}/metrics`)).text();
-  const gauge = (name) => Number(text.match(new RegExp(`^rheomesh_${name} (\\d+)`, "m"))?.[1] ?? NaN);
+  const gauge = await metricsOf(server);
   return {
     sessionsOut: gauge("relay_sessions_out"),
     sessionsIn: gauge("relay_sessions_in"),
@@ -128,12 +115,8 @@ async function bareParticipant(p, room) {
 
 test("two nodes on Redis: tracks cross nodes, a relay stops with its last subscriber, a killed node's tracks are unpublished, a restarted one is seen", { timeout: 240000 }, async () => {
   const room = uniqueRoom("cluster");
-  const pages = [];
-  const open = async (server, path, name) => {
-    const page = await openPage(ctx.browser, server.base, path, name);
-    pages.push(page);
-    return page;
-  };
+  const pages = pageSet(ctx.browser);
+  const open = pages.open;
   try {
     const a = await open(ctx.node1, `/?room=${room}&name=A&autopublish=1`, "A@n1");
     const b = await open(ctx.node2, `/?room=${room}&name=B`, "B@n2");
@@ -310,6 +293,6 @@ test("two nodes on Redis: tracks cross nodes, a relay stops with its last subscr
       assert.deepEqual(errors, [], `[${page.e2eName}] no app errors`);
     }
   } finally {
-    for (const page of pages) await closePage(page).catch(() => {});
+    await pages.closeAll();
   }
 });

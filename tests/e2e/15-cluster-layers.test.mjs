@@ -12,32 +12,19 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import {
-  closePage, expectNoAppError, inboundSamples, launchBrowser, openPage, outboundVideoStats, startInboundSampler,
-  startRedis, startServer, stopInboundSampler, uniqueRoom, until, waitFor, waitPublished,
+  closePage, expectNoAppError, inboundSamples, openPage, outboundVideoStats, startCluster, startInboundSampler,
+  stopCluster, stopInboundSampler, uniqueRoom, until, waitFor, waitPublished
 } from "./helpers.mjs";
 
 const SECRET = "e2e-cluster-layers-secret-0123456789";
 const SWITCH_WITHIN_MS = 5000; // a relayed layer switch: the keyframe crosses both servers
 const RAMP_UP_MS = 45000; // Chromium's estimate must grow before it sends the top layer
 
-const ctx = {};
+let ctx = {};
 before(async () => {
-  ctx.redis = await startRedis();
-  const args = (id) => ["--redis", ctx.redis.url, "--node-id", id, "--relay-secret", SECRET];
-  ctx.node1 = await startServer({ args: args("l1") });
-  ctx.node2 = await startServer({ args: args("l2") });
-  ctx.browser = await launchBrowser();
+  ctx = await startCluster((redis, id) => ["--redis", redis.url, "--node-id", id, "--relay-secret", SECRET]);
 });
-after(async () => {
-  await ctx.browser?.close().catch(() => {});
-  for (const s of [ctx.node1, ctx.node2]) {
-    if (!s) continue;
-    await s.stop();
-    const out = s.output().trim();
-    if (/\b(ERROR|panicked)\b/.test(out)) console.log(`server output:\n${out}`);
-  }
-  await ctx.redis?.stop();
-});
+after(() => stopCluster(ctx));
 
 /** A publishes with `query` on node 1, B views on node 2; then `body`, then both close. */
 async function acrossNodes(prefix, query, body) {

@@ -16,8 +16,8 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import {
-  appState, closePage, expectGrowth, expectNoAppError, launchBrowser, openPage, socketMessages, startRedis, startServer,
-  uniqueRoom, until, waitFor, waitPublished,
+  closePage, expectNoAppError, metricsOf, openPage, pageSet, socketMessages, startCluster, stopCluster, uniqueRoom,
+  until, waitFor, waitPublished, whepDecodes, whepView, whipPublish
 } from "./helpers.mjs";
 
 const SECRET = "e2e-cluster-secret-0123456789";
@@ -30,28 +30,15 @@ const nodeArgs = (redis, id) => [
   "--whip-token", TOKEN,
 ];
 
-const ctx = {};
+let ctx = {};
 before(async () => {
-  ctx.redis = await startRedis();
-  ctx.node1 = await startServer({ args: nodeArgs(ctx.redis, "n1") });
-  ctx.node2 = await startServer({ args: nodeArgs(ctx.redis, "n2") });
-  ctx.browser = await launchBrowser();
+  ctx = await startCluster(nodeArgs);
 });
-after(async () => {
-  await ctx.browser?.close().catch(() => {});
-  for (const s of [ctx.node1, ctx.node2]) {
-    if (!s) continue;
-    await s.stop();
-    const out = s.output().trim();
-    if (/\b(ERROR|panicked)\b/.test(out)) console.log(`server output:\n${out}`);
-  }
-  await ctx.redis?.stop();
-});
+after(() => stopCluster(ctx));
 
 /** A node's room, participant and relay gauges, from its /metrics. */
 async function metrics(server) {
-  const text = await (await fetch(`${server.base}/metrics`)).text();
-  const gauge = (name) => Number(text.match(new RegExp(`^rheomesh_${name} (\\d+)`, "m"))?.[1] ?? NaN);
+  const gauge = await metricsOf(server);
   return {
     rooms: gauge("rooms"),
     participants: gauge("participants"),
@@ -89,77 +76,6 @@ function micBadge(page, name, muted, timeoutMs, what) {
   );
 }
 
-/** Defines `window.postOffer(pc, path, token)` in page `p` (as 13-whip): a non-trickle offer
- *  POSTed to `path`, 201 expected, the answer applied; leaves `window.whip` = { pc, answer,
- *  location }. */
-function definePostOffer(p) {
-  return p.evaluate(() => {
-    window.postOffer = async (pc, path, token) => {
-      await pc.setLocalDescription(await pc.createOffer());
-      await new Promise((resolve) => {
-        if (pc.iceGatheringState === "complete") return resolve();
-        pc.addEventListener("icegatheringstatechange", () => pc.iceGatheringState === "complete" && resolve());
-        setTimeout(resolve, 3000);
-      });
-      const res = await fetch(path, {
-        method: "POST",
-        headers: { "Content-Type": "application/sdp", Authorization: `Bearer ${token}` },
-        body: pc.localDescription.sdp,
-      });
-      const answer = await res.text();
-      if (res.status !== 201) throw new Error(`POST ${path}: ${res.status} ${answer}`);
-      await pc.setRemoteDescription({ type: "answer", sdp: answer });
-      window.whip = { pc, answer, location: res.headers.get("Location") };
-    };
-  });
-}
-
-/** In page `p`: publish camera + microphone over WHIP to `path` (of `p`'s server). */
-async function whipPublish(p, path) {
-  await definePostOffer(p);
-  return p.evaluate(
-    async ({ path, token }) => {
-      const stream = await navigator.mediaDevices.getUserMedia({ video: true, audio: true });
-      const pc = new RTCPeerConnection();
-      for (const t of stream.getTracks()) pc.addTransceiver(t, { direction: "sendonly", streams: [stream] });
-      await window.postOffer(pc, path, token);
-      return { location: window.whip.location, audio: stream.getAudioTracks()[0].id, video: stream.getVideoTracks()[0].id };
-    },
-    { path, token: TOKEN },
-  );
-}
-
-/** In page `p`: view `path` (of `p`'s server) over WHEP, a recvonly audio + video offer. */
-async function whepView(p, path) {
-  await definePostOffer(p);
-  return p.evaluate(
-    async ({ path, token }) => {
-      const pc = new RTCPeerConnection();
-      pc.addTransceiver("audio", { direction: "recvonly" });
-      pc.addTransceiver("video", { direction: "recvonly" });
-      await window.postOffer(pc, path, token);
-      return window.whip.location;
-    },
-    { path, token: TOKEN },
-  );
-}
-
-/** Video frames the WHEP viewer in `p` decoded so far. */
-function whepFrames(p) {
-  return p.evaluate(async () => {
-    const report = await window.whip.pc.getStats();
-    let frames = 0;
-    for (const r of report.values()) if (r.type === "inbound-rtp" && r.kind === "video") frames = r.framesDecoded ?? 0;
-    return frames;
-  });
-}
-
-/** Waits until the WHEP viewer in `p` decodes `delta` more frames. */
-async function whepDecodes(p, delta, timeoutMs, what) {
-  const start = await whepFrames(p);
-  await until(async () => (await whepFrames(p)) >= start + delta, timeoutMs, `${what}: ${delta} more frames after ${start}`);
-}
-
 /** Waits until the WHEP session of page `p` is gone on its server (`DELETE` answers 404). */
 function whepEnded(p, timeoutMs, what) {
   return waitFor(
@@ -173,12 +89,8 @@ function whepEnded(p, timeoutMs, what) {
 
 test("two nodes, one room: the chat crosses nodes, mute state reaches the other node and late joiners, WHEP plays a track of the other node", { timeout: 120000 }, async () => {
   const room = uniqueRoom("croom");
-  const pages = [];
-  const open = async (server, path, name) => {
-    const page = await openPage(ctx.browser, server.base, path, name);
-    pages.push(page);
-    return page;
-  };
+  const pages = pageSet(ctx.browser);
+  const open = pages.open;
   try {
     const a = await open(ctx.node1, `/?room=${room}&name=A&autopublish=1`, "A@n1");
     const b = await open(ctx.node2, `/?room=${room}&name=B`, "B@n2");
@@ -237,7 +149,7 @@ test("two nodes, one room: the chat crosses nodes, mute state reaches the other 
     // WHEP on node 2 of A's video track, by its id (a WebSocket participant's track on node 1).
     const w = await open(ctx.node2, "/", "WHEP-A@n2");
     const tWhep = Date.now();
-    const location = await whepView(w, `/whep/${room}/${idsA.video}`);
+    const location = (await whepView(w, `/whep/${room}/${idsA.video}`, TOKEN)).location;
     assert.equal(location.startsWith(`/whep/${room}/${idsA.video}/`), true, location);
     await whepDecodes(w, 1, 15000, "WHEP viewer of A's video on node 2 decodes");
     const whepTrackMs = Date.now() - tWhep;
@@ -247,8 +159,7 @@ test("two nodes, one room: the chat crosses nodes, mute state reaches the other 
     // A leaves: its channel goes from B's and C's chats, the WHEP session ends, node 2 relays
     // nothing any more (A's tracks and channel).
     const tLeave = Date.now();
-    await closePage(a);
-    pages.splice(pages.indexOf(a), 1);
+    await pages.close(a);
     for (const p of [b, c]) {
       await waitFor(p, (gone) => !window.rheomeshApp.chat.peers.includes(gone), 10000, "A's channel dropped", chatA);
       const dataGone = (await socketMessages(p)).filter((m) => m.action === "DataUnpublished" && m.publisherId === chatA);
@@ -263,7 +174,7 @@ test("two nodes, one room: the chat crosses nodes, mute state reaches the other 
     await chatArrives(c, chatB, ["still here"], 10000, "C gets B's line after A left");
     for (const p of [b, c]) await expectNoAppError(p);
   } finally {
-    for (const p of pages) await closePage(p).catch(() => {});
+    await pages.closeAll();
   }
 });
 
@@ -274,7 +185,7 @@ test("WHEP on node 2 plays a WHIP stream published on node 1, and ends with it",
   try {
     // The first test's pages may still be leaving node 2.
     await until(async () => (await metrics(ctx.node2)).rooms === 0, 10000, "node 2 has no room");
-    const ids = await whipPublish(pub, `/whip/${room}/cam`);
+    const ids = await whipPublish(pub, `/whip/${room}/cam`, TOKEN);
     // Node 2 learns of the stream through Redis (it has no participant of the room).
     const refused = await viewer.evaluate(
       async (room) => (await fetch(`/whep/${room}/cam`, { method: "POST", headers: { "Content-Type": "application/sdp" }, body: "v=0\r\n" })).status,
@@ -286,7 +197,7 @@ test("WHEP on node 2 plays a WHIP stream published on node 1, and ends with it",
     assert.equal(idle.rooms, 0, "no room created for a refused viewer");
 
     const tView = Date.now();
-    const location = await whepView(viewer, `/whep/${room}/cam`);
+    const location = (await whepView(viewer, `/whep/${room}/cam`, TOKEN)).location;
     assert.match(location, new RegExp(`^/whep/${room}/cam/[0-9a-f]{32}$`));
     await whepDecodes(viewer, 1, 15000, "WHEP viewer on node 2 decodes");
     const firstFrameMs = Date.now() - tView;

@@ -598,3 +598,137 @@ export async function startRedis() {
     },
   };
 }
+
+// ---- WHIP / WHEP ----
+
+/** Defines `window.postOffer(pc, path, token)` in page `p`: the WHIP/WHEP client's POST —
+ *  a non-trickle offer (candidates gathered, bounded), 201 expected, the answer applied;
+ *  leaves `window.whip` = { pc, answer, location, etag }. */
+export function definePostOffer(p) {
+  return p.evaluate(() => {
+    window.postOffer = async (pc, path, token) => {
+      await pc.setLocalDescription(await pc.createOffer());
+      await new Promise((resolve) => {
+        if (pc.iceGatheringState === "complete") return resolve();
+        pc.addEventListener("icegatheringstatechange", () => pc.iceGatheringState === "complete" && resolve());
+        setTimeout(resolve, 3000);
+      });
+      const res = await fetch(path, {
+        method: "POST",
+        headers: { "Content-Type": "application/sdp", Authorization: `Bearer ${token}` },
+        body: pc.localDescription.sdp,
+      });
+      const answer = await res.text();
+      if (res.status !== 201) throw new Error(`POST ${path}: ${res.status} ${answer}`);
+      await pc.setRemoteDescription({ type: "answer", sdp: answer });
+      window.whip = { pc, answer, location: res.headers.get("Location"), etag: res.headers.get("ETag") };
+    };
+  });
+}
+
+/** In page `p`: publish camera + microphone over WHIP to `path`; resolves with the ids. */
+export async function whipPublish(p, path, token) {
+  await definePostOffer(p);
+  return p.evaluate(
+    async ({ path, token }) => {
+      const stream = await navigator.mediaDevices.getUserMedia({ video: true, audio: true });
+      const pc = new RTCPeerConnection();
+      for (const t of stream.getTracks()) pc.addTransceiver(t, { direction: "sendonly", streams: [stream] });
+      await window.postOffer(pc, path, token);
+      return {
+        location: window.whip.location,
+        etag: window.whip.etag,
+        audio: stream.getAudioTracks()[0].id,
+        video: stream.getVideoTracks()[0].id,
+      };
+    },
+    { path, token },
+  );
+}
+
+/** In page `p`: view `path` over WHEP (a recvonly audio + video offer). */
+export async function whepView(p, path, token) {
+  await definePostOffer(p);
+  return p.evaluate(
+    async ({ path, token }) => {
+      const pc = new RTCPeerConnection();
+      pc.addTransceiver("audio", { direction: "recvonly" });
+      pc.addTransceiver("video", { direction: "recvonly" });
+      await window.postOffer(pc, path, token);
+      return { location: window.whip.location };
+    },
+    { path, token },
+  );
+}
+
+/** In page `p` (a WHEP viewer): video frames decoded so far. */
+export function whepFrames(p) {
+  return p.evaluate(async () => {
+    const report = await window.whip.pc.getStats();
+    let frames = 0;
+    for (const r of report.values()) if (r.type === "inbound-rtp" && r.kind === "video") frames = r.framesDecoded ?? 0;
+    return frames;
+  });
+}
+
+/** Waits until the WHEP viewer in `p` decodes `delta` more frames. */
+export async function whepDecodes(p, delta, timeoutMs, what = "the WHEP viewer decodes") {
+  const start = await whepFrames(p);
+  await until(async () => (await whepFrames(p)) >= start + delta, timeoutMs, `${what}: ${delta} more frames after ${start}`);
+}
+
+// ---- two example servers as a cluster on Redis ----
+
+/**
+ * A `redis-server` of the test's own and two example servers on it (`nodeArgs(redis, id)`
+ * gives each one's arguments; ids "n1" and "n2"), and a browser: { redis, node1, node2,
+ * browser }. Stop them with `stopCluster`.
+ */
+export async function startCluster(nodeArgs) {
+  const ctx = {};
+  ctx.redis = await startRedis();
+  ctx.node1 = await startServer({ args: nodeArgs(ctx.redis, "n1") });
+  ctx.node2 = await startServer({ args: nodeArgs(ctx.redis, "n2") });
+  ctx.browser = await launchBrowser();
+  return ctx;
+}
+
+/** Stop what `startCluster` started (and `more` servers), printing a server's errors. */
+export async function stopCluster(ctx, more = []) {
+  await ctx.browser?.close().catch(() => {});
+  for (const s of [ctx.node1, ...more, ctx.node2]) {
+    if (!s) continue;
+    await s.stop();
+    const out = s.output().trim();
+    if (/\b(ERROR|panicked)\b/.test(out)) console.log(`server output:\n${out}`);
+  }
+  await ctx.redis?.stop();
+}
+
+/** A reader of `server`'s /metrics: `gauge(name)` is `rheomesh_{name}`'s value (NaN if absent). */
+export async function metricsOf(server) {
+  const text = await (await fetch(`${server.base}/metrics`)).text();
+  return (name) => Number(text.match(new RegExp(`^rheomesh_${name} (\\d+)`, "m"))?.[1] ?? NaN);
+}
+
+/**
+ * Pages of `browser` on several servers, closed together: `open(server, path, name)` opens
+ * one (as `openPage`), `close(page)` closes one early, `closeAll()` the rest.
+ */
+export function pageSet(browser) {
+  const pages = [];
+  return {
+    async open(server, path, name) {
+      const page = await openPage(browser, server.base, path, name);
+      pages.push(page);
+      return page;
+    },
+    async close(page) {
+      pages.splice(pages.indexOf(page), 1);
+      await closePage(page);
+    },
+    async closeAll() {
+      for (const page of pages.splice(0)) await closePage(page).catch(() => {});
+    },
+  };
+}
