@@ -1,6 +1,6 @@
 //! A crate outside the Rheomesh workspace, as a user would write it (scripts/consumer_check.sh
-//! copies this file into a fresh crate in a temporary directory that depends on `rheomesh` by
-//! path, builds it and runs it).
+//! copies this file into a fresh crate in a temporary directory that depends on the packaged
+//! `rheomesh` crate, builds it and runs it).
 //!
 //! The server half is the original Rheomesh getting-started code (only the `use` lines and the
 //! STUN URL differ: tests stay on 127.0.0.1). The browser half is played by two str0m client
