@@ -419,15 +419,7 @@ async fn replayed_srtcp_is_refused() {
         }
         settled = now;
     }
-    let rtx_before: u64 = worker
-        .lock()
-        .await
-        .stats()
-        .await
-        .shards
-        .iter()
-        .map(|s| s.rtx_sent)
-        .sum();
+    let rtx_before = worker.lock().await.stats().await.total(|s| s.rtx_sent);
 
     let replayed = sub.peer.replay_captured_rtcp();
     assert!(replayed >= 10, "captured SRTCP to replay: {replayed}");
@@ -446,15 +438,7 @@ async fn replayed_srtcp_is_refused() {
         (settled.nacks_received, settled.plis_received),
         "no replayed NACK or PLI counted ({replayed} replayed)"
     );
-    let rtx_after: u64 = worker
-        .lock()
-        .await
-        .stats()
-        .await
-        .shards
-        .iter()
-        .map(|s| s.rtx_sent)
-        .sum();
+    let rtx_after = worker.lock().await.stats().await.total(|s| s.rtx_sent);
     assert_eq!(
         rtx_after, rtx_before,
         "nothing retransmitted for replayed NACKs"
